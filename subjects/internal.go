@@ -1,0 +1,110 @@
+package subjects
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Broker-private names: the KV bucket holding all state, its keys, and the
+// timer stream. Clients never use these; they are here so that every name
+// Ringer puts on the wire is built and parsed in one place.
+const (
+	// Bucket is the JetStream KV bucket holding invitations, lines and sessions.
+	Bucket = "RINGER"
+	// BucketStream is the stream behind Bucket.
+	BucketStream = "KV_" + Bucket
+	// TimerStream holds ADR-51 schedules and the messages they fire.
+	TimerStream = "RINGER_TIMERS"
+)
+
+const (
+	kvPrefix     = "$KV." + Bucket + "."
+	invPrefix    = "inv."
+	linePrefix   = "line."
+	sessPrefix   = "sess."
+	timerSet     = Prefix + ".timer.set."
+	timerFire    = Prefix + ".timer.fire."
+	timerFireAll = Prefix + ".timer.fire.*"
+	timerAll     = Prefix + ".timer.>"
+)
+
+// InvitationKey is the KV key of an invitation record: inv.<id>.
+func InvitationKey(id string) string { return invPrefix + id }
+
+// LineKey is the KV key of a user's line (busy claim and index of live
+// invitations): line.<user>.
+func LineKey(user string) string { return linePrefix + user }
+
+// SessionKey is the KV key of one logged-in device: sess.<user>.<device>.
+func SessionKey(user, device string) string { return sessPrefix + user + "." + device }
+
+// SessionKeysOf is the KV key filter matching every session of user.
+func SessionKeysOf(user string) string { return sessPrefix + user + ".*" }
+
+// KVSubject turns a KV key into the stream subject it is stored under.
+func KVSubject(key string) string { return kvPrefix + key }
+
+// InvitationChanges is the stream subject filter for every invitation record.
+func InvitationChanges() string { return kvPrefix + invPrefix + "*" }
+
+// SessionChanges is the stream subject filter for every session record.
+func SessionChanges() string { return kvPrefix + sessPrefix + "*.*" }
+
+// ParseInvitationSubject extracts the invitation id from a change on
+// $KV.RINGER.inv.<id>.
+func ParseInvitationSubject(subject string) (string, error) {
+	id, ok := strings.CutPrefix(subject, kvPrefix+invPrefix)
+	if !ok {
+		return "", fmt.Errorf("%w: %q is not an invitation key", ErrInvalidSubject, subject)
+	}
+	return id, ValidateID(id)
+}
+
+// ParseSessionSubject extracts user and device from a change on
+// $KV.RINGER.sess.<user>.<device>.
+func ParseSessionSubject(subject string) (user, device string, err error) {
+	rest, ok := strings.CutPrefix(subject, kvPrefix+sessPrefix)
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q is not a session key", ErrInvalidSubject, subject)
+	}
+	user, device, ok = strings.Cut(rest, ".")
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q is not a session key", ErrInvalidSubject, subject)
+	}
+	if err := ValidateID(user); err != nil {
+		return "", "", err
+	}
+	return user, device, ValidateID(device)
+}
+
+// ParseSessionKey splits a session key sess.<user>.<device>.
+func ParseSessionKey(key string) (user, device string, err error) {
+	return ParseSessionSubject(kvPrefix + key)
+}
+
+// TimerSchedule is the subject of the ADR-51 schedule that fires for
+// invitation id at Unix millisecond at. Each deadline gets its own subject, so
+// arming is idempotent and order-independent: re-arming the same deadline
+// replaces an identical schedule, and a superseded timer fires harmlessly.
+func TimerSchedule(id string, at int64) string {
+	return timerSet + id + "." + strconv.FormatInt(at, 10)
+}
+
+// TimerFire is the subject the schedule of an invitation fires into.
+func TimerFire(id string) string { return timerFire + id }
+
+// TimerFires is the filter of the durable consumer that handles fired timers.
+func TimerFires() string { return timerFireAll }
+
+// TimerSubjects is the subject space of TimerStream.
+func TimerSubjects() string { return timerAll }
+
+// ParseTimerFire extracts the invitation id from a fired timer subject.
+func ParseTimerFire(subject string) (string, error) {
+	id, ok := strings.CutPrefix(subject, timerFire)
+	if !ok {
+		return "", fmt.Errorf("%w: %q is not a timer subject", ErrInvalidSubject, subject)
+	}
+	return id, ValidateID(id)
+}
