@@ -1,0 +1,77 @@
+package protocol
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Marshal encodes v as msgpack.
+func Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+
+// decode is strict about shape (a value of the wrong type is an error) but
+// tolerant of unknown fields, so newer clients can talk to older brokers.
+func decode(data []byte, v any, what string) error {
+	if len(data) > MaxRequestLen {
+		return Errorf(CodeInvalidArgument, "%s: %d bytes, at most %d", what, len(data), MaxRequestLen)
+	}
+	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(v); err != nil {
+		return Errorf(CodeInvalidArgument, "%s: malformed msgpack: %v", what, err)
+	}
+	if dec.Buffered().(*bytes.Reader).Len() != 0 {
+		return Errorf(CodeInvalidArgument, "%s: trailing bytes after msgpack value", what)
+	}
+	return nil
+}
+
+// DecodeRequest decodes a command body. An empty body is an empty Request.
+// Errors are *Error with code INVALID_ARGUMENT.
+func DecodeRequest(data []byte) (*Request, error) {
+	var r Request
+	if len(data) == 0 {
+		return &r, nil
+	}
+	if err := decode(data, &r, "request"); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// DecodeReply decodes a command reply.
+func DecodeReply(data []byte) (*Reply, error) {
+	var r Reply
+	if err := decode(data, &r, "reply"); err != nil {
+		return nil, err
+	}
+	if r.Error != nil && r.Error.Code == "" {
+		return nil, Errorf(CodeInvalidArgument, "reply: error without code")
+	}
+	return &r, nil
+}
+
+// DecodeEvent decodes an event.
+func DecodeEvent(data []byte) (*Event, error) {
+	var e Event
+	if err := decode(data, &e, "event"); err != nil {
+		return nil, err
+	}
+	if e.Type == "" || e.Invitation.ID == "" {
+		return nil, Errorf(CodeInvalidArgument, "event: missing type or invitation id")
+	}
+	if !e.Invitation.State.Valid() {
+		return nil, Errorf(CodeInvalidArgument, "event: unknown state %q", e.Invitation.State)
+	}
+	return &e, nil
+}
+
+// MustMarshal encodes values that cannot fail to encode (the package's own
+// structs); it panics only on a programming error.
+func MustMarshal(v any) []byte {
+	b, err := Marshal(v)
+	if err != nil {
+		panic(fmt.Sprintf("protocol: marshal %T: %v", v, err))
+	}
+	return b
+}

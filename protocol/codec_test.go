@@ -1,0 +1,123 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+func TestRoundTrip(t *testing.T) {
+	req := &Request{Device: "phone", ID: "i1", Callee: "bob", Content: "hi", ChannelID: "c", Timeouts: &Timeouts{OfflineMs: 1500}}
+	got, err := DecodeRequest(MustMarshal(req))
+	if err != nil || got.Callee != "bob" || got.Timeouts == nil || got.Timeouts.OfflineMs != 1500 {
+		t.Fatalf("%+v %v", got, err)
+	}
+	ev := &Event{Type: EventInvited, Role: RoleCallee, Invitation: Invitation{ID: "i1", State: StateSent, Revision: 7}}
+	gotEv, err := DecodeEvent(MustMarshal(ev))
+	if err != nil || gotEv.Invitation.Revision != 7 || gotEv.Type != EventInvited {
+		t.Fatalf("%+v %v", gotEv, err)
+	}
+	rep := &Reply{Error: &Error{Code: CodeAlreadyEnd, Message: "m", State: StateCanceled}}
+	gotRep, err := DecodeReply(MustMarshal(rep))
+	if err != nil || !errors.Is(gotRep.Error, ErrAlreadyEnd) || gotRep.Error.State != StateCanceled {
+		t.Fatalf("%+v %v", gotRep, err)
+	}
+}
+
+// The wire field names are the contract of docs/protocol.md.
+func TestWireFieldNames(t *testing.T) {
+	raw := MustMarshal(&Request{Device: "d", ID: "i", Callee: "c", Content: "x", ChannelID: "ch", Response: "r", Busy: true})
+	var m map[string]any
+	if err := msgpack.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"device", "id", "callee", "content", "channelId", "response", "busy"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("request lacks field %q: %v", k, m)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	bad := map[string][]byte{
+		"garbage":        []byte{0xc1},                                  // never-used msgpack byte
+		"truncated":      MustMarshal(&Request{Device: "d"})[:3],        // cut mid-map
+		"not a map":      MustMarshal("just a string"),                  // wrong shape
+		"wrong type":     MustMarshal(map[string]any{"device": 42}),     // int for a string
+		"trailing bytes": append(MustMarshal(&Request{Device: "d"}), 1), // two values
+		"oversize":       bytes.Repeat([]byte{0xa1, 'x'}, MaxRequestLen),
+	}
+	for name, data := range bad {
+		if _, err := DecodeRequest(data); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: %v, want INVALID_ARGUMENT", name, err)
+		}
+	}
+	if r, err := DecodeRequest(nil); err != nil || r.Device != "" {
+		t.Errorf("empty body: %+v %v", r, err)
+	}
+	if _, err := DecodeEvent(MustMarshal(&Event{Type: EventInvited})); err == nil {
+		t.Error("event without invitation id accepted")
+	}
+	if _, err := DecodeEvent(MustMarshal(&Event{Type: EventInvited, Invitation: Invitation{ID: "x", State: "BOGUS"}})); err == nil {
+		t.Error("event with unknown state accepted")
+	}
+	if _, err := DecodeReply(MustMarshal(&Reply{Error: &Error{Message: "no code"}})); err == nil {
+		t.Error("reply error without code accepted")
+	}
+}
+
+func TestErrorIs(t *testing.T) {
+	e := Errorf(CodeForbidden, "mallory may not")
+	if !errors.Is(e, ErrForbidden) || errors.Is(e, ErrNotFound) {
+		t.Fatal("Is must match by code only")
+	}
+	if CodeOf(errors.New("x")) != CodeInternal || CodeOf(e) != CodeForbidden {
+		t.Fatal("CodeOf")
+	}
+}
+
+func FuzzDecodeRequest(f *testing.F) {
+	f.Add(MustMarshal(&Request{Device: "d", Callee: "bob", Content: "hi", Timeouts: &Timeouts{OfflineMs: 1}}))
+	f.Add([]byte{0xc1})
+	f.Add([]byte{})
+	f.Add([]byte{0x81, 0xa6, 'd', 'e', 'v', 'i', 'c', 'e', 0xc0})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := DecodeRequest(data)
+		if err != nil {
+			if CodeOf(err) != CodeInvalidArgument {
+				t.Fatalf("decode error with code %s", CodeOf(err))
+			}
+			return
+		}
+		// Whatever decodes must re-encode and decode to the same request.
+		r2, err := DecodeRequest(MustMarshal(r))
+		if err != nil || r2.Device != r.Device || r2.Callee != r.Callee || r2.Content != r.Content {
+			t.Fatalf("round trip: %+v vs %+v (%v)", r, r2, err)
+		}
+	})
+}
+
+func FuzzDecodeEvent(f *testing.F) {
+	f.Add(MustMarshal(&Event{Type: EventAccepted, Role: RoleCaller, Invitation: Invitation{ID: "i", State: StateAccepting, Revision: 3}}))
+	f.Add([]byte{0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ev, err := DecodeEvent(data)
+		if err == nil && (ev.Invitation.ID == "" || !ev.Invitation.State.Valid()) {
+			t.Fatalf("accepted an invalid event: %+v", ev)
+		}
+	})
+}
+
+func FuzzDecodeReply(f *testing.F) {
+	f.Add(MustMarshal(&Reply{Invitation: &Invitation{ID: "i", State: StateSent}}))
+	f.Add(MustMarshal(&Reply{Error: &Error{Code: CodeBusy}}))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		rep, err := DecodeReply(data)
+		if err == nil && rep.Error != nil && rep.Error.Code == "" {
+			t.Fatal("accepted an error without code")
+		}
+	})
+}
+

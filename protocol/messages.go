@@ -1,0 +1,102 @@
+// Package protocol defines Ringer's wire contract: the msgpack messages,
+// states, events and error codes exchanged on the subjects of package subjects.
+// docs/protocol.md is its prose twin.
+package protocol
+
+// Limits that are part of the contract; brokers may be configured lower.
+const (
+	MaxContentLen   = 8 * 1024 // bytes of Invitation.Content
+	MaxResponseLen  = 8 * 1024 // bytes of Invitation.Response
+	MaxChannelIDLen = 64       // bytes of Invitation.ChannelID
+	MaxRequestLen   = 32 * 1024
+)
+
+// Invitation is the view of an invitation (and the call it became) that
+// replies and events carry. Times are Unix milliseconds of the broker's clock;
+// zero means "not yet".
+type Invitation struct {
+	ID           string    `msgpack:"id"`
+	Caller       string    `msgpack:"caller"`
+	CallerDevice string    `msgpack:"callerDevice"`
+	Callee       string    `msgpack:"callee"`
+	CalleeDevice string    `msgpack:"calleeDevice,omitempty"` // the callee device that acted last (ack, accept, refuse)
+	Content      string    `msgpack:"content,omitempty"`
+	ChannelID    string    `msgpack:"channelId,omitempty"`
+	Response     string    `msgpack:"response,omitempty"`
+	State        State     `msgpack:"state"`
+	Reason       Reason    `msgpack:"reason,omitempty"`
+	CallState    CallState `msgpack:"callState,omitempty"`
+	EndedBy      string    `msgpack:"endedBy,omitempty"` // user who hung up
+	Revision     uint64    `msgpack:"revision"`
+	CreatedAt    int64     `msgpack:"createdAt"`
+	ReceivedAt   int64     `msgpack:"receivedAt,omitempty"`
+	AnsweredAt   int64     `msgpack:"answeredAt,omitempty"` // accept or refuse
+	EndedAt      int64     `msgpack:"endedAt,omitempty"`    // terminal state, or call end
+	Deadline     int64     `msgpack:"deadline,omitempty"`   // when the broker will resolve the current state by itself
+}
+
+// RoleOf returns the role of user in inv, or "" if user is not a party.
+func (inv *Invitation) RoleOf(user string) Role {
+	switch user {
+	case inv.Caller:
+		return RoleCaller
+	case inv.Callee:
+		return RoleCallee
+	}
+	return ""
+}
+
+// Live reports whether the invitation or its call still holds the parties' lines.
+func (inv *Invitation) Live() bool {
+	if inv.State == StateAccepted {
+		return inv.CallState != CallEnded
+	}
+	return !inv.State.Terminal()
+}
+
+// Request is the body of every command. Which fields matter depends on the
+// verb (docs/protocol.md, "Commands"); unknown fields are ignored.
+type Request struct {
+	Device    string    `msgpack:"device"`
+	ID        string    `msgpack:"id,omitempty"`
+	Callee    string    `msgpack:"callee,omitempty"`
+	Content   string    `msgpack:"content,omitempty"`
+	ChannelID string    `msgpack:"channelId,omitempty"`
+	Response  string    `msgpack:"response,omitempty"`
+	Busy      bool      `msgpack:"busy,omitempty"`
+	Timeouts  *Timeouts `msgpack:"timeouts,omitempty"`
+}
+
+// Timeouts are per-invitation overrides, in milliseconds; zero keeps the
+// broker default. The broker rejects values outside its bounds.
+type Timeouts struct {
+	OfflineMs int64 `msgpack:"offlineMs,omitempty"` // SENT → PEER_OFFLINE / PEER_NO_RESPONSE
+	ExpireMs  int64 `msgpack:"expireMs,omitempty"`  // RECEIVED → INVITATION_EXPIRE
+	AcceptMs  int64 `msgpack:"acceptMs,omitempty"`  // ACCEPTING → ACCEPT_FAILURE
+}
+
+// Reply is the body of every command reply: Error is set on failure,
+// otherwise the fields the verb documents.
+type Reply struct {
+	Error       *Error       `msgpack:"error,omitempty"`
+	Invitation  *Invitation  `msgpack:"invitation,omitempty"`
+	Invitations []Invitation `msgpack:"invitations,omitempty"`
+	Session     *Session     `msgpack:"session,omitempty"`
+}
+
+// Session is the login/heartbeat reply: how long the session lives without a
+// heartbeat, and how often to send one.
+type Session struct {
+	TTLMs       int64 `msgpack:"ttlMs"`
+	HeartbeatMs int64 `msgpack:"heartbeatMs"`
+	Busy        bool  `msgpack:"busy,omitempty"` // the user's manual busy flag
+}
+
+// Event is published on a user's events subject for every committed
+// transition that concerns the user. Clients apply an event only if
+// Invitation.Revision is newer than the last they applied for that id.
+type Event struct {
+	Type       EventType  `msgpack:"type"`
+	Role       Role       `msgpack:"role"` // the receiving user's role in the invitation
+	Invitation Invitation `msgpack:"invitation"`
+}
