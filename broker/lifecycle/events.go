@@ -1,0 +1,61 @@
+package lifecycle
+
+import "github.com/ringer-dev/ringer/protocol"
+
+// Notice is one event to publish to one user.
+type Notice struct {
+	User  string
+	Event protocol.Event
+}
+
+// Events projects a committed record onto the events its parties must see
+// (docs/protocol.md, "Events"). It depends only on the record, so replaying a
+// change (at-least-once delivery) yields the same events with the same
+// revision, which clients deduplicate.
+func Events(r Record) []Notice {
+	if r.Quiet {
+		return nil
+	}
+	inv := r.Invitation
+	to := func(role protocol.Role, t protocol.EventType) Notice {
+		user := inv.Caller
+		if role == protocol.RoleCallee {
+			user = inv.Callee
+		}
+		return Notice{User: user, Event: protocol.Event{Type: t, Role: role, Invitation: inv}}
+	}
+	caller := func(t protocol.EventType) Notice { return to(protocol.RoleCaller, t) }
+	callee := func(t protocol.EventType) Notice { return to(protocol.RoleCallee, t) }
+
+	switch inv.State {
+	case protocol.StateSent:
+		return []Notice{callee(protocol.EventInvited)}
+	case protocol.StateReceived:
+		return []Notice{caller(protocol.EventReceivedByPeer)}
+	case protocol.StateAccepting:
+		return []Notice{caller(protocol.EventAccepted), callee(protocol.EventAccepting)}
+	case protocol.StateAccepted:
+		if inv.CallState == protocol.CallEnded {
+			return []Notice{caller(protocol.EventCallEnded), callee(protocol.EventCallEnded)}
+		}
+		// The caller learns ACCEPTED from its ackaccept reply, but a reply can
+		// be lost: the event makes the call's start at-least-once for both.
+		return []Notice{caller(protocol.EventAccepted), callee(protocol.EventAccepted)}
+	case protocol.StateRefused:
+		if inv.Reason == protocol.ReasonBusy {
+			return []Notice{caller(protocol.EventRefused)} // the busy callee is not disturbed
+		}
+		return []Notice{caller(protocol.EventRefused), callee(protocol.EventRefused)}
+	case protocol.StateCanceled:
+		return []Notice{caller(protocol.EventCanceled), callee(protocol.EventCanceled)}
+	case protocol.StateFailed:
+		return []Notice{caller(protocol.EventFailure), callee(protocol.EventFailure)}
+	}
+	return nil
+}
+
+// HoldsLines reports whether the record still holds its parties' lines. A
+// record that does not, but is still listed on a line, must be released.
+func HoldsLines(r Record) bool {
+	return r.Live() && r.Reason != protocol.ReasonBusy
+}
