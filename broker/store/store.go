@@ -1,0 +1,436 @@
+// Package store is Ringer's only state store: JetStream KV records written
+// with compare-and-set, atomic multi-key batches, TTL'd sessions and ADR-51
+// timer schedules. It knows the layout (docs/architecture.md, "KV layout") but
+// no invitation semantics.
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nuid"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// Sentinel errors.
+var (
+	// ErrNotFound: the key has no value (never written, deleted or expired).
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict: a compare-and-set lost; re-read and retry.
+	ErrConflict = errors.New("store: revision conflict")
+)
+
+// Line is a user's line record (line.<user>): the live invitations and calls
+// the user is a party to, and the manual busy flag. A user is busy while the
+// record lists any ref or Manual is set; the record is deleted when neither.
+type Line struct {
+	Refs   []string `msgpack:"refs,omitempty"`
+	Manual bool     `msgpack:"manual,omitempty"`
+}
+
+// Busy reports whether the line is taken.
+func (l Line) Busy() bool { return len(l.Refs) > 0 || l.Manual }
+
+// Has reports whether id is one of the line's refs.
+func (l Line) Has(id string) bool {
+	for _, r := range l.Refs {
+		if r == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Without returns the line minus ref id.
+func (l Line) Without(id string) Line {
+	out := Line{Manual: l.Manual}
+	for _, r := range l.Refs {
+		if r != id {
+			out.Refs = append(out.Refs, r)
+		}
+	}
+	return out
+}
+
+// With returns the line plus ref id (once).
+func (l Line) With(id string) Line {
+	if l.Has(id) {
+		return l
+	}
+	out := Line{Manual: l.Manual, Refs: append(append([]string(nil), l.Refs...), id)}
+	return out
+}
+
+// Store is a handle on the provisioned bucket and timer stream. It is safe for
+// concurrent use.
+type Store struct {
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	kv     jetstream.KeyValue
+	bucket jetstream.Stream
+	// leader reads the bucket through the stream leader instead of direct
+	// gets (which a follower may serve stale), for decisions a stale read
+	// must not make (refusing a call as busy).
+	leader jetstream.Stream
+	timers jetstream.Stream
+	// stats counts every request this store makes to JetStream, for the
+	// KV budget in docs/architecture.md.
+	stats Stats
+}
+
+// Open binds to the bucket and timer stream, which Provision must have created.
+func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	kv, err := js.KeyValue(ctx, subjects.Bucket)
+	if err != nil {
+		return nil, fmt.Errorf("store: bind bucket %s: %w", subjects.Bucket, err)
+	}
+	bucket, err := js.Stream(ctx, subjects.BucketStream)
+	if err != nil {
+		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.BucketStream, err)
+	}
+	leader, err := js.Stream(ctx, subjects.BucketStream)
+	if err != nil {
+		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.BucketStream, err)
+	}
+	leader.CachedInfo().Config.AllowDirect = false // this handle's gets go to the leader
+	timers, err := js.Stream(ctx, subjects.TimerStream)
+	if err != nil {
+		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.TimerStream, err)
+	}
+	return &Store{nc: nc, js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}, nil
+}
+
+// JetStream returns the JetStream context the store uses (for consumers).
+func (s *Store) JetStream() jetstream.JetStream { return s.js }
+
+// Stats returns a snapshot of the store's round-trip counters.
+func (s *Store) Stats() StatsSnapshot { return s.stats.snapshot() }
+
+// GetInvitation reads an invitation record and its revision.
+func (s *Store) GetInvitation(ctx context.Context, id string) (lifecycle.Record, uint64, error) {
+	return s.getInvitation(ctx, s.bucket, id)
+}
+
+// GetInvitationFresh reads an invitation through the stream leader: never
+// stale (a direct get may be served by a follower that is catching up, and
+// say "not found" for a record it has not replicated yet).
+func (s *Store) GetInvitationFresh(ctx context.Context, id string) (lifecycle.Record, uint64, error) {
+	return s.getInvitation(ctx, s.fresh(), id)
+}
+
+func (s *Store) fresh() jetstream.Stream {
+	if !s.Replicated() {
+		return s.bucket // one server: direct gets are already authoritative
+	}
+	return s.leader
+}
+
+// Replicated reports whether the bucket has followers (whose direct gets may
+// be stale).
+func (s *Store) Replicated() bool { return s.bucket.CachedInfo().Config.Replicas > 1 }
+
+func (s *Store) getInvitation(ctx context.Context, from jetstream.Stream, id string) (lifecycle.Record, uint64, error) {
+	var r lifecycle.Record
+	data, rev, err := s.getFrom(ctx, from, subjects.InvitationKey(id))
+	if err != nil {
+		return r, rev, err
+	}
+	if err := msgpack.Unmarshal(data, &r); err != nil {
+		return r, rev, fmt.Errorf("store: decode invitation %s: %w", id, err)
+	}
+	r.Revision = rev
+	return r, rev, nil
+}
+
+// GetLine reads a user's line. A missing line is a free Line with ErrNotFound;
+// rev is then the revision to expect when creating it (the delete marker's, or 0).
+func (s *Store) GetLine(ctx context.Context, user string) (Line, uint64, error) {
+	return s.getLine(ctx, s.bucket, user)
+}
+
+// GetLineFresh reads a line through the stream leader: never stale, slower.
+// On a single server it is GetLine.
+func (s *Store) GetLineFresh(ctx context.Context, user string) (Line, uint64, error) {
+	return s.getLine(ctx, s.fresh(), user)
+}
+
+func (s *Store) getLine(ctx context.Context, from jetstream.Stream, user string) (Line, uint64, error) {
+	var l Line
+	data, rev, err := s.getFrom(ctx, from, subjects.LineKey(user))
+	if err != nil {
+		return l, rev, err
+	}
+	if err := msgpack.Unmarshal(data, &l); err != nil {
+		return l, rev, fmt.Errorf("store: decode line %s: %w", user, err)
+	}
+	return l, rev, nil
+}
+
+// get reads the last message of a key with a direct get. For a deleted or
+// expired key it returns ErrNotFound and the marker's sequence, which a
+// following create must expect.
+func (s *Store) get(ctx context.Context, key string) ([]byte, uint64, error) {
+	return s.getFrom(ctx, s.bucket, key)
+}
+
+func (s *Store) getFrom(ctx context.Context, from jetstream.Stream, key string) ([]byte, uint64, error) {
+	s.stats.reads.Add(1)
+	m, err := from.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil, 0, ErrNotFound
+		}
+		return nil, 0, fmt.Errorf("store: get %s: %w", key, err)
+	}
+	if op := m.Header.Get("KV-Operation"); op != "" || m.Header.Get("Nats-Marker-Reason") != "" {
+		return nil, m.Sequence, ErrNotFound
+	}
+	return m.Data, m.Sequence, nil
+}
+
+// Write is one message of an atomic batch: a value (or a delete marker) for a
+// key, valid only if the key's last revision is still ExpectRev (0 = absent).
+type Write struct {
+	Key       string
+	Value     any // msgpack-encoded; ignored when Delete
+	Delete    bool
+	ExpectRev uint64
+	// TTL, if set, makes JetStream remove the value (or the delete marker)
+	// after this long; whole seconds.
+	TTL time.Duration
+}
+
+// WithTTL returns w with a TTL.
+func (w Write) WithTTL(d time.Duration) Write { w.TTL = d; return w }
+
+// PutInvitation is a Write of an invitation record.
+func PutInvitation(r lifecycle.Record, expect uint64) Write {
+	return Write{Key: subjects.InvitationKey(r.ID), Value: r, ExpectRev: expect}
+}
+
+// markerTTL is how long the delete marker of a freed line or an ended
+// session stays, so that the bucket does not keep one per user forever.
+const markerTTL = 10 * time.Minute
+
+// PutLine is a Write of a user's line; a free line becomes a delete.
+func PutLine(user string, l Line, expect uint64) Write {
+	if !l.Busy() {
+		return Write{Key: subjects.LineKey(user), Delete: true, ExpectRev: expect, TTL: markerTTL}
+	}
+	return Write{Key: subjects.LineKey(user), Value: l, ExpectRev: expect}
+}
+
+// Commit writes ws atomically: all of them or none. With a single write it is
+// a plain compare-and-set publish. It returns the revision of the last write,
+// or ErrConflict when any expectation failed.
+func (s *Store) Commit(ctx context.Context, ws ...Write) (uint64, error) {
+	if len(ws) == 0 {
+		return 0, nil
+	}
+	msgs := make([]*nats.Msg, len(ws))
+	for i, w := range ws {
+		m := nats.NewMsg(subjects.KVSubject(w.Key))
+		if w.Delete {
+			m.Header.Set("KV-Operation", "DEL")
+		} else {
+			b, err := msgpack.Marshal(w.Value)
+			if err != nil {
+				return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
+			}
+			m.Data = b
+		}
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.ExpectRev, 10))
+		if w.TTL > 0 {
+			m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
+		}
+		msgs[i] = m
+	}
+	s.stats.writes.Add(uint64(len(ws)))
+	s.stats.commits.Add(1)
+	if len(msgs) == 1 {
+		ack, err := s.js.PublishMsg(ctx, msgs[0])
+		if err != nil {
+			return 0, mapPubErr(err, ws[0].Key)
+		}
+		return ack.Sequence, nil
+	}
+	id := nuid.Next()
+	for i, m := range msgs {
+		m.Header.Set("Nats-Batch-Id", id)
+		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
+		if i < len(msgs)-1 {
+			if err := s.nc.PublishMsg(m); err != nil {
+				return 0, fmt.Errorf("store: batch publish: %w", err)
+			}
+		}
+	}
+	last := msgs[len(msgs)-1]
+	last.Header.Set("Nats-Batch-Commit", "1")
+	ack, err := s.js.PublishMsg(ctx, last)
+	if err != nil {
+		return 0, mapPubErr(err, "batch")
+	}
+	return ack.Sequence, nil
+}
+
+func mapPubErr(err error, what string) error {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		switch {
+		case apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence, apiErr.ErrorCode == 10164: // 10164: R>1 wording of the same check
+			return fmt.Errorf("%w: %s: %s", ErrConflict, what, apiErr.Description)
+		case strings.Contains(apiErr.Description, "batch is incomplete"):
+			// A batch message was lost (e.g. across a reconnect): nothing was
+			// written, so it is safe to decide again and retry.
+			return fmt.Errorf("%w: %s: %s", ErrConflict, what, apiErr.Description)
+		}
+	}
+	return fmt.Errorf("store: publish %s: %w", what, err)
+}
+
+// PutSession records a live session of user on device that expires after
+// ttl unless refreshed. ttl is rounded up to whole seconds (JetStream's TTL
+// granularity).
+func (s *Store) PutSession(ctx context.Context, user, device string, ttl time.Duration) error {
+	m := nats.NewMsg(subjects.KVSubject(subjects.SessionKey(user, device)))
+	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
+	s.stats.writes.Add(1)
+	s.stats.commits.Add(1)
+	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("store: put session: %w", err)
+	}
+	return nil
+}
+
+// DeleteSession removes a session (logout).
+func (s *Store) DeleteSession(ctx context.Context, user, device string) error {
+	m := nats.NewMsg(subjects.KVSubject(subjects.SessionKey(user, device)))
+	m.Header.Set("KV-Operation", "DEL")
+	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(markerTTL))
+	s.stats.writes.Add(1)
+	s.stats.commits.Add(1)
+	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("store: delete session: %w", err)
+	}
+	return nil
+}
+
+// ttlHeader formats a Nats-TTL value: whole seconds, rounded up, at least 1.
+func ttlHeader(d time.Duration) string {
+	secs := max(int64((d+time.Second-1)/time.Second), 1)
+	return strconv.FormatInt(secs, 10) + "s"
+}
+
+// HasSession reports whether user has a live session on device.
+func (s *Store) HasSession(ctx context.Context, user, device string) (bool, error) {
+	_, _, err := s.get(ctx, subjects.SessionKey(user, device))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// HasSessionFresh is HasSession through the stream leader.
+func (s *Store) HasSessionFresh(ctx context.Context, user, device string) (bool, error) {
+	_, _, err := s.getFrom(ctx, s.fresh(), subjects.SessionKey(user, device))
+	if errors.Is(err, ErrNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// Online reports whether user has any live session.
+func (s *Store) Online(ctx context.Context, user string) (bool, error) {
+	s.stats.reads.Add(1)
+	lister, err := s.kv.ListKeysFiltered(ctx, subjects.SessionKeysOf(user))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return false, nil
+		}
+		return false, fmt.Errorf("store: list sessions: %w", err)
+	}
+	defer lister.Stop()
+	online := false
+	for range lister.Keys() {
+		online = true
+	}
+	return online, nil
+}
+
+// ArmTimer arms a durable timer that fires invitation id at Unix millisecond
+// at. Arming the same (id, at) twice is harmless; the fired message carries at.
+func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
+	m := nats.NewMsg(subjects.TimerSchedule(id, at))
+	// nats.go's WithScheduleAt truncates to whole seconds; write RFC3339Nano.
+	m.Header.Set("Nats-Schedule", "@at "+time.UnixMilli(at).UTC().Format(time.RFC3339Nano))
+	m.Header.Set("Nats-Schedule-Target", subjects.TimerFire(id))
+	m.Data = strconv.AppendInt(nil, at, 10)
+	s.stats.timers.Add(1)
+	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("store: arm timer %s: %w", id, err)
+	}
+	return nil
+}
+
+// NewID returns a fresh invitation id.
+func NewID() string { return nuid.Next() }
+
+// CountLines counts busy lines (live line records). It lists keys: O(busy
+// users); meant for a periodic gauge, not a hot path.
+func (s *Store) CountLines(ctx context.Context) (int, error) {
+	lister, err := s.kv.ListKeysFiltered(ctx, subjects.LineKey("*"))
+	if err != nil {
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			return 0, nil
+		}
+		return 0, err
+	}
+	defer lister.Stop()
+	n := 0
+	for range lister.Keys() {
+		n++
+	}
+	return n, nil
+}
+
+// PendingTimers counts messages in the timer stream: armed schedules plus
+// fired timers not yet handled.
+func (s *Store) PendingTimers(ctx context.Context) (uint64, error) {
+	info, err := s.timers.Info(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Msgs, nil
+}
+
+// Transient reports whether err is JetStream being briefly unreachable or
+// unable to answer (a leader election, a node restarting, a timeout): the
+// operation did nothing, or nothing certain, and may be retried.
+func Transient(err error) bool {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrConnectionClosed) ||
+		errors.Is(err, nats.ErrConnectionReconnecting) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, ErrConflict) {
+		return true
+	}
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		// 503: JetStream temporarily unavailable (no leader yet);
+		// 10174: atomic batches momentarily off while a stream config replicates.
+		return apiErr.Code == 503 || apiErr.ErrorCode == 10174
+	}
+	return false
+}

@@ -1,0 +1,97 @@
+// Package embedded runs an in-process nats-server with JetStream, for
+// brokerd's and loadgen's zero-dependency default mode and for tests.
+package embedded
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// Config describes one embedded server.
+type Config struct {
+	Name     string // server name (required in a cluster)
+	Host     string // client listen host; default 127.0.0.1
+	Port     int    // client port; -1 = random
+	StoreDir string // JetStream file store directory (required)
+	// Cluster, when set, joins a JetStream cluster over these routes.
+	Cluster *ClusterConfig
+	// SyncAlways makes JetStream fsync before acknowledging (see docs/architecture.md, "Durability").
+	SyncAlways bool
+	Logs       bool // print the server's own logs to stderr
+}
+
+// ClusterConfig is the route layout of one node of a cluster.
+type ClusterConfig struct {
+	Name   string
+	Port   int      // this node's route port
+	Routes []string // every node's route URL, nats-route://host:port (self included is fine)
+}
+
+// Start starts a server and waits until it accepts clients.
+func Start(cfg Config) (*server.Server, error) {
+	if cfg.StoreDir == "" {
+		return nil, errors.New("embedded: StoreDir is required")
+	}
+	if cfg.Host == "" {
+		cfg.Host = "127.0.0.1"
+	}
+	opts := &server.Options{
+		ServerName: cfg.Name,
+		Host:       cfg.Host,
+		Port:       cfg.Port,
+		JetStream:  true,
+		StoreDir:   cfg.StoreDir,
+		NoSigs:     true,
+		NoLog:      !cfg.Logs,
+		SyncAlways: cfg.SyncAlways,
+		// Half-open clients are detected in ~30 s instead of the 6 min default.
+		PingInterval: 10 * time.Second,
+		MaxPingsOut:  2,
+	}
+	if cfg.Cluster != nil {
+		opts.Cluster = server.ClusterOpts{Name: cfg.Cluster.Name, Host: cfg.Host, Port: cfg.Cluster.Port}
+		opts.Routes = server.RoutesFromStr(joinRoutes(cfg.Cluster.Routes))
+	}
+	s, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded: %w", err)
+	}
+	if cfg.Logs {
+		s.ConfigureLogger()
+	}
+	go s.Start()
+	if !s.ReadyForConnections(15 * time.Second) {
+		s.Shutdown()
+		return nil, errors.New("embedded: server not ready after 15s")
+	}
+	return s, nil
+}
+
+func joinRoutes(rs []string) string {
+	out := ""
+	for i, r := range rs {
+		if i > 0 {
+			out += ","
+		}
+		out += r
+	}
+	return out
+}
+
+// FreePort returns a TCP port that was free on host a moment ago (cluster
+// route ports must be known before the servers start; -1 does not work for
+// JetStream clusters).
+func FreePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	_, p, _ := net.SplitHostPort(l.Addr().String())
+	return strconv.Atoi(p)
+}
