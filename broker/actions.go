@@ -1,0 +1,222 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"unicode/utf8"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// act applies a party's action to an invitation: read, decide (package
+// lifecycle), compare-and-set. One read and at most one write per attempt.
+func (b *Broker) act(ctx context.Context, c *command, kind lifecycle.Kind) (protocol.Reply, error) {
+	req := c.req
+	if err := subjects.ValidateID(req.ID); err != nil {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "id: %v", err)
+	}
+	if len(req.Response) > b.cfg.MaxResponse {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "response: %d bytes, at most %d", len(req.Response), b.cfg.MaxResponse)
+	}
+	if !utf8.ValidString(req.Response) {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "response: not UTF-8")
+	}
+	rec, err := b.transition(ctx, req.ID, lifecycle.Action{Kind: kind, User: c.user, Device: req.Device, Response: req.Response})
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{Invitation: view(rec)}, nil
+}
+
+// transition is the compare-and-set loop every state change goes through:
+// commands, timers and presence loss alike. Exactly one of several racing
+// transitions commits; the others re-read and get the typed error (or the
+// idempotent result) that lifecycle.Apply gives for the state that won.
+func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) (lifecycle.Record, error) {
+	// Fast direct gets first; after a conflict (or for "not found", which a
+	// lagging follower may say of a record it has not replicated), ask the leader.
+	get, fresh := b.store.GetInvitation, !b.store.Replicated()
+	if a.Kind == lifecycle.Timeout || a.Kind == lifecycle.PresenceLost {
+		get, fresh = b.store.GetInvitationFresh, true // off the hot path, and must never act on a stale view
+	}
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		backoff(attempt)
+		rec, rev, err := get(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			if rec, rev, err = b.store.GetInvitationFresh(ctx, id); errors.Is(err, store.ErrNotFound) {
+				return rec, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", id)
+			}
+		}
+		if err != nil {
+			return rec, err
+		}
+		next, changed, err := lifecycle.Apply(rec, a, b.now())
+		if (err != nil || !changed) && !fresh {
+			// Refusing, or answering "already done", from a possibly stale
+			// follower read would be a wrong decision: confirm with the leader.
+			get, fresh = b.store.GetInvitationFresh, true
+			continue
+		}
+		if err != nil || !changed {
+			return rec, err
+		}
+		var writes []store.Write
+		if lifecycle.HoldsLines(rec) && !lifecycle.HoldsLines(next) {
+			// The end of an invitation or call frees both lines in the same
+			// atomic commit: when anyone learns the outcome, the lines are free.
+			writes, err = b.releases(ctx, next)
+			if err != nil {
+				return rec, err
+			}
+		}
+		writes = append(writes, b.putInvitation(next, rev))
+		rev, err = b.store.Commit(ctx, writes...)
+		if errors.Is(err, store.ErrConflict) {
+			get, fresh = b.store.GetInvitationFresh, true
+			continue // someone else moved it (or a stale replica read): decide again
+		}
+		if err != nil {
+			return rec, err
+		}
+		next.Revision = rev
+		b.metrics.transition(next, a.Kind.String())
+		withInvitation(b.log, &next).Debug().Str("action", a.Kind.String()).Str("state", string(next.State)).
+			Str("reason", string(next.Reason)).Uint64("rev", rev).Msg("transition")
+		return next, nil
+	}
+	return lifecycle.Record{}, store.ErrConflict
+}
+
+// putInvitation writes a record; a finished one expires after Retention.
+func (b *Broker) putInvitation(r lifecycle.Record, expect uint64) store.Write {
+	w := store.PutInvitation(r, expect)
+	if !r.Live() {
+		w = w.WithTTL(b.cfg.Retention)
+	}
+	return w
+}
+
+// releases reads both parties' lines (in parallel, through the leader) and
+// returns the writes that remove the invitation from those that list it. A
+// follower's stale view could lack a claim made moments ago, and the
+// terminal commit would then leave that claim behind forever.
+func (b *Broker) releases(ctx context.Context, r lifecycle.Record) ([]store.Write, error) {
+	users := [2]string{r.Caller, r.Callee}
+	var (
+		lines [2]store.Line
+		revs  [2]uint64
+		errs  [2]error
+		wg    sync.WaitGroup
+	)
+	for i := range users {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			lines[i], revs[i], errs[i] = b.store.GetLineFresh(ctx, users[i])
+		}(i)
+	}
+	wg.Wait()
+	var ws []store.Write
+	for i := range users {
+		if errs[i] != nil && !errors.Is(errs[i], store.ErrNotFound) {
+			return nil, errs[i]
+		}
+		if lines[i].Has(r.ID) {
+			ws = append(ws, store.PutLine(users[i], lines[i].Without(r.ID), revs[i]))
+		}
+	}
+	return ws, nil
+}
+
+// sync returns every live invitation and call the user is a party to, from
+// the user's line (its index of live refs).
+func (b *Broker) sync(ctx context.Context, c *command) (protocol.Reply, error) {
+	invs, busy, err := b.liveOf(ctx, c.user)
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{Invitations: invs, Session: &protocol.Session{Busy: busy}}, nil
+}
+
+func (b *Broker) liveOf(ctx context.Context, user string) ([]protocol.Invitation, bool, error) {
+	line, _, err := b.store.GetLine(ctx, user)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, false, err
+	}
+	invs := []protocol.Invitation{}
+	for _, id := range line.Refs {
+		rec, _, err := b.store.GetInvitation(ctx, id)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		if rec.RoleOf(user) != "" && rec.Live() {
+			invs = append(invs, rec.Invitation)
+		}
+	}
+	return invs, line.Manual, nil
+}
+
+// setBusy sets or clears the user's manual busy flag (do-not-disturb, or a
+// call managed elsewhere). Live invitations keep the line busy regardless.
+// The flag is cleared when the user's last session ends.
+func (b *Broker) setBusy(ctx context.Context, c *command) (protocol.Reply, error) {
+	busy, err := b.putManualBusy(ctx, c.user, c.req.Busy)
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	c.log.Debug().Bool("busy", busy).Msg("manual busy set")
+	return protocol.Reply{Session: &protocol.Session{Busy: busy}}, nil
+}
+
+func (b *Broker) clearManualBusy(ctx context.Context, user string) error {
+	_, err := b.putManualBusy(ctx, user, false)
+	return err
+}
+
+// putManualBusy sets the manual flag of user's line with compare-and-set.
+func (b *Broker) putManualBusy(ctx context.Context, user string, busy bool) (bool, error) {
+	for attempt := 0; attempt < maxAttempts; attempt++ {
+		backoff(attempt)
+		line, rev, err := b.store.GetLine(ctx, user)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return false, err
+		}
+		if line.Manual == busy {
+			return busy, nil
+		}
+		line.Manual = busy
+		if _, err := b.store.Commit(ctx, store.PutLine(user, line, rev)); errors.Is(err, store.ErrConflict) {
+			continue
+		} else if err != nil {
+			return false, err
+		}
+		return busy, nil
+	}
+	return false, store.ErrConflict
+}
+
+// get returns one invitation to one of its parties (also a finished one,
+// within the retention period).
+func (b *Broker) get(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := subjects.ValidateID(c.req.ID); err != nil {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "id: %v", err)
+	}
+	rec, _, err := b.store.GetInvitation(ctx, c.req.ID)
+	if errors.Is(err, store.ErrNotFound) {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", c.req.ID)
+	}
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	if rec.RoleOf(c.user) == "" {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeForbidden, "%s is not a party to invitation %s", c.user, rec.ID)
+	}
+	return protocol.Reply{Invitation: view(rec)}, nil
+}

@@ -1,0 +1,251 @@
+// Package broker is Ringer's stateless worker: it serves the command subjects
+// (in a queue group shared by every broker), and shares three durable
+// consumers with its peers — the projector (committed invitation changes →
+// events, timers, line releases), the timers (deadlines → timeouts) and
+// presence (vanished sessions → failures). All state lives in JetStream
+// (package store), so any broker may die at any point without losing work.
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// Option configures a Broker.
+type Option func(*Broker)
+
+// WithLogger sets the structured logger (default: discard).
+func WithLogger(l zerolog.Logger) Option { return func(b *Broker) { b.log = l } }
+
+// Broker serves Ringer on one NATS connection. Create it with New, run it
+// with Start, stop it with Shutdown.
+type Broker struct {
+	cfg   Config
+	nc    *nats.Conn
+	log   zerolog.Logger
+	store *store.Store
+
+	mu        sync.Mutex
+	started   bool
+	stopped   bool
+	sub       *nats.Subscription
+	consumers []jetstream.ConsumeContext
+	pools     []*pool
+	inflight  sync.WaitGroup // command handlers
+	sem       chan struct{}
+	metrics   *Metrics
+	sends     *limiter
+}
+
+// New validates cfg and returns a broker that will use nc. It does no I/O.
+func New(nc *nats.Conn, cfg Config, opts ...Option) (*Broker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if nc == nil {
+		return nil, errors.New("broker: nil connection")
+	}
+	b := &Broker{cfg: cfg, nc: nc, log: zerolog.Nop(), sem: make(chan struct{}, cfg.Workers), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
+	for _, o := range opts {
+		o(b)
+	}
+	b.log = b.log.With().Str("broker", cfg.Name).Logger()
+	return b, nil
+}
+
+// Start provisions the bucket, streams and consumers (idempotently), then
+// starts serving commands and consuming. It returns once the broker is ready.
+func (b *Broker) Start(ctx context.Context) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.started {
+		return errors.New("broker: already started")
+	}
+	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait}); err != nil {
+		return err
+	}
+	st, err := store.Open(ctx, b.nc)
+	if err != nil {
+		return err
+	}
+	b.store = st
+
+	js := st.JetStream()
+	type binding struct {
+		stream, name string
+		handle       func(context.Context, jetstream.Msg)
+		shardBy      func(jetstream.Msg) string
+	}
+	for _, c := range []binding{
+		{subjects.BucketStream, store.ConsumerProjector, b.project, invitationOf},
+		{subjects.TimerStream, store.ConsumerTimers, b.fire, timerOf},
+		{subjects.BucketStream, store.ConsumerPresence, b.presenceChanged, sessionUserOf},
+	} {
+		cons, err := js.Consumer(ctx, c.stream, c.name)
+		if err != nil {
+			b.stopConsumers()
+			return fmt.Errorf("broker: bind consumer %s: %w", c.name, err)
+		}
+		p := newPool(16, 64, c.handle, c.shardBy)
+		// A small prefetch: what a broker has pulled but not handled waits for
+		// AckWait if the broker dies.
+		cc, err := cons.Consume(p.dispatch, jetstream.PullMaxMessages(256), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			b.log.Debug().Err(err).Str("consumer", c.name).Msg("consume")
+		}))
+		if err != nil {
+			p.close()
+			b.stopConsumers()
+			return fmt.Errorf("broker: consume %s: %w", c.name, err)
+		}
+		b.pools = append(b.pools, p)
+		b.consumers = append(b.consumers, cc)
+	}
+
+	sub, err := b.nc.QueueSubscribe(subjects.CommandWildcard(), b.cfg.QueueGroup, b.onCommand)
+	if err != nil {
+		b.stopConsumers()
+		return fmt.Errorf("broker: subscribe commands: %w", err)
+	}
+	_ = sub.SetPendingLimits(1<<20, 256<<20)
+	b.sub = sub
+	b.started = true
+	b.metrics.gauges(b.census)
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		return fmt.Errorf("broker: flush: %w", err)
+	}
+	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")
+	return nil
+}
+
+// stopConsumers undoes a partial Start so that it can be retried.
+func (b *Broker) stopConsumers() {
+	for _, cc := range b.consumers {
+		cc.Stop()
+	}
+	for _, p := range b.pools {
+		p.close()
+	}
+	b.consumers, b.pools = nil, nil
+}
+
+// Store returns the broker's store (nil before Start), for tests and tools
+// that count KV round trips.
+func (b *Broker) Store() *store.Store { return b.store }
+
+// Ready reports whether the broker is serving: started, not stopped, and
+// connected to NATS.
+func (b *Broker) Ready() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.started && !b.stopped && b.nc.IsConnected()
+}
+
+// Shutdown stops taking new work, finishes what is in flight (commands get
+// their replies, consumed messages are acked or left for a peer), and
+// returns. It is idempotent. It does not close the NATS connection.
+func (b *Broker) Shutdown(ctx context.Context) error {
+	b.mu.Lock()
+	if b.stopped || !b.started {
+		b.stopped = true
+		b.mu.Unlock()
+		return nil
+	}
+	b.stopped = true
+	sub, consumers, pools := b.sub, b.consumers, b.pools
+	b.mu.Unlock()
+
+	if sub != nil {
+		_ = sub.Drain()
+	}
+	for _, cc := range consumers {
+		cc.Drain()
+	}
+	done := make(chan struct{})
+	go func() {
+		for _, cc := range consumers {
+			<-cc.Closed()
+		}
+		if sub != nil {
+			for sub.IsValid() {
+				time.Sleep(5 * time.Millisecond) // nats.go offers no drain-complete channel for a subscription
+			}
+		}
+		b.inflight.Wait()
+		for _, p := range pools {
+			p.close()
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+		b.log.Info().Msg("broker stopped")
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// nak asks JetStream to redeliver a message whose handling failed.
+func (b *Broker) nak(m jetstream.Msg, where string) {
+	b.metrics.kvError(where)
+	_ = m.Nak()
+}
+
+// opContext bounds every store call made on behalf of one message.
+func (b *Broker) opContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), 5*time.Second)
+}
+
+// Check reports why the broker is not ready, or nil: it must be started, not
+// stopped, connected, its bucket must answer and its consumers be bound.
+func (b *Broker) Check(ctx context.Context) error {
+	if !b.Ready() {
+		return errors.New("broker: not serving")
+	}
+	if _, _, err := b.store.GetLine(ctx, "readyz-probe"); err != nil && !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("broker: bucket unreachable: %w", err)
+	}
+	b.mu.Lock()
+	consumers := b.consumers
+	b.mu.Unlock()
+	for _, cc := range consumers {
+		select {
+		case <-cc.Closed():
+			return errors.New("broker: a durable consumer is no longer bound")
+		default:
+		}
+	}
+	for _, c := range []struct{ stream, name string }{
+		{subjects.BucketStream, store.ConsumerProjector}, {subjects.TimerStream, store.ConsumerTimers}, {subjects.BucketStream, store.ConsumerPresence},
+	} {
+		if _, err := b.store.JetStream().Consumer(ctx, c.stream, c.name); err != nil {
+			return fmt.Errorf("broker: consumer %s: %w", c.name, err)
+		}
+	}
+	return nil
+}
+
+// census counts busy lines and pending timers for the gauges.
+func (b *Broker) census() (busyLines, timers float64) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	n, err := b.store.CountLines(ctx)
+	if err != nil {
+		b.metrics.kvError("census")
+	}
+	t, err := b.store.PendingTimers(ctx)
+	if err != nil {
+		b.metrics.kvError("census")
+	}
+	return float64(n), float64(t)
+}

@@ -1,0 +1,45 @@
+package broker_test
+
+import (
+	"testing"
+
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/ringertest"
+)
+
+// The KV budget of one accepted lifecycle (send, ack, accept, ackaccept,
+// hangup, with every projector side effect), as written in
+// docs/architecture.md. A change that adds a round trip fails here.
+func TestKVBudgetAcceptedLifecycle(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.Timeouts.Accept = cfg.Timeouts.Offline / 2 // as with Agora's defaults, the accept-ack deadline comes first
+	env := ringertest.Start(t, cfg)
+	// No heartbeats, so that nothing but the lifecycle touches the store.
+	alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+	bob := env.Login("bob", "phone", client.WithoutHeartbeat())
+	ctx := ringertest.Ctx(t)
+	st := env.Brokers[0].Store()
+
+	before := st.Stats()
+	li := alice.CreateLocalInvitation("bob")
+	if err := li.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ri := bob.Rec.WaitRemote(t, li.ID)
+	alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
+	if err := ri.Accept(ctx, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	bob.Rec.Wait(t, "RemoteAccepted "+li.ID)
+	if err := ri.Hangup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "CallEnded "+li.ID)
+	got := st.Stats().Sub(before)
+	want := store.StatsSnapshot{Reads: 9, Writes: 9, Commits: 5, Timers: 2}
+	t.Logf("accepted lifecycle: %+v", got)
+	if got != want {
+		t.Errorf("KV round trips of an accepted lifecycle: %+v, budget %+v (update docs/architecture.md if this is intended)", got, want)
+	}
+}

@@ -1,0 +1,155 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/ringer-dev/ringer/auth"
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// command is one decoded request, with who sent it.
+type command struct {
+	user string // from the subject, which NATS permissions bind to the authenticated user
+	verb string
+	req  *protocol.Request
+	log  zerolog.Logger
+}
+
+// onCommand runs on the subscription's goroutine: it only bounds concurrency
+// and hands the message to a worker goroutine.
+func (b *Broker) onCommand(m *nats.Msg) {
+	b.sem <- struct{}{}
+	b.inflight.Add(1)
+	go func() {
+		defer func() { <-b.sem; b.inflight.Done() }()
+		b.serve(m)
+	}()
+}
+
+// serve answers one request. Every path replies exactly once: a result or a
+// typed error. A panic is a bug; it is logged and answered with INTERNAL.
+func (b *Broker) serve(m *nats.Msg) {
+	start := time.Now()
+	verb := "unknown"
+	var rep protocol.Reply
+	defer func() {
+		if p := recover(); p != nil {
+			b.log.Error().Interface("panic", p).Str("subject", m.Subject).Msg("command handler panicked")
+			rep = protocol.Reply{Error: protocol.Errorf(protocol.CodeInternal, "internal error")}
+		}
+		result := "ok"
+		if rep.Error != nil {
+			result = string(rep.Error.Code)
+		}
+		b.metrics.commandDone(verb, result, time.Since(start))
+		if m.Reply == "" {
+			return // a publish, not a request: nobody to answer
+		}
+		if err := m.Respond(protocol.MustMarshal(&rep)); err != nil {
+			b.log.Debug().Err(err).Str("verb", verb).Msg("reply not sent")
+		}
+	}()
+
+	user, v, err := subjects.ParseCommand(m.Subject)
+	if err != nil {
+		rep.Error = protocol.Errorf(protocol.CodeInvalidArgument, "%v", err)
+		return
+	}
+	verb = v
+	if b.cfg.RequireRequestInfo {
+		if who, ok := auth.RequestUser(m.Header); !ok || who != user {
+			b.log.Warn().Str("subject", m.Subject).Str("stamped_user", who).Msg("command refused: Nats-Request-Info does not name the subject's user")
+			rep.Error = protocol.Errorf(protocol.CodeForbidden, "the sender is not %s", user)
+			return
+		}
+	}
+	req, err := protocol.DecodeRequest(m.Data)
+	if err != nil {
+		rep.Error = asWireError(err)
+		return
+	}
+	if err := subjects.ValidateID(req.Device); err != nil {
+		rep.Error = protocol.Errorf(protocol.CodeInvalidArgument, "device: %v", err)
+		return
+	}
+	c := &command{user: user, verb: v, req: req, log: b.log.With().Str("user", user).Str("device", req.Device).Str("verb", v).Logger()}
+	ctx, cancel := b.opContext()
+	defer cancel()
+	rep, err = b.handle(ctx, c)
+	if err != nil {
+		rep = protocol.Reply{Error: asWireError(err)}
+		if rep.Error.Code == protocol.CodeInternal || rep.Error.Code == protocol.CodeUnavailable {
+			b.metrics.kvError("command")
+			c.log.Error().Err(err).Str("id", req.ID).Msg("command failed")
+		}
+	}
+}
+
+func (b *Broker) handle(ctx context.Context, c *command) (protocol.Reply, error) {
+	switch c.verb {
+	case subjects.VerbLogin:
+		return b.login(ctx, c)
+	case subjects.VerbHeartbeat:
+		return b.heartbeat(ctx, c)
+	case subjects.VerbLogout:
+		return b.logout(ctx, c)
+	case subjects.VerbSend:
+		return b.send(ctx, c)
+	case subjects.VerbSync:
+		return b.sync(ctx, c)
+	case subjects.VerbBusy:
+		return b.setBusy(ctx, c)
+	case subjects.VerbGet:
+		return b.get(ctx, c)
+	case subjects.VerbAck:
+		return b.act(ctx, c, lifecycle.Ack)
+	case subjects.VerbAccept:
+		return b.act(ctx, c, lifecycle.Accept)
+	case subjects.VerbRefuse:
+		return b.act(ctx, c, lifecycle.Refuse)
+	case subjects.VerbCancel:
+		return b.act(ctx, c, lifecycle.Cancel)
+	case subjects.VerbAckAccept:
+		return b.act(ctx, c, lifecycle.AckAccept)
+	case subjects.VerbHangup:
+		return b.act(ctx, c, lifecycle.Hangup)
+	}
+	return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "unknown verb %q", c.verb)
+}
+
+// asWireError turns any error into the typed error a client receives:
+// protocol errors pass through, store trouble is UNAVAILABLE, the rest INTERNAL.
+func asWireError(err error) *protocol.Error {
+	var pe *protocol.Error
+	switch {
+	case errors.As(err, &pe):
+		return pe
+	case errors.Is(err, store.ErrConflict):
+		return protocol.Errorf(protocol.CodeUnavailable, "too much contention on this invitation; retry")
+	case store.Transient(err):
+		return protocol.Errorf(protocol.CodeUnavailable, "store unavailable, retry: %v", err)
+	}
+	return protocol.Errorf(protocol.CodeInternal, "%v", err)
+}
+
+// withInvitation adds the invitation's identity to a logger.
+func withInvitation(l zerolog.Logger, r *lifecycle.Record) *zerolog.Logger {
+	ll := l.With().Str("id", r.ID).Str("caller", r.Caller).Str("callee", r.Callee).Logger()
+	return &ll
+}
+
+// view is the wire view of a record at its revision.
+func view(r lifecycle.Record) *protocol.Invitation {
+	inv := r.Invitation
+	return &inv
+}
+
+func (b *Broker) now() time.Time { return time.Now() }

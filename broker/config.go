@@ -1,0 +1,141 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// Config is everything a broker can be told. The zero value is not valid;
+// start from DefaultConfig.
+type Config struct {
+	// Name identifies this broker in logs.
+	Name string
+	// QueueGroup is shared by every broker serving the same deployment.
+	QueueGroup string
+	// Workers bounds how many commands one broker processes at once.
+	Workers int
+	// Replicas of the bucket, timer stream and consumers (1, or 3 in a cluster).
+	Replicas int
+	// AckWait: how long in-flight projector/timer/presence work of a broker
+	// that died stays invisible before another broker redoes it.
+	AckWait time.Duration
+
+	// Timeouts are the defaults applied to every invitation (Agora's: 30 s
+	// offline/no-response, 60 s expire, 10 s accept-ack; no call limit).
+	Timeouts lifecycle.Timeouts
+	// MinTimeout and MaxTimeout bound per-invitation overrides.
+	MinTimeout, MaxTimeout time.Duration
+
+	// PresenceTTL is how long a session lives without a heartbeat: the
+	// presence-loss detection time. Clients heartbeat every PresenceTTL/3.
+	PresenceTTL time.Duration
+
+	// SendRate is how many invitations one user may send per second through
+	// one broker; more get RATE_LIMITED. 0 disables the limit.
+	SendRate int
+
+	// RequireRequestInfo (secure mode, with accounts and a service import
+	// with share: true): refuse a command unless the server-stamped
+	// Nats-Request-Info names the same user as the command subject.
+	RequireRequestInfo bool
+
+	// Retention is how long a finished invitation stays readable (for
+	// idempotent retries and late syncs) before JetStream removes it.
+	Retention time.Duration
+
+	// Size limits, in bytes.
+	MaxContent, MaxResponse, MaxChannelID int
+}
+
+// DefaultConfig returns the configuration brokerd runs with when given no flags.
+func DefaultConfig() Config {
+	return Config{
+		Name:       "brokerd",
+		QueueGroup: "ringer",
+		Workers:    256,
+		Replicas:   1,
+		AckWait:    5 * time.Second,
+		Timeouts: lifecycle.Timeouts{
+			Offline: 30 * time.Second,
+			Expire:  60 * time.Second,
+			Accept:  10 * time.Second,
+		},
+		MinTimeout:   time.Second,
+		MaxTimeout:   10 * time.Minute,
+		PresenceTTL:  15 * time.Second,
+		Retention:    24 * time.Hour,
+		SendRate:     20,
+		MaxContent:   protocol.MaxContentLen,
+		MaxResponse:  protocol.MaxResponseLen,
+		MaxChannelID: protocol.MaxChannelIDLen,
+	}
+}
+
+// ErrInvalidConfig is wrapped by Validate's errors.
+var ErrInvalidConfig = errors.New("broker: invalid config")
+
+// Validate reports the first inconsistency in c.
+func (c Config) Validate() error {
+	bad := func(f string, a ...any) error { return fmt.Errorf("%w: "+f, append([]any{ErrInvalidConfig}, a...)...) }
+	switch {
+	case c.QueueGroup == "":
+		return bad("empty queue group")
+	case c.Workers < 1:
+		return bad("workers %d < 1", c.Workers)
+	case c.Replicas < 1 || c.Replicas > 5:
+		return bad("replicas %d not in 1..5", c.Replicas)
+	case c.AckWait < 100*time.Millisecond:
+		return bad("ack wait %s < 100ms", c.AckWait)
+	case c.MinTimeout <= 0 || c.MaxTimeout < c.MinTimeout:
+		return bad("timeout bounds [%s, %s]", c.MinTimeout, c.MaxTimeout)
+	case c.PresenceTTL < time.Second:
+		return bad("presence ttl %s < 1s (JetStream TTL granularity)", c.PresenceTTL)
+	case c.SendRate < 0:
+		return bad("send rate %d < 0", c.SendRate)
+	case c.Retention < time.Minute:
+		return bad("retention %s < 1m", c.Retention)
+	case c.MaxContent < 0 || c.MaxContent > protocol.MaxContentLen:
+		return bad("max content %d not in 0..%d", c.MaxContent, protocol.MaxContentLen)
+	case c.MaxResponse < 0 || c.MaxResponse > protocol.MaxResponseLen:
+		return bad("max response %d not in 0..%d", c.MaxResponse, protocol.MaxResponseLen)
+	case c.MaxChannelID < 0 || c.MaxChannelID > protocol.MaxChannelIDLen:
+		return bad("max channel id %d not in 0..%d", c.MaxChannelID, protocol.MaxChannelIDLen)
+	case c.Timeouts.MaxDuration < 0:
+		return bad("max call duration %s < 0", c.Timeouts.MaxDuration)
+	}
+	for name, d := range map[string]time.Duration{"offline": c.Timeouts.Offline, "expire": c.Timeouts.Expire, "accept": c.Timeouts.Accept} {
+		if d < c.MinTimeout || d > c.MaxTimeout {
+			return bad("%s timeout %s outside [%s, %s]", name, d, c.MinTimeout, c.MaxTimeout)
+		}
+	}
+	return nil
+}
+
+// timeoutsFor merges per-invitation overrides into the defaults, rejecting
+// values outside [MinTimeout, MaxTimeout].
+func (c Config) timeoutsFor(o *protocol.Timeouts) (lifecycle.Timeouts, error) {
+	t := c.Timeouts
+	if o == nil {
+		return t, nil
+	}
+	for _, f := range []struct {
+		name string
+		ms   int64
+		dst  *time.Duration
+	}{{"offlineMs", o.OfflineMs, &t.Offline}, {"expireMs", o.ExpireMs, &t.Expire}, {"acceptMs", o.AcceptMs, &t.Accept}} {
+		if f.ms == 0 {
+			continue
+		}
+		d := time.Duration(f.ms) * time.Millisecond
+		if f.ms < 0 || d < c.MinTimeout || d > c.MaxTimeout {
+			return t, protocol.Errorf(protocol.CodeInvalidArgument, "timeouts.%s=%d outside [%d, %d]",
+				f.name, f.ms, c.MinTimeout.Milliseconds(), c.MaxTimeout.Milliseconds())
+		}
+		*f.dst = d
+	}
+	return t, nil
+}

@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+)
+
+// Metrics are a broker's Prometheus collectors, on a registry of its own so
+// that several brokers can live in one process (tests).
+type Metrics struct {
+	Registry      *prometheus.Registry
+	commands      *prometheus.CounterVec
+	latency       *prometheus.HistogramVec
+	outcomes      *prometheus.CounterVec
+	transitions   *prometheus.CounterVec
+	kvErrors      *prometheus.CounterVec
+	timerLateness prometheus.Histogram
+}
+
+func newMetrics() *Metrics {
+	m := &Metrics{
+		Registry: prometheus.NewRegistry(),
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "commands_total", Help: "Commands served, by verb and result (ok or error code).",
+		}, []string{"verb", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ringer", Name: "command_seconds", Help: "Command service time, by verb.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}, []string{"verb"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "outcomes_total", Help: "Invitations and calls finished, by state and reason (counted by the projector, at least once).",
+		}, []string{"state", "reason"}),
+		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "transitions_total", Help: "State changes this broker committed (exactly once each), by new state, call state and cause.",
+		}, []string{"state", "call", "cause"}),
+		kvErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "kv_errors_total", Help: "JetStream operations that failed (not CAS conflicts), by where.",
+		}, []string{"where"}),
+		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
+		}),
+	}
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.timerLateness,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// Metrics returns the broker's collectors (serve Metrics().Registry on /metrics).
+func (b *Broker) Metrics() *Metrics { return b.metrics }
+
+func (m *Metrics) commandDone(verb, result string, d time.Duration) {
+	m.commands.WithLabelValues(verb, result).Inc()
+	m.latency.WithLabelValues(verb).Observe(d.Seconds())
+}
+
+func (m *Metrics) outcome(r lifecycle.Record) {
+	m.outcomes.WithLabelValues(string(r.State), string(r.Reason)).Inc()
+}
+
+func (m *Metrics) timerFired(late time.Duration) {
+	m.timerLateness.Observe(late.Seconds())
+}
+
+func (m *Metrics) transition(r lifecycle.Record, cause string) {
+	m.transitions.WithLabelValues(string(r.State), string(r.CallState), cause).Inc()
+}
+
+func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
+
+// gauges registers the cluster-wide gauges a broker computes from JetStream
+// on scrape (at most every 10 s): busy lines and pending timers.
+func (m *Metrics) gauges(census func() (busyLines, timers float64)) {
+	var (
+		mu         sync.Mutex
+		last       time.Time
+		busy, tmrs float64
+	)
+	refresh := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if time.Since(last) > 10*time.Second {
+			busy, tmrs = census()
+			last = time.Now()
+		}
+	}
+	m.Registry.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "busy_lines",
+			Help: "Users whose line is taken (live invitation, call or manual busy), cluster-wide; refreshed at most every 10 s."},
+			func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return busy }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "timers_pending",
+			Help: "Armed timers not yet handled (schedules and fired messages in RINGER_TIMERS), cluster-wide; refreshed at most every 10 s."},
+			func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return tmrs }),
+	)
+}

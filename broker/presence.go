@@ -1,0 +1,119 @@
+package broker
+
+import (
+	"context"
+	"errors"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+func (b *Broker) session() *protocol.Session {
+	return &protocol.Session{TTLMs: b.cfg.PresenceTTL.Milliseconds(), HeartbeatMs: (b.cfg.PresenceTTL / 3).Milliseconds()}
+}
+
+// login records the device's session (a KV entry with a TTL) and returns
+// everything live the user is a party to: invitations that waited while the
+// user was offline are delivered here (store-and-forward).
+func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL); err != nil {
+		return protocol.Reply{}, err
+	}
+	invs, busy, err := b.liveOf(ctx, c.user)
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	s := b.session()
+	s.Busy = busy
+	c.log.Info().Int("live", len(invs)).Msg("login")
+	return protocol.Reply{Session: s, Invitations: invs}, nil
+}
+
+// heartbeat refreshes the session's TTL. A heartbeat for a session that had
+// already expired re-creates it.
+func (b *Broker) heartbeat(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL); err != nil {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{Session: b.session()}, nil
+}
+
+// logout ends the session now; the presence consumer then resolves the
+// user's invitations if this was their last session.
+func (b *Broker) logout(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := b.store.DeleteSession(ctx, c.user, c.req.Device); err != nil {
+		return protocol.Reply{}, err
+	}
+	c.log.Info().Msg("logout")
+	return protocol.Reply{}, nil
+}
+
+// presenceChanged handles a change of a session key. A put is a login or
+// heartbeat (nothing to do); a delete marker (logout) or a TTL marker (the
+// session vanished) may mean the user went offline.
+func (b *Broker) presenceChanged(_ context.Context, m jetstream.Msg) {
+	hdr := m.Headers()
+	if hdr.Get("KV-Operation") == "" && hdr.Get("Nats-Marker-Reason") == "" {
+		_ = m.Ack()
+		return
+	}
+	user, device, err := subjects.ParseSessionSubject(m.Subject())
+	if err != nil {
+		_ = m.Term()
+		return
+	}
+	ctx, cancel := b.opContext()
+	defer cancel()
+	if err := b.presenceLost(ctx, user); err != nil {
+		b.log.Warn().Err(err).Str("user", user).Str("device", device).Msg("presence loss not resolved; will retry")
+		b.nak(m, "presence")
+		return
+	}
+	_ = m.Ack()
+}
+
+// presenceLost resolves a user's live invitations and calls when the user has
+// no session left: caller lost → Failure(PEER_OFFLINE), a call → ended; a
+// callee that is merely offline keeps ringing for the offline window.
+func (b *Broker) presenceLost(ctx context.Context, user string) error {
+	online, err := b.store.Online(ctx, user)
+	if err != nil || online {
+		return err
+	}
+	line, _, err := b.store.GetLine(ctx, user)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, id := range line.Refs {
+		_, err := b.transition(ctx, id, lifecycle.Action{Kind: lifecycle.PresenceLost, User: user})
+		if err != nil && !isFinal(err) {
+			return err
+		}
+	}
+	// A manual busy flag belongs to a live app: a user who vanished must not
+	// stay busy forever (SPEC §3).
+	if line.Manual {
+		if err := b.clearManualBusy(ctx, user); err != nil {
+			return err
+		}
+	}
+	b.log.Info().Str("user", user).Int("refs", len(line.Refs)).Bool("wasManualBusy", line.Manual).Msg("presence lost")
+	return nil
+}
+
+// isFinal reports whether a transition error is an answer (the invitation is
+// gone or already resolved) rather than a failure worth retrying.
+func isFinal(err error) bool {
+	var pe *protocol.Error
+	if !errors.As(err, &pe) {
+		return false
+	}
+	return pe.Code != protocol.CodeUnavailable && pe.Code != protocol.CodeInternal
+}

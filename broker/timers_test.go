@@ -1,0 +1,150 @@
+package broker_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// lateness checks that the failure came within a second of the deadline the
+// broker announced.
+func checkLateness(t *testing.T, deadline int64, observed time.Time) {
+	t.Helper()
+	late := observed.Sub(time.UnixMilli(deadline))
+	if late < -50*time.Millisecond || late > time.Second+500*time.Millisecond {
+		t.Errorf("timeout observed %s after its deadline, want within ~1s", late)
+	}
+	t.Logf("observed %s after the deadline", late.Round(time.Millisecond))
+}
+
+func TestTimeouts(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	alice := env.Login("alice", "phone")
+	ctx := ringertest.Ctx(t)
+
+	t.Run("PEER_OFFLINE: callee never online", func(t *testing.T) {
+		li := alice.CreateLocalInvitation("nobody")
+		if err := li.Send(ctx); err != nil {
+			t.Fatal(err)
+		}
+		deadline := li.Invitation().Deadline
+		alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
+		checkLateness(t, deadline, time.Now())
+		waitFree(t, env, "alice", "nobody")
+	})
+	t.Run("PEER_NO_RESPONSE: callee online, never acks", func(t *testing.T) {
+		mute := env.Login("mute", "phone", client.WithoutAutoAck())
+		li := alice.CreateLocalInvitation("mute")
+		if err := li.Send(ctx); err != nil {
+			t.Fatal(err)
+		}
+		deadline := li.Invitation().Deadline
+		mute.Rec.WaitRemote(t, li.ID)
+		alice.Rec.Wait(t, "Failure "+li.ID+" PEER_NO_RESPONSE")
+		checkLateness(t, deadline, time.Now())
+		mute.Rec.Wait(t, "RemoteFailure "+li.ID+" PEER_NO_RESPONSE")
+		waitFree(t, env, "alice", "mute")
+	})
+	t.Run("INVITATION_EXPIRE: received, nobody acts", func(t *testing.T) {
+		bob := env.Login("bob", "phone")
+		li := alice.CreateLocalInvitation("bob")
+		if err := li.Send(ctx); err != nil {
+			t.Fatal(err)
+		}
+		alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
+		deadline := li.Invitation().Deadline // the expiry, counted from receipt
+		if inv := li.Invitation(); deadline != inv.ReceivedAt+2000 {
+			t.Fatalf("expire deadline %d, want receivedAt+2s=%d", deadline, inv.ReceivedAt+2000)
+		}
+		alice.Rec.Wait(t, "Failure "+li.ID+" INVITATION_EXPIRE")
+		bob.Rec.Wait(t, "RemoteFailure "+li.ID+" INVITATION_EXPIRE")
+		checkLateness(t, deadline, time.Now())
+		waitFree(t, env, "alice", "bob")
+	})
+	t.Run("ACCEPT_FAILURE: caller never acknowledges the accept", func(t *testing.T) {
+		deaf := env.Login("deaf", "phone", client.WithoutAutoAck())
+		carol := env.Login("carol", "phone")
+		li := deaf.CreateLocalInvitation("carol")
+		li.Timeouts = &protocol.Timeouts{AcceptMs: 1000} // per-invitation override
+		if err := li.Send(ctx); err != nil {
+			t.Fatal(err)
+		}
+		ri := carol.Rec.WaitRemote(t, li.ID)
+		if err := ri.Accept(ctx, "hello?"); err != nil {
+			t.Fatal(err)
+		}
+		deadline := ri.Invitation().Deadline
+		if inv := ri.Invitation(); deadline != inv.AnsweredAt+1000 {
+			t.Fatalf("accept-ack deadline %d, want answeredAt+1s", deadline)
+		}
+		carol.Rec.Wait(t, "RemoteFailure "+li.ID+" ACCEPT_FAILURE")
+		checkLateness(t, deadline, time.Now())
+		deaf.Rec.Wait(t, "Failure "+li.ID+" ACCEPT_FAILURE")
+		waitFree(t, env, "deaf", "carol")
+	})
+}
+
+// A timeout racing an accept has one winner: whichever commits first.
+func TestTimeoutLosesToAccept(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	alice := env.Login("alice", "phone")
+	bob := env.Login("bob", "phone")
+	ctx := ringertest.Ctx(t)
+	li := alice.CreateLocalInvitation("bob")
+	li.Timeouts = &protocol.Timeouts{ExpireMs: 1000}
+	if err := li.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ri := bob.Rec.WaitRemote(t, li.ID)
+	alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
+	// Accept right at the deadline.
+	time.Sleep(time.Until(time.UnixMilli(li.Invitation().Deadline))) // aiming at the race is the point of this test
+	err := ri.Accept(ctx, "just in time")
+	if err == nil {
+		alice.Rec.Wait(t, "Accepted "+li.ID)
+		bob.Rec.Wait(t, "RemoteAccepted "+li.ID)
+		if n := alice.Rec.Count("Failure " + li.ID); n != 0 {
+			t.Fatal("accepted and failed")
+		}
+		return
+	}
+	alice.Rec.Wait(t, "Failure "+li.ID+" INVITATION_EXPIRE")
+	bob.Rec.Wait(t, "RemoteFailure "+li.ID+" INVITATION_EXPIRE")
+	if n := alice.Rec.Count("Accepted " + li.ID); n != 0 {
+		t.Fatal("failed and accepted")
+	}
+}
+
+// BenchmarkTimerLateness: b.N invitations from distinct callers to offline
+// callees, all with a 1 s offline timeout; reports how long after its
+// deadline each PEER_OFFLINE was committed (the record's endedAt).
+func BenchmarkTimerLateness(b *testing.B) {
+	cfg := ringertest.TestConfig()
+	cfg.PresenceTTL = time.Minute // callers log in without heartbeats
+	env := ringertest.Start(b, cfg)
+	callers := make([]*ringertest.Client, b.N)
+	for i := range callers {
+		callers[i] = env.Login(fmt.Sprintf("caller%d", i), "phone", client.WithoutHeartbeat())
+	}
+	b.ResetTimer()
+	invs := make([]*client.LocalInvitation, b.N)
+	deadlines := make([]int64, b.N)
+	for i, c := range callers {
+		li := c.CreateLocalInvitation(fmt.Sprintf("offline%d", i))
+		li.Timeouts = &protocol.Timeouts{OfflineMs: 1000}
+		if err := li.Send(ringertest.Ctx(b)); err != nil {
+			b.Fatal(err)
+		}
+		invs[i], deadlines[i] = li, li.Invitation().Deadline
+	}
+	lates := make([]time.Duration, 0, b.N)
+	for i, li := range invs {
+		callers[i].Rec.Wait(b, "Failure "+li.ID)
+		lates = append(lates, time.UnixMilli(li.Invitation().EndedAt).Sub(time.UnixMilli(deadlines[i])))
+	}
+	ringertest.ReportPercentiles(b, "lateness", lates)
+}
