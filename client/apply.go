@@ -1,0 +1,203 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// apply folds a view of an invitation (from an event, a reply or a sync) into
+// the client's mirror and fires the callbacks it implies. Views whose revision
+// is not newer than the mirror's are dropped (duplicates, reordering).
+func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
+	role := inv.RoleOf(c.user)
+	if role == "" {
+		return
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	if t := c.tracked[inv.ID]; t != nil && t.inv.Revision >= inv.Revision {
+		c.mu.Unlock()
+		return
+	}
+	t := c.track(inv.ID)
+	t.inv = inv
+	var calls []func()
+	once := func(key string, f func()) {
+		if !t.fired[key] {
+			t.fired[key] = true
+			calls = append(calls, f)
+		}
+	}
+	var ack, ackAccept bool
+	h := c.h
+	if ev != "" && h.OnEvent != nil {
+		e := protocol.Event{Type: ev, Role: role, Invitation: inv}
+		calls = append(calls, func() { h.OnEvent(e) })
+	}
+	if role == protocol.RoleCaller {
+		ackAccept = c.applyCaller(t, inv, once, h)
+	} else {
+		ack = c.applyCallee(t, inv, once, h)
+	}
+	c.mu.Unlock()
+
+	for _, f := range calls {
+		f()
+	}
+	if ack || ackAccept {
+		c.bg.Add(1)
+		go func() {
+			defer c.bg.Done()
+			verb := c.Ack
+			if ackAccept {
+				verb = c.AckAccept
+			}
+			// Both acks are idempotent, so a broker that died with the
+			// request in flight is simply asked again.
+			for attempt := 0; attempt < 4; attempt++ {
+				if attempt > 0 {
+					time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout/2)
+				err := verb(ctx, inv.ID)
+				cancel()
+				// NOT_FOUND is retried too: this client holds a view of the
+				// invitation, so it exists; only a replica still catching up
+				// can deny it.
+				if !transient(err) && !errors.Is(err, ErrNotFound) {
+					return
+				}
+			}
+			// Still no answer: the ack may have taken effect with its reply
+			// lost. Learn the outcome rather than guess it.
+			ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+			defer cancel()
+			_, _ = c.Get(ctx, inv.ID)
+		}()
+	}
+}
+
+// applyCaller fires the LocalInvitation callbacks; only the device that sent
+// the invitation has one. It reports whether to acknowledge an accept.
+func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(string, func()), h Handler) (ackAccept bool) {
+	if inv.CallerDevice != c.device {
+		return false
+	}
+	li := t.local
+	if li == nil { // e.g. the app restarted and synced: rebuild the handle
+		li = &LocalInvitation{c: c, Callee: inv.Callee, ID: inv.ID, Content: inv.Content, ChannelID: inv.ChannelID, sent: true}
+		t.local = li
+	}
+	li.mu.Lock()
+	li.inv, li.sent = inv, true
+	li.mu.Unlock()
+
+	switch inv.State {
+	case protocol.StateReceived, protocol.StateAccepting, protocol.StateAccepted:
+		if inv.ReceivedAt != 0 && h.OnLocalInvitationReceivedByPeer != nil {
+			once("received", func() { h.OnLocalInvitationReceivedByPeer(li) })
+		}
+	}
+	switch inv.State {
+	case protocol.StateAccepting:
+		if !c.noAutoAck && !t.fired["ackaccept"] {
+			t.fired["ackaccept"] = true
+			ackAccept = true
+		}
+		fallthrough
+	case protocol.StateAccepted:
+		if h.OnLocalInvitationAccepted != nil {
+			once("accepted", func() { h.OnLocalInvitationAccepted(li, inv.Response) })
+		}
+		if inv.CallState == protocol.CallEnded && h.OnCallEnded != nil {
+			once("ended", func() { h.OnCallEnded(inv) })
+		}
+	case protocol.StateRefused:
+		if h.OnLocalInvitationRefused != nil {
+			once("refused", func() { h.OnLocalInvitationRefused(li, inv.Response) })
+		}
+	case protocol.StateCanceled:
+		if h.OnLocalInvitationCanceled != nil {
+			once("canceled", func() { h.OnLocalInvitationCanceled(li) })
+		}
+	case protocol.StateFailed:
+		if h.OnLocalInvitationFailure != nil {
+			once("failed", func() { h.OnLocalInvitationFailure(li, inv.Reason) })
+		}
+	}
+	return ackAccept
+}
+
+// applyCallee fires the RemoteInvitation callbacks on every device of the
+// callee; a device that did not act sees HandledElsewhere instead of the
+// acting device's confirmations. It reports whether to acknowledge receipt.
+func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(string, func()), h Handler) (ack bool) {
+	ri := t.remote
+	isNew := ri == nil
+	if isNew {
+		ri = &RemoteInvitation{c: c}
+		t.remote = ri
+	}
+	ri.mu.Lock()
+	ri.inv = inv
+	ri.mu.Unlock()
+	mine := inv.CalleeDevice == c.device
+
+	if isNew && (inv.State == protocol.StateSent || inv.State == protocol.StateReceived) {
+		if h.OnRemoteInvitationReceived != nil {
+			once("received", func() { h.OnRemoteInvitationReceived(ri) })
+		}
+		ack = inv.State == protocol.StateSent && !c.noAutoAck
+	}
+	elsewhere := func(s protocol.State) {
+		if h.OnRemoteInvitationHandledElsewhere != nil {
+			once("elsewhere", func() { h.OnRemoteInvitationHandledElsewhere(ri, s) })
+		}
+	}
+	switch inv.State {
+	case protocol.StateAccepting:
+		if !mine {
+			elsewhere(inv.State)
+		}
+	case protocol.StateAccepted:
+		if !mine {
+			elsewhere(inv.State)
+			break
+		}
+		if h.OnRemoteInvitationAccepted != nil {
+			once("accepted", func() { h.OnRemoteInvitationAccepted(ri) })
+		}
+		if inv.CallState == protocol.CallEnded && h.OnCallEnded != nil {
+			once("ended", func() { h.OnCallEnded(inv) })
+		}
+	case protocol.StateRefused:
+		if !mine {
+			elsewhere(inv.State)
+		} else if h.OnRemoteInvitationRefused != nil {
+			once("refused", func() { h.OnRemoteInvitationRefused(ri) })
+		}
+	case protocol.StateCanceled:
+		if h.OnRemoteInvitationCanceled != nil {
+			once("canceled", func() { h.OnRemoteInvitationCanceled(ri) })
+		}
+	case protocol.StateFailed:
+		if h.OnRemoteInvitationFailure != nil {
+			once("failed", func() { h.OnRemoteInvitationFailure(ri, inv.Reason) })
+		}
+	}
+	return ack
+}
+
+// transient reports whether a command failed for a reason worth retrying.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, ErrUnavailable) || errors.Is(err, nats.ErrNoResponders)
+}

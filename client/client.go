@@ -1,0 +1,318 @@
+// Package client is Ringer's Go SDK. It speaks the protocol of
+// docs/protocol.md over a nats.Conn and offers the API Agora RTM users know:
+// create and send a LocalInvitation, receive and accept or refuse a
+// RemoteInvitation, and a callback for every transition.
+//
+// Callbacks are derived from the invitation's state (not from which message
+// carried it), so an event, a command reply and a sync all converge on the
+// same callbacks, each fired at most once per invitation, in revision order.
+// Callbacks run on the goroutine that applied the update; keep them short.
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// Sentinel errors: command errors decode to *protocol.Error, which matches
+// these with errors.Is.
+var (
+	ErrInvalidArgument = protocol.ErrInvalidArgument
+	ErrNotFound        = protocol.ErrNotFound
+	ErrForbidden       = protocol.ErrForbidden
+	ErrNotLoggedIn     = protocol.ErrNotLoggedIn
+	ErrAlreadyEnd      = protocol.ErrAlreadyEnd
+	ErrAlreadyAccept   = protocol.ErrAlreadyAccept
+	ErrAlreadySent     = protocol.ErrAlreadySent
+	ErrRateLimited     = protocol.ErrRateLimited
+	ErrUnavailable     = protocol.ErrUnavailable
+	ErrInternal        = protocol.ErrInternal
+
+	// ErrNotStarted: the local invitation was not sent yet (Agora's NOT_STARTED).
+	ErrNotStarted = errors.New("client: invitation not sent")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("client: closed")
+	// ErrInvalidOption wraps an invalid Option value.
+	ErrInvalidOption = errors.New("client: invalid option")
+)
+
+// DefaultTimeout bounds a command whose context has no deadline.
+const DefaultTimeout = 5 * time.Second
+
+// Option configures a Client.
+type Option func(*Client) error
+
+// WithHandler sets the callbacks.
+func WithHandler(h Handler) Option {
+	return func(c *Client) error { c.h = h; return nil }
+}
+
+// WithoutHeartbeat disables the automatic heartbeat (tests simulating a device
+// that vanished, or apps that drive Heartbeat themselves).
+func WithoutHeartbeat() Option {
+	return func(c *Client) error { c.noHeartbeat = true; return nil }
+}
+
+// WithoutAutoAck disables the automatic acknowledgement of received
+// invitations (ack) and of accepts (ackaccept), to drive them by hand.
+func WithoutAutoAck() Option {
+	return func(c *Client) error { c.noAutoAck = true; return nil }
+}
+
+// Client is one device of one user. It is safe for concurrent use.
+type Client struct {
+	nc     *nats.Conn
+	user   string
+	device string
+	h      Handler
+
+	noHeartbeat, noAutoAck bool
+
+	mu      sync.Mutex
+	tracked map[string]*tracked
+	sub     *nats.Subscription
+	stopHB  chan struct{}
+	closed  bool
+	session protocol.Session
+	bg      sync.WaitGroup
+}
+
+// New returns a client for user's device on nc. It does no I/O: call Login.
+func New(nc *nats.Conn, user, device string, opts ...Option) (*Client, error) {
+	if nc == nil {
+		return nil, fmt.Errorf("%w: nil connection", ErrInvalidOption)
+	}
+	if err := subjects.ValidateID(user); err != nil {
+		return nil, fmt.Errorf("%w: user: %v", ErrInvalidOption, err)
+	}
+	if err := subjects.ValidateID(device); err != nil {
+		return nil, fmt.Errorf("%w: device: %v", ErrInvalidOption, err)
+	}
+	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}}
+	for _, o := range opts {
+		if err := o(c); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// User returns the client's user id.
+func (c *Client) User() string { return c.user }
+
+// Device returns the client's device id.
+func (c *Client) Device() string { return c.device }
+
+// Login subscribes to the user's events, opens the session and starts
+// heartbeats. Invitations that waited while the user was offline are
+// delivered (OnRemoteInvitationReceived) before Login returns.
+func (c *Client) Login(ctx context.Context) error {
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	subj, err := subjects.UserEvents(c.user)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return ErrClosed
+	}
+	if c.sub == nil {
+		sub, err := c.nc.Subscribe(subj, c.onEvent)
+		if err != nil {
+			c.mu.Unlock()
+			return err
+		}
+		c.sub = sub
+		watchReconnects(c)
+	}
+	c.mu.Unlock()
+	if err := c.nc.FlushWithContext(ctx); err != nil {
+		return err
+	}
+	rep, err := c.request(ctx, subjects.VerbLogin, &protocol.Request{})
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if rep.Session != nil {
+		c.session = *rep.Session
+	}
+	start := !c.noHeartbeat && c.stopHB == nil && c.session.HeartbeatMs > 0
+	if start {
+		c.stopHB = make(chan struct{})
+	}
+	c.mu.Unlock()
+	if start {
+		c.bg.Add(1)
+		go c.heartbeats(c.stopHB, time.Duration(c.session.HeartbeatMs)*time.Millisecond)
+	}
+	for i := range rep.Invitations {
+		c.apply(rep.Invitations[i], "")
+	}
+	return nil
+}
+
+// Session returns what the broker said at login: TTL, heartbeat period, busy flag.
+func (c *Client) Session() protocol.Session {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.session
+}
+
+func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
+	defer c.bg.Done()
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), every)
+			_ = c.Heartbeat(ctx)
+			c.reconcile(ctx, time.Now())
+			cancel()
+		}
+	}
+}
+
+// Heartbeat refreshes the session now (Login starts automatic heartbeats).
+func (c *Client) Heartbeat(ctx context.Context) error {
+	_, err := c.request(ctx, subjects.VerbHeartbeat, &protocol.Request{})
+	return err
+}
+
+// Logout ends the session at once (if it was the user's last, the broker
+// resolves the user's invitations and calls) and closes the client.
+func (c *Client) Logout(ctx context.Context) error {
+	_, err := c.request(ctx, subjects.VerbLogout, &protocol.Request{})
+	c.Close()
+	return err
+}
+
+// Close stops heartbeats and event delivery without logging out: the broker
+// will consider the device gone after the presence TTL. It does not close the
+// NATS connection.
+func (c *Client) Close() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	if c.stopHB != nil {
+		close(c.stopHB)
+	}
+	sub := c.sub
+	c.mu.Unlock()
+	if sub != nil {
+		_ = sub.Unsubscribe()
+		unwatchReconnects(c)
+	}
+	c.bg.Wait()
+}
+
+// Sync fetches every live invitation and call of the user and applies them,
+// firing the callbacks of whatever was missed (e.g. while disconnected). It
+// also refreshes Session().Busy, the user's manual busy flag.
+func (c *Client) Sync(ctx context.Context) ([]protocol.Invitation, error) {
+	rep, err := c.request(ctx, subjects.VerbSync, &protocol.Request{})
+	if err != nil {
+		return nil, err
+	}
+	if rep.Session != nil {
+		c.mu.Lock()
+		c.session.Busy = rep.Session.Busy // the manual busy flag, as of now
+		c.mu.Unlock()
+	}
+	for i := range rep.Invitations {
+		c.apply(rep.Invitations[i], "")
+	}
+	return rep.Invitations, nil
+}
+
+// SetBusy sets or clears the user's manual busy flag (do-not-disturb).
+func (c *Client) SetBusy(ctx context.Context, busy bool) error {
+	_, err := c.request(ctx, subjects.VerbBusy, &protocol.Request{Busy: busy})
+	return err
+}
+
+// Get fetches one invitation (live or recently finished) the user is a
+// party to, and applies it.
+func (c *Client) Get(ctx context.Context, id string) (protocol.Invitation, error) {
+	rep, err := c.request(ctx, subjects.VerbGet, &protocol.Request{ID: id})
+	if err != nil {
+		return protocol.Invitation{}, err
+	}
+	c.apply(*rep.Invitation, "")
+	return *rep.Invitation, nil
+}
+
+// Hangup ends the call that invitation id became.
+func (c *Client) Hangup(ctx context.Context, id string) error {
+	return c.act(ctx, subjects.VerbHangup, id, "")
+}
+
+// act sends a command about an invitation and applies the resulting view.
+func (c *Client) act(ctx context.Context, verb, id, response string) error {
+	rep, err := c.request(ctx, verb, &protocol.Request{ID: id, Response: response})
+	if err != nil {
+		return err
+	}
+	if rep.Invitation != nil {
+		c.apply(*rep.Invitation, "")
+	}
+	return nil
+}
+
+// request sends one command and decodes the reply; a typed error reply is
+// returned as *protocol.Error.
+func (c *Client) request(ctx context.Context, verb string, req *protocol.Request) (*protocol.Reply, error) {
+	subj, err := subjects.Command(c.user, verb)
+	if err != nil {
+		return nil, err
+	}
+	req.Device = c.device
+	data, err := protocol.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	msg, err := c.nc.RequestWithContext(ctx, subj, data)
+	if err != nil {
+		if errors.Is(err, nats.ErrNoResponders) {
+			return nil, fmt.Errorf("%w: no broker is serving %s", ErrUnavailable, subj)
+		}
+		return nil, err
+	}
+	rep, err := protocol.DecodeReply(msg.Data)
+	if err != nil {
+		return nil, err
+	}
+	if rep.Error != nil {
+		return nil, rep.Error
+	}
+	return rep, nil
+}
+
+// withDefaultTimeout applies DefaultTimeout to a context without deadline.
+func withDefaultTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, DefaultTimeout)
+}

@@ -1,0 +1,148 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// Events are core NATS messages: a device that is disconnected when one is
+// published never sees it. So after every reconnect each client resyncs. One
+// connection may carry many clients (and the app's own reconnect handler), so
+// the handler is installed once per connection and fans out.
+var (
+	fanoutMu sync.Mutex
+	fanouts  = map[*nats.Conn]*fanout{}
+)
+
+type fanout struct {
+	clients map[*Client]bool
+	prev    nats.ConnHandler
+}
+
+func watchReconnects(c *Client) {
+	fanoutMu.Lock()
+	defer fanoutMu.Unlock()
+	f := fanouts[c.nc]
+	if f == nil {
+		f = &fanout{clients: map[*Client]bool{}, prev: c.nc.Opts.ReconnectedCB}
+		fanouts[c.nc] = f
+		nc := c.nc
+		nc.SetReconnectHandler(func(conn *nats.Conn) {
+			fanoutMu.Lock()
+			prev := f.prev
+			cs := make([]*Client, 0, len(f.clients))
+			for cl := range f.clients {
+				cs = append(cs, cl)
+			}
+			fanoutMu.Unlock()
+			if prev != nil {
+				prev(conn)
+			}
+			for _, cl := range cs {
+				cl.resyncInBackground()
+			}
+		})
+	}
+	f.clients[c] = true
+}
+
+func unwatchReconnects(c *Client) {
+	fanoutMu.Lock()
+	defer fanoutMu.Unlock()
+	if f := fanouts[c.nc]; f != nil {
+		delete(f.clients, c)
+	}
+}
+
+func (c *Client) resyncInBackground() {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.bg.Add(1)
+	c.mu.Unlock()
+	go func() {
+		defer c.bg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 4*DefaultTimeout)
+		defer cancel()
+		_ = c.Resync(ctx)
+	}()
+}
+
+// Resync recovers whatever the device missed (it runs by itself after every
+// reconnect): every live invitation and call, plus the final state of any
+// invitation this client still believed live that has since ended.
+func (c *Client) Resync(ctx context.Context) error {
+	live, err := c.Sync(ctx)
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for _, inv := range live {
+		seen[inv.ID] = true
+	}
+	c.mu.Lock()
+	var stale []string
+	for id, t := range c.tracked {
+		if t.inv.Revision != 0 && t.inv.Live() && !seen[id] {
+			stale = append(stale, id)
+		}
+	}
+	c.mu.Unlock()
+	for _, id := range stale {
+		if _, err := c.Get(ctx, id); err != nil && !isGone(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// isGone: the invitation expired from the broker's retention meanwhile.
+func isGone(err error) bool { return errors.Is(err, ErrNotFound) }
+
+// overdue is how long past its deadline an invitation may look live before
+// the client asks the broker what became of it.
+const overdue = 2 * time.Second
+
+// forget is how long a finished invitation is remembered (to drop late
+// duplicates of its events) before it is pruned from the client's memory.
+const forget = 5 * time.Minute
+
+// reconcile runs with every heartbeat. Events are at-most-once per delivery
+// and replies can be lost, so the client does not trust silence: an
+// invitation that should have ended by now, or a call in progress, is
+// fetched (get) so that a missed outcome still fires its callback. Finished
+// invitations are pruned after a while.
+func (c *Client) reconcile(ctx context.Context, now time.Time) {
+	ms := now.UnixMilli()
+	var ask []string
+	c.mu.Lock()
+	for id, t := range c.tracked {
+		inv := t.inv
+		switch {
+		case inv.Revision == 0:
+		case !inv.Live():
+			if inv.EndedAt != 0 && ms-inv.EndedAt > forget.Milliseconds() {
+				delete(c.tracked, id)
+			}
+		case inv.Deadline != 0 && ms > inv.Deadline+overdue.Milliseconds(),
+			inv.State == protocol.StateAccepted && inv.CallState == protocol.CallActive:
+			ask = append(ask, id)
+		}
+	}
+	c.mu.Unlock()
+	for _, id := range ask {
+		if _, err := c.Get(ctx, id); isGone(err) {
+			c.mu.Lock()
+			delete(c.tracked, id) // expired from the broker's retention: nothing more to learn
+			c.mu.Unlock()
+		}
+	}
+}

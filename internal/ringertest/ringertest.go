@@ -1,0 +1,287 @@
+// Package ringertest wires real brokers and clients together for tests: an
+// embedded NATS server (or cluster), brokers on their own connections, and
+// clients whose callbacks are recorded so tests can wait on them with
+// deadlines instead of sleeping.
+package ringertest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/ringer-dev/ringer/broker"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// Wait is how long a test waits for anything that should happen promptly.
+const Wait = 10 * time.Second
+
+// TestConfig is a broker config with short timeouts (1–2 s) for tests.
+func TestConfig() broker.Config {
+	cfg := broker.DefaultConfig()
+	cfg.Name = "test"
+	cfg.Timeouts.Offline = 2 * time.Second
+	cfg.Timeouts.Expire = 2 * time.Second
+	cfg.Timeouts.Accept = 2 * time.Second
+	cfg.MinTimeout = 500 * time.Millisecond
+	cfg.PresenceTTL = 2 * time.Second
+	cfg.AckWait = time.Second
+	return cfg
+}
+
+// Broker is a running broker with its own connection.
+type Broker struct {
+	*broker.Broker
+	NC *nats.Conn
+}
+
+// StartBroker starts a broker on its own connection to url.
+func StartBroker(t testing.TB, url string, cfg broker.Config) *Broker {
+	t.Helper()
+	nc := natstest.Connect(t, url, nats.Name("broker "+cfg.Name))
+	log := zerolog.Nop()
+	if testing.Verbose() {
+		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+	}
+	b, err := broker.New(nc, cfg, broker.WithLogger(log))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var startErr error
+	natstest.Eventually(t, 30*time.Second, func() error {
+		startErr = b.Start(ctx)
+		return startErr
+	})
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = b.Shutdown(ctx)
+	})
+	return &Broker{Broker: b, NC: nc}
+}
+
+// Kill stops the broker the hard way: its connection closes with no drain,
+// so whatever it had in flight is unacknowledged and left to its peers.
+func (b *Broker) Kill() { b.NC.Close() }
+
+// Env is one server (or cluster) with brokers.
+type Env struct {
+	T       testing.TB
+	URL     string
+	Brokers []*Broker
+}
+
+// Start runs one embedded server and one broker with cfg.
+func Start(t testing.TB, cfg broker.Config) *Env {
+	t.Helper()
+	s := natstest.RunServer(t)
+	e := &Env{T: t, URL: s.ClientURL()}
+	e.Brokers = append(e.Brokers, StartBroker(t, e.URL, cfg))
+	return e
+}
+
+// Client is a client whose callbacks are recorded.
+type Client struct {
+	*client.Client
+	NC  *nats.Conn
+	Rec *Recorder
+}
+
+// NewClient creates (without logging in) user's device on its own connection.
+func (e *Env) NewClient(user, device string, opts ...client.Option) *Client {
+	e.T.Helper()
+	nc := natstest.Connect(e.T, e.URL, nats.Name(user+"/"+device))
+	rec := NewRecorder()
+	c, err := client.New(nc, user, device, append([]client.Option{client.WithHandler(rec.Handler())}, opts...)...)
+	if err != nil {
+		e.T.Fatal(err)
+	}
+	e.T.Cleanup(c.Close)
+	return &Client{Client: c, NC: nc, Rec: rec}
+}
+
+// Login creates and logs in user's device.
+func (e *Env) Login(user, device string, opts ...client.Option) *Client {
+	e.T.Helper()
+	c := e.NewClient(user, device, opts...)
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	defer cancel()
+	if err := c.Login(ctx); err != nil {
+		e.T.Fatalf("login %s/%s: %v", user, device, err)
+	}
+	return c
+}
+
+// Ctx returns a context bounded by Wait.
+func Ctx(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), Wait)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// Recorder records callbacks as "Name id detail" lines.
+type Recorder struct {
+	mu     sync.Mutex
+	lines  []string
+	remote map[string]*client.RemoteInvitation
+	notify chan struct{}
+}
+
+// NewRecorder returns an empty recorder.
+func NewRecorder() *Recorder {
+	return &Recorder{remote: map[string]*client.RemoteInvitation{}, notify: make(chan struct{})}
+}
+
+func (r *Recorder) add(format string, args ...any) {
+	r.mu.Lock()
+	r.lines = append(r.lines, fmt.Sprintf(format, args...))
+	close(r.notify)
+	r.notify = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Handler returns callbacks that record into r.
+func (r *Recorder) Handler() client.Handler {
+	return client.Handler{
+		OnLocalInvitationReceivedByPeer: func(li *client.LocalInvitation) { r.add("ReceivedByPeer %s", li.ID) },
+		OnLocalInvitationAccepted: func(li *client.LocalInvitation, resp string) {
+			r.add("Accepted %s %s", li.ID, resp)
+		},
+		OnLocalInvitationRefused:  func(li *client.LocalInvitation, resp string) { r.add("Refused %s %s", li.ID, resp) },
+		OnLocalInvitationCanceled: func(li *client.LocalInvitation) { r.add("Canceled %s", li.ID) },
+		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
+			r.add("Failure %s %s", li.ID, reason)
+		},
+		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
+			r.mu.Lock()
+			r.remote[ri.ID()] = ri
+			r.mu.Unlock()
+			r.add("RemoteReceived %s %s", ri.ID(), ri.Content())
+		},
+		OnRemoteInvitationAccepted: func(ri *client.RemoteInvitation) { r.add("RemoteAccepted %s", ri.ID()) },
+		OnRemoteInvitationRefused:  func(ri *client.RemoteInvitation) { r.add("RemoteRefused %s", ri.ID()) },
+		OnRemoteInvitationCanceled: func(ri *client.RemoteInvitation) { r.add("RemoteCanceled %s", ri.ID()) },
+		OnRemoteInvitationFailure: func(ri *client.RemoteInvitation, reason protocol.Reason) {
+			r.add("RemoteFailure %s %s", ri.ID(), reason)
+		},
+		OnRemoteInvitationHandledElsewhere: func(ri *client.RemoteInvitation, s protocol.State) {
+			r.add("HandledElsewhere %s %s", ri.ID(), s)
+		},
+		OnCallEnded: func(inv protocol.Invitation) { r.add("CallEnded %s %s", inv.ID, inv.Reason) },
+	}
+}
+
+// Lines returns a copy of what was recorded.
+func (r *Recorder) Lines() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.lines...)
+}
+
+// Remote returns the RemoteInvitation received with id.
+func (r *Recorder) Remote(id string) *client.RemoteInvitation {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.remote[id]
+}
+
+// Wait blocks until a recorded line starts with prefix and returns it.
+func (r *Recorder) Wait(t testing.TB, prefix string) string {
+	t.Helper()
+	deadline := time.NewTimer(Wait)
+	defer deadline.Stop()
+	for {
+		r.mu.Lock()
+		for _, l := range r.lines {
+			if strings.HasPrefix(l, prefix) {
+				r.mu.Unlock()
+				return l
+			}
+		}
+		ch := r.notify
+		r.mu.Unlock()
+		select {
+		case <-ch:
+		case <-deadline.C:
+			t.Fatalf("no %q within %s; recorded: %q", prefix, Wait, r.Lines())
+		}
+	}
+}
+
+// WaitRemote waits for an incoming invitation and returns its handle.
+func (r *Recorder) WaitRemote(t testing.TB, id string) *client.RemoteInvitation {
+	t.Helper()
+	r.Wait(t, "RemoteReceived "+id)
+	return r.Remote(id)
+}
+
+// Count returns how many recorded lines start with prefix.
+func (r *Recorder) Count(prefix string) int {
+	n := 0
+	for _, l := range r.Lines() {
+		if strings.HasPrefix(l, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// WaitFree waits until none of users has a line record (nobody is busy).
+func WaitFree(t testing.TB, st *store.Store, users ...string) {
+	t.Helper()
+	natstest.Eventually(t, Wait, func() error {
+		for _, u := range users {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			l, _, err := st.GetLine(ctx, u)
+			cancel()
+			if err == nil {
+				return fmt.Errorf("%s still busy: %+v", u, l)
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// ReportPercentiles reports p50/p99/max of ds (in ms) as benchmark metrics.
+func ReportPercentiles(b *testing.B, name string, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	ms := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+	pick := func(q float64) time.Duration { return ds[int(q*float64(len(ds)-1))] }
+	b.ReportMetric(ms(pick(0.50)), name+"_p50_ms")
+	b.ReportMetric(ms(pick(0.99)), name+"_p99_ms")
+	b.ReportMetric(ms(ds[len(ds)-1]), name+"_max_ms")
+}
+
+// WaitServing waits until a command sent through each of urls gets an
+// answer: in a cluster, the brokers' queue subscriptions reach the other
+// servers asynchronously, and until then requests there have no responders.
+func WaitServing(t testing.TB, urls ...string) {
+	t.Helper()
+	for _, u := range urls {
+		nc := natstest.Connect(t, u)
+		natstest.Eventually(t, Wait, func() error {
+			_, err := nc.Request("ringer.v1.cmd.probe.sync", nil, time.Second)
+			return err
+		})
+		nc.Close()
+	}
+}
