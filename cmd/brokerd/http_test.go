@@ -1,0 +1,73 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ringer-dev/ringer/internal/ringertest"
+)
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// /healthz, /readyz and /metrics mean something: readiness follows the
+// broker's state, and metrics count what happened.
+func TestHTTPEndpoints(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	b := env.Brokers[0]
+	alice := env.Login("alice", "phone")
+	ctx := ringertest.Ctx(t)
+	if err := alice.CreateLocalInvitation("bob").Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	stop, addr, err := listenHTTP("127.0.0.1:0", b.Broker, b.NC, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	base := "http://" + addr
+	if code, body := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("healthz %d %s", code, body)
+	}
+	if code, body := get(t, base+"/readyz"); code != 200 {
+		t.Fatalf("readyz %d %s", code, body)
+	}
+	code, body := get(t, base+"/metrics")
+	for _, want := range []string{
+		`ringer_commands_total{result="ok",verb="send"} 1`,
+		`ringer_commands_total{result="ok",verb="login"} 1`,
+		`ringer_transitions_total{call="",cause="send",state="SENT"} 1`,
+		`ringer_busy_lines 2`,
+		"ringer_timers_pending",
+		"ringer_command_seconds_bucket",
+		"ringer_timer_lateness_seconds",
+	} {
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
+	// A broker that is shutting down is not ready.
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(t, base+"/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz after shutdown: %d", code)
+	}
+	// Lost NATS: not healthy.
+	b.NC.Close()
+	if code, _ := get(t, base+"/healthz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("healthz without NATS: %d", code)
+	}
+}

@@ -1,0 +1,194 @@
+// Command brokerd runs a Ringer broker. With no --nats URL it starts an
+// embedded nats-server with JetStream, so `go run ./cmd/brokerd` is a complete
+// single-node deployment; with --nats it joins an existing NATS (>= 2.12).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/rs/zerolog"
+
+	"github.com/ringer-dev/ringer/broker"
+	"github.com/ringer-dev/ringer/internal/embedded"
+)
+
+type options struct {
+	listen, data, natsURL, httpAddr, name string
+	logLevel, logFormat                   string
+	syncAlways                            bool
+	cfg                                   broker.Config
+	auth                                  authOptions
+}
+
+func parseFlags(args []string) (*options, error) {
+	o := &options{cfg: broker.DefaultConfig()}
+	fs := flag.NewFlagSet("brokerd", flag.ContinueOnError)
+	host, _ := os.Hostname()
+	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server (ignored with --nats)")
+	fs.StringVar(&o.data, "data", filepath.Join(os.TempDir(), "ringer-data"), "JetStream store directory of the embedded server")
+	fs.StringVar(&o.natsURL, "nats", "", "NATS URL(s), comma-separated, to join instead of embedding a server")
+	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8222", "address for /healthz, /readyz and /metrics; empty disables")
+	fs.StringVar(&o.name, "name", host, "broker name in logs")
+	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
+	fs.StringVar(&o.logFormat, "log-format", "console", "console or json")
+	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded server: fsync every JetStream write before acknowledging it")
+	fs.IntVar(&o.cfg.Replicas, "replicas", o.cfg.Replicas, "replicas of Ringer's bucket, stream and consumers (3 in a cluster)")
+	fs.IntVar(&o.cfg.Workers, "workers", o.cfg.Workers, "commands processed concurrently")
+	fs.DurationVar(&o.cfg.PresenceTTL, "presence-ttl", o.cfg.PresenceTTL, "a session without heartbeat for this long is lost")
+	fs.DurationVar(&o.cfg.Timeouts.Offline, "offline-timeout", o.cfg.Timeouts.Offline, "SENT → PEER_OFFLINE / PEER_NO_RESPONSE")
+	fs.DurationVar(&o.cfg.Timeouts.Expire, "expire-timeout", o.cfg.Timeouts.Expire, "RECEIVED → INVITATION_EXPIRE")
+	fs.DurationVar(&o.cfg.Timeouts.Accept, "accept-timeout", o.cfg.Timeouts.Accept, "ACCEPTING → ACCEPT_FAILURE")
+	fs.DurationVar(&o.cfg.Timeouts.MaxDuration, "max-call", 0, "end calls after this long (0 = never)")
+	fs.DurationVar(&o.cfg.MinTimeout, "min-timeout", o.cfg.MinTimeout, "smallest per-invitation timeout a client may ask for")
+	fs.DurationVar(&o.cfg.MaxTimeout, "max-timeout", o.cfg.MaxTimeout, "largest per-invitation timeout a client may ask for")
+	fs.BoolVar(&o.cfg.RequireRequestInfo, "require-request-info", false, "secure mode: refuse commands whose server-stamped Nats-Request-Info user differs from the subject's (needs a service import with share: true)")
+	fs.IntVar(&o.cfg.SendRate, "send-rate", o.cfg.SendRate, "invitations one user may send per second per broker (0 = unlimited)")
+	fs.DurationVar(&o.cfg.Retention, "retention", o.cfg.Retention, "how long finished invitations stay readable (get, retried sends)")
+	fs.DurationVar(&o.cfg.AckWait, "ack-wait", o.cfg.AckWait, "how long a dead broker's in-flight work waits before a peer redoes it")
+	o.auth.register(fs)
+	configFile := fs.String("config", "", "YAML file whose keys are these flag names (unknown keys are an error); every flag can also be set as RINGER_<FLAG_NAME>")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if err := applySettings(fs, *configFile, os.Getenv); err != nil {
+		return nil, err
+	}
+	o.cfg.Name = o.name
+	if err := o.auth.prepare(o.natsURL); err != nil {
+		return nil, err
+	}
+	return o, o.cfg.Validate()
+}
+
+func main() {
+	o, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "brokerd:", err)
+		os.Exit(2)
+	}
+	log := newLogger(o.logLevel, o.logFormat)
+	if err := run(o, log); err != nil {
+		log.Error().Err(err).Msg("brokerd failed")
+		os.Exit(1)
+	}
+}
+
+func newLogger(level, format string) zerolog.Logger {
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		lvl = zerolog.InfoLevel
+	}
+	var l zerolog.Logger
+	if format == "json" {
+		l = zerolog.New(os.Stderr)
+	} else {
+		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly})
+	}
+	return l.Level(lvl).With().Timestamp().Logger()
+}
+
+func run(o *options, log zerolog.Logger) error {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+
+	url := o.natsURL
+	if url == "" {
+		host, port, err := splitHostPort(o.listen)
+		if err != nil {
+			return err
+		}
+		srv, err := embedded.Start(embedded.Config{Name: "ringer-embedded", Host: host, Port: port, StoreDir: o.data, SyncAlways: o.syncAlways})
+		if err != nil {
+			return err
+		}
+		defer func() { srv.Shutdown(); srv.WaitForShutdown() }()
+		url = srv.ClientURL()
+		log.Warn().Str("nats", url).Str("data", o.data).
+			Msg("embedded NATS server started in DEVELOPMENT MODE: no auth, the broker trusts every client — connect clients to this URL")
+	}
+	nc, err := nats.Connect(url, nats.Name("ringer-broker "+o.name), nats.MaxReconnects(-1),
+		// Notice a frozen server in seconds, not the 2 min default.
+		nats.PingInterval(2*time.Second), nats.MaxPingsOutstanding(2),
+		nats.ReconnectWait(250*time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats disconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected") }))
+	if err != nil {
+		return fmt.Errorf("connect %s: %w", url, err)
+	}
+	defer nc.Close()
+	stopAuth, err := startAuth(&o.auth, o.name, log)
+	if err != nil {
+		return err
+	}
+	defer stopAuth()
+
+	b, err := broker.New(nc, o.cfg, broker.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	err = startWithRetry(startCtx, b, log)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if o.httpAddr != "" {
+		stop, err := serveHTTP(o.httpAddr, b, nc, log)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
+	log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("replicas", o.cfg.Replicas).Msg("brokerd serving; SIGTERM drains")
+
+	<-sigs
+	log.Info().Msg("draining (send the signal again to exit at once)")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	go func() {
+		<-sigs
+		log.Warn().Msg("second signal: exiting now")
+		os.Exit(1)
+	}()
+	if err := b.Shutdown(ctx); err != nil {
+		return err
+	}
+	return nc.Drain()
+}
+
+// startWithRetry tolerates a JetStream cluster that is still electing its
+// leaders when brokerd starts (docker-compose brings everything up at once).
+func startWithRetry(ctx context.Context, b *broker.Broker, log zerolog.Logger) error {
+	for {
+		// Each attempt is short: three brokers creating the same new R3
+		// stream at once can leave every request hanging until its deadline
+		// (nats-server#3677), and a retry then succeeds at once.
+		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := b.Start(attempt)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		log.Warn().Err(err).Msg("broker start failed; retrying")
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}

@@ -1,0 +1,194 @@
+// Command ringer is a small interactive client for trying Ringer from two
+// terminals: log in as a user, invite someone, accept, refuse, cancel, hang up.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+const help = `commands:
+  invite <user> [content]    send an invitation
+  accept <id> [response]     accept an incoming invitation
+  refuse <id> [response]     refuse it
+  cancel <id>                cancel an invitation you sent
+  hangup <id>                end a call
+  busy on|off                set or clear do-not-disturb
+  list                       live invitations and calls (sync)
+  quit                       log out and exit`
+
+func main() {
+	user := flag.String("user", "", "your user id (required)")
+	device := flag.String("device", "cli", "your device id")
+	url := flag.String("nats", nats.DefaultURL, "NATS URL of the Ringer deployment")
+	inbox := flag.Bool("secure-inbox", false, "use the per-user inbox prefix _INBOX_<user> (required by secure deployments)")
+	token := flag.String("token", "", "user token for a secure deployment (see docs/security.md; implies --secure-inbox)")
+	flag.Parse()
+	if *user == "" {
+		fmt.Fprintln(os.Stderr, "usage: ringer --user NAME [--device ID] [--nats URL]")
+		os.Exit(2)
+	}
+	var opts []nats.Option
+	if *token != "" {
+		opts = append(opts, nats.Token(*token))
+		*inbox = true
+	}
+	if err := run(*url, *user, *device, *inbox, os.Stdin, os.Stdout, opts...); err != nil {
+		fmt.Fprintln(os.Stderr, "ringer:", err)
+		os.Exit(1)
+	}
+}
+
+func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer, extra ...nats.Option) error {
+	opts := append([]nats.Option{nats.Name("ringer-cli " + user)}, extra...)
+	if secureInbox {
+		prefix, err := subjects.InboxPrefix(user)
+		if err != nil {
+			return err
+		}
+		opts = append(opts, nats.CustomInboxPrefix(prefix))
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	say := func(format string, args ...any) { fmt.Fprintf(out, "\r* "+format+"\n> ", args...) }
+	c, err := client.New(nc, user, device, client.WithHandler(client.Handler{
+		OnLocalInvitationReceivedByPeer: func(li *client.LocalInvitation) { say("%s is ringing (%s)", li.Callee, li.ID) },
+		OnLocalInvitationAccepted: func(li *client.LocalInvitation, r string) {
+			say("%s accepted %s: %q — you are in a call; 'hangup %s' to end it", li.Callee, li.ID, r, li.ID)
+		},
+		OnLocalInvitationRefused:  func(li *client.LocalInvitation, r string) { say("%s refused %s: %q", li.Callee, li.ID, r) },
+		OnLocalInvitationCanceled: func(li *client.LocalInvitation) { say("you canceled %s", li.ID) },
+		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
+			say("invitation %s to %s failed: %s", li.ID, li.Callee, reason)
+		},
+		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
+			say("INCOMING from %s: %q — 'accept %s' or 'refuse %s'", ri.CallerID(), ri.Content(), ri.ID(), ri.ID())
+		},
+		OnRemoteInvitationAccepted: func(ri *client.RemoteInvitation) { say("call %s with %s started", ri.ID(), ri.CallerID()) },
+		OnRemoteInvitationRefused:  func(ri *client.RemoteInvitation) { say("you refused %s", ri.ID()) },
+		OnRemoteInvitationCanceled: func(ri *client.RemoteInvitation) { say("%s canceled %s", ri.CallerID(), ri.ID()) },
+		OnRemoteInvitationFailure: func(ri *client.RemoteInvitation, reason protocol.Reason) {
+			say("invitation %s from %s failed: %s", ri.ID(), ri.CallerID(), reason)
+		},
+		OnRemoteInvitationHandledElsewhere: func(ri *client.RemoteInvitation, s protocol.State) {
+			say("%s was handled on another device (%s)", ri.ID(), s)
+		},
+		OnCallEnded: func(inv protocol.Invitation) { say("call %s ended: %s by %s", inv.ID, inv.Reason, inv.EndedBy) },
+	}))
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	err = c.Login(ctx)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("login: %w", err)
+	}
+	fmt.Fprintf(out, "logged in as %s/%s on %s\n%s\n> ", user, device, url, help)
+
+	sc := bufio.NewScanner(in)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 0 {
+			fmt.Fprint(out, "> ")
+			continue
+		}
+		rest := ""
+		if len(f) > 2 {
+			rest = strings.Join(f[2:], " ")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := command(ctx, c, f[0], f[1:], rest, out)
+		cancel()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fmt.Fprintf(out, "error: %v\n", err)
+		}
+		fmt.Fprint(out, "> ")
+	}
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return c.Logout(ctx)
+}
+
+func command(ctx context.Context, c *client.Client, verb string, args []string, rest string, out io.Writer) error {
+	need := func(n int) error {
+		if len(args) < n {
+			return fmt.Errorf("%s needs %d argument(s); type 'help'", verb, n)
+		}
+		return nil
+	}
+	switch verb {
+	case "invite":
+		if err := need(1); err != nil {
+			return err
+		}
+		li := c.CreateLocalInvitation(args[0])
+		li.ID, li.Content, li.ChannelID = nuid.Next(), rest, "room-"+nuid.Next()[:8]
+		if err := li.Send(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "invitation %s sent to %s (channel %s); 'cancel %s' to cancel\n", li.ID, args[0], li.ChannelID, li.ID)
+	case "accept":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.Accept(ctx, args[0], rest)
+	case "refuse":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.Refuse(ctx, args[0], rest)
+	case "cancel":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.Cancel(ctx, args[0])
+	case "hangup":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.Hangup(ctx, args[0])
+	case "busy":
+		if err := need(1); err != nil {
+			return err
+		}
+		return c.SetBusy(ctx, args[0] == "on")
+	case "list":
+		invs, err := c.Sync(ctx)
+		if err != nil {
+			return err
+		}
+		for _, inv := range invs {
+			fmt.Fprintf(out, "  %s %s→%s %s %s\n", inv.ID, inv.Caller, inv.Callee, inv.State, inv.CallState)
+		}
+		if len(invs) == 0 {
+			fmt.Fprintln(out, "  nothing live")
+		}
+	case "help":
+		fmt.Fprintln(out, help)
+	case "quit", "exit":
+		return io.EOF
+	default:
+		return fmt.Errorf("unknown command %q; type 'help'", verb)
+	}
+	return nil
+}

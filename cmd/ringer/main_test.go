@@ -1,0 +1,85 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ringer-dev/ringer/internal/ringertest"
+)
+
+// terminal drives one `ringer` session through pipes.
+type terminal struct {
+	in    *io.PipeWriter
+	lines chan string
+	done  chan error
+}
+
+func open(t *testing.T, url, user string) *terminal {
+	inR, inW := io.Pipe()
+	outR, outW := io.Pipe()
+	tm := &terminal{in: inW, lines: make(chan string, 100), done: make(chan error, 1)}
+	go func() { tm.done <- run(url, user, "cli", false, inR, outW); outW.Close() }()
+	go func() {
+		sc := bufio.NewScanner(outR)
+		for sc.Scan() {
+			tm.lines <- sc.Text()
+		}
+		close(tm.lines)
+	}()
+	t.Cleanup(func() { inW.Close() })
+	tm.expect(t, "logged in as "+user)
+	return tm
+}
+
+func (tm *terminal) send(line string) { fmt.Fprintln(tm.in, line) }
+
+// expect waits for an output line matching pattern and returns its submatches.
+func (tm *terminal) expect(t *testing.T, pattern string) []string {
+	t.Helper()
+	re := regexp.MustCompile(pattern)
+	deadline := time.After(ringertest.Wait)
+	for {
+		select {
+		case l, ok := <-tm.lines:
+			if !ok {
+				t.Fatalf("output closed before %q", pattern)
+			}
+			if m := re.FindStringSubmatch(l); m != nil {
+				return m
+			}
+		case <-deadline:
+			t.Fatalf("no output matching %q", pattern)
+		}
+	}
+}
+
+// The README's two-terminal tour, end to end.
+func TestTwoTerminalTour(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	alice := open(t, env.URL, "alice")
+	bob := open(t, env.URL, "bob")
+
+	alice.send("invite bob lunch call?")
+	id := bob.expect(t, `INCOMING from alice: "lunch call\?" — 'accept (\S+)'`)[1]
+	alice.expect(t, "bob is ringing \\("+id)
+	bob.send("accept " + id + " on my way")
+	alice.expect(t, `bob accepted `+id+`: "on my way"`)
+	bob.expect(t, "call "+id+" with alice started")
+	alice.send("hangup " + id)
+	bob.expect(t, "call "+id+" ended: HANGUP by alice")
+	bob.send("list")
+	bob.expect(t, "nothing live")
+	alice.send("bogus")
+	alice.expect(t, "unknown command")
+	for _, tm := range []*terminal{alice, bob} {
+		tm.send("quit")
+		if err := <-tm.done; err != nil && !strings.Contains(err.Error(), "closed") {
+			t.Fatalf("exit: %v", err)
+		}
+	}
+}
