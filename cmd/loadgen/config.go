@@ -1,0 +1,283 @@
+// Flags, the behaviour mix and their validation.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// behaviour is what the two parties of one invitation do.
+type behaviour int
+
+const (
+	bAccept          behaviour  = iota // callee accepts after think time; a party hangs up after hold time
+	bRefuse                            // callee refuses after think time
+	bCancel                            // caller cancels, either at once (before the ring) or after the ring
+	bIgnore                            // callee rings and never answers → INVITATION_EXPIRE
+	bOffline                           // callee never logged in → PEER_OFFLINE
+	bBusy                              // callee is already ringing or in a call → REFUSED/BUSY
+	bDisconnect                        // caller vanishes (no logout) after the ring → callee Failure(PEER_OFFLINE)
+	bCarrier                           // internal: makes a callee ring so that a busy collision has a target
+	numMixBehaviours = bCarrier        // behaviours a --mix may weight
+)
+
+var behaviourNames = [...]string{"accept", "refuse", "cancel", "ignore", "offline", "busy", "disconnect", "busy-carrier"}
+
+func (b behaviour) String() string { return behaviourNames[b] }
+
+// mix holds one weight per behaviour.
+type mix [numMixBehaviours]float64
+
+const defaultMix = "accept=50,refuse=15,cancel=10,ignore=5,offline=5,busy=10,disconnect=5"
+
+// parseMix parses "accept=3,refuse=1,...": weights, any non-negative
+// numbers; behaviours not named weigh 0.
+func parseMix(s string) (mix, error) {
+	var m mix
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		if !ok {
+			return m, fmt.Errorf("mix: %q is not name=weight", part)
+		}
+		w, err := strconv.ParseFloat(strings.TrimSpace(val), 64)
+		if err != nil || w < 0 {
+			return m, fmt.Errorf("mix: weight %q of %s is not a non-negative number", val, name)
+		}
+		found := false
+		for b := behaviour(0); b < numMixBehaviours; b++ {
+			if b.String() == strings.TrimSpace(name) {
+				m[b], found = w, true
+			}
+		}
+		if !found {
+			return m, fmt.Errorf("mix: unknown behaviour %q (known: %s)", name, strings.Join(behaviourNames[:numMixBehaviours], ", "))
+		}
+	}
+	if m.total() == 0 {
+		return m, errors.New("mix: every weight is zero")
+	}
+	return m, nil
+}
+
+func (m mix) total() float64 {
+	t := 0.0
+	for _, w := range m {
+		t += w
+	}
+	return t
+}
+
+// pick maps u in [0,1) to a behaviour with probability proportional to its weight.
+func (m mix) pick(u float64) behaviour {
+	x := u * m.total()
+	for b := behaviour(0); b < numMixBehaviours; b++ {
+		if x < m[b] {
+			return b
+		}
+		x -= m[b]
+	}
+	for b := numMixBehaviours - 1; b >= 0; b-- { // rounding: the last weighted one
+		if m[b] > 0 {
+			return b
+		}
+	}
+	return bAccept
+}
+
+func (m mix) String() string {
+	var parts []string
+	for b := behaviour(0); b < numMixBehaviours; b++ {
+		if m[b] > 0 {
+			parts = append(parts, fmt.Sprintf("%s=%g", b, m[b]))
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// config is everything the flags say.
+type config struct {
+	natsURL       string // empty: embedded NATS + broker
+	users         int
+	rate          float64 // open loop, invitations/s; 0 with concurrency 0 = idle users only
+	concurrency   int     // closed loop
+	duration      time.Duration
+	mix           mix
+	shortTimeouts bool
+	timeouts      map[string]time.Duration // --timeouts overrides: offline, expire, accept
+	jsonOut       bool
+	seed          uint64
+	drain         time.Duration
+
+	baseline            bool
+	baselineDuration    time.Duration
+	baselineConcurrency int
+	baselineNATS        string
+	baselineReplicas    int
+
+	conns       int
+	loginConc   int
+	think       time.Duration // callee/caller think time before acting: uniform in [0, think]
+	hold        time.Duration // call duration: uniform in [0, hold]
+	cooldown    time.Duration // a user freed by an invitation waits this long before its next one
+	maxInflight int
+
+	presenceTTL time.Duration // embedded broker only
+	replicas    int           // embedded: 1 server, or a 3-node cluster with R3
+	brokerLog   bool
+
+	cpuprofile, memprofile string
+}
+
+// usageError is a bad command line: exit status 2.
+type usageError struct{ error }
+
+func parseConfig(args []string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	var err error
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var mixStr string
+	var seed int64
+	fs.StringVar(&c.natsURL, "nats", os.Getenv("RINGER_NATS"), "NATS URL(s), comma-separated, of an existing Ringer deployment (credentials may be in the URL); empty: start an embedded NATS + broker (env RINGER_NATS)")
+	fs.IntVar(&c.users, "users", 200, "simulated users (callers and callees; offline callees are a share of them)")
+	fs.Float64Var(&c.rate, "rate", 50, "open loop: invitations started per second (0 with no --concurrency: only log users in and idle)")
+	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: invitations in flight at once (each slot starts the next when its invitation completes); excludes --rate")
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long to start invitations")
+	fs.StringVar(&mixStr, "mix", defaultMix, "behaviour weights: accept, refuse, cancel, ignore, offline, busy, disconnect")
+	fs.BoolVar(&c.shortTimeouts, "short-timeouts", false, "per-invitation timeouts offline/no-response 2s, expire 3s, accept-ack 2s (and a 3s presence TTL for the embedded broker); default: on in embedded mode, off with --nats")
+	var timeouts string
+	fs.StringVar(&timeouts, "timeouts", "", "per-invitation timeouts, e.g. offline=5s,expire=150s,accept=2s (applied over --short-timeouts or the broker's defaults; within the broker's bounds)")
+	fs.BoolVar(&c.jsonOut, "json", false, "print the report as one JSON object on stdout (the human report goes to stderr)")
+	fs.Int64Var(&seed, "seed", 1, "seed of the workload (behaviours, think and hold times, pairing order)")
+	fs.DurationVar(&c.drain, "drain", 60*time.Second, "at the end, wait at most this long for every invitation to reach its terminal outcome")
+	fs.BoolVar(&c.baseline, "baseline", false, "first measure raw NATS request-reply, KV create and KV update rates on scratch subjects/buckets")
+	fs.DurationVar(&c.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
+	fs.IntVar(&c.baselineConcurrency, "baseline-concurrency", 0, "baseline workers (default: --concurrency, or 64 in open loop)")
+	fs.StringVar(&c.baselineNATS, "baseline-nats", "", "NATS URL for the baseline when --nats credentials have no JetStream (e.g. the broker's account); default: the workload's NATS")
+	fs.IntVar(&c.baselineReplicas, "baseline-replicas", 0, "replicas of the scratch baseline bucket (default: --replicas; use Ringer's, 3 in a cluster)")
+	fs.IntVar(&c.conns, "conns", 8, "NATS connections shared by the simulated users")
+	fs.IntVar(&c.loginConc, "login-concurrency", 64, "logins in flight at once during start-up")
+	fs.DurationVar(&c.think, "think", 100*time.Millisecond, "think time before answering, canceling after the ring or vanishing: uniform in [0, think]")
+	fs.DurationVar(&c.hold, "hold", 500*time.Millisecond, "call duration before a party hangs up: uniform in [0, hold]")
+	fs.DurationVar(&c.cooldown, "cooldown", 200*time.Millisecond, "a user freed by an invitation waits this long before its next one (a margin for brokers that free lines after announcing the outcome)")
+	fs.IntVar(&c.maxInflight, "max-inflight", 100000, "open loop: do not start an invitation while this many are in flight")
+	fs.DurationVar(&c.presenceTTL, "presence-ttl", 0, "embedded broker's presence TTL (default 3s with --short-timeouts, else 15s); clients heartbeat every TTL/3")
+	fs.IntVar(&c.replicas, "replicas", 1, "embedded mode: 1 = one NATS server, R1; 3 = a three-node in-process JetStream cluster, R3 (the production layout)")
+	fs.BoolVar(&c.brokerLog, "broker-log", false, "embedded broker: log warnings and errors to stderr")
+	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole process (loadgen, and the broker and NATS when embedded) to this file")
+	fs.StringVar(&c.memprofile, "memprofile", "", "write a heap profile at the end of the run to this file")
+	if err = fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, err
+		}
+		return nil, usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return nil, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["short-timeouts"] {
+		c.shortTimeouts = c.natsURL == ""
+	}
+	if set["concurrency"] && set["rate"] && c.concurrency > 0 && c.rate > 0 {
+		return nil, usageError{errors.New("--rate (open loop) and --concurrency (closed loop) exclude each other")}
+	}
+	if c.concurrency > 0 {
+		c.rate = 0
+	}
+	if c.presenceTTL == 0 {
+		c.presenceTTL = 15 * time.Second
+		if c.shortTimeouts {
+			c.presenceTTL = 3 * time.Second
+		}
+	}
+	if c.baselineConcurrency == 0 {
+		c.baselineConcurrency = 64
+		if c.concurrency > 0 {
+			c.baselineConcurrency = c.concurrency
+		}
+	}
+	if c.baselineReplicas == 0 {
+		c.baselineReplicas = c.replicas
+	}
+	c.seed = uint64(seed)
+	if c.timeouts, err = parseTimeouts(timeouts); err != nil {
+		return nil, usageError{err}
+	}
+	m, err := parseMix(mixStr)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	c.mix = m
+	switch {
+	case c.users < 2:
+		return nil, usageError{errors.New("--users must be at least 2")}
+	case c.rate < 0 || c.concurrency < 0:
+		return nil, usageError{errors.New("--rate and --concurrency must not be negative")}
+	case c.duration <= 0:
+		return nil, usageError{errors.New("--duration must be positive")}
+	case c.drain < 0 || c.think < 0 || c.hold < 0 || c.cooldown < 0:
+		return nil, usageError{errors.New("--drain, --think, --hold and --cooldown must not be negative")}
+	case c.conns < 1 || c.loginConc < 1 || c.baselineConcurrency < 1 || c.maxInflight < 1:
+		return nil, usageError{errors.New("--conns, --login-concurrency, --baseline-concurrency and --max-inflight must be at least 1")}
+	case c.replicas != 1 && c.replicas != 3:
+		return nil, usageError{errors.New("--replicas must be 1 or 3")}
+	case c.presenceTTL < time.Second:
+		return nil, usageError{errors.New("--presence-ttl must be at least 1s")}
+	}
+	return c, nil
+}
+
+// parseTimeouts parses "offline=2s,expire=3s,accept=2s".
+func parseTimeouts(s string) (map[string]time.Duration, error) {
+	out := map[string]time.Duration{}
+	for _, part := range strings.Split(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		d, err := time.ParseDuration(strings.TrimSpace(val))
+		switch name = strings.TrimSpace(name); {
+		case !ok || err != nil || d <= 0:
+			return nil, fmt.Errorf("timeouts: %q is not name=duration", part)
+		case name != "offline" && name != "expire" && name != "accept":
+			return nil, fmt.Errorf("timeouts: unknown timeout %q (known: offline, expire, accept)", name)
+		}
+		out[name] = d
+	}
+	return out, nil
+}
+
+// mode describes the loop for the report.
+func (c *config) mode() string {
+	switch {
+	case c.concurrency > 0:
+		return fmt.Sprintf("closed loop, concurrency %d", c.concurrency)
+	case c.rate > 0:
+		return fmt.Sprintf("open loop, %g invitations/s", c.rate)
+	}
+	return "idle users only (no invitations)"
+}
+
+// sortedKeys returns m's keys in order, for stable output.
+func sortedKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,98 @@
+// End-of-run invariant checks: every invitation finished, and no user is left busy.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// checkQuiescent runs after the drain. For every user it asks the broker,
+// as that user, for a sync: the reply must list no live invitation and the
+// manual busy flag must be false. client.Sync does not return the busy flag,
+// so the sync is sent as a raw request from the user's connection with the
+// device id of its logged-in client (offline callees, which never logged in,
+// use a fresh device id; if the broker answers NOT_LOGGEDIN, the user logs
+// in with a throw-away client, syncs through it, and logs out).
+//
+// With an embedded broker it also reads every user's line record from the
+// store, which sync cannot show: a line that still lists a terminal
+// invitation makes the user busy to callers while sync reports nothing live.
+// Line releases trail the terminal event slightly, so lines get 5 s.
+func (r *run) checkQuiescent(ctx context.Context, st *store.Store) {
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for _, u := range r.pool.all {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			invs, busy, err := r.syncUser(ctx, u)
+			if err != nil {
+				r.st.cmdError("sync", err)
+				r.tr.violate(vLeftBusy, "%s: could not check: %v", u.id, err)
+				return
+			}
+			if len(invs) > 0 || busy {
+				ids := make([]string, 0, len(invs))
+				for _, inv := range invs {
+					ids = append(ids, fmt.Sprintf("%s(%s)", inv.ID, inv.State))
+				}
+				r.tr.violate(vLeftBusy, "%s: sync lists %v live, busy flag %v", u.id, ids, busy)
+			}
+		}()
+	}
+	wg.Wait()
+	if st == nil {
+		return
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	pending := r.pool.all
+	for len(pending) > 0 {
+		var still []*user
+		lines := map[string]store.Line{}
+		for _, u := range pending {
+			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			l, _, err := st.GetLine(gctx, u.id)
+			cancel()
+			if errors.Is(err, store.ErrNotFound) {
+				continue
+			}
+			still = append(still, u)
+			lines[u.id] = l
+		}
+		pending = still
+		if len(pending) == 0 || time.Now().After(deadline) {
+			for _, u := range pending {
+				r.tr.violate(vLeftBusyLine, "%s: line still lists %v (manual %v)", u.id, lines[u.id].Refs, lines[u.id].Manual)
+			}
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// syncUser returns the user's live invitations and manual busy flag. It
+// syncs through a throw-away client (sync needs no session), so the views it
+// applies fire no callbacks in the tracked client.
+func (r *run) syncUser(ctx context.Context, u *user) ([]protocol.Invitation, bool, error) {
+	cl, device := u.client()
+	if cl == nil {
+		device = "check"
+	}
+	c, err := client.New(u.nc, u.id, device)
+	if err != nil {
+		return nil, false, err
+	}
+	defer c.Close()
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	invs, err := c.Sync(sctx)
+	return invs, c.Session().Busy, err
+}

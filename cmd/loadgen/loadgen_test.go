@@ -1,0 +1,153 @@
+// Tests: the real workload in-process, flags and the mix.
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"regexp"
+	"strings"
+	"testing"
+)
+
+// TestWorkloadEmbedded runs every behaviour for a few seconds against an
+// embedded NATS + broker and checks the report: no violation, every outcome
+// kind seen, and a JSON last line with the documented keys.
+func TestWorkloadEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 4 s workload")
+	}
+	t.Setenv("RINGER_NATS", "")
+	var stdout, stderr bytes.Buffer
+	code := realMain([]string{
+		"--duration", "4s", "--rate", "40", "--users", "120", "--seed", "7",
+		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1",
+		"--short-timeouts", "--think", "50ms", "--hold", "100ms", "--drain", "25s",
+		"--baseline", "--baseline-duration", "300ms", "--baseline-concurrency", "4",
+		"--json",
+	}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
+	}
+
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	last := lines[len(lines)-1]
+	var res map[string]any
+	if err := json.Unmarshal([]byte(last), &res); err != nil {
+		t.Fatalf("last stdout line is not JSON: %v\n%s", err, last)
+	}
+	for _, k := range []string{"invitations", "completed", "duration_s", "throughput_per_s", "accepted_per_s", "outcomes",
+		"errors", "latency_ms", "violations", "violation_samples", "baseline", "ratio_to_kv_create"} {
+		if _, ok := res[k]; !ok {
+			t.Errorf("JSON has no %q", k)
+		}
+	}
+	lat, _ := res["latency_ms"].(map[string]any)
+	for _, st := range []string{"send_to_ring", "send_to_received_by_peer", "accept_to_accepted", "hangup_to_free", "timer_lateness"} {
+		l, ok := lat[st].(map[string]any)
+		if !ok {
+			t.Errorf("latency_ms has no stage %q", st)
+			continue
+		}
+		for _, k := range []string{"p50", "p99", "p999", "max"} {
+			if _, ok := l[k]; !ok {
+				t.Errorf("latency_ms.%s has no %q", st, k)
+			}
+		}
+		if l["count"].(float64) == 0 {
+			t.Errorf("stage %s recorded nothing", st)
+		}
+	}
+	base, _ := res["baseline"].(map[string]any)
+	for _, k := range []string{"request_reply_per_s", "kv_create_per_s", "kv_update_per_s"} {
+		if v, _ := base[k].(float64); v <= 0 {
+			t.Errorf("baseline.%s = %v", k, base[k])
+		}
+	}
+
+	if v := res["violations"].(float64); v != 0 {
+		t.Errorf("%v violations: %v", v, res["violation_samples"])
+	}
+	if res["invitations"].(float64) == 0 || res["completed"] != res["invitations"] {
+		t.Errorf("invitations %v, completed %v", res["invitations"], res["completed"])
+	}
+	outcomes, _ := res["outcomes"].(map[string]any)
+	for _, k := range []string{"ACCEPTED", "REFUSED", "REFUSED_BUSY", "CANCELED", "INVITATION_EXPIRE", "PEER_OFFLINE"} {
+		if n, _ := outcomes[k].(float64); n == 0 {
+			t.Errorf("no %s outcome; outcomes %v", k, outcomes)
+		}
+	}
+	byB, _ := res["outcomes_by_behaviour"].(map[string]any)
+	if d, _ := byB["disconnect"].(map[string]any); d["PEER_OFFLINE"] == nil {
+		t.Errorf("no disconnect ended PEER_OFFLINE (presence loss): %v", byB["disconnect"])
+	}
+
+	progress := regexp.MustCompile(`^progress t=\d+ started=\d+ completed=\d+ rate=\d+(\.\d+)? inflight=\d+ errors=\d+$`)
+	n := 0
+	for _, l := range strings.Split(stderr.String(), "\n") {
+		if strings.HasPrefix(l, "progress") {
+			if !progress.MatchString(l) {
+				t.Errorf("malformed progress line %q", l)
+			}
+			n++
+		}
+	}
+	if n < 3 {
+		t.Errorf("%d progress lines for a 4 s run", n)
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s", stderr.String())
+	}
+}
+
+func TestParseMix(t *testing.T) {
+	m, err := parseMix("accept=3, busy=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m[bAccept] != 3 || m[bBusy] != 1 || m.total() != 4 {
+		t.Fatalf("%v", m)
+	}
+	if got := m.pick(0); got != bAccept {
+		t.Errorf("pick(0) = %s", got)
+	}
+	if got := m.pick(0.8); got != bBusy {
+		t.Errorf("pick(0.8) = %s", got)
+	}
+	if got := m.pick(0.999999999); got != bBusy {
+		t.Errorf("pick(~1) = %s", got)
+	}
+	for _, bad := range []string{"", "accept", "accept=-1", "nap=1", "accept=0"} {
+		if _, err := parseMix(bad); err == nil {
+			t.Errorf("parseMix(%q) accepted", bad)
+		}
+	}
+}
+
+func TestFlags(t *testing.T) {
+	t.Setenv("RINGER_NATS", "")
+	var errw bytes.Buffer
+	c, err := parseConfig(nil, &errw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.shortTimeouts || c.presenceTTL.Seconds() != 3 || c.rate != 50 {
+		t.Errorf("embedded defaults: short %v ttl %s rate %g", c.shortTimeouts, c.presenceTTL, c.rate)
+	}
+	c, err = parseConfig([]string{"--nats", "nats://x:4222", "--concurrency", "8"}, &errw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.shortTimeouts || c.rate != 0 || c.baselineConcurrency != 8 {
+		t.Errorf("--nats defaults: short %v rate %g baseline conc %d", c.shortTimeouts, c.rate, c.baselineConcurrency)
+	}
+	c, err = parseConfig([]string{"--timeouts", "expire=150s, offline=5s"}, &errw)
+	if err != nil || c.timeouts["expire"].Seconds() != 150 || c.timeouts["offline"].Seconds() != 5 {
+		t.Errorf("--timeouts: %v %v", c.timeouts, err)
+	}
+	for _, bad := range [][]string{{"--rate", "5", "--concurrency", "2"}, {"--users", "1"}, {"--mix", "x=1"}, {"extra"},
+		{"--timeouts", "nap=1s"}, {"--timeouts", "expire=soon"}, {"--replicas", "2"}} {
+		if _, err := parseConfig(bad, &errw); err == nil {
+			t.Errorf("parseConfig(%q) accepted", bad)
+		}
+	}
+}

@@ -1,0 +1,68 @@
+// Live progress: one machine-parsable line per second on stderr.
+package main
+
+import (
+	"fmt"
+	"sync"
+	"time"
+)
+
+// progress prints, every second until stopped,
+//
+//	progress t=<seconds> started=<n> completed=<n> rate=<per_s> inflight=<n> errors=<n>
+//
+// where rate is completions per second over the last interval. The format is
+// parsed by scripts: do not change it. It also integrates the number of
+// logged-in users over time, to estimate the heartbeat writes of the run.
+type progress struct {
+	r     *run
+	start time.Time
+	stop  chan struct{}
+	wg    sync.WaitGroup
+
+	mu          sync.Mutex
+	userSeconds float64 // ∫ logged-in users dt
+}
+
+func startProgress(r *run, start time.Time) *progress {
+	p := &progress{r: r, start: start, stop: make(chan struct{})}
+	p.wg.Add(1)
+	go p.loop()
+	return p
+}
+
+func (p *progress) loop() {
+	defer p.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last, lastDone := p.start, int64(0)
+	for {
+		select {
+		case <-p.stop:
+			p.integrate(last, time.Now())
+			return
+		case now := <-t.C:
+			done := p.r.st.completed.Load()
+			rate := float64(done-lastDone) / now.Sub(last).Seconds()
+			p.integrate(last, now)
+			fmt.Fprintf(p.r.errw, "progress t=%d started=%d completed=%d rate=%.1f inflight=%d errors=%d\n",
+				int(now.Sub(p.start).Round(time.Second).Seconds()), p.r.st.started.Load(), done, rate, p.r.tr.inFlight(), p.r.st.errs.Load())
+			last, lastDone = now, done
+		}
+	}
+}
+
+func (p *progress) integrate(from, to time.Time) {
+	p.mu.Lock()
+	p.userSeconds += float64(p.r.pool.loggedIn.Load()) * to.Sub(from).Seconds()
+	p.mu.Unlock()
+}
+
+// end stops the ticker and returns ∫ logged-in users dt, in user-seconds.
+func (p *progress) end() float64 {
+	close(p.stop)
+	p.wg.Wait()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.userSeconds
+}

@@ -1,0 +1,204 @@
+// The final report: a readable summary and the --json object.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ringer-dev/ringer/broker/store"
+)
+
+// result is the run's report; its JSON form is the --json line.
+type result struct {
+	Mode          string  `json:"mode"` // "embedded" or "nats"
+	Loop          string  `json:"loop"`
+	RunID         string  `json:"run_id"`
+	Seed          uint64  `json:"seed"`
+	Users         int     `json:"users"`
+	OfflineUsers  int     `json:"offline_users"`
+	Mix           string  `json:"mix"`
+	ShortTimeouts bool    `json:"short_timeouts"`
+	Replicas      int     `json:"replicas,omitempty"` // embedded mode
+	PresenceTTLMs int64   `json:"presence_ttl_ms"`
+	Rate          float64 `json:"rate,omitempty"`
+	Concurrency   int     `json:"concurrency,omitempty"`
+
+	Invitations    int64   `json:"invitations"` // started (Send called), carriers of busy collisions included
+	Completed      int64   `json:"completed"`   // every expected party saw the terminal outcome (and the call end)
+	Skipped        int64   `json:"skipped"`     // open loop: not started, no idle users or too many in flight
+	DurationS      float64 `json:"duration_s"`  // the window during which invitations were started
+	DrainS         float64 `json:"drain_s"`     // how long the end took to quiesce
+	ThroughputPerS float64 `json:"throughput_per_s"`
+	AcceptedPerS   float64 `json:"accepted_per_s"`
+
+	Outcomes            map[string]int64            `json:"outcomes"`
+	OutcomesByBehaviour map[string]map[string]int64 `json:"outcomes_by_behaviour"`
+	Errors              map[string]int64            `json:"errors"`
+	ErrorsByCommand     map[string]int64            `json:"errors_by_command"`
+	LatencyMs           map[string]latency          `json:"latency_ms"`
+
+	Violations       int64            `json:"violations"`
+	ViolationsByKind map[string]int64 `json:"violations_by_kind"`
+	ViolationSamples []string         `json:"violation_samples"`
+	Notes            map[string]int64 `json:"notes"`
+
+	Baseline        *baselineResult `json:"baseline,omitempty"`
+	RatioToKVCreate *float64        `json:"ratio_to_kv_create,omitempty"`
+	BrokerStore     *storeReport    `json:"broker_store,omitempty"`
+}
+
+// storeReport is the embedded broker's JetStream round trips
+// (broker.Store().Stats()) from the start of the workload to the end of
+// the drain. Per-invitation figures subtract the estimated heartbeat writes
+// (logged-in user-seconds ÷ heartbeat period); per accepted lifecycle they
+// divide everything else by the accepted lifecycles, so they are exact only
+// for a --mix accept=1 run.
+type storeReport struct {
+	Reads              uint64  `json:"reads"`
+	Writes             uint64  `json:"writes"`
+	Commits            uint64  `json:"commits"`
+	Timers             uint64  `json:"timers"`
+	HeartbeatWritesEst float64 `json:"heartbeat_writes_est"`
+	ReadsPerInvitation float64 `json:"reads_per_invitation"`
+	WritesPerInv       float64 `json:"writes_per_invitation"`
+	CommitsPerInv      float64 `json:"commits_per_invitation"`
+	ReadsPerAccepted   float64 `json:"reads_per_accepted,omitempty"`
+	WritesPerAccepted  float64 `json:"writes_per_accepted,omitempty"`
+	CommitsPerAccepted float64 `json:"commits_per_accepted,omitempty"`
+	TimersPerAccepted  float64 `json:"timers_per_accepted,omitempty"`
+}
+
+func newStoreReport(d store.StatsSnapshot, hbWrites float64, invitations, accepted int64) *storeReport {
+	sr := &storeReport{Reads: d.Reads, Writes: d.Writes, Commits: d.Commits, Timers: d.Timers, HeartbeatWritesEst: hbWrites}
+	w := max(0, float64(d.Writes)-hbWrites)
+	c := max(0, float64(d.Commits)-hbWrites)
+	if invitations > 0 {
+		n := float64(invitations)
+		sr.ReadsPerInvitation, sr.WritesPerInv, sr.CommitsPerInv = float64(d.Reads)/n, w/n, c/n
+	}
+	if accepted > 0 {
+		n := float64(accepted)
+		sr.ReadsPerAccepted, sr.WritesPerAccepted, sr.CommitsPerAccepted = float64(d.Reads)/n, w/n, c/n
+		sr.TimersPerAccepted = float64(d.Timers) / n
+	}
+	return sr
+}
+
+// invariant lines of the text report, with the violation kinds that break them.
+var invariantLines = []struct {
+	what  string
+	kinds []string
+}{
+	{"every invitation reached exactly one terminal outcome", []string{vNoTerminal, vMultiple, vUnknownOutcome}},
+	{"caller and callee saw the same outcome (each online party saw it)", []string{vMismatch, vMissing}},
+	{"no event applied out of revision order (OnEvent, per client)", []string{vOutOfOrder}},
+	{"no timer fired before its deadline", []string{vTimerEarly}},
+	{"no user left busy (sync; line records when embedded)", []string{vLeftBusy, vLeftBusyLine}},
+}
+
+func writeText(w io.Writer, res *result) {
+	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+	mode := fmt.Sprintf("embedded NATS (R%d) + 1 broker, in-process", res.Replicas)
+	if res.Mode == "nats" {
+		mode = "existing deployment (--nats)"
+	}
+	p("")
+	p("Ringer loadgen report: %s, run %s, seed %d", mode, res.RunID, res.Seed)
+	to := "default timeouts"
+	if res.ShortTimeouts {
+		to = "short timeouts (offline 2s, expire 3s, accept-ack 2s)"
+	}
+	p("  workload     %s for %.1fs; mix %s", res.Loop, res.DurationS, res.Mix)
+	p("  users        %d (%d offline callees); %s; presence TTL %dms", res.Users, res.OfflineUsers, to, res.PresenceTTLMs)
+	p("  invitations  %d started, %d completed, %d skipped; drain took %.1fs", res.Invitations, res.Completed, res.Skipped, res.DrainS)
+	p("  throughput   %.1f terminal outcomes/s, %.1f accepted lifecycles/s (accepted and hung up)", res.ThroughputPerS, res.AcceptedPerS)
+	if b := res.Baseline; b != nil {
+		p("  baseline     request-reply %.0f/s, KV create %.0f/s, KV update %.0f/s, atomic batch of 3 creates %.0f/s (%d workers, %.1fs each, R%d)",
+			b.RequestReplyPerS, b.KVCreatePerS, b.KVUpdatePerS, b.KVBatch3PerS, b.Concurrency, b.DurationS, b.Replicas)
+		if b.Error != "" {
+			p("               baseline incomplete: %s", b.Error)
+		}
+		if res.RatioToKVCreate != nil {
+			p("  ratio        accepted lifecycles/s ÷ KV creates/s = %.3f", *res.RatioToKVCreate)
+		}
+	}
+	p("")
+	p("Latency (ms)                  count       p50       p99     p99.9       max")
+	for _, st := range stageOrder {
+		l := res.LatencyMs[st]
+		if l.Count == 0 {
+			continue
+		}
+		extra := ""
+		if l.Early > 0 {
+			extra = fmt.Sprintf("  (%d negative, counted as 0)", l.Early)
+		}
+		p("  %-26s %8d %9.2f %9.2f %9.2f %9.2f%s", st, l.Count, l.P50, l.P99, l.P999, l.Max, extra)
+	}
+	p("")
+	p("Outcomes")
+	for _, k := range sortedKeys(res.Outcomes) {
+		p("  %-22s %8d", k, res.Outcomes[k])
+	}
+	p("Outcomes by behaviour")
+	for _, b := range sortedKeys(res.OutcomesByBehaviour) {
+		var parts []string
+		for _, k := range sortedKeys(res.OutcomesByBehaviour[b]) {
+			parts = append(parts, fmt.Sprintf("%s %d", k, res.OutcomesByBehaviour[b][k]))
+		}
+		p("  %-14s %s", b, strings.Join(parts, ", "))
+	}
+	if len(res.ErrorsByCommand) == 0 {
+		p("Command errors: none")
+	} else {
+		p("Command errors (verb code: count)")
+		for _, k := range sortedKeys(res.ErrorsByCommand) {
+			p("  %-30s %8d", k, res.ErrorsByCommand[k])
+		}
+	}
+	if bs := res.BrokerStore; bs != nil {
+		p("Broker JetStream round trips (workload + drain): %d reads, %d writes in %d commits, %d timers; ~%.0f heartbeat writes",
+			bs.Reads, bs.Writes, bs.Commits, bs.Timers, bs.HeartbeatWritesEst)
+		p("  per invitation (heartbeats excluded): %.2f reads, %.2f writes, %.2f commits", bs.ReadsPerInvitation, bs.WritesPerInv, bs.CommitsPerInv)
+		if bs.WritesPerAccepted > 0 {
+			p("  per accepted lifecycle (all of the above ÷ accepted; exact with --mix accept=1): %.2f reads, %.2f writes, %.2f commits, %.2f timers",
+				bs.ReadsPerAccepted, bs.WritesPerAccepted, bs.CommitsPerAccepted, bs.TimersPerAccepted)
+		}
+	}
+	if len(res.Notes) > 0 {
+		p("Notes (not violations)")
+		for _, k := range sortedKeys(res.Notes) {
+			p("  %-60s %8d", k, res.Notes[k])
+		}
+	}
+	p("")
+	p("Invariants")
+	for _, il := range invariantLines {
+		n := int64(0)
+		for _, k := range il.kinds {
+			n += res.ViolationsByKind[k]
+		}
+		status := "ok"
+		if n > 0 {
+			status = fmt.Sprintf("BROKEN (%d)", n)
+		}
+		p("  %-68s %s", il.what, status)
+	}
+	if res.Violations > 0 {
+		p("  %d violations; samples:", res.Violations)
+		for _, s := range res.ViolationSamples {
+			p("    %s", s)
+		}
+	}
+}
+
+func writeJSON(w io.Writer, res *result) error {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}
