@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# Chaos run against a throwaway docker-compose cluster (docs/cluster.md):
+# builds the images, brings up a cluster under a unique project name (never a
+# user's cluster; no host ports), runs loadgen for --duration and meanwhile
+#   1. kill -9 brokerd1, later start it again;
+#   2. stop nats2 (SIGTERM), later start it again;
+#   3. pause nats3 for longer than the presence TTL (5 s), then unpause;
+# then prints throughput before/during/after each fault from loadgen's
+# progress lines, loadgen's outcomes and invariant violations, and as its
+# last line exactly: violations=N invitations=M
+# Exits non-zero on any violation, if loadgen failed, or if the cluster did
+# not come up. Always tears the cluster down (down -v). Logs are kept in
+# dist/chaos/<project>/.
+#
+# Usage: scripts/chaos.sh [--duration 90s] [--rate 50] [--users 200]
+#                         [--no-build] [--no-loadgen]
+#   --no-build    use the existing ringer/*:dev images
+#   --no-loadgen  inject the faults without load (tests the script itself)
+# Bounded: about duration + 3 min (build, start, loadgen's 60 s drain, teardown).
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+
+DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1
+DRAIN=60          # loadgen --drain, seconds
+PRESENCE_TTL=5    # brokerd --presence-ttl in deploy/chaos.override.yml
+
+die() { echo "chaos.sh: $*" >&2; exit 1; }
+seconds() { # 90 | 90s | 2m -> seconds
+	case $1 in
+	*[0-9]m) echo $((${1%m} * 60)) ;;
+	*[0-9]s) echo "${1%s}" ;;
+	*[0-9]) echo "$1" ;;
+	*) die "bad duration $1 (use e.g. 90s or 2m)" ;;
+	esac
+}
+while [[ $# -gt 0 ]]; do
+	case $1 in
+	--duration) DURATION=$(seconds "${2:?}"); shift 2 ;;
+	--rate) RATE=${2:?}; shift 2 ;;
+	--users) USERS=${2:?}; shift 2 ;;
+	--no-build) BUILD=0; shift ;;
+	--no-loadgen) LOAD=0; shift ;;
+	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+	*) die "unknown argument $1 (see --help)" ;;
+	esac
+done
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 48 ]] || die "--duration must be at least 48s"
+
+if command -v docker-compose >/dev/null; then
+	COMPOSE=(docker-compose)
+elif docker compose version >/dev/null 2>&1; then
+	COMPOSE=(docker compose)
+else
+	die "needs docker-compose or the docker compose plugin"
+fi
+PROJECT=ringerchaos$$
+OUT=dist/chaos/$PROJECT
+mkdir -p "$OUT"
+dc() { "${COMPOSE[@]}" -p "$PROJECT" -f docker-compose.yml -f deploy/chaos.override.yml "$@"; }
+
+log() { printf '%s [%6.1fs] %s\n' "$(date +%T)" "$(lt)" "$*" >&2; }
+now_ms() { date +%s%3N; }
+T0=$(now_ms) # loadgen's t=0, in ms since the epoch; reset once loadgen runs
+lt() { awk -v n="$(now_ms)" -v t0="$T0" 'BEGIN { printf "%.1f", (n - t0) / 1000 }'; }
+sleep_until() { # seconds since T0
+	local ms=$((T0 + $1 * 1000 - $(now_ms)))
+	if ((ms > 0)); then sleep "$(awk -v m="$ms" 'BEGIN { print m / 1000 }')"; fi
+}
+
+LG_PID= PAUSED=
+cleanup() {
+	local rc=$?
+	trap - EXIT INT TERM
+	if [[ -n $LG_PID ]]; then kill "$LG_PID" 2>/dev/null || true; fi
+	if [[ -n $PAUSED ]]; then docker unpause "$PAUSED" >/dev/null 2>&1 || true; fi
+	echo "chaos.sh: tearing down $PROJECT (logs in $OUT)" >&2
+	dc logs --no-color >"$OUT/compose.log" 2>&1 || true
+	dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
+	exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+declare -A CID # service -> container id (stable across stop/start/kill)
+health() { # SERVICE -> healthy | unhealthy | starting | exited | paused ...
+	docker inspect -f '{{if eq .State.Status "running"}}{{if .State.Health}}{{.State.Health.Status}}{{else}}running{{end}}{{else}}{{.State.Status}}{{end}}' "${CID[$1]}"
+}
+wait_healthy() { # TIMEOUT_S SERVICE... ; prints the seconds it took
+	local limit=$1 start s
+	shift
+	start=$(now_ms)
+	while :; do
+		local ok=1
+		for s in "$@"; do [[ $(health "$s") == healthy ]] || ok=0; done
+		if ((ok)); then
+			awk -v d=$(($(now_ms) - start)) 'BEGIN { printf "%.1f\n", d / 1000 }'
+			return 0
+		fi
+		if (($(now_ms) - start > limit * 1000)); then return 1; fi
+		sleep 0.5
+	done
+}
+
+SERVICES=(nats1 nats2 nats3 brokerd1 brokerd2 brokerd3)
+if ((BUILD)); then
+	if ((LOAD)); then scripts/build-images.sh; else scripts/build-images.sh || true; fi
+fi
+
+log "starting cluster $PROJECT"
+dc up -d "${SERVICES[@]}" 2>>"$OUT/compose-up.log" || die "docker-compose up failed (see $OUT/compose-up.log)"
+for s in "${SERVICES[@]}"; do CID[$s]=$(dc ps -q "$s"); done
+took=$(wait_healthy 120 "${SERVICES[@]}") || {
+	dc ps >&2
+	die "cluster not healthy after 120s"
+}
+log "cluster healthy in ${took}s"
+
+# Load. loadgen prints "progress t=<s> started= completed= rate= inflight= errors="
+# to stderr every second and one JSON report as the last line of stdout.
+URLS=nats://loadgen:loadgen@nats1:4222,nats://loadgen:loadgen@nats2:4222,nats://loadgen:loadgen@nats3:4222
+LG_RC=0
+if ((LOAD)); then
+	dc run --rm -T --no-deps loadgen --nats "$URLS" --users "$USERS" --rate "$RATE" \
+		--duration "${DURATION}s" --drain "${DRAIN}s" --short-timeouts --json \
+		>"$OUT/loadgen.out" 2>"$OUT/loadgen.err" &
+	LG_PID=$!
+	# Align our clock with loadgen's t= on its first progress line.
+	for _ in $(seq 1 120); do
+		first=$(grep -m1 '^progress t=' "$OUT/loadgen.err" 2>/dev/null || true)
+		[[ -n $first ]] && break
+		kill -0 "$LG_PID" 2>/dev/null || break
+		sleep 0.5
+	done
+	[[ -n ${first:-} ]] || die "no progress line from loadgen within 60s (see $OUT/loadgen.err)"
+	t=$(sed -E 's/^progress t=([0-9.]+).*/\1/' <<<"$first")
+	T0=$(awk -v n="$(now_ms)" -v t="$t" 'BEGIN { printf "%.0f", n - t * 1000 }') # not %d: mawk's is 32-bit
+	log "loadgen running: rate=$RATE/s users=$USERS duration=${DURATION}s"
+else
+	T0=$(now_ms)
+fi
+
+# Faults: the load is split into 4 windows of W s: a clean baseline, then
+# one fault per window, held for 2W/3 s, then W/3 s to recover. The schedule
+# is fixed: if a service is not healthy again when the next fault is due,
+# that is reported and the next fault is injected anyway. Faults act on the
+# containers directly (docker start/stop/kill/pause on the ids docker-compose
+# created): the same as `docker-compose start/stop`, without its start-up
+# cost, which under load delays the schedule by seconds.
+W=$((DURATION / 4)) HOLD=$((DURATION / 6))
+((HOLD > PRESENCE_TTL)) || die "the pause would not outlast the presence TTL"
+FAULTS=() # "name inject_s recover_s"
+fault() { # NAME START_S NEXT_S INJECT-CMD RECOVER-CMD SERVICE
+	local name=$1 at=$2 next=$3 inject=$4 recover=$5 svc=$6 t1 t2 limit
+	sleep_until "$at"
+	log "FAULT $name: $inject"
+	t1=$(lt)
+	eval "$inject" >/dev/null
+	sleep_until $((at + HOLD))
+	log "RECOVER $name: $recover"
+	t2=$(lt)
+	eval "$recover" >/dev/null
+	limit=$(awk -v n="$next" -v t="$(lt)" 'BEGIN { l = int(n - t); print (l < 3 ? 3 : l) }')
+	if wait_healthy "$limit" "$svc" >/dev/null; then
+		log "$svc healthy again $(awk -v a="$(lt)" -v b="$t2" 'BEGIN { printf "%.1f", a - b }')s after recovery"
+	else
+		log "$svc NOT healthy yet, ${limit}s after recovery: $(health "$svc")"
+	fi
+	FAULTS+=("$name $t1 $t2")
+}
+fault kill-9-brokerd1 "$W" $((2 * W)) \
+	'docker kill -s KILL "${CID[brokerd1]}"' 'docker start "${CID[brokerd1]}"' brokerd1
+fault stop-nats2 $((2 * W)) $((3 * W)) \
+	'docker stop -t 10 "${CID[nats2]}"' 'docker start "${CID[nats2]}"' nats2
+fault pause-nats3 $((3 * W)) $((DURATION + 30)) \
+	'PAUSED=${CID[nats3]}; docker pause "$PAUSED"' 'docker unpause "$PAUSED"; PAUSED=' nats3
+
+if ((!LOAD)); then
+	log "no load: faults injected; cluster state:"
+	dc ps >&2
+	echo "violations=0 invitations=0"
+	exit 0
+fi
+
+# Wait for loadgen: its duration, its bounded drain, and a margin.
+limit=$((DURATION + DRAIN + 60))
+while kill -0 "$LG_PID" 2>/dev/null; do
+	if (($(now_ms) - T0 > limit * 1000)); then
+		log "loadgen still running after ${limit}s: killing it"
+		kill "$LG_PID" 2>/dev/null || true
+		break
+	fi
+	sleep 1
+done
+wait "$LG_PID" || LG_RC=$?
+LG_PID=
+log "loadgen exited with status $LG_RC"
+
+# Throughput per phase from the progress lines: completed (terminal) and
+# started invitations per second between two instants, each read from the
+# last progress line at or before it.
+phase() { # LABEL FROM TO
+	awk -v label="$1" -v a="$2" -v b="$3" '
+	/^progress t=/ {
+		for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] + 0 }
+		if (v["t"] <= a) { sa = v["started"]; ca = v["completed"]; ea = v["errors"] }
+		if (v["t"] <= b) { sb = v["started"]; cb = v["completed"]; eb = v["errors"] }
+	}
+	END {
+		if (b <= a) { printf "  %-8s %6.1fs: after the load ended\n", label, a; exit }
+		d = b - a
+		printf "  %-8s %6.1f-%6.1fs  started/s %8.1f  completed/s %8.1f  errors %d\n", label, a, b, (sb - sa) / d, (cb - ca) / d, eb - ea
+	}' "$OUT/loadgen.err"
+}
+echo
+echo "== chaos summary ($PROJECT, duration ${DURATION}s, rate $RATE/s, users $USERS)"
+prev_end=2
+for i in "${!FAULTS[@]}"; do
+	read -r name t1 t2 <<<"${FAULTS[$i]}"
+	if ((i + 1 < ${#FAULTS[@]})); then
+		read -r _ next _ <<<"${FAULTS[$((i + 1))]}"
+	else
+		next=$DURATION
+	fi
+	echo "fault $((i + 1)): $name"
+	phase before "$prev_end" "$t1"
+	phase during "$t1" "$t2"
+	phase after "$t2" "$next"
+	prev_end=$t2
+done
+
+report=$(grep '^{' "$OUT/loadgen.out" | tail -n 1 || true)
+if [[ -z $report ]]; then
+	echo "no JSON report from loadgen (see $OUT/loadgen.out, $OUT/loadgen.err)"
+	echo "violations=unknown invitations=unknown"
+	exit 1
+fi
+# The report's fields used here are flat: read them without a JSON parser.
+num() { grep -o "\"$1\": *[0-9.]*" <<<"$report" | head -n 1 | sed 's/.*: *//'; }
+obj() { grep -o "\"$1\": *\({[^}]*}\|\[[^]]*\]\)" <<<"$report" | head -n 1 | sed 's/^[^:]*: *//'; }
+invitations=$(num invitations) violations=$(num violations)
+echo "throughput: $(num throughput_per_s)/s, accepted $(num accepted_per_s)/s," \
+	"completed $(num completed) of $invitations in $(num duration_s)s"
+echo "outcomes: $(obj outcomes)"
+echo "errors: $(obj errors)"
+if [[ ${violations:-1} != 0 ]]; then
+	echo "violation samples: $(obj violation_samples | cut -c1-2000)"
+fi
+echo "loadgen exit status: $LG_RC"
+echo "violations=${violations:-unknown} invitations=${invitations:-unknown}"
+[[ $LG_RC == 0 && ${violations:-1} == 0 ]]
