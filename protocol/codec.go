@@ -16,7 +16,17 @@ func decode(data []byte, v any, what string) error {
 	if len(data) > MaxRequestLen {
 		return Errorf(CodeInvalidArgument, "%s: %d bytes, at most %d", what, len(data), MaxRequestLen)
 	}
+	// Walk the value once before decoding it. msgpack v5.4.1 sizes a slice
+	// from the array header it reads, unbounded (and a map up to 1e6
+	// entries), so nine bytes claiming a 1.5e9-element array would make
+	// the decoder allocate gigabytes. Skip allocates nothing and fails
+	// unless every element an array or map header announces is present,
+	// which bounds every length by len(data) <= MaxRequestLen.
 	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	if err := dec.Skip(); err != nil {
+		return Errorf(CodeInvalidArgument, "%s: malformed msgpack: %v", what, err)
+	}
+	dec.Reset(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
 		return Errorf(CodeInvalidArgument, "%s: malformed msgpack: %v", what, err)
 	}

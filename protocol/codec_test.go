@@ -3,6 +3,8 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -121,3 +123,35 @@ func FuzzDecodeReply(f *testing.F) {
 	})
 }
 
+// A header may announce far more elements than the message holds. msgpack
+// v5.4.1 would allocate the announced length before reading any element
+// (a 9-byte reply once took the fuzzer out of memory); the decoders must
+// reject such input without allocating for it.
+func TestDecodeRejectsLengthsBeyondTheData(t *testing.T) {
+	cases := map[string][]byte{
+		// {"invitations": array32 of 0xffffffff}
+		"reply slice":        append(append([]byte{0x81, 0xab}, "invitations"...), 0xdd, 0xff, 0xff, 0xff, 0xff),
+		"reply struct array": {0x94, 0x80, 0x90, 0xdd, 0x5b, 0x64, 0x33, 0xf4},
+		// an unknown field holding map32 of 0xffffffff entries
+		"request map": append(append([]byte{0x81, 0xa1}, 'x'), 0xdf, 0xff, 0xff, 0xff, 0xff),
+		"event map":   append(append([]byte{0x81, 0xa1}, 'x'), 0xdf, 0xff, 0xff, 0xff, 0xff),
+	}
+	decoders := map[string]func([]byte) error{
+		"reply":   func(b []byte) error { _, err := DecodeReply(b); return err },
+		"request": func(b []byte) error { _, err := DecodeRequest(b); return err },
+		"event":   func(b []byte) error { _, err := DecodeEvent(b); return err },
+	}
+	for name, data := range cases {
+		decode := decoders[name[:strings.IndexByte(name, ' ')]]
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		err := decode(data)
+		runtime.ReadMemStats(&after)
+		if !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("%s: err = %v, want INVALID_ARGUMENT", name, err)
+		}
+		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
+			t.Errorf("%s: decoding %d bytes allocated %d bytes", name, len(data), alloc)
+		}
+	}
+}
