@@ -3,7 +3,6 @@ package broker
 import (
 	"context"
 	"errors"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
@@ -64,17 +63,9 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 		if err != nil || !changed {
 			return rec, err
 		}
-		var writes []store.Write
-		if lifecycle.HoldsLines(rec) && !lifecycle.HoldsLines(next) {
-			// The end of an invitation or call frees both lines in the same
-			// atomic commit: when anyone learns the outcome, the lines are free.
-			writes, err = b.releases(ctx, next)
-			if err != nil {
-				return rec, err
-			}
-		}
-		writes = append(writes, b.putInvitation(next, rev))
-		rev, err = b.store.Commit(ctx, writes...)
+		// One key, even at the end of an invitation or call: its line claims
+		// stop holding the moment the record says so (store.Holding).
+		rev, err = b.store.Commit(ctx, b.putInvitation(next, rev))
 		if errors.Is(err, store.ErrConflict) {
 			get, fresh = b.store.GetInvitationFresh, true
 			continue // someone else moved it (or a stale replica read): decide again
@@ -100,40 +91,8 @@ func (b *Broker) putInvitation(r lifecycle.Record, expect uint64) store.Write {
 	return w
 }
 
-// releases reads both parties' lines (in parallel, through the leader) and
-// returns the writes that remove the invitation from those that list it. A
-// follower's stale view could lack a claim made moments ago, and the
-// terminal commit would then leave that claim behind forever.
-func (b *Broker) releases(ctx context.Context, r lifecycle.Record) ([]store.Write, error) {
-	users := [2]string{r.Caller, r.Callee}
-	var (
-		lines [2]store.Line
-		revs  [2]uint64
-		errs  [2]error
-		wg    sync.WaitGroup
-	)
-	for i := range users {
-		wg.Add(1)
-		go func(i int) {
-			defer wg.Done()
-			lines[i], revs[i], errs[i] = b.store.GetLineFresh(ctx, users[i])
-		}(i)
-	}
-	wg.Wait()
-	var ws []store.Write
-	for i := range users {
-		if errs[i] != nil && !errors.Is(errs[i], store.ErrNotFound) {
-			return nil, errs[i]
-		}
-		if lines[i].Has(r.ID) {
-			ws = append(ws, store.PutLine(users[i], lines[i].Without(r.ID), revs[i]))
-		}
-	}
-	return ws, nil
-}
-
 // sync returns every live invitation and call the user is a party to, from
-// the user's line (its index of live refs).
+// the claims on the user's line (its index of live invitations).
 func (b *Broker) sync(ctx context.Context, c *command) (protocol.Reply, error) {
 	invs, busy, err := b.liveOf(ctx, c.user)
 	if err != nil {
@@ -148,7 +107,7 @@ func (b *Broker) liveOf(ctx context.Context, user string) ([]protocol.Invitation
 		return nil, false, err
 	}
 	invs := []protocol.Invitation{}
-	for _, id := range line.Refs {
+	for _, id := range line.IDs() {
 		rec, _, err := b.store.GetInvitation(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			continue

@@ -235,8 +235,8 @@ func (b *Broker) Check(ctx context.Context) error {
 	return nil
 }
 
-// census counts busy lines and pending timers for the gauges.
-func (b *Broker) census() (busyLines, timers float64) {
+// census counts line records and pending timers for the gauges.
+func (b *Broker) census() (lines, timers float64) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	n, err := b.store.CountLines(ctx)

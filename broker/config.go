@@ -47,6 +47,13 @@ type Config struct {
 	// idempotent retries and late syncs) before JetStream removes it.
 	Retention time.Duration
 
+	// ClaimGrace is how long a line claim whose invitation was never written
+	// keeps the line busy (a sender died between claiming the lines and
+	// creating the invitation). A sender that has not created its invitation
+	// within ClaimGrace/3 of claiming gives up with UNAVAILABLE, so a claim
+	// it made cannot be taken over while it still might write.
+	ClaimGrace time.Duration
+
 	// Size limits, in bytes.
 	MaxContent, MaxResponse, MaxChannelID int
 }
@@ -68,6 +75,7 @@ func DefaultConfig() Config {
 		MaxTimeout:   10 * time.Minute,
 		PresenceTTL:  15 * time.Second,
 		Retention:    24 * time.Hour,
+		ClaimGrace:   15 * time.Second,
 		SendRate:     20,
 		MaxContent:   protocol.MaxContentLen,
 		MaxResponse:  protocol.MaxResponseLen,
@@ -98,6 +106,8 @@ func (c Config) Validate() error {
 		return bad("send rate %d < 0", c.SendRate)
 	case c.Retention < time.Minute:
 		return bad("retention %s < 1m", c.Retention)
+	case c.ClaimGrace < 3*time.Second:
+		return bad("claim grace %s < 3s", c.ClaimGrace)
 	case c.MaxContent < 0 || c.MaxContent > protocol.MaxContentLen:
 		return bad("max content %d not in 0..%d", c.MaxContent, protocol.MaxContentLen)
 	case c.MaxResponse < 0 || c.MaxResponse > protocol.MaxResponseLen:

@@ -73,8 +73,8 @@ func (m *Metrics) transition(r lifecycle.Record, cause string) {
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 
 // gauges registers the cluster-wide gauges a broker computes from JetStream
-// on scrape (at most every 10 s): busy lines and pending timers.
-func (m *Metrics) gauges(census func() (busyLines, timers float64)) {
+// on scrape (at most every 10 s): line records and pending timers.
+func (m *Metrics) gauges(census func() (lines, timers float64)) {
 	var (
 		mu         sync.Mutex
 		last       time.Time
@@ -89,8 +89,8 @@ func (m *Metrics) gauges(census func() (busyLines, timers float64)) {
 		}
 	}
 	m.Registry.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "busy_lines",
-			Help: "Users whose line is taken (live invitation, call or manual busy), cluster-wide; refreshed at most every 10 s."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "line_records",
+			Help: "Users with a line record (claims are dropped lazily, so: users who were recently a party, or are busy), cluster-wide; refreshed at most every 10 s."},
 			func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return busy }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "timers_pending",
 			Help: "Armed timers not yet handled (schedules and fired messages in RINGER_TIMERS), cluster-wide; refreshed at most every 10 s."},

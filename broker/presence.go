@@ -91,7 +91,7 @@ func (b *Broker) presenceLost(ctx context.Context, user string) error {
 	if err != nil {
 		return err
 	}
-	for _, id := range line.Refs {
+	for _, id := range line.IDs() { // claims that no longer hold resolve to a final error
 		_, err := b.transition(ctx, id, lifecycle.Action{Kind: lifecycle.PresenceLost, User: user})
 		if err != nil && !isFinal(err) {
 			return err
@@ -104,7 +104,7 @@ func (b *Broker) presenceLost(ctx context.Context, user string) error {
 			return err
 		}
 	}
-	b.log.Info().Str("user", user).Int("refs", len(line.Refs)).Bool("wasManualBusy", line.Manual).Msg("presence lost")
+	b.log.Info().Str("user", user).Int("claims", len(line.Claims)).Bool("wasManualBusy", line.Manual).Msg("presence lost")
 	return nil
 }
 

@@ -18,7 +18,7 @@ import (
 //  1. arm the durable timer if the revision asks for it;
 //  2. publish the events of lifecycle.Events to the parties' subjects.
 //
-// (Lines are released inside the terminal commit itself; see transition.)
+// (Lines need nothing: a claim stops holding when its invitation ends.)
 // Both steps are idempotent, so a redelivery after a crash repeats them
 // harmlessly; the message is acked only when both are done.
 func (b *Broker) project(_ context.Context, m jetstream.Msg) {

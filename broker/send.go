@@ -27,13 +27,19 @@ func backoff(attempt int) {
 	time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
 }
 
-// send creates an invitation. Hot path, one round of parallel reads and one
-// atomic batch:
+// send creates an invitation. Hot path: one round of parallel reads, then
+// single-key compare-and-set writes — both parties' line claims in parallel,
+// then the invitation:
 //
 //	reads:  sess.<caller>.<device>, line.<callee>, line.<caller>
-//	commit: line.<callee> claim, line.<caller> ref, inv.<id> (expected new) — all or nothing
+//	        (+ the invitation of each claim already on those lines)
+//	writes: line.<callee> claim ∥ line.<caller> claim, then inv.<id> (expected new)
 //
-// A busy callee gives a REFUSED(BUSY) record instead of the batch.
+// A busy callee gives a REFUSED(BUSY) record and no claim. Claims go first so
+// that a ringing invitation always holds its lines; a claim whose invitation
+// is never written (the sender died in between) holds for ClaimGrace only
+// (store.Holding). Nothing is released at the end: a claim stops holding when
+// its invitation finishes, and the next write of the line drops it.
 func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	req := c.req
 	if err := b.validateSend(c); err != nil {
@@ -52,35 +58,39 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	}
 	log := c.log.With().Str("id", id).Str("caller", c.user).Str("callee", req.Callee).Logger()
 
-	// The first attempt assumes the id is new (one round of reads, one
-	// commit). Only when a commit conflicts is the invitation read: it may be
-	// a retried send, an id taken by someone else, or an expired record's marker.
+	// The first attempt assumes the id is new and every read current. Only
+	// when a write conflicts are the lines re-read through the leader and
+	// the invitation read: it may be a retried send, an id taken by someone
+	// else, or an expired record's marker.
 	checkInv := false
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		backoff(attempt)
 		var (
-			wg                                    sync.WaitGroup
-			loggedIn                              bool
-			sessErr, calleeErr, callerErr, invErr error
-			calleeLine, callerLine                store.Line
-			calleeRev, callerRev                  uint64
-			existing                              lifecycle.Record
-			invRev                                uint64
+			wg                   sync.WaitGroup
+			loggedIn             bool
+			sessErr, invErr      error
+			lines                [2]store.Line // callee, caller
+			lineRevs             [2]uint64
+			lineErrs             [2]error
+			existing             lifecycle.Record
+			invRev               uint64
+			parties              = [2]string{req.Callee, c.user}
+			getLine, getInvFresh = b.store.GetLine, b.store.GetInvitationFresh
 		)
-		wg.Add(3)
-		go func() { defer wg.Done(); loggedIn, sessErr = b.store.HasSession(ctx, c.user, req.Device) }()
-		getLine := b.store.GetLine
 		if checkInv {
 			getLine = b.store.GetLineFresh // a conflict may come from a stale follower read
 		}
-		go func() { defer wg.Done(); calleeLine, calleeRev, calleeErr = getLine(ctx, req.Callee) }()
-		go func() { defer wg.Done(); callerLine, callerRev, callerErr = getLine(ctx, c.user) }()
+		wg.Add(3)
+		go func() { defer wg.Done(); loggedIn, sessErr = b.store.HasSession(ctx, c.user, req.Device) }()
+		for i := range parties {
+			go func() { defer wg.Done(); lines[i], lineRevs[i], lineErrs[i] = getLine(ctx, parties[i]) }()
+		}
 		if checkInv {
 			wg.Add(1)
-			go func() { defer wg.Done(); existing, invRev, invErr = b.store.GetInvitationFresh(ctx, id) }()
+			go func() { defer wg.Done(); existing, invRev, invErr = getInvFresh(ctx, id) }()
 		}
 		wg.Wait()
-		for _, e := range []error{sessErr, calleeErr, callerErr, invErr} {
+		for _, e := range []error{sessErr, lineErrs[0], lineErrs[1], invErr} {
 			if e != nil && !errors.Is(e, store.ErrNotFound) {
 				return protocol.Reply{}, e
 			}
@@ -102,15 +112,19 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if !loggedIn {
 			return protocol.Reply{}, protocol.Errorf(protocol.CodeNotLoggedIn, "%s has no live session on device %s: log in first", c.user, req.Device)
 		}
-		if calleeLine.Busy() && !checkInv {
+		held, err := b.holding(ctx, parties, lines, id, checkInv)
+		if err != nil {
+			return protocol.Reply{}, err
+		}
+		busy := lines[0].Manual || len(held[0]) > 0
+		if busy && !checkInv && b.store.Replicated() {
 			// A busy refusal is final: make sure it is not a follower's stale
 			// view of a line that was just freed (R3 direct gets).
-			if calleeLine, calleeRev, calleeErr = b.store.GetLineFresh(ctx, req.Callee); calleeErr != nil && !errors.Is(calleeErr, store.ErrNotFound) {
-				return protocol.Reply{}, calleeErr
-			}
+			checkInv = true
+			continue
 		}
 		now := b.now()
-		if calleeLine.Busy() {
+		if busy {
 			rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, now)
 			rev, err := b.store.Commit(ctx, b.putInvitation(rec, invRev))
 			if errors.Is(err, store.ErrConflict) {
@@ -125,15 +139,39 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			log.Debug().Msg("callee busy: refused")
 			return protocol.Reply{Invitation: view(rec)}, nil
 		}
+
+		claimed := time.Now()
+		claim := store.Claim{ID: id, At: now.UnixMilli()}
+		var claimErrs [2]error
+		for i := range parties {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				l := store.Line{Claims: append(held[i], claim), Manual: lines[i].Manual}
+				_, claimErrs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, lineRevs[i]))
+			}()
+		}
+		wg.Wait()
+		if errors.Is(claimErrs[0], store.ErrConflict) || errors.Is(claimErrs[1], store.ErrConflict) {
+			checkInv = true // a line changed under us: re-read and decide again (a claim that did land is ours and stays)
+			continue
+		}
+		if err := errors.Join(claimErrs[0], claimErrs[1]); err != nil {
+			return protocol.Reply{}, err
+		}
+		// Past a third of the grace, another sender may soon count these
+		// claims as abandoned; writing the invitation now could make two
+		// invitations ring one callee. Give up; a retry claims afresh.
+		limit := b.cfg.ClaimGrace / 3
+		if time.Since(claimed) > limit {
+			return protocol.Reply{}, protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
+		}
+		cctx, cancel := context.WithTimeout(ctx, limit-time.Since(claimed))
 		rec := lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
-		// The invitation goes last so the batch's revision is the record's.
-		rev, err := b.store.Commit(ctx,
-			store.PutLine(req.Callee, calleeLine.With(id), calleeRev),
-			store.PutLine(c.user, callerLine.With(id), callerRev),
-			store.PutInvitation(rec, invRev),
-		)
+		rev, err := b.store.Commit(cctx, store.PutInvitation(rec, invRev))
+		cancel()
 		if errors.Is(err, store.ErrConflict) {
-			checkInv = true // a line or the id changed under us: re-read and decide again
+			checkInv = true
 			continue
 		}
 		if err != nil {
@@ -145,6 +183,33 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		return protocol.Reply{Invitation: view(rec)}, nil
 	}
 	return protocol.Reply{}, store.ErrConflict
+}
+
+// holding resolves the claims on the parties' lines (callee first, then
+// caller; in parallel): the claims that still hold, minus the invitation's
+// own (a retried send finds its earlier claims).
+func (b *Broker) holding(ctx context.Context, parties [2]string, lines [2]store.Line, id string, fresh bool) ([2][]store.Claim, error) {
+	var (
+		held [2][]store.Claim
+		errs [2]error
+		wg   sync.WaitGroup
+	)
+	now := b.now()
+	for i := range parties {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cs, err := b.store.Holding(ctx, parties[i], lines[i], now, b.cfg.ClaimGrace, fresh)
+			for _, c := range cs {
+				if c.ID != id {
+					held[i] = append(held[i], c)
+				}
+			}
+			errs[i] = err
+		}()
+	}
+	wg.Wait()
+	return held, errors.Join(errs[0], errs[1])
 }
 
 func (b *Broker) validateSend(c *command) error {

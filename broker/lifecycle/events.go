@@ -54,8 +54,9 @@ func Events(r Record) []Notice {
 	return nil
 }
 
-// HoldsLines reports whether the record still holds its parties' lines. A
-// record that does not, but is still listed on a line, must be released.
+// HoldsLines reports whether the record holds its parties' lines: a line
+// claim keeps its user busy exactly while this is true, so an invitation's
+// end frees both lines with no write to them.
 func HoldsLines(r Record) bool {
 	return r.Live() && r.Reason != protocol.ReasonBusy
 }

@@ -29,45 +29,33 @@ var (
 	ErrConflict = errors.New("store: revision conflict")
 )
 
-// Line is a user's line record (line.<user>): the live invitations and calls
-// the user is a party to, and the manual busy flag. A user is busy while the
-// record lists any ref or Manual is set; the record is deleted when neither.
+// Line is a user's line record (line.<user>): the claims of the user's
+// invitations and calls, and the manual busy flag. Claims are released
+// lazily (docs/architecture.md, "Busy lines"): a claim keeps the user busy
+// only while its invitation holds lines, so a terminal commit touches the
+// invitation alone, and whoever next writes the line drops the claims that
+// no longer hold (see Holding).
 type Line struct {
-	Refs   []string `msgpack:"refs,omitempty"`
-	Manual bool     `msgpack:"manual,omitempty"`
+	Claims []Claim `msgpack:"claims,omitempty"`
+	Manual bool    `msgpack:"manual,omitempty"`
 }
 
-// Busy reports whether the line is taken.
-func (l Line) Busy() bool { return len(l.Refs) > 0 || l.Manual }
-
-// Has reports whether id is one of the line's refs.
-func (l Line) Has(id string) bool {
-	for _, r := range l.Refs {
-		if r == id {
-			return true
-		}
-	}
-	return false
+// Claim is one invitation's hold on a line.
+type Claim struct {
+	ID string `msgpack:"id"`
+	// At is when the claim was made (Unix ms, the claiming broker's clock).
+	// A claim is written before its invitation; while the invitation is
+	// missing the claim holds for a grace period, then counts as abandoned.
+	At int64 `msgpack:"at"`
 }
 
-// Without returns the line minus ref id.
-func (l Line) Without(id string) Line {
-	out := Line{Manual: l.Manual}
-	for _, r := range l.Refs {
-		if r != id {
-			out.Refs = append(out.Refs, r)
-		}
+// IDs returns the invitation ids the line's claims refer to.
+func (l Line) IDs() []string {
+	ids := make([]string, len(l.Claims))
+	for i, c := range l.Claims {
+		ids[i] = c.ID
 	}
-	return out
-}
-
-// With returns the line plus ref id (once).
-func (l Line) With(id string) Line {
-	if l.Has(id) {
-		return l
-	}
-	out := Line{Manual: l.Manual, Refs: append(append([]string(nil), l.Refs...), id)}
-	return out
+	return ids
 }
 
 // Store is a handle on the provisioned bucket and timer stream. It is safe for
@@ -225,9 +213,10 @@ func PutInvitation(r lifecycle.Record, expect uint64) Write {
 // session stays, so that the bucket does not keep one per user forever.
 const markerTTL = 10 * time.Minute
 
-// PutLine is a Write of a user's line; a free line becomes a delete.
+// PutLine is a Write of a user's line; a line with no claim and no manual
+// flag becomes a delete.
 func PutLine(user string, l Line, expect uint64) Write {
-	if !l.Busy() {
+	if len(l.Claims) == 0 && !l.Manual {
 		return Write{Key: subjects.LineKey(user), Delete: true, ExpectRev: expect, TTL: markerTTL}
 	}
 	return Write{Key: subjects.LineKey(user), Value: l, ExpectRev: expect}
@@ -388,8 +377,9 @@ func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
 // NewID returns a fresh invitation id.
 func NewID() string { return nuid.Next() }
 
-// CountLines counts busy lines (live line records). It lists keys: O(busy
-// users); meant for a periodic gauge, not a hot path.
+// CountLines counts line records (users with a claim, held or not yet
+// dropped, or the manual flag). It lists keys: O(users with a line); meant
+// for a periodic gauge, not a hot path.
 func (s *Store) CountLines(ctx context.Context) (int, error) {
 	lister, err := s.kv.ListKeysFiltered(ctx, subjects.LineKey("*"))
 	if err != nil {

@@ -49,7 +49,7 @@ func TestHTTPEndpoints(t *testing.T) {
 		`ringer_commands_total{result="ok",verb="send"} 1`,
 		`ringer_commands_total{result="ok",verb="login"} 1`,
 		`ringer_transitions_total{call="",cause="send",state="SENT"} 1`,
-		`ringer_busy_lines 2`,
+		`ringer_line_records 2`,
 		"ringer_timers_pending",
 		"ringer_command_seconds_bucket",
 		"ringer_timer_lateness_seconds",

@@ -6,7 +6,6 @@ package ringertest
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -37,6 +36,7 @@ func TestConfig() broker.Config {
 	cfg.MinTimeout = 500 * time.Millisecond
 	cfg.PresenceTTL = 2 * time.Second
 	cfg.AckWait = time.Second
+	cfg.ClaimGrace = 3 * time.Second
 	return cfg
 }
 
@@ -239,19 +239,21 @@ func (r *Recorder) Count(prefix string) int {
 	return n
 }
 
-// WaitFree waits until none of users has a line record (nobody is busy).
+// WaitFree waits until none of users is busy: no claim on their lines holds
+// (with TestConfig's claim grace) and no manual flag is set.
 func WaitFree(t testing.TB, st *store.Store, users ...string) {
 	t.Helper()
-	natstest.Eventually(t, Wait, func() error {
+	grace := TestConfig().ClaimGrace
+	natstest.Eventually(t, Wait+grace, func() error {
 		for _, u := range users {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			l, _, err := st.GetLine(ctx, u)
+			busy, l, err := st.Busy(ctx, u, grace)
 			cancel()
-			if err == nil {
-				return fmt.Errorf("%s still busy: %+v", u, l)
-			}
-			if !errors.Is(err, store.ErrNotFound) {
+			if err != nil {
 				return err
+			}
+			if busy {
+				return fmt.Errorf("%s still busy: claims %v, manual %v", u, l.IDs(), l.Manual)
 			}
 		}
 		return nil
