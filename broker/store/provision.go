@@ -61,17 +61,6 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 	} else if err != nil {
 		return fmt.Errorf("store: bind bucket: %w", err)
 	}
-	// Atomic batches are a stream setting the KV API does not expose.
-	bucket, err := js.Stream(ctx, subjects.BucketStream)
-	if err != nil {
-		return err
-	}
-	if sc := bucket.CachedInfo().Config; !sc.AllowAtomicPublish {
-		sc.AllowAtomicPublish = true
-		if _, err := js.UpdateStream(ctx, sc); err != nil {
-			return fmt.Errorf("store: enable atomic batches (nats-server >= 2.12 required): %w", err)
-		}
-	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              subjects.TimerStream,
 		Description:       "Ringer durable timers (ADR-51 schedules and what they fire)",

@@ -1,7 +1,7 @@
 // Package store is Ringer's only state store: JetStream KV records written
-// with compare-and-set, atomic multi-key batches, TTL'd sessions and ADR-51
-// timer schedules. It knows the layout (docs/architecture.md, "KV layout") but
-// no invitation semantics.
+// with single-key compare-and-set, TTL'd sessions and ADR-51 timer
+// schedules. It knows the layout (docs/architecture.md, "KV layout") and
+// asks package lifecycle every question about invitation semantics.
 package store
 
 import (
@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -61,7 +60,6 @@ func (l Line) IDs() []string {
 // Store is a handle on the provisioned bucket and timer stream. It is safe for
 // concurrent use.
 type Store struct {
-	nc     *nats.Conn
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	bucket jetstream.Stream
@@ -98,7 +96,7 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.TimerStream, err)
 	}
-	return &Store{nc: nc, js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}, nil
+	return &Store{js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}, nil
 }
 
 // JetStream returns the JetStream context the store uses (for consumers).
@@ -189,7 +187,7 @@ func (s *Store) getFrom(ctx context.Context, from jetstream.Stream, key string) 
 	return m.Data, m.Sequence, nil
 }
 
-// Write is one message of an atomic batch: a value (or a delete marker) for a
+// Write is one compare-and-set write: a value (or a delete marker) for a
 // key, valid only if the key's last revision is still ExpectRev (0 = absent).
 type Write struct {
 	Key       string
@@ -222,55 +220,30 @@ func PutLine(user string, l Line, expect uint64) Write {
 	return Write{Key: subjects.LineKey(user), Value: l, ExpectRev: expect}
 }
 
-// Commit writes ws atomically: all of them or none. With a single write it is
-// a plain compare-and-set publish. It returns the revision of the last write,
-// or ErrConflict when any expectation failed.
-func (s *Store) Commit(ctx context.Context, ws ...Write) (uint64, error) {
-	if len(ws) == 0 {
-		return 0, nil
-	}
-	msgs := make([]*nats.Msg, len(ws))
-	for i, w := range ws {
-		m := nats.NewMsg(subjects.KVSubject(w.Key))
-		if w.Delete {
-			m.Header.Set("KV-Operation", "DEL")
-		} else {
-			b, err := msgpack.Marshal(w.Value)
-			if err != nil {
-				return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
-			}
-			m.Data = b
-		}
-		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.ExpectRev, 10))
-		if w.TTL > 0 {
-			m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
-		}
-		msgs[i] = m
-	}
-	s.stats.writes.Add(uint64(len(ws)))
-	s.stats.commits.Add(1)
-	if len(msgs) == 1 {
-		ack, err := s.js.PublishMsg(ctx, msgs[0])
+// Commit writes w with compare-and-set. It returns the new revision, or
+// ErrConflict when the key's revision was no longer w.ExpectRev. Every write
+// Ringer makes is one key: see docs/architecture.md for why no transition
+// needs a multi-key batch.
+func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
+	m := nats.NewMsg(subjects.KVSubject(w.Key))
+	if w.Delete {
+		m.Header.Set("KV-Operation", "DEL")
+	} else {
+		b, err := msgpack.Marshal(w.Value)
 		if err != nil {
-			return 0, mapPubErr(err, ws[0].Key)
+			return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
 		}
-		return ack.Sequence, nil
+		m.Data = b
 	}
-	id := nuid.Next()
-	for i, m := range msgs {
-		m.Header.Set("Nats-Batch-Id", id)
-		m.Header.Set("Nats-Batch-Sequence", strconv.Itoa(i+1))
-		if i < len(msgs)-1 {
-			if err := s.nc.PublishMsg(m); err != nil {
-				return 0, fmt.Errorf("store: batch publish: %w", err)
-			}
-		}
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.ExpectRev, 10))
+	if w.TTL > 0 {
+		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
 	}
-	last := msgs[len(msgs)-1]
-	last.Header.Set("Nats-Batch-Commit", "1")
-	ack, err := s.js.PublishMsg(ctx, last)
+	s.stats.writes.Add(1)
+	s.stats.commits.Add(1)
+	ack, err := s.js.PublishMsg(ctx, m)
 	if err != nil {
-		return 0, mapPubErr(err, "batch")
+		return 0, mapPubErr(err, w.Key)
 	}
 	return ack.Sequence, nil
 }
@@ -280,10 +253,6 @@ func mapPubErr(err error, what string) error {
 	if errors.As(err, &apiErr) {
 		switch {
 		case apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence, apiErr.ErrorCode == 10164: // 10164: R>1 wording of the same check
-			return fmt.Errorf("%w: %s: %s", ErrConflict, what, apiErr.Description)
-		case strings.Contains(apiErr.Description, "batch is incomplete"):
-			// A batch message was lost (e.g. across a reconnect): nothing was
-			// written, so it is safe to decide again and retry.
 			return fmt.Errorf("%w: %s: %s", ErrConflict, what, apiErr.Description)
 		}
 	}
@@ -418,9 +387,8 @@ func Transient(err error) bool {
 	}
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
-		// 503: JetStream temporarily unavailable (no leader yet);
-		// 10174: atomic batches momentarily off while a stream config replicates.
-		return apiErr.Code == 503 || apiErr.ErrorCode == 10174
+		// 503: JetStream temporarily unavailable (no leader yet).
+		return apiErr.Code == 503
 	}
 	return false
 }
