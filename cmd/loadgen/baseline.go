@@ -20,7 +20,9 @@ type baselineResult struct {
 	KVCreatePerS     float64 `json:"kv_create_per_s"`
 	KVUpdatePerS     float64 `json:"kv_update_per_s"`
 	// KVBatch3PerS: atomic batches (Nats-Batch-*) of three KV creates per
-	// second, the shape of the commit of a Ringer send.
+	// second — what a Ringer send cost before claims were released lazily
+	// (docs/architecture.md); kept to show what a multi-key commit costs on
+	// the server under test.
 	KVBatch3PerS float64 `json:"kv_batch3_per_s"`
 	Concurrency  int     `json:"concurrency"`
 	DurationS    float64 `json:"duration_s"` // of each measurement
@@ -152,7 +154,7 @@ func runBaseline(ctx context.Context, conns []*nats.Conn, runID string, conc int
 }
 
 // batchRate enables atomic publish on the scratch bucket's stream and
-// measures atomic batches of three KV creates, as store.Commit writes them.
+// measures atomic batches of three KV creates (see Baseline.KVBatch3PerS).
 func batchRate(ctx context.Context, js jetstream.JetStream, conns []*nats.Conn, bucket string, conc int, d time.Duration, errs *atomic.Int64) (float64, error) {
 	uctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
