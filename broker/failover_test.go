@@ -25,6 +25,9 @@ type traffic struct {
 	env    *ringertest.Env
 	pairs  int
 	rounds int
+	// lateBound is the most a timeout may come after its deadline
+	// (default 1.5 s: SPEC §4's 1 s plus the test's timestamp slack).
+	lateBound time.Duration
 
 	mu       sync.Mutex
 	ids      []string
@@ -165,8 +168,12 @@ func (tr *traffic) check(t *testing.T, ps []party) {
 	if n := len(tr.lateness); n > 0 {
 		p50, max := tr.lateness[n/2], tr.lateness[n-1]
 		t.Logf("%d invitations, outcomes %v; timer lateness (timeout commit − deadline) p50 %s max %s", len(tr.ids), outcomes, p50.Round(time.Millisecond), max.Round(time.Millisecond))
-		if max > 1500*time.Millisecond {
-			t.Errorf("a timer fired %s after its deadline", max)
+		bound := tr.lateBound
+		if bound == 0 {
+			bound = 1500 * time.Millisecond
+		}
+		if max > bound {
+			t.Errorf("a timer fired %s after its deadline (bound %s)", max, bound)
 		}
 	}
 }
@@ -206,7 +213,12 @@ func TestClusterNodeLoss(t *testing.T) {
 	for _, s := range c.Servers {
 		ringertest.WaitServing(t, s.ClientURL())
 	}
-	tr := &traffic{env: env, pairs: 8, rounds: 5}
+	// A deadline that falls while the timer stream has no leader fires once
+	// a new one is elected: nats-server's Raft election timeout is 4–9 s
+	// (raft.go, min/maxElectionTimeoutDefault). The 1 s promise is about
+	// brokers dying (TestKillBrokerMidTraffic); a NATS leader loss delays
+	// the timers due meanwhile by the election (docs/architecture.md).
+	tr := &traffic{env: env, pairs: 8, rounds: 5, lateBound: 1500*time.Millisecond + 9*time.Second}
 	tr.run(t, func() {
 		t.Logf("stopping NATS node %s", c.Servers[0].Name())
 		c.Stop(0)
