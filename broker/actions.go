@@ -42,8 +42,9 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 	if a.Kind == lifecycle.Timeout || a.Kind == lifecycle.PresenceLost {
 		get, fresh = b.store.GetInvitationFresh, true // off the hot path, and must never act on a stale view
 	}
+	conflicts := 0
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		backoff(attempt)
+		backoff(conflicts) // only after a lost CAS; a confirming leader read goes at once
 		rec, rev, err := get(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			if rec, rev, err = b.store.GetInvitationFresh(ctx, id); errors.Is(err, store.ErrNotFound) {
@@ -67,7 +68,7 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 		// stop holding the moment the record says so (store.Holding).
 		rev, err = b.store.Commit(ctx, b.putInvitation(next, rev))
 		if errors.Is(err, store.ErrConflict) {
-			get, fresh = b.store.GetInvitationFresh, true
+			get, fresh, conflicts = b.store.GetInvitationFresh, true, conflicts+1
 			continue // someone else moved it (or a stale replica read): decide again
 		}
 		if err != nil {

@@ -17,14 +17,15 @@ import (
 // maxAttempts bounds compare-and-set retries of one command.
 const maxAttempts = 12
 
-// backoff spaces out compare-and-set retries with jitter, so that writers
-// contending on one key (a caller with many invitations ending at once all
-// update its line) take turns instead of colliding again.
-func backoff(attempt int) {
-	if attempt == 0 {
+// backoff spaces out compare-and-set retries with jitter, after the
+// conflicts-th lost race, so that writers contending on one key (many
+// senders claiming one callee's line, a caller whose sends all claim its
+// own) take turns instead of colliding again. No conflict, no wait.
+func backoff(conflicts int) {
+	if conflicts == 0 {
 		return
 	}
-	time.Sleep(time.Duration(rand.Int64N(int64(attempt) * int64(2*time.Millisecond))))
+	time.Sleep(time.Duration(rand.Int64N(int64(conflicts) * int64(2*time.Millisecond))))
 }
 
 // send creates an invitation. Hot path: one round of parallel reads, then
@@ -62,9 +63,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	// when a write conflicts are the lines re-read through the leader and
 	// the invitation read: it may be a retried send, an id taken by someone
 	// else, or an expired record's marker.
-	checkInv := false
+	checkInv, conflicts := false, 0
 	for attempt := 0; attempt < maxAttempts; attempt++ {
-		backoff(attempt)
+		backoff(conflicts) // only writers that collided wait; a busy verdict is confirmed at once
 		var (
 			wg                   sync.WaitGroup
 			loggedIn             bool
@@ -124,54 +125,32 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			continue
 		}
 		now := b.now()
-		if busy {
-			rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, now)
-			rev, err := b.store.Commit(ctx, b.putInvitation(rec, invRev))
-			if errors.Is(err, store.ErrConflict) {
-				checkInv = true
+		// A busy callee gets a finished REFUSED(BUSY) record and no claim;
+		// otherwise both lines are claimed before the invitation exists.
+		rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, now)
+		cctx, cancel := ctx, context.CancelFunc(func() {})
+		if !busy {
+			claimed := time.Now()
+			if err := b.claim(ctx, parties, lines, lineRevs, held, store.Claim{ID: id, At: now.UnixMilli()}); errors.Is(err, store.ErrConflict) {
+				checkInv, conflicts = true, conflicts+1 // a line changed under us: re-read and decide again (a claim that did land is ours and stays)
 				continue
-			}
-			if err != nil {
+			} else if err != nil {
 				return protocol.Reply{}, err
 			}
-			rec.Revision = rev
-			b.metrics.transition(rec, "send")
-			log.Debug().Msg("callee busy: refused")
-			return protocol.Reply{Invitation: view(rec)}, nil
+			// Past a third of the grace, another sender may soon count these
+			// claims as abandoned; writing the invitation now could make two
+			// invitations ring one callee. Give up; a retry claims afresh.
+			limit := b.cfg.ClaimGrace / 3
+			if time.Since(claimed) > limit {
+				return protocol.Reply{}, protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
+			}
+			cctx, cancel = context.WithTimeout(ctx, limit-time.Since(claimed))
+			rec = lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
 		}
-
-		claimed := time.Now()
-		claim := store.Claim{ID: id, At: now.UnixMilli()}
-		var claimErrs [2]error
-		for i := range parties {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				l := store.Line{Claims: append(held[i], claim), Manual: lines[i].Manual}
-				_, claimErrs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, lineRevs[i]))
-			}()
-		}
-		wg.Wait()
-		if errors.Is(claimErrs[0], store.ErrConflict) || errors.Is(claimErrs[1], store.ErrConflict) {
-			checkInv = true // a line changed under us: re-read and decide again (a claim that did land is ours and stays)
-			continue
-		}
-		if err := errors.Join(claimErrs[0], claimErrs[1]); err != nil {
-			return protocol.Reply{}, err
-		}
-		// Past a third of the grace, another sender may soon count these
-		// claims as abandoned; writing the invitation now could make two
-		// invitations ring one callee. Give up; a retry claims afresh.
-		limit := b.cfg.ClaimGrace / 3
-		if time.Since(claimed) > limit {
-			return protocol.Reply{}, protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
-		}
-		cctx, cancel := context.WithTimeout(ctx, limit-time.Since(claimed))
-		rec := lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
-		rev, err := b.store.Commit(cctx, store.PutInvitation(rec, invRev))
+		rev, err := b.store.Commit(cctx, b.putInvitation(rec, invRev))
 		cancel()
 		if errors.Is(err, store.ErrConflict) {
-			checkInv = true
+			checkInv, conflicts = true, conflicts+1
 			continue
 		}
 		if err != nil {
@@ -179,10 +158,33 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		}
 		rec.Revision = rev
 		b.metrics.transition(rec, "send")
-		log.Debug().Uint64("rev", rev).Msg("invitation sent")
+		log.Debug().Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rev).Msg("invitation sent")
 		return protocol.Reply{Invitation: view(rec)}, nil
 	}
 	return protocol.Reply{}, store.ErrConflict
+}
+
+// claim writes both parties' lines (callee first, then caller; in
+// parallel): the claims that still hold, plus the new one. It returns
+// store.ErrConflict if either line changed since it was read.
+func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Claim, c store.Claim) error {
+	var (
+		errs [2]error
+		wg   sync.WaitGroup
+	)
+	for i := range parties {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := store.Line{Claims: append(held[i], c), Manual: lines[i].Manual}
+			_, errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
+		}()
+	}
+	wg.Wait()
+	if errors.Is(errs[0], store.ErrConflict) || errors.Is(errs[1], store.ErrConflict) {
+		return store.ErrConflict
+	}
+	return errors.Join(errs[0], errs[1])
 }
 
 // holding resolves the claims on the parties' lines (callee first, then
