@@ -43,11 +43,11 @@ func TestKVBudgetAcceptedLifecycle(t *testing.T) {
 	// First call between two users: their lines are new. Every write is a
 	// single-key compare-and-set (no multi-message batch): the two line
 	// claims, then the five states of the invitation.
-	first := store.StatsSnapshot{Reads: 7, Writes: 7, Commits: 7, Timers: 2}
+	first := store.StatsSnapshot{Reads: 7, Writes: 7, Timers: 2}
 	// Later calls find the claims of the previous call on both lines (a
 	// claim is dropped by the next write of its line, not when its call
 	// ends): one more read per line to see that the claim no longer holds.
-	later := store.StatsSnapshot{Reads: 9, Writes: 7, Commits: 7, Timers: 2}
+	later := store.StatsSnapshot{Reads: 9, Writes: 7, Timers: 2}
 	for i, want := range []store.StatsSnapshot{first, later, later} {
 		got := lifecycle()
 		t.Logf("accepted lifecycle %d: %+v", i+1, got)

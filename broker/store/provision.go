@@ -107,22 +107,21 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 
 // Stats counts the JetStream round trips a store made.
 type Stats struct {
-	reads, writes, commits, timers atomic.Uint64
+	reads, writes, timers atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
 type StatsSnapshot struct {
-	Reads   uint64 // direct gets and key listings
-	Writes  uint64 // messages written to the bucket (a batch counts each message)
-	Commits uint64 // write round trips (a batch counts once)
-	Timers  uint64 // timer schedules published
+	Reads  uint64 // direct gets and key listings
+	Writes uint64 // messages written to the bucket, each its own round trip
+	Timers uint64 // timer schedules published
 }
 
 func (s *Stats) snapshot() StatsSnapshot {
-	return StatsSnapshot{Reads: s.reads.Load(), Writes: s.writes.Load(), Commits: s.commits.Load(), Timers: s.timers.Load()}
+	return StatsSnapshot{Reads: s.reads.Load(), Writes: s.writes.Load(), Timers: s.timers.Load()}
 }
 
 // Sub returns a - b, for measuring one operation.
 func (a StatsSnapshot) Sub(b StatsSnapshot) StatsSnapshot {
-	return StatsSnapshot{Reads: a.Reads - b.Reads, Writes: a.Writes - b.Writes, Commits: a.Commits - b.Commits, Timers: a.Timers - b.Timers}
+	return StatsSnapshot{Reads: a.Reads - b.Reads, Writes: a.Writes - b.Writes, Timers: a.Timers - b.Timers}
 }

@@ -240,7 +240,6 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
 	}
 	s.stats.writes.Add(1)
-	s.stats.commits.Add(1)
 	ack, err := s.js.PublishMsg(ctx, m)
 	if err != nil {
 		return 0, mapPubErr(err, w.Key)
@@ -266,7 +265,6 @@ func (s *Store) PutSession(ctx context.Context, user, device string, ttl time.Du
 	m := nats.NewMsg(subjects.KVSubject(subjects.SessionKey(user, device)))
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
 	s.stats.writes.Add(1)
-	s.stats.commits.Add(1)
 	if _, err := s.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("store: put session: %w", err)
 	}
@@ -279,7 +277,6 @@ func (s *Store) DeleteSession(ctx context.Context, user, device string) error {
 	m.Header.Set("KV-Operation", "DEL")
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(markerTTL))
 	s.stats.writes.Add(1)
-	s.stats.commits.Add(1)
 	if _, err := s.js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("store: delete session: %w", err)
 	}

@@ -58,29 +58,25 @@ type result struct {
 type storeReport struct {
 	Reads              uint64  `json:"reads"`
 	Writes             uint64  `json:"writes"`
-	Commits            uint64  `json:"commits"`
 	Timers             uint64  `json:"timers"`
 	HeartbeatWritesEst float64 `json:"heartbeat_writes_est"`
 	ReadsPerInvitation float64 `json:"reads_per_invitation"`
 	WritesPerInv       float64 `json:"writes_per_invitation"`
-	CommitsPerInv      float64 `json:"commits_per_invitation"`
 	ReadsPerAccepted   float64 `json:"reads_per_accepted,omitempty"`
 	WritesPerAccepted  float64 `json:"writes_per_accepted,omitempty"`
-	CommitsPerAccepted float64 `json:"commits_per_accepted,omitempty"`
 	TimersPerAccepted  float64 `json:"timers_per_accepted,omitempty"`
 }
 
 func newStoreReport(d store.StatsSnapshot, hbWrites float64, invitations, accepted int64) *storeReport {
-	sr := &storeReport{Reads: d.Reads, Writes: d.Writes, Commits: d.Commits, Timers: d.Timers, HeartbeatWritesEst: hbWrites}
+	sr := &storeReport{Reads: d.Reads, Writes: d.Writes, Timers: d.Timers, HeartbeatWritesEst: hbWrites}
 	w := max(0, float64(d.Writes)-hbWrites)
-	c := max(0, float64(d.Commits)-hbWrites)
 	if invitations > 0 {
 		n := float64(invitations)
-		sr.ReadsPerInvitation, sr.WritesPerInv, sr.CommitsPerInv = float64(d.Reads)/n, w/n, c/n
+		sr.ReadsPerInvitation, sr.WritesPerInv = float64(d.Reads)/n, w/n
 	}
 	if accepted > 0 {
 		n := float64(accepted)
-		sr.ReadsPerAccepted, sr.WritesPerAccepted, sr.CommitsPerAccepted = float64(d.Reads)/n, w/n, c/n
+		sr.ReadsPerAccepted, sr.WritesPerAccepted = float64(d.Reads)/n, w/n
 		sr.TimersPerAccepted = float64(d.Timers) / n
 	}
 	return sr
@@ -159,12 +155,12 @@ func writeText(w io.Writer, res *result) {
 		}
 	}
 	if bs := res.BrokerStore; bs != nil {
-		p("Broker JetStream round trips (workload + drain): %d reads, %d writes in %d commits, %d timers; ~%.0f heartbeat writes",
-			bs.Reads, bs.Writes, bs.Commits, bs.Timers, bs.HeartbeatWritesEst)
-		p("  per invitation (heartbeats excluded): %.2f reads, %.2f writes, %.2f commits", bs.ReadsPerInvitation, bs.WritesPerInv, bs.CommitsPerInv)
+		p("Broker JetStream round trips (workload + drain): %d reads, %d writes, %d timers; ~%.0f heartbeat writes",
+			bs.Reads, bs.Writes, bs.Timers, bs.HeartbeatWritesEst)
+		p("  per invitation (heartbeats excluded): %.2f reads, %.2f writes", bs.ReadsPerInvitation, bs.WritesPerInv)
 		if bs.WritesPerAccepted > 0 {
-			p("  per accepted lifecycle (all of the above ÷ accepted; exact with --mix accept=1): %.2f reads, %.2f writes, %.2f commits, %.2f timers",
-				bs.ReadsPerAccepted, bs.WritesPerAccepted, bs.CommitsPerAccepted, bs.TimersPerAccepted)
+			p("  per accepted lifecycle (all of the above ÷ accepted; exact with --mix accept=1): %.2f reads, %.2f writes, %.2f timers",
+				bs.ReadsPerAccepted, bs.WritesPerAccepted, bs.TimersPerAccepted)
 		}
 	}
 	if len(res.Notes) > 0 {
