@@ -1,7 +1,7 @@
 // Package broker is Ringer's stateless worker: it serves the command subjects
 // (in a queue group shared by every broker), and shares three durable
 // consumers with its peers — the projector (committed invitation changes →
-// events, timers, line releases), the timers (deadlines → timeouts) and
+// events and timers), the timers (deadlines → timeouts) and
 // presence (vanished sessions → failures). All state lives in JetStream
 // (package store), so any broker may die at any point without losing work.
 package broker

@@ -227,7 +227,7 @@ func TestClusterNodeLoss(t *testing.T) {
 
 // Brokers joining (each provisions the bucket, streams and consumers at
 // start) must not disturb traffic: provisioning never rewrites the bucket's
-// config, so atomic batches keep working throughout.
+// config under live sends and cancels.
 func TestBrokersJoiningDoNotDisturb(t *testing.T) {
 	env := ringertest.Start(t, ringertest.TestConfig())
 	alice := env.Login("alice", "phone")
@@ -247,7 +247,7 @@ func TestBrokersJoiningDoNotDisturb(t *testing.T) {
 			li := alice.CreateLocalInvitation("bob")
 			err := li.Send(ctx)
 			if err == nil {
-				err = li.Cancel(ctx) // a terminal commit: an atomic batch with both lines
+				err = li.Cancel(ctx) // a terminal commit
 			}
 			cancel()
 			if err != nil {

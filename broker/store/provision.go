@@ -15,7 +15,7 @@ import (
 
 // Durable consumer names shared by every broker.
 const (
-	ConsumerProjector = "ringer-projector" // invitation changes → events, timers, line releases
+	ConsumerProjector = "ringer-projector" // invitation changes → events, timers
 	ConsumerTimers    = "ringer-timers"    // fired timers → timeouts
 	ConsumerPresence  = "ringer-presence"  // session deletes/expiries → presence loss
 )
@@ -43,9 +43,8 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 		return err
 	}
 	// Create the bucket only if it is missing: "create or update" would
-	// rewrite the stream config from the KV defaults, switching atomic
-	// batches off (cluster-wide) until the update below switches them on
-	// again — every broker restart would fail in-flight batches.
+	// rewrite the stream config from the KV defaults on every broker start,
+	// under live traffic, undoing whatever an operator tuned on the stream.
 	if _, err := js.KeyValue(ctx, subjects.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
 		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
 			Bucket:         subjects.Bucket,

@@ -22,9 +22,10 @@ import (
 // in with a throw-away client, syncs through it, and logs out).
 //
 // With an embedded broker it also reads every user's line record from the
-// store, which sync cannot show: a line that still lists a terminal
-// invitation makes the user busy to callers while sync reports nothing live.
-// Line releases trail the terminal event slightly, so lines get 5 s.
+// store, which sync cannot show, and checks that no claim on it still holds
+// (store.Busy): a claim of a live invitation sync missed, or one whose
+// invitation was never written, which holds for the claim grace only — so
+// lines get the grace plus 5 s.
 func (r *run) checkQuiescent(ctx context.Context, st *store.Store) {
 	sem := make(chan struct{}, 64)
 	var wg sync.WaitGroup
