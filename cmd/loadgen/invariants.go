@@ -15,11 +15,7 @@ import (
 
 // checkQuiescent runs after the drain. For every user it asks the broker,
 // as that user, for a sync: the reply must list no live invitation and the
-// manual busy flag must be false. client.Sync does not return the busy flag,
-// so the sync is sent as a raw request from the user's connection with the
-// device id of its logged-in client (offline callees, which never logged in,
-// use a fresh device id; if the broker answers NOT_LOGGEDIN, the user logs
-// in with a throw-away client, syncs through it, and logs out).
+// manual busy flag must be false (see syncUser).
 //
 // With an embedded broker it also reads every user's line record from the
 // store, which sync cannot show, and checks that no claim on it still holds
