@@ -24,10 +24,7 @@ func TestKVBudgetAcceptedLifecycle(t *testing.T) {
 	lifecycle := func() store.StatsSnapshot {
 		t.Helper()
 		before := st.Stats()
-		li := alice.CreateLocalInvitation("bob")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "bob")
 		ri := bob.Rec.WaitRemote(t, li.ID)
 		alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
 		if err := ri.Accept(ctx, "ok"); err != nil {

@@ -22,15 +22,6 @@ func putClaims(t *testing.T, st *store.Store, user string, claims ...store.Claim
 	}
 }
 
-func sendState(t *testing.T, c *ringertest.Client, callee string) protocol.Invitation {
-	t.Helper()
-	li := c.CreateLocalInvitation(callee)
-	if err := li.Send(ringertest.Ctx(t)); err != nil {
-		t.Fatal(err)
-	}
-	return li.Invitation()
-}
-
 // A claim whose invitation was never written (its sender died) keeps the
 // callee busy for the claim grace, then frees the line by itself.
 func TestAbandonedClaimHoldsForGraceOnly(t *testing.T) {
@@ -42,7 +33,7 @@ func TestAbandonedClaimHoldsForGraceOnly(t *testing.T) {
 
 	claimed := time.Now()
 	putClaims(t, st, "bob", store.Claim{ID: "ghost", At: claimed.UnixMilli()})
-	inv := sendState(t, alice, "bob")
+	inv := alice.Invite(t, "bob").Invitation()
 	if time.Since(claimed) < cfg.ClaimGrace && (inv.State != protocol.StateRefused || inv.Reason != protocol.ReasonBusy) {
 		t.Fatalf("within the grace, a fresh claim must hold: %+v", inv)
 	}
@@ -50,7 +41,7 @@ func TestAbandonedClaimHoldsForGraceOnly(t *testing.T) {
 	if time.Since(claimed) < cfg.ClaimGrace {
 		t.Fatalf("bob free %s after the claim, grace %s", time.Since(claimed), cfg.ClaimGrace)
 	}
-	if inv := sendState(t, alice, "bob"); inv.State != protocol.StateSent {
+	if inv := alice.Invite(t, "bob").Invitation(); inv.State != protocol.StateSent {
 		t.Fatalf("after the grace: %+v", inv)
 	}
 }
@@ -66,7 +57,7 @@ func TestStaleClaimsDoNotHold(t *testing.T) {
 	carol := env.Login("carol", "phone")
 	env.Login("dave", "phone")
 
-	theirs := sendState(t, carol, "dave") // live, between carol and dave
+	theirs := carol.Invite(t, "dave").Invitation() // live, between carol and dave
 	if theirs.State != protocol.StateSent {
 		t.Fatalf("carol→dave: %+v", theirs)
 	}
@@ -75,7 +66,7 @@ func TestStaleClaimsDoNotHold(t *testing.T) {
 	if busy, _, err := st.Busy(ringertest.Ctx(t), "bob", ringertest.TestConfig().ClaimGrace); err != nil || busy {
 		t.Fatalf("bob busy=%v err=%v", busy, err)
 	}
-	inv := sendState(t, alice, "bob")
+	inv := alice.Invite(t, "bob").Invitation()
 	if inv.State != protocol.StateSent {
 		t.Fatalf("alice→bob: %+v", inv)
 	}

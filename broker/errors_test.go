@@ -101,10 +101,7 @@ func TestForbiddenAndTwice(t *testing.T) {
 	mallory := env.Login("mallory", "laptop")
 	ctx := ringertest.Ctx(t)
 
-	li := alice.CreateLocalInvitation("bob")
-	if err := li.Send(ctx); err != nil {
-		t.Fatal(err)
-	}
+	li := alice.Invite(t, "bob")
 	ri := bob.Rec.WaitRemote(t, li.ID)
 	// Someone else's invitation.
 	for name, err := range map[string]error{
@@ -167,10 +164,7 @@ func TestManualBusy(t *testing.T) {
 	if _, err := bob.Sync(ctx); err != nil || !bob.Session().Busy {
 		t.Fatalf("sync does not report the busy flag: %v", err)
 	}
-	li := alice.CreateLocalInvitation("bob")
-	if err := li.Send(ctx); err != nil {
-		t.Fatal(err)
-	}
+	li := alice.Invite(t, "bob")
 	alice.Rec.Wait(t, "Refused "+li.ID+" busy")
 	if bob.Rec.Count("RemoteReceived") != 0 {
 		t.Fatal("a busy callee was disturbed")

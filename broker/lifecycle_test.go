@@ -44,10 +44,7 @@ func TestAcceptedLifecycle(t *testing.T) {
 	// Both lines are busy during the call.
 	carol := env.Login("carol", "phone")
 	for _, callee := range []string{"bob", "alice"} {
-		c := carol.CreateLocalInvitation(callee)
-		if err := c.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		c := carol.Invite(t, callee)
 		if inv := c.Invitation(); inv.State != protocol.StateRefused || inv.Reason != protocol.ReasonBusy || inv.Response != "busy" {
 			t.Fatalf("invite %s during call: %+v", callee, inv)
 		}
@@ -71,10 +68,7 @@ func TestRefuseAndCancel(t *testing.T) {
 	ctx := ringertest.Ctx(t)
 
 	t.Run("refuse", func(t *testing.T) {
-		li := alice.CreateLocalInvitation("bob")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "bob")
 		ri := bob.Rec.WaitRemote(t, li.ID)
 		if err := ri.Refuse(ctx, "not now"); err != nil {
 			t.Fatal(err)
@@ -91,10 +85,7 @@ func TestRefuseAndCancel(t *testing.T) {
 		waitFree(t, env, "alice", "bob")
 	})
 	t.Run("cancel after receipt", func(t *testing.T) {
-		li := alice.CreateLocalInvitation("bob")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "bob")
 		bob.Rec.WaitRemote(t, li.ID)
 		alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
 		if err := li.Cancel(ctx); err != nil {
@@ -110,10 +101,7 @@ func TestRefuseAndCancel(t *testing.T) {
 	t.Run("cancel before receipt", func(t *testing.T) {
 		// Bob's device does not ack, so the invitation stays SENT.
 		mute := env.Login("dave", "tablet", client.WithoutAutoAck())
-		li := alice.CreateLocalInvitation("dave")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "dave")
 		mute.Rec.WaitRemote(t, li.ID)
 		if err := li.Cancel(ctx); err != nil {
 			t.Fatal(err)

@@ -39,10 +39,7 @@ func TestPartyLostDuringCall(t *testing.T) {
 	alice := env.Login("alice", "phone")
 	bob := env.Login("bob", "phone")
 	ctx := ringertest.Ctx(t)
-	li := alice.CreateLocalInvitation("bob")
-	if err := li.Send(ctx); err != nil {
-		t.Fatal(err)
-	}
+	li := alice.Invite(t, "bob")
 	if err := bob.Rec.WaitRemote(t, li.ID).Accept(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
@@ -113,10 +110,7 @@ func TestSyncRecoversMissedEvents(t *testing.T) {
 	alice := env.Login("alice", "phone")
 	bob := env.Login("bob", "phone")
 	ctx := ringertest.Ctx(t)
-	li := alice.CreateLocalInvitation("bob")
-	if err := li.Send(ctx); err != nil {
-		t.Fatal(err)
-	}
+	li := alice.Invite(t, "bob")
 	bob.Rec.WaitRemote(t, li.ID)
 	tablet := env.NewClient("bob", "tablet") // never subscribed: missed everything
 	invs, err := tablet.Sync(ctx)

@@ -21,10 +21,7 @@ func TestAcceptVsCancelRace(t *testing.T) {
 	ctx := ringertest.Ctx(t)
 	wins := map[string]int{}
 	for i := 0; i < 20; i++ {
-		li := alice.CreateLocalInvitation("bob")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "bob")
 		ri := bob.Rec.WaitRemote(t, li.ID)
 		var acceptErr, cancelErr error
 		var wg sync.WaitGroup
@@ -140,10 +137,7 @@ func TestMultiDevice(t *testing.T) {
 	laptop := env.Login("bob", "laptop")
 	ctx := ringertest.Ctx(t)
 
-	li := alice.CreateLocalInvitation("bob")
-	if err := li.Send(ctx); err != nil {
-		t.Fatal(err)
-	}
+	li := alice.Invite(t, "bob")
 	onPhone := phone.Rec.WaitRemote(t, li.ID)
 	onLaptop := laptop.Rec.WaitRemote(t, li.ID)
 	if err := onLaptop.Accept(ctx, "from laptop"); err != nil {
@@ -182,10 +176,7 @@ func TestAcceptBySentID(t *testing.T) {
 	alice := env.Login("alice", "phone")
 	bob := env.Login("bob", "phone", client.WithoutAutoAck())
 	ctx := ringertest.Ctx(t)
-	li := alice.CreateLocalInvitation("bob")
-	if err := li.Send(ctx); err != nil {
-		t.Fatal(err)
-	}
+	li := alice.Invite(t, "bob")
 	if err := bob.Accept(ctx, li.ID, "pushed"); err != nil {
 		t.Fatal(err)
 	}
@@ -222,10 +213,7 @@ func TestFloodAtOneCalleeDoesNotStarveOthers(t *testing.T) {
 	}
 	for i := 0; i < 5; i++ {
 		start := time.Now()
-		li := alice.CreateLocalInvitation("carol")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "carol")
 		ri := carol.Rec.WaitRemote(t, li.ID)
 		if err := ri.Refuse(ctx, "later"); err != nil {
 			t.Fatal(err)

@@ -27,10 +27,7 @@ func TestTimeouts(t *testing.T) {
 	ctx := ringertest.Ctx(t)
 
 	t.Run("PEER_OFFLINE: callee never online", func(t *testing.T) {
-		li := alice.CreateLocalInvitation("nobody")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "nobody")
 		deadline := li.Invitation().Deadline
 		alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
 		checkLateness(t, deadline, time.Now())
@@ -38,10 +35,7 @@ func TestTimeouts(t *testing.T) {
 	})
 	t.Run("PEER_NO_RESPONSE: callee online, never acks", func(t *testing.T) {
 		mute := env.Login("mute", "phone", client.WithoutAutoAck())
-		li := alice.CreateLocalInvitation("mute")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "mute")
 		deadline := li.Invitation().Deadline
 		mute.Rec.WaitRemote(t, li.ID)
 		alice.Rec.Wait(t, "Failure "+li.ID+" PEER_NO_RESPONSE")
@@ -51,10 +45,7 @@ func TestTimeouts(t *testing.T) {
 	})
 	t.Run("INVITATION_EXPIRE: received, nobody acts", func(t *testing.T) {
 		bob := env.Login("bob", "phone")
-		li := alice.CreateLocalInvitation("bob")
-		if err := li.Send(ctx); err != nil {
-			t.Fatal(err)
-		}
+		li := alice.Invite(t, "bob")
 		alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
 		deadline := li.Invitation().Deadline // the expiry, counted from receipt
 		if inv := li.Invitation(); deadline != inv.ReceivedAt+2000 {

@@ -125,6 +125,18 @@ func (e *Env) Login(user, device string, opts ...client.Option) *Client {
 	return c
 }
 
+// Invite creates an invitation from c to callee and sends it, failing the
+// test if the send command fails. The send's outcome (SENT, or REFUSED/BUSY)
+// is the invitation's view.
+func (c *Client) Invite(t testing.TB, callee string) *client.LocalInvitation {
+	t.Helper()
+	li := c.CreateLocalInvitation(callee)
+	if err := li.Send(Ctx(t)); err != nil {
+		t.Fatalf("%s invites %s: %v", c.User(), callee, err)
+	}
+	return li
+}
+
 // Ctx returns a context bounded by Wait.
 func Ctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
