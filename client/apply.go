@@ -47,13 +47,17 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 	} else {
 		ack = c.applyCallee(t, inv, once, h)
 	}
+	if ack || ackAccept {
+		// Counted while c.closed is known false and under the lock Close
+		// takes to set it: an Add after the unlock could race Close's Wait.
+		c.bg.Add(1)
+	}
 	c.mu.Unlock()
 
 	for _, f := range calls {
 		f()
 	}
 	if ack || ackAccept {
-		c.bg.Add(1)
 		go func() {
 			defer c.bg.Done()
 			verb := c.Ack

@@ -147,14 +147,20 @@ func (c *Client) Login(ctx context.Context) error {
 	if rep.Session != nil {
 		c.session = *rep.Session
 	}
-	start := !c.noHeartbeat && c.stopHB == nil && c.session.HeartbeatMs > 0
+	// Decided, and counted in c.bg, under the lock Close takes: a client
+	// closed while its login was in flight starts no heartbeats, and no Add
+	// can race Close's Wait.
+	start := !c.closed && !c.noHeartbeat && c.stopHB == nil && c.session.HeartbeatMs > 0
+	var stop chan struct{}
+	period := time.Duration(c.session.HeartbeatMs) * time.Millisecond
 	if start {
-		c.stopHB = make(chan struct{})
+		stop = make(chan struct{})
+		c.stopHB = stop
+		c.bg.Add(1)
 	}
 	c.mu.Unlock()
 	if start {
-		c.bg.Add(1)
-		go c.heartbeats(c.stopHB, time.Duration(c.session.HeartbeatMs)*time.Millisecond)
+		go c.heartbeats(stop, period)
 	}
 	for i := range rep.Invitations {
 		c.apply(rep.Invitations[i], "")
