@@ -90,6 +90,9 @@ func TestLogoutLastDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob.Rec.WaitRemote(t, li.ID)
+	// Bob's client acknowledges receipt in the background: wait until the
+	// caller has seen it, so that the sync below can expect RECEIVED.
+	alicePhone.Rec.Wait(t, "ReceivedByPeer "+li.ID)
 	if err := aliceLaptop.Logout(ctx); err != nil {
 		t.Fatal(err)
 	}
