@@ -58,12 +58,14 @@ func StartBroker(t testing.TB, url string, cfg broker.Config) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	var startErr error
-	natstest.Eventually(t, 30*time.Second, func() error {
-		startErr = b.Start(ctx)
-		return startErr
+	// Each attempt gets its own deadline: on a cluster that is still
+	// electing its JetStream meta leader a provisioning request can go
+	// unanswered, and one 30 s context shared by every attempt left no
+	// time to retry once the leader was there.
+	natstest.Eventually(t, time.Minute, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return b.Start(ctx)
 	})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
