@@ -16,7 +16,8 @@ import (
 // finished invitations, of ids that turned out to belong to someone else, and
 // abandoned claims — hold nothing and are dropped by the next line write.
 //
-// The invitations are read in parallel. With fresh unset they are direct
+// The invitations come from the store's cache when it has them, else are
+// read in parallel. With fresh unset the reads are direct
 // gets, which a lagging follower may answer: a claim can then look held when
 // its invitation has just ended (callers that refuse on it confirm with
 // fresh set), never the reverse, since a finished invitation never comes
@@ -33,6 +34,12 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 	errs := make([]error, len(l.Claims))
 	var wg sync.WaitGroup
 	for i, c := range l.Claims {
+		if rec, ok := s.cache.invitation(c.ID); ok && (!fresh || !lifecycle.HoldsLines(rec)) {
+			// Not holding is final; holding, from the cache, may be stale
+			// like a follower's direct get (callers confirm with fresh set).
+			holds[i] = rec.RoleOf(user) != "" && lifecycle.HoldsLines(rec)
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

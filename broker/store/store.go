@@ -68,13 +68,25 @@ type Store struct {
 	// must not make (refusing a call as busy).
 	leader jetstream.Stream
 	timers jetstream.Stream
+	// cache holds recent invitation and line records (nil: none).
+	cache *cache
 	// stats counts every request this store makes to JetStream, for the
 	// KV budget in docs/architecture.md.
 	stats Stats
 }
 
+// Option configures a Store.
+type Option func(*Store)
+
+// CacheSize keeps up to n invitation records and n line records in memory
+// (LRU) so that commands can skip their reads; 0 disables the cache. A cached
+// record only ever saves a read: see docs/architecture.md, "Record cache".
+func CacheSize(n int) Option {
+	return func(s *Store) { s.cache = newCache(n) }
+}
+
 // Open binds to the bucket and timer stream, which Provision must have created.
-func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
+func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
@@ -96,7 +108,11 @@ func Open(ctx context.Context, nc *nats.Conn) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.TimerStream, err)
 	}
-	return &Store{js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}, nil
+	s := &Store{js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}
+	for _, o := range opts {
+		o(s)
+	}
+	return s, nil
 }
 
 // JetStream returns the JetStream context the store uses (for consumers).
@@ -138,8 +154,30 @@ func (s *Store) getInvitation(ctx context.Context, from jetstream.Stream, id str
 		return r, rev, fmt.Errorf("store: decode invitation %s: %w", id, err)
 	}
 	r.Revision = rev
+	s.cache.putInvitation(r)
 	return r, rev, nil
 }
+
+// CachedInvitation returns the cached record of invitation id, if any. It may
+// be stale: write from it only with compare-and-set on its Revision, and
+// confirm with a read before refusing on it. A record that no longer holds
+// lines (lifecycle.HoldsLines) never will again, so that verdict is final.
+func (s *Store) CachedInvitation(id string) (lifecycle.Record, bool) {
+	return s.cache.invitation(id)
+}
+
+// CachedLine returns the cached line of user and its revision, if any; the
+// same caveats as CachedInvitation apply.
+func (s *Store) CachedLine(user string) (Line, uint64, bool) {
+	return s.cache.line(user)
+}
+
+// Caching reports whether the store keeps a record cache.
+func (s *Store) Caching() bool { return s.cache != nil }
+
+// Observe shows the store an invitation revision committed elsewhere (the
+// projector sees every one), keeping the cache current across brokers.
+func (s *Store) Observe(r lifecycle.Record) { s.cache.putInvitation(r) }
 
 // GetLine reads a user's line. A missing line is a free Line with ErrNotFound;
 // rev is then the revision to expect when creating it (the delete marker's, or 0).
@@ -156,12 +194,16 @@ func (s *Store) GetLineFresh(ctx context.Context, user string) (Line, uint64, er
 func (s *Store) getLine(ctx context.Context, from jetstream.Stream, user string) (Line, uint64, error) {
 	var l Line
 	data, rev, err := s.getFrom(ctx, from, subjects.LineKey(user))
+	if errors.Is(err, ErrNotFound) {
+		s.cache.putLine(user, l, rev) // free, at the marker's revision (or 0)
+	}
 	if err != nil {
 		return l, rev, err
 	}
 	if err := msgpack.Unmarshal(data, &l); err != nil {
 		return l, rev, fmt.Errorf("store: decode line %s: %w", user, err)
 	}
+	s.cache.putLine(user, l, rev)
 	return l, rev, nil
 }
 
@@ -197,6 +239,8 @@ type Write struct {
 	// TTL, if set, makes JetStream remove the value (or the delete marker)
 	// after this long; whole seconds.
 	TTL time.Duration
+	// lineOf names the user when this is a line write (for the cache).
+	lineOf string
 }
 
 // WithTTL returns w with a TTL.
@@ -215,9 +259,9 @@ const markerTTL = 10 * time.Minute
 // flag becomes a delete.
 func PutLine(user string, l Line, expect uint64) Write {
 	if len(l.Claims) == 0 && !l.Manual {
-		return Write{Key: subjects.LineKey(user), Delete: true, ExpectRev: expect, TTL: markerTTL}
+		return Write{Key: subjects.LineKey(user), Delete: true, ExpectRev: expect, TTL: markerTTL, lineOf: user}
 	}
-	return Write{Key: subjects.LineKey(user), Value: l, ExpectRev: expect}
+	return Write{Key: subjects.LineKey(user), Value: l, ExpectRev: expect, lineOf: user}
 }
 
 // Commit writes w with compare-and-set. It returns the new revision, or
@@ -244,7 +288,23 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	if err != nil {
 		return 0, mapPubErr(err, w.Key)
 	}
+	s.remember(w, ack.Sequence)
 	return ack.Sequence, nil
+}
+
+// remember caches what a successful write wrote.
+func (s *Store) remember(w Write, rev uint64) {
+	switch v := w.Value.(type) {
+	case lifecycle.Record:
+		v.Revision = rev
+		s.cache.putInvitation(v)
+	case Line:
+		s.cache.putLine(w.lineOf, v, rev)
+	case nil:
+		if w.lineOf != "" { // a freed line: deleted
+			s.cache.putLine(w.lineOf, Line{}, rev)
+		}
+	}
 }
 
 func mapPubErr(err error, what string) error {
