@@ -36,16 +36,31 @@ func (b *Broker) act(ctx context.Context, c *command, kind lifecycle.Kind) (prot
 // transitions commits; the others re-read and get the typed error (or the
 // idempotent result) that lifecycle.Apply gives for the state that won.
 func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) (lifecycle.Record, error) {
-	// Fast direct gets first; after a conflict (or for "not found", which a
-	// lagging follower may say of a record it has not replicated), ask the leader.
+	// A party's command starts from the cached record when there is one (no
+	// read at all), else from a fast direct get. Either may be stale: a write
+	// from it is a compare-and-set that fails if so, and a refusal or "already
+	// done" decided from it is confirmed with the leader before it is given.
 	get, fresh := b.store.GetInvitation, !b.store.Replicated()
+	cached := true
 	if a.Kind == lifecycle.Timeout || a.Kind == lifecycle.PresenceLost {
-		get, fresh = b.store.GetInvitationFresh, true // off the hot path, and must never act on a stale view
+		get, fresh, cached = b.store.GetInvitationFresh, true, false // off the hot path, and must never act on a stale view
 	}
 	conflicts := 0
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		backoff(conflicts) // only after a lost CAS; a confirming leader read goes at once
-		rec, rev, err := get(ctx, id)
+		var (
+			rec       lifecycle.Record
+			rev       uint64
+			err       error
+			fromCache bool
+		)
+		if cached {
+			rec, fromCache = b.store.CachedInvitation(id)
+			rev, cached = rec.Revision, false
+		}
+		if !fromCache {
+			rec, rev, err = get(ctx, id)
+		}
 		if errors.Is(err, store.ErrNotFound) {
 			if rec, rev, err = b.store.GetInvitationFresh(ctx, id); errors.Is(err, store.ErrNotFound) {
 				return rec, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", id)
@@ -55,9 +70,10 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 			return rec, err
 		}
 		next, changed, err := lifecycle.Apply(rec, a, b.now())
-		if (err != nil || !changed) && !fresh {
+		if (err != nil || !changed) && (!fresh || fromCache) {
 			// Refusing, or answering "already done", from a possibly stale
-			// follower read would be a wrong decision: confirm with the leader.
+			// cache entry or follower read would be a wrong decision: confirm
+			// with the leader.
 			get, fresh = b.store.GetInvitationFresh, true
 			continue
 		}
@@ -68,8 +84,11 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 		// stop holding the moment the record says so (store.Holding).
 		rev, err = b.store.Commit(ctx, b.putInvitation(next, rev))
 		if errors.Is(err, store.ErrConflict) {
-			get, fresh, conflicts = b.store.GetInvitationFresh, true, conflicts+1
-			continue // someone else moved it (or a stale replica read): decide again
+			get, fresh = b.store.GetInvitationFresh, true
+			if !fromCache {
+				conflicts++ // a stale cache entry is no collision: retry at once
+			}
+			continue // someone else moved it (or a stale read): decide again
 		}
 		if err != nil {
 			return rec, err

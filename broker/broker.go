@@ -74,7 +74,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait}); err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, b.nc)
+	st, err := store.Open(ctx, b.nc, store.CacheSize(b.cfg.CacheSize))
 	if err != nil {
 		return err
 	}

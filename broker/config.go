@@ -54,6 +54,11 @@ type Config struct {
 	// it made cannot be taken over while it still might write.
 	ClaimGrace time.Duration
 
+	// CacheSize is how many invitation records, and as many line records,
+	// the broker keeps in memory so that commands can skip their reads
+	// (docs/architecture.md, "Record cache"); 0 disables the cache.
+	CacheSize int
+
 	// Size limits, in bytes.
 	MaxContent, MaxResponse, MaxChannelID int
 }
@@ -77,6 +82,7 @@ func DefaultConfig() Config {
 		Retention:    24 * time.Hour,
 		ClaimGrace:   15 * time.Second,
 		SendRate:     20,
+		CacheSize:    20000,
 		MaxContent:   protocol.MaxContentLen,
 		MaxResponse:  protocol.MaxResponseLen,
 		MaxChannelID: protocol.MaxChannelIDLen,
@@ -102,6 +108,8 @@ func (c Config) Validate() error {
 		return bad("timeout bounds [%s, %s]", c.MinTimeout, c.MaxTimeout)
 	case c.PresenceTTL < time.Second:
 		return bad("presence ttl %s < 1s (JetStream TTL granularity)", c.PresenceTTL)
+	case c.CacheSize < 0:
+		return bad("cache size %d < 0", c.CacheSize)
 	case c.SendRate < 0:
 		return bad("send rate %d < 0", c.SendRate)
 	case c.Retention < time.Minute:

@@ -38,6 +38,7 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		return
 	}
 	rec.Revision = meta.Sequence.Stream
+	b.store.Observe(rec) // a later command on this broker can skip its read
 	log := withInvitation(b.log, &rec)
 	ctx, cancel := b.opContext()
 	defer cancel()

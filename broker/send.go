@@ -33,7 +33,8 @@ func backoff(conflicts int) {
 // then the invitation:
 //
 //	reads:  sess.<caller>.<device>, line.<callee>, line.<caller>
-//	        (+ the invitation of each claim already on those lines)
+//	        (+ the invitation of each claim already on those lines;
+//	        lines and invitations come from the record cache when it has them)
 //	writes: line.<callee> claim ∥ line.<caller> claim, then inv.<id> (expected new)
 //
 // A busy callee gives a REFUSED(BUSY) record and no claim. Claims go first so
@@ -81,9 +82,18 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if checkInv {
 			getLine = b.store.GetLineFresh // a conflict may come from a stale follower read
 		}
-		wg.Add(3)
+		wg.Add(1)
 		go func() { defer wg.Done(); loggedIn, sessErr = b.store.HasSession(ctx, c.user, req.Device) }()
+		linesCached := false
 		for i := range parties {
+			if !checkInv {
+				var ok bool
+				if lines[i], lineRevs[i], ok = b.store.CachedLine(parties[i]); ok {
+					linesCached = true // its claim is a compare-and-set on the cached revision
+					continue
+				}
+			}
+			wg.Add(1)
 			go func() { defer wg.Done(); lines[i], lineRevs[i], lineErrs[i] = getLine(ctx, parties[i]) }()
 		}
 		if checkInv {
@@ -118,9 +128,10 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			return protocol.Reply{}, err
 		}
 		busy := lines[0].Manual || len(held[0]) > 0
-		if busy && !checkInv && b.store.Replicated() {
-			// A busy refusal is final: make sure it is not a follower's stale
-			// view of a line that was just freed (R3 direct gets).
+		if busy && !checkInv && (b.store.Replicated() || b.store.Caching()) {
+			// A busy refusal is final: make sure it is not a stale view (the
+			// record cache, or a follower's direct get on R3) of a line that
+			// was just freed.
 			checkInv = true
 			continue
 		}
@@ -132,7 +143,12 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if !busy {
 			claimed := time.Now()
 			if err := b.claim(ctx, parties, lines, lineRevs, held, store.Claim{ID: id, At: now.UnixMilli()}); errors.Is(err, store.ErrConflict) {
-				checkInv, conflicts = true, conflicts+1 // a line changed under us: re-read and decide again (a claim that did land is ours and stays)
+				// A line changed under us (or the cache was stale): re-read and
+				// decide again; a claim that did land is ours and stays.
+				checkInv = true
+				if !linesCached {
+					conflicts++
+				}
 				continue
 			} else if err != nil {
 				return protocol.Reply{}, err

@@ -30,8 +30,15 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 	ctx, cancel := b.opContext()
 	defer cancel()
 
-	// A leader read: a lagging follower could say "not found" or show an
-	// older deadline, and a dropped timer would leave the invitation stuck.
+	// Most timers fire after their invitation ended. A cached record that is
+	// no longer live says so for good (nothing revives a finished record);
+	// anything else needs a leader read: a lagging follower could say "not
+	// found" or show an older deadline, and a dropped timer would leave the
+	// invitation stuck.
+	if rec, ok := b.store.CachedInvitation(id); ok && !rec.Live() {
+		_ = m.Ack()
+		return
+	}
 	rec, rev, err := b.store.GetInvitationFresh(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
 		_ = m.Ack()

@@ -54,6 +54,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.cfg.SendRate, "send-rate", o.cfg.SendRate, "invitations one user may send per second per broker (0 = unlimited)")
 	fs.DurationVar(&o.cfg.Retention, "retention", o.cfg.Retention, "how long finished invitations stay readable (get, retried sends)")
 	fs.DurationVar(&o.cfg.ClaimGrace, "claim-grace", o.cfg.ClaimGrace, "how long a line claim whose invitation was never written keeps the line busy")
+	fs.IntVar(&o.cfg.CacheSize, "cache-size", o.cfg.CacheSize, "invitation and line records kept in memory to skip reads (0 = no cache)")
 	fs.DurationVar(&o.cfg.AckWait, "ack-wait", o.cfg.AckWait, "how long a dead broker's in-flight work waits before a peer redoes it")
 	o.auth.register(fs)
 	configFile := fs.String("config", "", "YAML file whose keys are these flag names (unknown keys are an error); every flag can also be set as RINGER_<FLAG_NAME>")

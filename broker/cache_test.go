@@ -1,0 +1,228 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// staleEnv is a broker whose store caches records, next to a cache-less
+// store that stands for another broker: what "other" writes, the broker's
+// cache does not see (the broker is not started, so no projector refreshes
+// it). Every command the broker decides from its cache is then stale.
+type staleEnv struct {
+	b     *Broker
+	other *store.Store
+	ctx   context.Context
+}
+
+func newStaleEnv(t *testing.T) *staleEnv {
+	t.Helper()
+	srv := natstest.RunServer(t)
+	nc := natstest.Connect(t, srv.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, AckWait: time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	cached, err := store.Open(ctx, nc, store.CacheSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := store.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.ClaimGrace = 3 * time.Second
+	b, err := New(nc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.store = cached
+	return &staleEnv{b: b, other: other, ctx: ctx}
+}
+
+// apply commits a through st with compare-and-set, as a broker would.
+func (e *staleEnv) apply(t *testing.T, st *store.Store, id string, a lifecycle.Action) {
+	t.Helper()
+	rec, rev, err := st.GetInvitationFresh(e.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next, changed, err := lifecycle.Apply(rec, a, time.Now())
+	if err != nil || !changed {
+		t.Fatalf("%s on %s: changed=%v err=%v", a.Kind, rec.State, changed, err)
+	}
+	if _, err := st.Commit(e.ctx, store.PutInvitation(next, rev)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var (
+	doAck       = lifecycle.Action{Kind: lifecycle.Ack, User: "bob", Device: "phone"}
+	doAccept    = lifecycle.Action{Kind: lifecycle.Accept, User: "bob", Device: "phone", Response: "ok"}
+	doRefuse    = lifecycle.Action{Kind: lifecycle.Refuse, User: "bob", Device: "phone"}
+	doCancel    = lifecycle.Action{Kind: lifecycle.Cancel, User: "alice", Device: "phone"}
+	doAckAccept = lifecycle.Action{Kind: lifecycle.AckAccept, User: "alice", Device: "phone"}
+	doHangup    = lifecycle.Action{Kind: lifecycle.Hangup, User: "alice", Device: "phone"}
+)
+
+// A command decided from a stale cached record gets exactly the verdict the
+// current record gives: the cache saves reads, never changes an outcome.
+// Each case writes the first `cached` steps through the caching store (so
+// its cache holds that revision), the rest through the other store, then
+// sends every action through the broker and compares with lifecycle.Apply
+// on the current record.
+func TestStaleCacheNeverChangesAVerdict(t *testing.T) {
+	e := newStaleEnv(t)
+	paths := []struct {
+		steps  []lifecycle.Action
+		cached int
+	}{
+		{[]lifecycle.Action{doAck}, 0},
+		{[]lifecycle.Action{doAck, doAccept}, 0},
+		{[]lifecycle.Action{doAck, doAccept}, 1},
+		{[]lifecycle.Action{doRefuse}, 0},
+		{[]lifecycle.Action{doCancel}, 0},
+		{[]lifecycle.Action{doAck, doAccept, doAckAccept}, 1},
+		{[]lifecycle.Action{doAck, doAccept, doAckAccept, doHangup}, 2},
+	}
+	n := 0
+	for _, p := range paths {
+		for _, a := range []lifecycle.Action{doAck, doAccept, doRefuse, doCancel, doAckAccept, doHangup} {
+			n++
+			id := fmt.Sprintf("stale%d", n)
+			t.Run(fmt.Sprintf("%s/cached%d/then-%s", id, p.cached, a.Kind), func(t *testing.T) {
+				rec := lifecycle.New(id, "alice", "phone", "bob", "", "", e.b.cfg.Timeouts, time.Now())
+				if _, err := e.b.store.Commit(e.ctx, store.PutInvitation(rec, 0)); err != nil {
+					t.Fatal(err)
+				}
+				for i, s := range p.steps {
+					st := e.other
+					if i < p.cached {
+						st = e.b.store
+					}
+					e.apply(t, st, id, s)
+				}
+				stale, ok := e.b.store.CachedInvitation(id)
+				truth, truthRev, err := e.other.GetInvitationFresh(e.ctx, id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !ok || stale.Revision >= truthRev {
+					t.Fatalf("set-up: cache must hold an older revision: cached=%v rev %d, current rev %d", ok, stale.Revision, truthRev)
+				}
+				want, wantChanged, wantErr := lifecycle.Apply(truth, a, time.Now())
+
+				got, err := e.b.transition(e.ctx, id, a)
+				switch {
+				case wantErr != nil:
+					var pw, pg *protocol.Error
+					if !errors.As(wantErr, &pw) || !errors.As(err, &pg) || pw.Code != pg.Code {
+						t.Fatalf("stale %s, current %s: got %v, want %v", stale.State, truth.State, err, wantErr)
+					}
+				case err != nil:
+					t.Fatalf("stale %s, current %s: got %v, want state %s", stale.State, truth.State, err, want.State)
+				case !wantChanged:
+					if got.Revision != truthRev || got.State != truth.State {
+						t.Fatalf("idempotent %s answered from stale rev %d (%s); current rev %d (%s)", a.Kind, got.Revision, got.State, truthRev, truth.State)
+					}
+				default:
+					if got.State != want.State || got.Reason != want.Reason || got.CallState != want.CallState || got.Revision <= truthRev {
+						t.Fatalf("got %s/%s/%s rev %d, want %s/%s/%s after rev %d", got.State, got.Reason, got.CallState, got.Revision,
+							want.State, want.Reason, want.CallState, truthRev)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A send decided from a stale cached line — free in the cache, claimed by
+// another broker's live invitation in fact — is refused as busy, not rung.
+func TestStaleCachedLineStillRefusesBusy(t *testing.T) {
+	e := newStaleEnv(t)
+	ctx := e.ctx
+	for _, u := range []string{"alice", "carol"} {
+		if err := e.other.PutSession(ctx, u, "phone", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The broker's cache learns that bob's line is free.
+	if _, _, err := e.b.store.GetLine(ctx, "bob"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("bob's line: %v", err)
+	}
+	if _, _, ok := e.b.store.CachedLine("bob"); !ok {
+		t.Fatal("set-up: bob's free line is not cached")
+	}
+	// Another broker rings bob for carol: claim, then invitation.
+	claim := store.Line{Claims: []store.Claim{{ID: "fromcarol", At: time.Now().UnixMilli()}}}
+	_, rev, _ := e.other.GetLine(ctx, "bob")
+	if _, err := e.other.Commit(ctx, store.PutLine("bob", claim, rev)); err != nil {
+		t.Fatal(err)
+	}
+	live := lifecycle.New("fromcarol", "carol", "phone", "bob", "", "", e.b.cfg.Timeouts, time.Now())
+	if _, err := e.other.Commit(ctx, store.PutInvitation(live, 0)); err != nil {
+		t.Fatal(err)
+	}
+
+	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}, log: zerolog.Nop()}
+	rep, err := e.b.send(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Invitation.State != protocol.StateRefused || rep.Invitation.Reason != protocol.ReasonBusy {
+		t.Fatalf("send to a callee rung by another broker: %s/%s, want REFUSED/BUSY", rep.Invitation.State, rep.Invitation.Reason)
+	}
+	line, _, err := e.other.GetLineFresh(ctx, "bob")
+	if err != nil || len(line.Claims) != 1 || line.Claims[0].ID != "fromcarol" {
+		t.Fatalf("bob's line after the refused send: %+v, %v", line, err)
+	}
+}
+
+// The reverse: the cache says bob's line is held by a ringing invitation
+// that has in fact ended; the send must ring bob, not refuse him as busy.
+func TestStaleCachedClaimDoesNotRefuse(t *testing.T) {
+	e := newStaleEnv(t)
+	ctx := e.ctx
+	for _, u := range []string{"alice", "carol"} {
+		if err := e.other.PutSession(ctx, u, "phone", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Carol rings bob through the caching store: it caches the claim and
+	// the live invitation.
+	_, rev, _ := e.b.store.GetLine(ctx, "bob")
+	claim := store.Line{Claims: []store.Claim{{ID: "fromcarol", At: time.Now().UnixMilli()}}}
+	if _, err := e.b.store.Commit(ctx, store.PutLine("bob", claim, rev)); err != nil {
+		t.Fatal(err)
+	}
+	live := lifecycle.New("fromcarol", "carol", "phone", "bob", "", "", e.b.cfg.Timeouts, time.Now())
+	if _, err := e.b.store.Commit(ctx, store.PutInvitation(live, 0)); err != nil {
+		t.Fatal(err)
+	}
+	// Another broker ends it: carol cancels.
+	e.apply(t, e.other, "fromcarol", lifecycle.Action{Kind: lifecycle.Cancel, User: "carol", Device: "phone"})
+	if rec, ok := e.b.store.CachedInvitation("fromcarol"); !ok || !rec.Live() {
+		t.Fatal("set-up: the cache must still show carol's invitation ringing")
+	}
+
+	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}, log: zerolog.Nop()}
+	rep, err := e.b.send(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Invitation.State != protocol.StateSent {
+		t.Fatalf("send to a callee whose only call has ended: %s/%s, want SENT", rep.Invitation.State, rep.Invitation.Reason)
+	}
+}
