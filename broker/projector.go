@@ -15,8 +15,8 @@ import (
 // outbox of every transition: whoever committed it (a command, a timer, a
 // presence loss, on any broker), this runs afterwards, at least once:
 //
-//  1. arm the durable timer if the revision asks for it;
-//  2. publish the events of lifecycle.Events to the parties' subjects.
+//  1. publish the events of lifecycle.Events to the parties' subjects;
+//  2. arm the durable timer if the revision asks for it.
 //
 // (Lines need nothing: a claim stops holding when its invitation ends.)
 // Both steps are idempotent, so a redelivery after a crash repeats them
@@ -43,13 +43,6 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	ctx, cancel := b.opContext()
 	defer cancel()
 
-	if rec.Rearm {
-		if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
-			log.Warn().Err(err).Msg("arm timer failed; will retry")
-			b.nak(m, "projector")
-			return
-		}
-	}
 	for _, n := range lifecycle.Events(rec) {
 		subj, err := subjects.UserEvents(n.User)
 		if err != nil {
@@ -57,6 +50,15 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		}
 		if err := b.nc.Publish(subj, protocol.MustMarshal(&n.Event)); err != nil {
 			log.Warn().Err(err).Msg("publish event failed; will retry")
+			b.nak(m, "projector")
+			return
+		}
+	}
+	// The timer after the events: arming is a JetStream round trip that the
+	// ring need not wait for (a redelivery after a crash redoes both).
+	if rec.Rearm {
+		if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
+			log.Warn().Err(err).Msg("arm timer failed; will retry")
 			b.nak(m, "projector")
 			return
 		}
