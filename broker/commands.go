@@ -24,14 +24,38 @@ type command struct {
 }
 
 // onCommand runs on the subscription's goroutine: it only bounds concurrency
-// and hands the message to a worker goroutine.
+// and hands the message to a worker goroutine — or, when the broker is
+// overloaded, refuses a new invitation at once (shed).
 func (b *Broker) onCommand(m *nats.Msg) {
+	if b.cfg.ShedSendsAt > 0 && len(b.sem) >= b.cfg.ShedSendsAt {
+		if _, verb, err := subjects.ParseCommand(m.Subject); err == nil && verb == subjects.VerbSend {
+			b.shed(m)
+			return
+		}
+	}
 	b.sem <- struct{}{}
 	b.inflight.Add(1)
 	go func() {
 		defer func() { <-b.sem; b.inflight.Done() }()
 		b.serve(m)
 	}()
+}
+
+// shed refuses a send because ShedSendsAt commands are already in flight.
+// New invitations are what an overloaded broker drops first: the commands
+// of invitations already ringing or talking still run, so those finish and
+// free capacity, and the sender learns at once that it may retry instead
+// of waiting in a queue that only grows.
+func (b *Broker) shed(m *nats.Msg) {
+	b.metrics.shed()
+	b.metrics.commandDone(subjects.VerbSend, string(protocol.CodeUnavailable), 0)
+	if m.Reply == "" {
+		return
+	}
+	rep := protocol.Reply{Error: protocol.Errorf(protocol.CodeUnavailable, "broker overloaded: retry the send in a moment")}
+	if err := m.Respond(protocol.MustMarshal(&rep)); err != nil {
+		b.log.Debug().Err(err).Msg("shed reply not sent")
+	}
 }
 
 // serve answers one request. Every path replies exactly once: a result or a

@@ -18,6 +18,10 @@ type Config struct {
 	QueueGroup string
 	// Workers bounds how many commands one broker processes at once.
 	Workers int
+	// ShedSendsAt: once this many commands are in flight in one broker, it
+	// refuses new sends at once with UNAVAILABLE (load shedding) while the
+	// commands of existing invitations still run, up to Workers. 0 never sheds.
+	ShedSendsAt int
 	// Replicas of the bucket, timer stream and consumers (1, or 3 in a cluster).
 	Replicas int
 	// AckWait: how long in-flight projector/timer/presence work of a broker
@@ -66,11 +70,12 @@ type Config struct {
 // DefaultConfig returns the configuration brokerd runs with when given no flags.
 func DefaultConfig() Config {
 	return Config{
-		Name:       "brokerd",
-		QueueGroup: "ringer",
-		Workers:    256,
-		Replicas:   1,
-		AckWait:    5 * time.Second,
+		Name:        "brokerd",
+		QueueGroup:  "ringer",
+		Workers:     256,
+		ShedSendsAt: 128,
+		Replicas:    1,
+		AckWait:     5 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
 			Expire:  60 * time.Second,
@@ -100,6 +105,8 @@ func (c Config) Validate() error {
 		return bad("empty queue group")
 	case c.Workers < 1:
 		return bad("workers %d < 1", c.Workers)
+	case c.ShedSendsAt < 0 || c.ShedSendsAt > c.Workers:
+		return bad("shed-sends-at %d not in 0..workers (%d)", c.ShedSendsAt, c.Workers)
 	case c.Replicas < 1 || c.Replicas > 5:
 		return bad("replicas %d not in 1..5", c.Replicas)
 	case c.AckWait < 100*time.Millisecond:

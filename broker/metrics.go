@@ -18,6 +18,7 @@ type Metrics struct {
 	outcomes      *prometheus.CounterVec
 	transitions   *prometheus.CounterVec
 	kvErrors      *prometheus.CounterVec
+	sheds         prometheus.Counter
 	timerLateness prometheus.Histogram
 }
 
@@ -40,12 +41,15 @@ func newMetrics() *Metrics {
 		kvErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "kv_errors_total", Help: "JetStream operations that failed (not CAS conflicts), by where.",
 		}, []string{"where"}),
+		sheds: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "sends_shed_total", Help: "Sends refused with UNAVAILABLE because the broker had shed-sends-at commands in flight.",
+		}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.timerLateness,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.timerLateness,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -69,6 +73,8 @@ func (m *Metrics) timerFired(late time.Duration) {
 func (m *Metrics) transition(r lifecycle.Record, cause string) {
 	m.transitions.WithLabelValues(string(r.State), string(r.CallState), cause).Inc()
 }
+
+func (m *Metrics) shed() { m.sheds.Inc() }
 
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 
