@@ -43,8 +43,10 @@ type Broker struct {
 	pools     []*pool
 	inflight  sync.WaitGroup // command handlers
 	sem       chan struct{}
-	metrics   *Metrics
-	sends     *limiter
+	// commandQueue and projectorQueue watch for a standing queue (see shed).
+	commandQueue, projectorQueue *overload
+	metrics                      *Metrics
+	sends                        *limiter
 }
 
 // New validates cfg and returns a broker that will use nc. It does no I/O.
@@ -55,7 +57,7 @@ func New(nc *nats.Conn, cfg Config, opts ...Option) (*Broker, error) {
 	if nc == nil {
 		return nil, errors.New("broker: nil connection")
 	}
-	b := &Broker{cfg: cfg, nc: nc, log: zerolog.Nop(), sem: make(chan struct{}, cfg.Workers), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
+	b := &Broker{cfg: cfg, nc: nc, log: zerolog.Nop(), sem: make(chan struct{}, cfg.Workers), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
 	for _, o := range opts {
 		o(b)
 	}

@@ -24,10 +24,12 @@ type command struct {
 }
 
 // onCommand runs on the subscription's goroutine: it only bounds concurrency
-// and hands the message to a worker goroutine — or, when the broker is
-// overloaded, refuses a new invitation at once (shed).
+// and hands the message to a worker goroutine — or, when the broker's
+// commands or its projector have a standing queue (overload), refuses a new
+// invitation at once (shed).
 func (b *Broker) onCommand(m *nats.Msg) {
-	if b.cfg.ShedSendsAt > 0 && len(b.sem) >= b.cfg.ShedSendsAt {
+	arrived := time.Now()
+	if b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived) {
 		if _, verb, err := subjects.ParseCommand(m.Subject); err == nil && verb == subjects.VerbSend {
 			b.shed(m)
 			return
@@ -38,10 +40,11 @@ func (b *Broker) onCommand(m *nats.Msg) {
 	go func() {
 		defer func() { <-b.sem; b.inflight.Done() }()
 		b.serve(m)
+		b.commandQueue.done(time.Since(arrived))
 	}()
 }
 
-// shed refuses a send because ShedSendsAt commands are already in flight.
+// shed refuses a send because the broker is overloaded (see overload).
 // New invitations are what an overloaded broker drops first: the commands
 // of invitations already ringing or talking still run, so those finish and
 // free capacity, and the sender learns at once that it may retry instead

@@ -18,10 +18,13 @@ type Config struct {
 	QueueGroup string
 	// Workers bounds how many commands one broker processes at once.
 	Workers int
-	// ShedSendsAt: once this many commands are in flight in one broker, it
-	// refuses new sends at once with UNAVAILABLE (load shedding) while the
-	// commands of existing invitations still run, up to Workers. 0 never sheds.
-	ShedSendsAt int
+	// ShedLatency: when, over the last half second, even the fastest of a
+	// broker's commands took longer than this from arrival to reply, or
+	// even the fastest revision took longer from commit to projection (a
+	// standing queue), the broker refuses new sends at once with
+	// UNAVAILABLE while the commands of existing invitations still run.
+	// 0 never sheds.
+	ShedLatency time.Duration
 	// Replicas of the bucket, timer stream and consumers (1, or 3 in a cluster).
 	Replicas int
 	// AckWait: how long in-flight projector/timer/presence work of a broker
@@ -73,7 +76,7 @@ func DefaultConfig() Config {
 		Name:        "brokerd",
 		QueueGroup:  "ringer",
 		Workers:     256,
-		ShedSendsAt: 128,
+		ShedLatency: 50 * time.Millisecond,
 		Replicas:    1,
 		AckWait:     5 * time.Second,
 		Timeouts: lifecycle.Timeouts{
@@ -105,8 +108,8 @@ func (c Config) Validate() error {
 		return bad("empty queue group")
 	case c.Workers < 1:
 		return bad("workers %d < 1", c.Workers)
-	case c.ShedSendsAt < 0 || c.ShedSendsAt > c.Workers:
-		return bad("shed-sends-at %d not in 0..workers (%d)", c.ShedSendsAt, c.Workers)
+	case c.ShedLatency < 0:
+		return bad("shed latency %s < 0", c.ShedLatency)
 	case c.Replicas < 1 || c.Replicas > 5:
 		return bad("replicas %d not in 1..5", c.Replicas)
 	case c.AckWait < 100*time.Millisecond:

@@ -15,8 +15,7 @@ func TestConfigValidate(t *testing.T) {
 	for name, mutate := range map[string]func(*broker.Config){
 		"no queue group":          func(c *broker.Config) { c.QueueGroup = "" },
 		"no workers":              func(c *broker.Config) { c.Workers = 0 },
-		"shed above workers":      func(c *broker.Config) { c.ShedSendsAt = c.Workers + 1 },
-		"negative shed":           func(c *broker.Config) { c.ShedSendsAt = -1 },
+		"negative shed latency":   func(c *broker.Config) { c.ShedLatency = -time.Millisecond },
 		"negative cache":          func(c *broker.Config) { c.CacheSize = -1 },
 		"claim grace below 3s":    func(c *broker.Config) { c.ClaimGrace = 2 * time.Second },
 		"presence ttl below 1s":   func(c *broker.Config) { c.PresenceTTL = 500 * time.Millisecond },
@@ -33,7 +32,7 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	ok := broker.DefaultConfig()
-	ok.ShedSendsAt, ok.CacheSize = 0, 0 // both features off is valid
+	ok.ShedLatency, ok.CacheSize = 0, 0 // both features off is valid
 	if err := ok.Validate(); err != nil {
 		t.Errorf("shedding and cache off: %v", err)
 	}

@@ -42,7 +42,7 @@ func newMetrics() *Metrics {
 			Namespace: "ringer", Name: "kv_errors_total", Help: "JetStream operations that failed (not CAS conflicts), by where.",
 		}, []string{"where"}),
 		sheds: prometheus.NewCounter(prometheus.CounterOpts{
-			Namespace: "ringer", Name: "sends_shed_total", Help: "Sends refused with UNAVAILABLE because the broker had shed-sends-at commands in flight.",
+			Namespace: "ringer", Name: "sends_shed_total", Help: "Sends refused with UNAVAILABLE because the broker was overloaded (a standing queue: see --shed-latency).",
 		}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",

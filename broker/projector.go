@@ -38,6 +38,9 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		return
 	}
 	rec.Revision = meta.Sequence.Stream
+	if meta.NumDelivered == 1 {
+		b.projectorQueue.done(b.now().Sub(meta.Timestamp)) // commit → projection
+	}
 	b.store.Observe(rec) // a later command on this broker can skip its read
 	log := withInvitation(b.log, &rec)
 	ctx, cancel := b.opContext()

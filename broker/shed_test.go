@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -11,17 +12,18 @@ import (
 )
 
 // An overloaded broker refuses new invitations at once with UNAVAILABLE and
-// keeps serving the commands of existing ones. Commands in flight are
-// simulated by holding worker slots, which is all the broker counts.
+// keeps serving the commands of existing ones. The overload is staged: a
+// 1 ns target that every real command misses, and a 50 ms window.
 func TestOverloadShedsSendsNotActions(t *testing.T) {
 	srv := natstest.RunServer(t)
 	nc := natstest.Connect(t, srv.ClientURL())
 	cfg := DefaultConfig()
-	cfg.Workers, cfg.ShedSendsAt = 4, 2
+	cfg.ShedLatency = time.Nanosecond
 	b, err := New(nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	b.commandQueue = newOverload(cfg.ShedLatency, 50*time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := b.Start(ctx); err != nil {
@@ -55,22 +57,41 @@ func TestOverloadShedsSendsNotActions(t *testing.T) {
 		return e.Code
 	}
 
-	// Not overloaded: the send is served (and refused: alice never logged in).
-	if got := code(call(subjects.VerbSend, send)); got != protocol.CodeNotLoggedIn {
-		t.Fatalf("send below the threshold: %q, want %s", got, protocol.CodeNotLoggedIn)
+	served := func() bool {
+		switch got := code(call(subjects.VerbSend, send)); got {
+		case protocol.CodeNotLoggedIn: // served (alice never logged in)
+			return true
+		case protocol.CodeUnavailable: // shed
+			return false
+		default:
+			t.Fatalf("send: %q", got)
+			return false
+		}
 	}
-	// Two commands in flight: sends are shed, actions still served.
-	b.sem <- struct{}{}
-	b.sem <- struct{}{}
-	if got := code(call(subjects.VerbSend, send)); got != protocol.CodeUnavailable {
-		t.Fatalf("send at the threshold: %q, want %s", got, protocol.CodeUnavailable)
+	// A few commands per window: however slow, no queue; sends are served.
+	for range 3 {
+		if !served() {
+			t.Fatal("a send was shed with hardly any load")
+		}
 	}
-	if got := code(call(subjects.VerbCancel, act)); got != protocol.CodeNotFound {
-		t.Fatalf("cancel at the threshold: %q, want %s (served)", got, protocol.CodeNotFound)
-	}
-	<-b.sem
-	if got := code(call(subjects.VerbSend, send)); got != protocol.CodeNotLoggedIn {
-		t.Fatalf("send once load fell: %q, want %s", got, protocol.CodeNotLoggedIn)
-	}
-	<-b.sem
+	// Many commands per window, every one slower than the target: sends are
+	// shed, while the commands of existing invitations are still served.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		for range 2 * shedMinSamples {
+			if got := code(call(subjects.VerbCancel, act)); got != protocol.CodeNotFound {
+				t.Fatalf("cancel: %q, want %s (served, even when shedding)", got, protocol.CodeNotFound)
+			}
+		}
+		if served() {
+			return errors.New("send still served")
+		}
+		return nil
+	})
+	// The load stops (shed sends are no samples): sends are served again.
+	natstest.Eventually(t, 5*time.Second, func() error {
+		if !served() {
+			return errors.New("send still shed")
+		}
+		return nil
+	})
 }

@@ -43,7 +43,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded server: fsync every JetStream write before acknowledging it")
 	fs.IntVar(&o.cfg.Replicas, "replicas", o.cfg.Replicas, "replicas of Ringer's bucket, stream and consumers (3 in a cluster)")
 	fs.IntVar(&o.cfg.Workers, "workers", o.cfg.Workers, "commands processed concurrently")
-	fs.IntVar(&o.cfg.ShedSendsAt, "shed-sends-at", o.cfg.ShedSendsAt, "refuse new sends with UNAVAILABLE while this many commands are in flight (0 = never; at most --workers)")
+	fs.DurationVar(&o.cfg.ShedLatency, "shed-latency", o.cfg.ShedLatency, "refuse new sends with UNAVAILABLE while even the fastest commands take longer than this (a standing queue; 0 = never shed)")
 	fs.DurationVar(&o.cfg.PresenceTTL, "presence-ttl", o.cfg.PresenceTTL, "a session without heartbeat for this long is lost")
 	fs.DurationVar(&o.cfg.Timeouts.Offline, "offline-timeout", o.cfg.Timeouts.Offline, "SENT → PEER_OFFLINE / PEER_NO_RESPONSE")
 	fs.DurationVar(&o.cfg.Timeouts.Expire, "expire-timeout", o.cfg.Timeouts.Expire, "RECEIVED → INVITATION_EXPIRE")
