@@ -95,7 +95,7 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 		}
 		next.Revision = rev
 		b.metrics.transition(next, a.Kind.String())
-		withInvitation(b.log, &next).Debug().Str("action", a.Kind.String()).Str("state", string(next.State)).
+		withInvitation(b.log.Debug(), &next).Str("action", a.Kind.String()).Str("state", string(next.State)).
 			Str("reason", string(next.Reason)).Uint64("rev", rev).Msg("transition")
 		return next, nil
 	}
@@ -150,7 +150,7 @@ func (b *Broker) setBusy(ctx context.Context, c *command) (protocol.Reply, error
 	if err != nil {
 		return protocol.Reply{}, err
 	}
-	c.log.Debug().Bool("busy", busy).Msg("manual busy set")
+	c.logged(b.log.Debug()).Bool("busy", busy).Msg("manual busy set")
 	return protocol.Reply{Session: &protocol.Session{Busy: busy}}, nil
 }
 

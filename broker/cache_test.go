@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
@@ -176,7 +174,7 @@ func TestStaleCachedLineStillRefusesBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}, log: zerolog.Nop()}
+	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}}
 	rep, err := e.b.send(ctx, c)
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +215,7 @@ func TestStaleCachedClaimDoesNotRefuse(t *testing.T) {
 		t.Fatal("set-up: the cache must still show carol's invitation ringing")
 	}
 
-	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}, log: zerolog.Nop()}
+	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}}
 	rep, err := e.b.send(ctx, c)
 	if err != nil {
 		t.Fatal(err)

@@ -20,7 +20,12 @@ type command struct {
 	user string // from the subject, which NATS permissions bind to the authenticated user
 	verb string
 	req  *protocol.Request
-	log  zerolog.Logger
+}
+
+// logged adds the command's identity to a log event (a nil event, for a
+// level that is off, costs nothing: no logger is built per command).
+func (c *command) logged(e *zerolog.Event) *zerolog.Event {
+	return e.Str("user", c.user).Str("device", c.req.Device).Str("verb", c.verb)
 }
 
 // onCommand runs on the subscription's goroutine: it only bounds concurrency
@@ -107,7 +112,7 @@ func (b *Broker) serve(m *nats.Msg) {
 		rep.Error = protocol.Errorf(protocol.CodeInvalidArgument, "device: %v", err)
 		return
 	}
-	c := &command{user: user, verb: v, req: req, log: b.log.With().Str("user", user).Str("device", req.Device).Str("verb", v).Logger()}
+	c := &command{user: user, verb: v, req: req}
 	ctx, cancel := b.opContext()
 	defer cancel()
 	rep, err = b.handle(ctx, c)
@@ -115,7 +120,7 @@ func (b *Broker) serve(m *nats.Msg) {
 		rep = protocol.Reply{Error: asWireError(err)}
 		if rep.Error.Code == protocol.CodeInternal || rep.Error.Code == protocol.CodeUnavailable {
 			b.metrics.kvError("command")
-			c.log.Error().Err(err).Str("id", req.ID).Msg("command failed")
+			c.logged(b.log.Error()).Err(err).Str("id", req.ID).Msg("command failed")
 		}
 	}
 }
@@ -167,10 +172,9 @@ func asWireError(err error) *protocol.Error {
 	return protocol.Errorf(protocol.CodeInternal, "%v", err)
 }
 
-// withInvitation adds the invitation's identity to a logger.
-func withInvitation(l zerolog.Logger, r *lifecycle.Record) *zerolog.Logger {
-	ll := l.With().Str("id", r.ID).Str("caller", r.Caller).Str("callee", r.Callee).Logger()
-	return &ll
+// withInvitation adds the invitation's identity to a log event.
+func withInvitation(e *zerolog.Event, r *lifecycle.Record) *zerolog.Event {
+	return e.Str("id", r.ID).Str("caller", r.Caller).Str("callee", r.Callee)
 }
 
 // view is the wire view of a record at its revision.

@@ -29,7 +29,7 @@ func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) 
 	}
 	s := b.session()
 	s.Busy = busy
-	c.log.Info().Int("live", len(invs)).Msg("login")
+	c.logged(b.log.Info()).Int("live", len(invs)).Msg("login")
 	return protocol.Reply{Session: s, Invitations: invs}, nil
 }
 
@@ -48,7 +48,7 @@ func (b *Broker) logout(ctx context.Context, c *command) (protocol.Reply, error)
 	if err := b.store.DeleteSession(ctx, c.user, c.req.Device); err != nil {
 		return protocol.Reply{}, err
 	}
-	c.log.Info().Msg("logout")
+	c.logged(b.log.Info()).Msg("logout")
 	return protocol.Reply{}, nil
 }
 

@@ -42,7 +42,6 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		b.projectorQueue.done(b.now().Sub(meta.Timestamp)) // commit → projection
 	}
 	b.store.Observe(rec) // a later command on this broker can skip its read
-	log := withInvitation(b.log, &rec)
 	ctx, cancel := b.opContext()
 	defer cancel()
 
@@ -52,7 +51,7 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 			continue // ids were validated on the way in; an invalid one cannot have a subscriber
 		}
 		if err := b.nc.Publish(subj, protocol.MustMarshal(&n.Event)); err != nil {
-			log.Warn().Err(err).Msg("publish event failed; will retry")
+			withInvitation(b.log.Warn(), &rec).Err(err).Msg("publish event failed; will retry")
 			b.nak(m, "projector")
 			return
 		}
@@ -61,7 +60,7 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	// ring need not wait for (a redelivery after a crash redoes both).
 	if rec.Rearm {
 		if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
-			log.Warn().Err(err).Msg("arm timer failed; will retry")
+			withInvitation(b.log.Warn(), &rec).Err(err).Msg("arm timer failed; will retry")
 			b.nak(m, "projector")
 			return
 		}

@@ -58,7 +58,6 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	if id == "" {
 		id = store.NewID()
 	}
-	log := c.log.With().Str("id", id).Str("caller", c.user).Str("callee", req.Callee).Logger()
 
 	// The first attempt assumes the id is new and every read current. Only
 	// when a write conflicts are the lines re-read through the leader and
@@ -174,7 +173,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		}
 		rec.Revision = rev
 		b.metrics.transition(rec, "send")
-		log.Debug().Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rev).Msg("invitation sent")
+		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rev).Msg("invitation sent")
 		return protocol.Reply{Invitation: view(rec)}, nil
 	}
 	return protocol.Reply{}, store.ErrConflict

@@ -89,7 +89,7 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 		return
 	}
 	if err != nil && !isFinal(err) {
-		withInvitation(b.log, &rec).Warn().Err(err).Msg("timeout not applied; will retry")
+		withInvitation(b.log.Warn(), &rec).Err(err).Msg("timeout not applied; will retry")
 		b.nak(m, "timers")
 		return
 	}
