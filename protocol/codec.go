@@ -7,8 +7,24 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// Marshal encodes v as msgpack.
-func Marshal(v any) ([]byte, error) { return msgpack.Marshal(v) }
+// marshalSize is the buffer Marshal starts with: an invitation, event or
+// reply fits, so encoding one does not grow (and copy) its buffer 3-4 times
+// as msgpack.Marshal's empty buffer would.
+const marshalSize = 512
+
+// Marshal encodes v as msgpack (msgpack.Marshal, with a pooled encoder and a
+// buffer sized for Ringer's messages).
+func Marshal(v any) ([]byte, error) {
+	buf := bytes.NewBuffer(make([]byte, 0, marshalSize))
+	enc := msgpack.GetEncoder()
+	enc.Reset(buf)
+	err := enc.Encode(v)
+	msgpack.PutEncoder(enc)
+	if err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
 
 // decode is strict about shape (a value of the wrong type is an error) but
 // tolerant of unknown fields, so newer clients can talk to older brokers.
@@ -22,15 +38,19 @@ func decode(data []byte, v any, what string) error {
 	// the decoder allocate gigabytes. Skip allocates nothing and fails
 	// unless every element an array or map header announces is present,
 	// which bounds every length by len(data) <= MaxRequestLen.
-	dec := msgpack.NewDecoder(bytes.NewReader(data))
+	r := bytes.NewReader(data)
+	dec := msgpack.GetDecoder()
+	defer msgpack.PutDecoder(dec)
+	dec.Reset(r)
 	if err := dec.Skip(); err != nil {
 		return Errorf(CodeInvalidArgument, "%s: malformed msgpack: %v", what, err)
 	}
-	dec.Reset(bytes.NewReader(data))
+	r.Reset(data)
+	dec.Reset(r)
 	if err := dec.Decode(v); err != nil {
 		return Errorf(CodeInvalidArgument, "%s: malformed msgpack: %v", what, err)
 	}
-	if dec.Buffered().(*bytes.Reader).Len() != 0 {
+	if r.Len() != 0 {
 		return Errorf(CodeInvalidArgument, "%s: trailing bytes after msgpack value", what)
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
@@ -273,7 +274,7 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	if w.Delete {
 		m.Header.Set("KV-Operation", "DEL")
 	} else {
-		b, err := msgpack.Marshal(w.Value)
+		b, err := protocol.Marshal(w.Value)
 		if err != nil {
 			return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
 		}
