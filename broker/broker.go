@@ -43,6 +43,9 @@ type Broker struct {
 	pools     []*pool
 	inflight  sync.WaitGroup // command handlers
 	sem       chan struct{}
+	clock     func() time.Time // time.Now; tests may replace it
+	// afterClaim, if set (tests only), runs right after a send's line claims.
+	afterClaim func()
 	// commandQueue and projectorQueue watch for a standing queue (see shed).
 	commandQueue, projectorQueue *overload
 	metrics                      *Metrics
@@ -57,7 +60,7 @@ func New(nc *nats.Conn, cfg Config, opts ...Option) (*Broker, error) {
 	if nc == nil {
 		return nil, errors.New("broker: nil connection")
 	}
-	b := &Broker{cfg: cfg, nc: nc, log: zerolog.Nop(), sem: make(chan struct{}, cfg.Workers), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
+	b := &Broker{cfg: cfg, nc: nc, clock: time.Now, log: zerolog.Nop(), sem: make(chan struct{}, cfg.Workers), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
 	for _, o := range opts {
 		o(b)
 	}

@@ -183,4 +183,6 @@ func view(r lifecycle.Record) *protocol.Invitation {
 	return &inv
 }
 
-func (b *Broker) now() time.Time { return time.Now() }
+// now is the broker's clock for decisions (deadlines, claim ages);
+// time.Now unless a test replaces clock.
+func (b *Broker) now() time.Time { return b.clock() }

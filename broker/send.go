@@ -140,8 +140,12 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, now)
 		cctx, cancel := ctx, context.CancelFunc(func() {})
 		if !busy {
-			claimed := time.Now()
-			if err := b.claim(ctx, parties, lines, lineRevs, held, store.Claim{ID: id, At: now.UnixMilli()}); errors.Is(err, store.ErrConflict) {
+			claimed := b.now()
+			err := b.claim(ctx, parties, lines, lineRevs, held, store.Claim{ID: id, At: now.UnixMilli()})
+			if b.afterClaim != nil {
+				b.afterClaim() // tests: a claim that took long
+			}
+			if errors.Is(err, store.ErrConflict) {
 				// A line changed under us (or the cache was stale): re-read and
 				// decide again; a claim that did land is ours and stays.
 				checkInv = true
@@ -156,10 +160,10 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			// claims as abandoned; writing the invitation now could make two
 			// invitations ring one callee. Give up; a retry claims afresh.
 			limit := b.cfg.ClaimGrace / 3
-			if time.Since(claimed) > limit {
+			if b.now().Sub(claimed) > limit {
 				return protocol.Reply{}, protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
 			}
-			cctx, cancel = context.WithTimeout(ctx, limit-time.Since(claimed))
+			cctx, cancel = context.WithTimeout(ctx, limit-b.now().Sub(claimed))
 			rec = lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
 		}
 		rev, err := b.store.Commit(cctx, b.putInvitation(rec, invRev))
