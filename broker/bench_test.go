@@ -106,6 +106,11 @@ func benchEnv(b *testing.B, replicas int) (*ringertest.Env, *store.Store) {
 		c := natstest.RunCluster(b, replicas)
 		env = &ringertest.Env{T: b, URL: c.URLs()}
 		env.Brokers = append(env.Brokers, ringertest.StartBroker(b, env.URL, cfg))
+		// The broker's queue subscription reaches the other servers over
+		// routes a moment later; a login before that finds no responders.
+		for _, s := range c.Servers {
+			ringertest.WaitServing(b, s.ClientURL())
+		}
 	}
 	nc := natstest.Connect(b, env.URL, nats.Name("bench line watcher"))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
