@@ -50,6 +50,16 @@ func newStaleEnv(t *testing.T) *staleEnv {
 	return &staleEnv{b: b, other: other, ctx: ctx}
 }
 
+// online gives each user a live session on device "phone".
+func (e *staleEnv) online(t *testing.T, users ...string) {
+	t.Helper()
+	for _, u := range users {
+		if err := e.other.PutSession(e.ctx, u, "phone", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // apply commits a through st with compare-and-set, as a broker would.
 func (e *staleEnv) apply(t *testing.T, st *store.Store, id string, a lifecycle.Action) {
 	t.Helper()
@@ -151,11 +161,7 @@ func TestStaleCacheNeverChangesAVerdict(t *testing.T) {
 func TestStaleCachedLineStillRefusesBusy(t *testing.T) {
 	e := newStaleEnv(t)
 	ctx := e.ctx
-	for _, u := range []string{"alice", "carol"} {
-		if err := e.other.PutSession(ctx, u, "phone", time.Minute); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.online(t, "alice", "carol")
 	// The broker's cache learns that bob's line is free.
 	if _, _, err := e.b.store.GetLine(ctx, "bob"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("bob's line: %v", err)
@@ -193,11 +199,7 @@ func TestStaleCachedLineStillRefusesBusy(t *testing.T) {
 func TestStaleCachedClaimDoesNotRefuse(t *testing.T) {
 	e := newStaleEnv(t)
 	ctx := e.ctx
-	for _, u := range []string{"alice", "carol"} {
-		if err := e.other.PutSession(ctx, u, "phone", time.Minute); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.online(t, "alice", "carol")
 	// Carol rings bob through the caching store: it caches the claim and
 	// the live invitation.
 	_, rev, _ := e.b.store.GetLine(ctx, "bob")

@@ -17,9 +17,7 @@ import (
 func TestSlowClaimGivesUp(t *testing.T) {
 	e := newStaleEnv(t)
 	ctx := e.ctx
-	if err := e.other.PutSession(ctx, "alice", "phone", time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	e.online(t, "alice")
 	var skew atomic.Int64 // ns added to the broker's clock
 	e.b.clock = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
 	e.b.afterClaim = func() { skew.Store(int64(e.b.cfg.ClaimGrace/3 + time.Millisecond)) }
