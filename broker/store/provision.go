@@ -124,3 +124,8 @@ func (s *Stats) snapshot() StatsSnapshot {
 func (a StatsSnapshot) Sub(b StatsSnapshot) StatsSnapshot {
 	return StatsSnapshot{Reads: a.Reads - b.Reads, Writes: a.Writes - b.Writes, Timers: a.Timers - b.Timers}
 }
+
+// Add returns a + b (the round trips of several stores).
+func (a StatsSnapshot) Add(b StatsSnapshot) StatsSnapshot {
+	return StatsSnapshot{Reads: a.Reads + b.Reads, Writes: a.Writes + b.Writes, Timers: a.Timers + b.Timers}
+}

@@ -134,6 +134,8 @@ type config struct {
 
 	presenceTTL time.Duration // embedded broker only
 	replicas    int           // embedded: 1 server, or a 3-node cluster with R3
+	brokers     int           // embedded: brokers in the queue group, each on its own connection
+	cacheSize   int           // embedded: the brokers' --cache-size (-1: their default)
 	brokerLog   bool
 
 	cpuprofile, memprofile string
@@ -174,6 +176,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.maxInflight, "max-inflight", 100000, "open loop: do not start an invitation while this many are in flight")
 	fs.DurationVar(&c.presenceTTL, "presence-ttl", 0, "embedded broker's presence TTL (default 3s with --short-timeouts, else 15s); clients heartbeat every TTL/3")
 	fs.IntVar(&c.replicas, "replicas", 1, "embedded mode: 1 = one NATS server, R1; 3 = a three-node in-process JetStream cluster, R3 (the production layout)")
+	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
+	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
 	fs.BoolVar(&c.brokerLog, "broker-log", false, "embedded broker: log warnings and errors to stderr")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole process (loadgen, and the broker and NATS when embedded) to this file")
 	fs.StringVar(&c.memprofile, "memprofile", "", "write a heap profile at the end of the run to this file")
@@ -234,6 +238,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{errors.New("--conns, --login-concurrency, --baseline-concurrency and --max-inflight must be at least 1")}
 	case c.replicas != 1 && c.replicas != 3:
 		return nil, usageError{errors.New("--replicas must be 1 or 3")}
+	case c.brokers < 1 || c.brokers > 16:
+		return nil, usageError{errors.New("--brokers must be 1..16")}
 	case c.presenceTTL < time.Second:
 		return nil, usageError{errors.New("--presence-ttl must be at least 1s")}
 	}

@@ -1,4 +1,4 @@
-// Embedded mode: an in-process NATS server (or three-node cluster) in a temp dir on random ports, and one broker.
+// Embedded mode: an in-process NATS server (or three-node cluster) in a temp dir on random ports, and its brokers.
 package main
 
 import (
@@ -22,14 +22,15 @@ import (
 
 // embeddedEnv is loadgen's own deployment.
 type embeddedEnv struct {
-	srvs   []*server.Server
-	nc     *nats.Conn
-	broker *broker.Broker
-	dir    string
+	srvs    []*server.Server
+	ncs     []*nats.Conn
+	brokers []*broker.Broker
+	dir     string
 }
 
 // startEmbedded starts one server (replicas 1) or a three-node JetStream
-// cluster (replicas 3, Ringer's recommended R3), then the broker.
+// cluster (replicas 3, Ringer's recommended R3), then cfg.brokers brokers,
+// each on a connection of its own as separate processes would be.
 func startEmbedded(ctx context.Context, cfg *config, logw io.Writer) (*embeddedEnv, error) {
 	dir, err := os.MkdirTemp("", "loadgen-nats-")
 	if err != nil {
@@ -40,37 +41,48 @@ func startEmbedded(ctx context.Context, cfg *config, logw io.Writer) (*embeddedE
 		e.stop()
 		return nil, err
 	}
-	e.nc, err = nats.Connect(e.url(), nats.Name("loadgen embedded broker"), nats.MaxReconnects(-1))
-	if err != nil {
-		e.stop()
-		return nil, err
+	for i := range cfg.brokers {
+		if err := e.startBroker(ctx, cfg, logw, fmt.Sprintf("loadgen-embedded-%d", i+1)); err != nil {
+			e.stop()
+			return nil, err
+		}
 	}
+	return e, nil
+}
+
+func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writer, name string) error {
+	nc, err := nats.Connect(e.url(), nats.Name(name), nats.MaxReconnects(-1))
+	if err != nil {
+		return err
+	}
+	e.ncs = append(e.ncs, nc)
 	bcfg := broker.DefaultConfig()
-	bcfg.Name = "loadgen-embedded"
+	bcfg.Name = name
 	bcfg.PresenceTTL = cfg.presenceTTL
 	bcfg.Replicas = cfg.replicas
+	if cfg.cacheSize >= 0 {
+		bcfg.CacheSize = cfg.cacheSize
+	}
 	log := zerolog.Nop()
 	if cfg.brokerLog {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: logw, TimeFormat: time.TimeOnly}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
 	}
-	e.broker, err = broker.New(e.nc, bcfg, broker.WithLogger(log))
+	b, err := broker.New(nc, bcfg, broker.WithLogger(log))
 	if err != nil {
-		e.stop()
-		return nil, err
+		return err
 	}
 	for { // a fresh cluster may still be electing its stream leaders
-		err := e.broker.Start(ctx)
+		err := b.Start(ctx)
 		if err == nil {
 			break
 		}
 		if ctx.Err() != nil {
-			e.broker = nil
-			e.stop()
-			return nil, fmt.Errorf("start broker: %w", err)
+			return fmt.Errorf("start broker %s: %w", name, err)
 		}
 		time.Sleep(250 * time.Millisecond)
 	}
-	return e, nil
+	e.brokers = append(e.brokers, b)
+	return nil
 }
 
 func (e *embeddedEnv) startServers(ctx context.Context, n int) error {
@@ -136,17 +148,26 @@ func (e *embeddedEnv) url() string {
 	return strings.Join(us, ",")
 }
 
-// stats is the broker's count of JetStream round trips so far.
-func (e *embeddedEnv) stats() store.StatsSnapshot { return e.broker.Store().Stats() }
+// stats is the brokers' count of JetStream round trips so far.
+func (e *embeddedEnv) stats() store.StatsSnapshot {
+	var sum store.StatsSnapshot
+	for _, b := range e.brokers {
+		sum = sum.Add(b.Store().Stats())
+	}
+	return sum
+}
+
+// store is a store handle for loadgen's own checks (the first broker's).
+func (e *embeddedEnv) store() *store.Store { return e.brokers[0].Store() }
 
 func (e *embeddedEnv) stop() {
-	if e.broker != nil {
+	for _, b := range e.brokers {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		_ = e.broker.Shutdown(ctx)
+		_ = b.Shutdown(ctx)
 		cancel()
 	}
-	if e.nc != nil {
-		e.nc.Close()
+	for _, nc := range e.ncs {
+		nc.Close()
 	}
 	for _, s := range e.srvs {
 		s.Shutdown()

@@ -87,7 +87,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		}
 		defer env.stop()
 		url = env.url()
-		fmt.Fprintf(errw, "loadgen: embedded NATS (R%d) at %s and one broker (presence TTL %s)\n", cfg.replicas, url, cfg.presenceTTL)
+		fmt.Fprintf(errw, "loadgen: embedded NATS (R%d) at %s and %d broker(s) (presence TTL %s)\n", cfg.replicas, url, cfg.brokers, cfg.presenceTTL)
 	}
 	conns, err := connect(url, cfg.conns, "loadgen")
 	if err != nil {
@@ -177,7 +177,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		var st *store.Store
 		if env != nil {
-			st = env.broker.Store()
+			st = env.store()
 		}
 		r.checkQuiescent(cctx, st)
 		cancel()
