@@ -36,12 +36,13 @@ func (b *Broker) act(ctx context.Context, c *command, kind lifecycle.Kind) (prot
 // transitions commits; the others re-read and get the typed error (or the
 // idempotent result) that lifecycle.Apply gives for the state that won.
 func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) (lifecycle.Record, error) {
-	// A party's command starts from the cached record when there is one (no
-	// read at all), else from a fast direct get. Either may be stale: a write
+	// A party's command starts from the cached record when there is one and
+	// the cache is worth writing from (store.WriteFromCache: no read at
+	// all), else from a fast direct get. Either may be stale: a write
 	// from it is a compare-and-set that fails if so, and a refusal or "already
 	// done" decided from it is confirmed with the leader before it is given.
 	get, fresh := b.store.GetInvitation, !b.store.Replicated()
-	cached := true
+	cached := b.store.WriteFromCache()
 	if a.Kind == lifecycle.Timeout || a.Kind == lifecycle.PresenceLost {
 		get, fresh, cached = b.store.GetInvitationFresh, true, false // off the hot path, and must never act on a stale view
 	}
@@ -83,6 +84,9 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 		// One key, even at the end of an invitation or call: its line claims
 		// stop holding the moment the record says so (store.Holding).
 		rev, err = b.store.Commit(ctx, b.putInvitation(next, rev))
+		if fromCache && (err == nil || errors.Is(err, store.ErrConflict)) {
+			b.store.CacheOutcome(err != nil)
+		}
 		if errors.Is(err, store.ErrConflict) {
 			get, fresh = b.store.GetInvitationFresh, true
 			if !fromCache {

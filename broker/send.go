@@ -83,9 +83,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		}
 		wg.Add(1)
 		go func() { defer wg.Done(); loggedIn, sessErr = b.store.HasSession(ctx, c.user, req.Device) }()
-		linesCached := false
+		linesCached, fromCache := false, !checkInv && b.store.WriteFromCache()
 		for i := range parties {
-			if !checkInv {
+			if fromCache {
 				var ok bool
 				if lines[i], lineRevs[i], ok = b.store.CachedLine(parties[i]); ok {
 					linesCached = true // its claim is a compare-and-set on the cached revision
@@ -142,6 +142,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if !busy {
 			claimed := b.now()
 			err := b.claim(ctx, parties, lines, lineRevs, held, store.Claim{ID: id, At: now.UnixMilli()})
+			if linesCached && (err == nil || errors.Is(err, store.ErrConflict)) {
+				b.store.CacheOutcome(err != nil)
+			}
 			if b.afterClaim != nil {
 				b.afterClaim() // tests: a claim that took long
 			}

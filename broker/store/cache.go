@@ -1,7 +1,9 @@
 package store
 
 import (
+	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
@@ -18,6 +20,49 @@ import (
 type cache struct {
 	invs  *lru.Cache[string, lifecycle.Record]
 	lines *lru.Cache[string, cachedLine]
+	// tries and conflicts count the compare-and-set writes made from cached
+	// values and how many of them found the record moved on (halved now and
+	// then, so they follow the present).
+	tries, conflicts atomic.Int64
+}
+
+// Writing from the cache pays when most cached values are current: one
+// broker, or a few with a low share of commands per invitation on other
+// brokers. Each stale one costs a failed write on top of the read it was
+// meant to save. Below this share of conflicts the cache is used for
+// writes; above it, only every probeEvery-th write tries it, to notice when
+// things change.
+const (
+	maxConflictShare = 0.25
+	probeEvery       = 16
+	minTries         = 64   // before this many, always try (learning)
+	halveAt          = 1024 // tries
+)
+
+// forWrites reports whether the next write should start from a cached value.
+func (c *cache) forWrites() bool {
+	if c == nil {
+		return false
+	}
+	n, k := c.tries.Load(), c.conflicts.Load()
+	if n < minTries || float64(k) < maxConflictShare*float64(n) {
+		return true
+	}
+	return rand.IntN(probeEvery) == 0
+}
+
+// outcome records how a write started from a cached value fared.
+func (c *cache) outcome(conflict bool) {
+	if c == nil {
+		return
+	}
+	if conflict {
+		c.conflicts.Add(1)
+	}
+	if n := c.tries.Add(1); n >= halveAt { // racy halving: an estimate, not an account
+		c.tries.Store(n / 2)
+		c.conflicts.Store(c.conflicts.Load() / 2)
+	}
 }
 
 type cachedLine struct {

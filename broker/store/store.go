@@ -176,6 +176,17 @@ func (s *Store) CachedLine(user string) (Line, uint64, bool) {
 // Caching reports whether the store keeps a record cache.
 func (s *Store) Caching() bool { return s.cache != nil }
 
+// WriteFromCache reports whether a compare-and-set should start from cached
+// values (CachedInvitation, CachedLine) rather than a read. It is false
+// without a cache, and mostly false while too many such writes find the
+// record moved on (several brokers sharing the commands of each
+// invitation); report each such write with CacheOutcome.
+func (s *Store) WriteFromCache() bool { return s.cache.forWrites() }
+
+// CacheOutcome records whether a write started from cached values
+// conflicted.
+func (s *Store) CacheOutcome(conflict bool) { s.cache.outcome(conflict) }
+
 // Observe shows the store an invitation revision committed elsewhere (the
 // projector sees every one), keeping the cache current across brokers.
 func (s *Store) Observe(r lifecycle.Record) { s.cache.putInvitation(r) }
