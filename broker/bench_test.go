@@ -71,7 +71,14 @@ func benchLifecycle(b *testing.B, lines *store.Store, caller, callee *benchParty
 	if err := ri.Accept(ctx, "ok"); err != nil {
 		b.Fatal(err)
 	}
-	recv(b, callee.accepted, "call")
+	select {
+	case <-callee.accepted:
+	case <-time.After(ringertest.Wait):
+		ci, _ := caller.c.Invitation(li.ID)
+		ce, _ := callee.c.Invitation(li.ID)
+		b.Fatalf("no call within %s: caller view %s/%s rev %d, callee view %s/%s rev %d",
+			ringertest.Wait, ci.State, ci.Reason, ci.Revision, ce.State, ce.Reason, ce.Revision)
+	}
 	if err := ri.Hangup(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -97,6 +104,11 @@ func benchLifecycle(b *testing.B, lines *store.Store, caller, callee *benchParty
 func benchEnv(b *testing.B, replicas int) (*ringertest.Env, *store.Store) {
 	cfg := ringertest.TestConfig()
 	cfg.PresenceTTL = 10 * time.Minute
+	// Timeouts far beyond any lifecycle: with the test config's 2 s ones, a
+	// stall of the loaded box (CI, R3) turned a slow ack into PEER_NO_RESPONSE
+	// or ACCEPT_FAILURE and the benchmark into a failure. Timers are
+	// BenchmarkTimerLateness's subject, not this one's.
+	cfg.Timeouts.Offline, cfg.Timeouts.Expire, cfg.Timeouts.Accept = 30*time.Second, 30*time.Second, 30*time.Second
 	cfg.Replicas = replicas
 	cfg.SendRate = 0 // one pair sends back to back: measure the lifecycle, not the per-user limit
 	var env *ringertest.Env
