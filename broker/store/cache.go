@@ -120,10 +120,3 @@ func (c *cache) putLine(user string, l Line, rev uint64) {
 	}
 	c.lines.Add(user, cachedLine{line: Line{Claims: slices.Clone(l.Claims), Manual: l.Manual}, rev: rev})
 }
-
-func (c *cache) size() (invs, lines int) {
-	if c == nil {
-		return 0, 0
-	}
-	return c.invs.Len(), c.lines.Len()
-}
