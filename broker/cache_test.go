@@ -229,3 +229,31 @@ func TestStaleCachedClaimDoesNotRefuse(t *testing.T) {
 		t.Fatalf("send to a callee whose only call has ended: %s/%s, want SENT", rep.Invitation.State, rep.Invitation.Reason)
 	}
 }
+
+// A cached line still shows bob's do-not-disturb flag, which another broker
+// has cleared since: the send must ring bob. (The busy verdict came from a
+// cached line, so it is confirmed with a read before it is given.)
+func TestStaleCachedManualFlagDoesNotRefuse(t *testing.T) {
+	e := newStaleEnv(t)
+	ctx := e.ctx
+	e.online(t, "alice")
+	_, rev, _ := e.b.store.GetLine(ctx, "bob")
+	if _, err := e.b.store.Commit(ctx, store.PutLine("bob", store.Line{Manual: true}, rev)); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, _ = e.other.GetLineFresh(ctx, "bob")
+	if _, err := e.other.Commit(ctx, store.PutLine("bob", store.Line{}, rev)); err != nil {
+		t.Fatal(err)
+	}
+	if l, _, ok := e.b.store.CachedLine("bob"); !ok || !l.Manual {
+		t.Fatal("set-up: the cache must still show bob's busy flag")
+	}
+	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}}
+	rep, err := e.b.send(ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Invitation.State != protocol.StateSent {
+		t.Fatalf("send to a callee whose busy flag was cleared: %s/%s, want SENT", rep.Invitation.State, rep.Invitation.Reason)
+	}
+}
