@@ -56,7 +56,6 @@ func (b *Broker) onCommand(m *nats.Msg) {
 // of waiting in a queue that only grows.
 func (b *Broker) shed(m *nats.Msg) {
 	b.metrics.shed()
-	b.metrics.commandDone(subjects.VerbSend, string(protocol.CodeUnavailable), 0)
 	if m.Reply == "" {
 		return
 	}

@@ -74,7 +74,12 @@ func (m *Metrics) transition(r lifecycle.Record, cause string) {
 	m.transitions.WithLabelValues(string(r.State), string(r.CallState), cause).Inc()
 }
 
-func (m *Metrics) shed() { m.sheds.Inc() }
+// shed counts a refused send: in commands_total like any UNAVAILABLE, but
+// not in command_seconds, which is the service time of commands served.
+func (m *Metrics) shed() {
+	m.sheds.Inc()
+	m.commands.WithLabelValues("send", "UNAVAILABLE").Inc()
+}
 
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 
