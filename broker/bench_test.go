@@ -47,6 +47,19 @@ func recv[T any](b *testing.B, ch chan T, what string) T {
 	}
 }
 
+// await waits for a callback of invitation id; if none comes it fails with
+// both parties' views of the invitation, which say what happened instead.
+func await(b *testing.B, ch chan string, what, id string, caller, callee *benchParty) {
+	select {
+	case <-ch:
+	case <-time.After(ringertest.Wait):
+		ci, _ := caller.c.Invitation(id)
+		ce, _ := callee.c.Invitation(id)
+		b.Fatalf("no %s within %s: caller view %s/%s rev %d, callee view %s/%s rev %d",
+			what, ringertest.Wait, ci.State, ci.Reason, ci.Revision, ce.State, ce.Reason, ce.Revision)
+	}
+}
+
 // benchLifecycle runs one accepted call from caller to callee and returns
 // once both parties saw it end and both lines are free again: send, ring,
 // the callee's automatic ack (awaited: a person answers after the ring, so
@@ -60,30 +73,16 @@ func benchLifecycle(b *testing.B, lines *store.Store, caller, callee *benchParty
 		b.Fatal(err)
 	}
 	ri := recv(b, callee.ring, "ring")
-	select {
-	case <-caller.received:
-	case <-time.After(ringertest.Wait):
-		ci, _ := caller.c.Invitation(li.ID)
-		ce, _ := callee.c.Invitation(li.ID)
-		b.Fatalf("no ReceivedByPeer within %s: caller view %s/%s rev %d, callee view %s/%s rev %d",
-			ringertest.Wait, ci.State, ci.Reason, ci.Revision, ce.State, ce.Reason, ce.Revision)
-	}
+	await(b, caller.received, "ReceivedByPeer", li.ID, caller, callee)
 	if err := ri.Accept(ctx, "ok"); err != nil {
 		b.Fatal(err)
 	}
-	select {
-	case <-callee.accepted:
-	case <-time.After(ringertest.Wait):
-		ci, _ := caller.c.Invitation(li.ID)
-		ce, _ := callee.c.Invitation(li.ID)
-		b.Fatalf("no call within %s: caller view %s/%s rev %d, callee view %s/%s rev %d",
-			ringertest.Wait, ci.State, ci.Reason, ci.Revision, ce.State, ce.Reason, ce.Revision)
-	}
+	await(b, callee.accepted, "call", li.ID, caller, callee)
 	if err := ri.Hangup(ctx); err != nil {
 		b.Fatal(err)
 	}
-	recv(b, caller.ended, "call end at the caller")
-	recv(b, callee.ended, "call end at the callee")
+	await(b, caller.ended, "call end at the caller", li.ID, caller, callee)
+	await(b, callee.ended, "call end at the callee", li.ID, caller, callee)
 	// The commit that ended the call freed both lines (a claim holds only
 	// while its invitation does); both parties have seen that commit.
 	for _, u := range []string{caller.c.User(), callee.c.User()} {
