@@ -3,74 +3,95 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
-// An overloaded broker refuses new invitations at once with UNAVAILABLE and
-// keeps serving the commands of existing ones. The overload is staged: a
-// 1 ns target that every real command misses, and a 50 ms window.
-func TestOverloadShedsSendsNotActions(t *testing.T) {
+// shedEnv is a started broker (prepared by setup before Start) and a raw
+// NATS client that sends commands as alice, who never logs in: a send that
+// is served answers NOT_LOGGEDIN, a shed one UNAVAILABLE.
+type shedEnv struct {
+	t      *testing.T
+	ctx    context.Context
+	b      *Broker
+	nc     *nats.Conn
+	client *nats.Conn
+}
+
+func newShedEnv(t *testing.T, cfg Config, setup func(*Broker)) *shedEnv {
+	t.Helper()
 	srv := natstest.RunServer(t)
 	nc := natstest.Connect(t, srv.ClientURL())
-	cfg := DefaultConfig()
-	cfg.ShedLatency = time.Nanosecond
 	b, err := New(nc, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b.commandQueue = newOverload(cfg.ShedLatency, 50*time.Millisecond)
+	setup(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	if err := b.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = b.Shutdown(ctx) }()
+	t.Cleanup(func() { _ = b.Shutdown(ctx) })
+	return &shedEnv{t: t, ctx: ctx, b: b, nc: nc, client: natstest.Connect(t, srv.ClientURL())}
+}
 
-	client := natstest.Connect(t, srv.ClientURL())
-	call := func(verb string, req protocol.Request) *protocol.Error {
-		t.Helper()
-		subj, err := subjects.Command("alice", verb)
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := client.RequestWithContext(ctx, subj, protocol.MustMarshal(&req))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rep, err := protocol.DecodeReply(m.Data)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rep.Error
+// code sends alice's command and returns the error code of the reply ("" for none).
+func (e *shedEnv) code(verb string, req protocol.Request) protocol.Code {
+	e.t.Helper()
+	subj, err := subjects.Command("alice", verb)
+	if err != nil {
+		e.t.Fatal(err)
 	}
-	send := protocol.Request{Device: "phone", Callee: "bob"}
+	m, err := e.client.RequestWithContext(e.ctx, subj, protocol.MustMarshal(&req))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	rep, err := protocol.DecodeReply(m.Data)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if rep.Error == nil {
+		return ""
+	}
+	return rep.Error.Code
+}
+
+// served sends a send and reports whether it was served (not shed).
+func (e *shedEnv) served() bool {
+	e.t.Helper()
+	switch got := e.code(subjects.VerbSend, protocol.Request{Device: "phone", Callee: "bob"}); got {
+	case protocol.CodeNotLoggedIn:
+		return true
+	case protocol.CodeUnavailable:
+		return false
+	default:
+		e.t.Fatalf("send: %q", got)
+		return false
+	}
+}
+
+// An overloaded broker refuses new invitations at once with UNAVAILABLE and
+// keeps serving the commands of existing ones. The overload is staged: a
+// 1 ns target that every real command misses, and a 50 ms window.
+func TestOverloadShedsSendsNotActions(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ShedLatency = time.Nanosecond
+	e := newShedEnv(t, cfg, func(b *Broker) { b.commandQueue = newOverload(cfg.ShedLatency, 50*time.Millisecond) })
 	act := protocol.Request{Device: "phone", ID: "nosuchinvitation"}
-	code := func(e *protocol.Error) protocol.Code {
-		if e == nil {
-			return ""
-		}
-		return e.Code
-	}
 
-	served := func() bool {
-		switch got := code(call(subjects.VerbSend, send)); got {
-		case protocol.CodeNotLoggedIn: // served (alice never logged in)
-			return true
-		case protocol.CodeUnavailable: // shed
-			return false
-		default:
-			t.Fatalf("send: %q", got)
-			return false
-		}
-	}
 	// A few commands per window: however slow, no queue; sends are served.
 	for range 3 {
-		if !served() {
+		if !e.served() {
 			t.Fatal("a send was shed with hardly any load")
 		}
 	}
@@ -78,19 +99,51 @@ func TestOverloadShedsSendsNotActions(t *testing.T) {
 	// shed, while the commands of existing invitations are still served.
 	natstest.Eventually(t, 10*time.Second, func() error {
 		for range 2 * shedMinSamples {
-			if got := code(call(subjects.VerbCancel, act)); got != protocol.CodeNotFound {
+			if got := e.code(subjects.VerbCancel, act); got != protocol.CodeNotFound {
 				t.Fatalf("cancel: %q, want %s (served, even when shedding)", got, protocol.CodeNotFound)
 			}
 		}
-		if served() {
+		if e.served() {
 			return errors.New("send still served")
 		}
 		return nil
 	})
 	// The load stops (shed sends are no samples): sends are served again.
 	natstest.Eventually(t, 5*time.Second, func() error {
-		if !served() {
+		if !e.served() {
 			return errors.New("send still shed")
+		}
+		return nil
+	})
+}
+
+// The projector is watched too: revisions projected long after their
+// commit make the broker shed sends although its commands are fast. Staged
+// with a broker clock one second ahead of the stream's timestamps.
+func TestProjectorLagShedsSends(t *testing.T) {
+	cfg := DefaultConfig()
+	e := newShedEnv(t, cfg, func(b *Broker) {
+		b.clock = func() time.Time { return time.Now().Add(time.Second) }
+		b.projectorQueue = newOverload(cfg.ShedLatency, 50*time.Millisecond)
+	})
+	if !e.served() {
+		t.Fatal("a send was shed before anything lagged")
+	}
+	writer, err := store.Open(e.ctx, e.nc) // another broker's commits, as the projector sees them
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	natstest.Eventually(t, 10*time.Second, func() error {
+		for range 2 * shedMinSamples {
+			n++
+			rec := lifecycle.New(fmt.Sprintf("lag%d", n), "carol", "phone", "dave", "", "", cfg.Timeouts, time.Now())
+			if _, err := writer.Commit(e.ctx, store.PutInvitation(rec, 0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if e.served() {
+			return errors.New("send still served")
 		}
 		return nil
 	})
