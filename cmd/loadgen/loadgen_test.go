@@ -19,7 +19,7 @@ func TestWorkloadEmbedded(t *testing.T) {
 	t.Setenv("RINGER_NATS", "")
 	var stdout, stderr bytes.Buffer
 	code := realMain([]string{
-		"--duration", "4s", "--rate", "40", "--users", "120", "--seed", "7",
+		"--duration", "4s", "--rate", "40", "--users", "120", "--seed", "7", "--brokers", "2",
 		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1",
 		"--short-timeouts", "--think", "50ms", "--hold", "100ms", "--drain", "25s",
 		"--baseline", "--baseline-duration", "300ms", "--baseline-concurrency", "4",
@@ -64,6 +64,9 @@ func TestWorkloadEmbedded(t *testing.T) {
 		}
 	}
 
+	if !strings.Contains(stderr.String(), "and 2 broker(s)") {
+		t.Errorf("--brokers 2: the embedded deployment is not announced with two brokers")
+	}
 	if v := res["violations"].(float64); v != 0 {
 		t.Errorf("%v violations: %v", v, res["violation_samples"])
 	}
@@ -145,7 +148,7 @@ func TestFlags(t *testing.T) {
 		t.Errorf("--timeouts: %v %v", c.timeouts, err)
 	}
 	for _, bad := range [][]string{{"--rate", "5", "--concurrency", "2"}, {"--users", "1"}, {"--mix", "x=1"}, {"extra"},
-		{"--timeouts", "nap=1s"}, {"--timeouts", "expire=soon"}, {"--replicas", "2"}} {
+		{"--timeouts", "nap=1s"}, {"--timeouts", "expire=soon"}, {"--replicas", "2"}, {"--brokers", "0"}} {
 		if _, err := parseConfig(bad, &errw); err == nil {
 			t.Errorf("parseConfig(%q) accepted", bad)
 		}
