@@ -60,6 +60,18 @@ func (e *staleEnv) online(t *testing.T, users ...string) {
 	}
 }
 
+// send has the broker decide caller's send to callee (device "phone") and
+// returns the invitation it gave.
+func (e *staleEnv) send(t *testing.T, caller, callee string) *protocol.Invitation {
+	t.Helper()
+	c := &command{user: caller, verb: "send", req: &protocol.Request{Device: "phone", Callee: callee}}
+	rep, err := e.b.send(e.ctx, c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep.Invitation
+}
+
 // apply commits a through st with compare-and-set, as a broker would.
 func (e *staleEnv) apply(t *testing.T, st *store.Store, id string, a lifecycle.Action) {
 	t.Helper()
@@ -183,13 +195,9 @@ func TestStaleCachedLineStillRefusesBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}}
-	rep, err := e.b.send(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Invitation.State != protocol.StateRefused || rep.Invitation.Reason != protocol.ReasonBusy {
-		t.Fatalf("send to a callee rung by another broker: %s/%s, want REFUSED/BUSY", rep.Invitation.State, rep.Invitation.Reason)
+	inv := e.send(t, "alice", "bob")
+	if inv.State != protocol.StateRefused || inv.Reason != protocol.ReasonBusy {
+		t.Fatalf("send to a callee rung by another broker: %s/%s, want REFUSED/BUSY", inv.State, inv.Reason)
 	}
 	line, _, err := e.other.GetLineFresh(ctx, "bob")
 	if err != nil || len(line.Claims) != 1 || line.Claims[0].ID != "fromcarol" {
@@ -220,13 +228,9 @@ func TestStaleCachedClaimDoesNotRefuse(t *testing.T) {
 		t.Fatal("set-up: the cache must still show carol's invitation ringing")
 	}
 
-	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}}
-	rep, err := e.b.send(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Invitation.State != protocol.StateSent {
-		t.Fatalf("send to a callee whose only call has ended: %s/%s, want SENT", rep.Invitation.State, rep.Invitation.Reason)
+	inv := e.send(t, "alice", "bob")
+	if inv.State != protocol.StateSent {
+		t.Fatalf("send to a callee whose only call has ended: %s/%s, want SENT", inv.State, inv.Reason)
 	}
 }
 
@@ -248,12 +252,8 @@ func TestStaleCachedManualFlagDoesNotRefuse(t *testing.T) {
 	if l, _, ok := e.b.store.CachedLine("bob"); !ok || !l.Manual {
 		t.Fatal("set-up: the cache must still show bob's busy flag")
 	}
-	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callee: "bob"}}
-	rep, err := e.b.send(ctx, c)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if rep.Invitation.State != protocol.StateSent {
-		t.Fatalf("send to a callee whose busy flag was cleared: %s/%s, want SENT", rep.Invitation.State, rep.Invitation.Reason)
+	inv := e.send(t, "alice", "bob")
+	if inv.State != protocol.StateSent {
+		t.Fatalf("send to a callee whose busy flag was cleared: %s/%s, want SENT", inv.State, inv.Reason)
 	}
 }
