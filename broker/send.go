@@ -127,9 +127,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			return protocol.Reply{}, err
 		}
 		busy := lines[0].Manual || len(held[0]) > 0
-		if busy && !checkInv && (b.store.Replicated() || linesCached) {
-			// A busy refusal is final: make sure it is not a stale view (a
-			// cached line, or a follower's direct get on R3) of a line that
+		if busy && !checkInv && (b.store.Replicated() || b.store.Caching()) {
+			// A busy refusal is final: make sure it is not a stale view (the
+			// record cache, or a follower's direct get on R3) of a line that
 			// was just freed.
 			checkInv = true
 			continue

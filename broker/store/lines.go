@@ -16,9 +16,8 @@ import (
 // finished invitations, of ids that turned out to belong to someone else, and
 // abandoned claims — hold nothing and are dropped by the next line write.
 //
-// A claim whose cached invitation no longer holds lines is settled without
-// a read (that is final); the others are read in parallel. With fresh unset
-// the reads are direct
+// The invitations come from the store's cache when it has them, else are
+// read in parallel. With fresh unset the reads are direct
 // gets, which a lagging follower may answer: a claim can then look held when
 // its invitation has just ended (callers that refuse on it confirm with
 // fresh set), never the reverse, since a finished invitation never comes
@@ -35,8 +34,11 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 	errs := make([]error, len(l.Claims))
 	var wg sync.WaitGroup
 	for i, c := range l.Claims {
-		if rec, ok := s.cache.invitation(c.ID); ok && !lifecycle.HoldsLines(rec) {
-			continue // not holding is final: a cached record says it as well as a read
+		if rec, ok := s.cache.invitation(c.ID); ok && (!fresh || !lifecycle.HoldsLines(rec)) {
+			// Not holding is final; holding, from the cache, may be stale
+			// like a follower's direct get (callers confirm with fresh set).
+			holds[i] = rec.RoleOf(user) != "" && lifecycle.HoldsLines(rec)
+			continue
 		}
 		wg.Add(1)
 		go func() {

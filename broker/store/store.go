@@ -173,6 +173,9 @@ func (s *Store) CachedLine(user string) (Line, uint64, bool) {
 	return s.cache.line(user)
 }
 
+// Caching reports whether the store keeps a record cache.
+func (s *Store) Caching() bool { return s.cache != nil }
+
 // WriteFromCache reports whether a compare-and-set should start from cached
 // values (CachedInvitation, CachedLine) rather than a read. It is false
 // without a cache, and mostly false while too many such writes find the
