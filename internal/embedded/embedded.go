@@ -67,9 +67,33 @@ func Start(cfg Config) (*server.Server, error) {
 	go s.Start()
 	if !s.ReadyForConnections(15 * time.Second) {
 		s.Shutdown()
-		return nil, errors.New("embedded: server not ready after 15s")
+		s.WaitForShutdown()
+		return nil, fmt.Errorf("embedded: server not ready after 15s%s", portsTaken(cfg))
 	}
 	return s, nil
+}
+
+// portsTaken names the fixed ports of cfg that another socket holds, the
+// usual reason a server never becomes ready (its log says so, but embedded
+// servers usually run without one).
+func portsTaken(cfg Config) string {
+	var out string
+	check := func(what string, port int) {
+		if port <= 0 {
+			return
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort(cfg.Host, strconv.Itoa(port)))
+		if err != nil {
+			out += fmt.Sprintf("; %s port %d: %v", what, port, err)
+			return
+		}
+		l.Close()
+	}
+	check("client", cfg.Port)
+	if cfg.Cluster != nil {
+		check("route", cfg.Cluster.Port)
+	}
+	return out
 }
 
 func joinRoutes(rs []string) string {

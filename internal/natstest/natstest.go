@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -33,15 +34,34 @@ type Cluster struct {
 }
 
 // RunCluster starts an n-node JetStream cluster and waits for a meta leader.
+// A node that does not come up is retried with fresh ports: a route port is
+// picked free and then bound by the node a moment later, and another socket
+// can take it meanwhile (CI saw "server not ready after 15s" once).
 func RunCluster(t testing.TB, n int) *Cluster {
 	t.Helper()
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var c *Cluster
+		if c, err = startCluster(t, n); err == nil {
+			t.Cleanup(c.Shutdown)
+			c.WaitReady()
+			return c
+		}
+		t.Logf("cluster start, attempt %d: %v", attempt, err)
+	}
+	t.Fatal(err)
+	return nil
+}
+
+// startCluster starts n nodes, or none.
+func startCluster(t testing.TB, n int) (*Cluster, error) {
 	c := &Cluster{t: t}
 	var routes []string
 	ports := make([]int, n)
 	for i := range ports {
 		p, err := embedded.FreePort("127.0.0.1")
 		if err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 		ports[i] = p
 		routes = append(routes, fmt.Sprintf("nats-route://127.0.0.1:%d", p))
@@ -62,35 +82,50 @@ func RunCluster(t testing.TB, n int) *Cluster {
 			errs <- err
 		}(i)
 	}
+	var err error
 	for range c.configs {
-		if err := <-errs; err != nil {
-			t.Fatal(err)
+		if e := <-errs; e != nil {
+			err = e
 		}
 	}
-	t.Cleanup(c.Shutdown)
-	c.WaitReady()
-	return c
+	if err != nil {
+		c.Shutdown() // the nodes that did start
+		return nil, err
+	}
+	return c, nil
 }
 
-// WaitReady waits until the cluster has a JetStream meta leader and every
-// running node is current.
+// WaitReady waits until the cluster has a JetStream meta leader, every
+// running node is current, and the leader counts every running node as a
+// peer it can place on. Without the last, a replicated stream created at
+// once can fail with "no suitable peers for placement": the leader learns a
+// peer's JetStream state from its stats, which come a moment after the peer
+// joined (CI saw it once).
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	Eventually(c.t, 20*time.Second, func() error {
-		leaders := 0
+		var leader *server.Server
+		running := 0
 		for _, s := range c.Servers {
 			if s == nil || !s.Running() {
 				continue
 			}
+			running++
 			if s.JetStreamIsLeader() {
-				leaders++
+				if leader != nil {
+					return errors.New("two meta leaders")
+				}
+				leader = s
 			}
 			if !s.JetStreamIsCurrent() {
 				return fmt.Errorf("%s not current", s.Name())
 			}
 		}
-		if leaders != 1 {
-			return fmt.Errorf("%d meta leaders", leaders)
+		if leader == nil {
+			return errors.New("no meta leader")
+		}
+		if peers := leader.JetStreamClusterPeers(); len(peers) != running {
+			return fmt.Errorf("meta leader %s can place on %v, want %d nodes", leader.Name(), peers, running)
 		}
 		return nil
 	})

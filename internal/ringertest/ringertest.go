@@ -212,17 +212,20 @@ func (r *Recorder) Remote(id string) *client.RemoteInvitation {
 	return r.remote[id]
 }
 
-// Wait blocks until a recorded line starts with prefix and returns it.
-func (r *Recorder) Wait(t testing.TB, prefix string) string {
+// Wait blocks until a recorded line starts with one of prefixes and returns
+// the first such line.
+func (r *Recorder) Wait(t testing.TB, prefixes ...string) string {
 	t.Helper()
 	deadline := time.NewTimer(Wait)
 	defer deadline.Stop()
 	for {
 		r.mu.Lock()
 		for _, l := range r.lines {
-			if strings.HasPrefix(l, prefix) {
-				r.mu.Unlock()
-				return l
+			for _, prefix := range prefixes {
+				if strings.HasPrefix(l, prefix) {
+					r.mu.Unlock()
+					return l
+				}
 			}
 		}
 		ch := r.notify
@@ -230,7 +233,7 @@ func (r *Recorder) Wait(t testing.TB, prefix string) string {
 		select {
 		case <-ch:
 		case <-deadline.C:
-			t.Fatalf("no %q within %s; recorded: %q", prefix, Wait, r.Lines())
+			t.Fatalf("no %q within %s; recorded: %q", prefixes, Wait, r.Lines())
 		}
 	}
 }
