@@ -60,7 +60,7 @@ func (b *Broker) shed(m *nats.Msg) {
 		return
 	}
 	rep := protocol.Reply{Error: protocol.Errorf(protocol.CodeUnavailable, "broker overloaded: retry the send in a moment")}
-	if err := m.Respond(protocol.MustMarshal(&rep)); err != nil {
+	if err := protocol.MustEncode(&rep, m.Respond); err != nil {
 		b.log.Debug().Err(err).Msg("shed reply not sent")
 	}
 }
@@ -84,7 +84,7 @@ func (b *Broker) serve(m *nats.Msg) {
 		if m.Reply == "" {
 			return // a publish, not a request: nobody to answer
 		}
-		if err := m.Respond(protocol.MustMarshal(&rep)); err != nil {
+		if err := protocol.MustEncode(&rep, m.Respond); err != nil {
 			b.log.Debug().Err(err).Str("verb", verb).Msg("reply not sent")
 		}
 	}()

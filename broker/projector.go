@@ -50,7 +50,7 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		if err != nil {
 			continue // ids were validated on the way in; an invalid one cannot have a subscriber
 		}
-		if err := b.nc.Publish(subj, protocol.MustMarshal(&n.Event)); err != nil {
+		if err := protocol.MustEncode(&n.Event, func(data []byte) error { return b.nc.Publish(subj, data) }); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("publish event failed; will retry")
 			b.nak(m, "projector")
 			return

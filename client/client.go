@@ -289,13 +289,13 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 		return nil, err
 	}
 	req.Device = c.device
-	data, err := protocol.Marshal(req)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
-	msg, err := c.nc.RequestWithContext(ctx, subj, data)
+	var msg *nats.Msg
+	err = protocol.Encode(req, func(data []byte) (err error) { // data is only valid in here
+		msg, err = c.nc.RequestWithContext(ctx, subj, data)
+		return err
+	})
 	if err != nil {
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, fmt.Errorf("%w: no broker is serving %s", ErrUnavailable, subj)

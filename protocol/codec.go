@@ -3,27 +3,50 @@ package protocol
 import (
 	"bytes"
 	"fmt"
+	"sync"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
 
-// marshalSize is the buffer Marshal starts with: an invitation, event or
-// reply fits, so encoding one does not grow (and copy) its buffer 3-4 times
-// as msgpack.Marshal's empty buffer would.
-const marshalSize = 512
+// Encoding goes through pooled buffers: the broker encodes a reply, an event
+// or a record for every message it sends, and a fresh buffer each time was
+// the largest single source of garbage in a call (docs/benchmarks.md).
+const (
+	bufferSize    = 512      // an invitation, event or reply fits without growing
+	maxPooledSize = 64 << 10 // larger buffers (near-limit content) are left to the GC
+)
 
-// Marshal encodes v as msgpack (msgpack.Marshal, with a pooled encoder and a
-// buffer sized for Ringer's messages).
-func Marshal(v any) ([]byte, error) {
-	buf := bytes.NewBuffer(make([]byte, 0, marshalSize))
+var buffers = sync.Pool{New: func() any { return bytes.NewBuffer(make([]byte, 0, bufferSize)) }}
+
+// Encode encodes v as msgpack and passes the bytes to use, which must not
+// keep them: they are valid only until use returns. It suits a publish,
+// which copies what it sends; Marshal is for bytes that are kept.
+func Encode(v any, use func([]byte) error) error {
+	buf := buffers.Get().(*bytes.Buffer)
+	defer func() {
+		if buf.Cap() <= maxPooledSize {
+			buf.Reset()
+			buffers.Put(buf)
+		}
+	}()
 	enc := msgpack.GetEncoder()
 	enc.Reset(buf)
 	err := enc.Encode(v)
 	msgpack.PutEncoder(enc)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	return buf.Bytes(), nil
+	return use(buf.Bytes())
+}
+
+// Marshal encodes v as msgpack into a slice of its own.
+func Marshal(v any) ([]byte, error) {
+	var out []byte
+	err := Encode(v, func(b []byte) error {
+		out = bytes.Clone(b)
+		return nil
+	})
+	return out, err
 }
 
 // decode is strict about shape (a value of the wrong type is an error) but
@@ -99,8 +122,18 @@ func DecodeEvent(data []byte) (*Event, error) {
 	return &e, nil
 }
 
-// MustMarshal encodes values that cannot fail to encode (the package's own
-// structs); it panics only on a programming error.
+// MustEncode is Encode for values that cannot fail to encode (the package's
+// own structs); it panics only on a programming error, and returns what use
+// returned.
+func MustEncode(v any, use func([]byte) error) error {
+	var useErr error
+	if err := Encode(v, func(b []byte) error { useErr = use(b); return nil }); err != nil {
+		panic(fmt.Sprintf("protocol: encode %T: %v", v, err))
+	}
+	return useErr
+}
+
+// MustMarshal is Marshal for values that cannot fail to encode.
 func MustMarshal(v any) []byte {
 	b, err := Marshal(v)
 	if err != nil {

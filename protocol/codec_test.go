@@ -28,6 +28,43 @@ func TestRoundTrip(t *testing.T) {
 	}
 }
 
+// Encode lends out pooled buffers; Marshal's result must never be one of
+// them, and a buffer must not carry one message's bytes into the next.
+func TestEncodeBuffersAreNotShared(t *testing.T) {
+	kept := MustMarshal(&Request{Callee: "bob", Content: "first"})
+	want := bytes.Clone(kept)
+	big := strings.Repeat("x", maxPooledSize+1) // a buffer the pool must not keep
+	for _, content := range []string{"second, longer than the first", "", big, "third"} {
+		req := &Request{Callee: "carol", Content: content}
+		err := Encode(req, func(b []byte) error {
+			got, err := DecodeRequest(b)
+			if err != nil && content != big { // big is over MaxRequestLen: encodable, not decodable
+				return err
+			}
+			if got != nil && got.Content != content {
+				t.Errorf("encoded %q, decoded %q", content, got.Content)
+			}
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(kept, want) {
+		t.Fatalf("a later Encode changed bytes Marshal returned: % x, was % x", kept, want)
+	}
+	sentinel := errors.New("publish failed")
+	if err := Encode(&Request{}, func([]byte) error { return sentinel }); err != sentinel {
+		t.Fatalf("Encode returned %v, not what use returned", err)
+	}
+	if err := MustEncode(&Request{}, func([]byte) error { return sentinel }); err != sentinel {
+		t.Fatalf("MustEncode returned %v, not what use returned", err)
+	}
+	if err := Encode(make(chan int), func([]byte) error { t.Fatal("use called for a value that cannot encode"); return nil }); err == nil {
+		t.Fatal("encoding a channel succeeded")
+	}
+}
+
 // The wire field names are the contract of docs/protocol.md.
 func TestWireFieldNames(t *testing.T) {
 	raw := MustMarshal(&Request{Device: "d", ID: "i", Callee: "c", Content: "x", ChannelID: "ch", Response: "r", Busy: true})

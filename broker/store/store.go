@@ -282,23 +282,26 @@ func PutLine(user string, l Line, expect uint64) Write {
 // needs a multi-key batch.
 func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	m := nats.NewMsg(subjects.KVSubject(w.Key))
-	if w.Delete {
-		m.Header.Set("KV-Operation", "DEL")
-	} else {
-		b, err := protocol.Marshal(w.Value)
-		if err != nil {
-			return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
-		}
-		m.Data = b
-	}
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.ExpectRev, 10))
 	if w.TTL > 0 {
 		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
 	}
-	s.stats.writes.Add(1)
-	ack, err := s.js.PublishMsg(ctx, m)
-	if err != nil {
-		return 0, mapPubErr(err, w.Key)
+	var ack *jetstream.PubAck
+	var pubErr error
+	publish := func(data []byte) error { // data is only valid in here
+		m.Data = data
+		s.stats.writes.Add(1)
+		ack, pubErr = s.js.PublishMsg(ctx, m)
+		return nil
+	}
+	if w.Delete {
+		m.Header.Set("KV-Operation", "DEL")
+		_ = publish(nil)
+	} else if err := protocol.Encode(w.Value, publish); err != nil {
+		return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
+	}
+	if pubErr != nil {
+		return 0, mapPubErr(pubErr, w.Key)
 	}
 	s.remember(w, ack.Sequence)
 	return ack.Sequence, nil
