@@ -47,6 +47,12 @@ func TestConfigBadValue(t *testing.T) {
 	if _, err := parseFlags([]string{"--config", p}); err == nil {
 		t.Fatal("invalid config accepted")
 	}
+	if _, err := parseFlags([]string{"--gc-floor", "-1"}); err == nil {
+		t.Fatal("negative --gc-floor accepted")
+	}
+	if o, err := parseFlags([]string{"--gc-floor", "0"}); err != nil || o.gcFloor != 0 {
+		t.Fatalf("--gc-floor 0: %v", err)
+	}
 }
 
 func TestConfigEnv(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"time"
 
@@ -17,15 +18,21 @@ import (
 )
 
 // serveHTTP exposes /healthz (the process is up and connected to NATS),
-// /readyz (the broker is serving and JetStream answers) and /metrics.
-func serveHTTP(addr string, b *broker.Broker, nc *nats.Conn, log zerolog.Logger) (func(), error) {
-	stop, _, err := listenHTTP(addr, b, nc, log)
+// /readyz (the broker is serving and JetStream answers) and /metrics, and
+// with profiling Go's /debug/pprof/ (CPU, heap, goroutines, execution trace).
+func serveHTTP(addr string, profiling bool, b *broker.Broker, nc *nats.Conn, log zerolog.Logger) (func(), error) {
+	stop, _, err := listenHTTP(addr, profiling, b, nc, log)
 	return stop, err
 }
 
 // listenHTTP is serveHTTP that also returns the bound address.
-func listenHTTP(addr string, b *broker.Broker, nc *nats.Conn, log zerolog.Logger) (func(), string, error) {
+func listenHTTP(addr string, profiling bool, b *broker.Broker, nc *nats.Conn, log zerolog.Logger) (func(), string, error) {
 	mux := http.NewServeMux()
+	if profiling {
+		mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves heap, goroutine, allocs, …
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		if !nc.IsConnected() {
 			http.Error(w, "nats: "+nc.Status().String(), http.StatusServiceUnavailable)
@@ -53,7 +60,7 @@ func listenHTTP(addr string, b *broker.Broker, nc *nats.Conn, log zerolog.Logger
 			log.Error().Err(err).Msg("http server")
 		}
 	}()
-	log.Info().Str("http", l.Addr().String()).Msg("serving /healthz /readyz /metrics")
+	log.Info().Str("http", l.Addr().String()).Bool("pprof", profiling).Msg("serving /healthz /readyz /metrics")
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()

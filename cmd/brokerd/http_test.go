@@ -32,7 +32,7 @@ func TestHTTPEndpoints(t *testing.T) {
 	if err := alice.CreateLocalInvitation("bob").Send(ctx); err != nil {
 		t.Fatal(err)
 	}
-	stop, addr, err := listenHTTP("127.0.0.1:0", b.Broker, b.NC, zerolog.Nop())
+	stop, addr, err := listenHTTP("127.0.0.1:0", false, b.Broker, b.NC, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,6 +43,9 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 	if code, body := get(t, base+"/readyz"); code != 200 {
 		t.Fatalf("readyz %d %s", code, body)
+	}
+	if code, _ := get(t, base+"/debug/pprof/"); code != http.StatusNotFound {
+		t.Fatalf("pprof served without --pprof: %d", code)
 	}
 	code, body := get(t, base+"/metrics")
 	for _, want := range []string{
@@ -57,6 +60,15 @@ func TestHTTPEndpoints(t *testing.T) {
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %q", want)
 		}
+	}
+	// --pprof adds Go's profiles.
+	stopProf, profAddr, err := listenHTTP("127.0.0.1:0", true, b.Broker, b.NC, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopProf()
+	if code, body := get(t, "http://"+profAddr+"/debug/pprof/heap?debug=1"); code != 200 || !strings.Contains(body, "heap profile") {
+		t.Fatalf("pprof heap with --pprof: %d %.80s", code, body)
 	}
 	// A broker that is shutting down is not ready.
 	if err := b.Shutdown(ctx); err != nil {

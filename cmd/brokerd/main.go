@@ -19,12 +19,14 @@ import (
 
 	"github.com/ringer-dev/ringer/broker"
 	"github.com/ringer-dev/ringer/internal/embedded"
+	"github.com/ringer-dev/ringer/internal/gcfloor"
 )
 
 type options struct {
 	listen, data, natsURL, httpAddr, name string
 	logLevel, logFormat                   string
-	syncAlways                            bool
+	syncAlways, pprof                     bool
+	gcFloor                               int
 	cfg                                   broker.Config
 	auth                                  authOptions
 }
@@ -37,9 +39,11 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.data, "data", filepath.Join(os.TempDir(), "ringer-data"), "JetStream store directory of the embedded server")
 	fs.StringVar(&o.natsURL, "nats", "", "NATS URL(s), comma-separated, to join instead of embedding a server")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8222", "address for /healthz, /readyz and /metrics; empty disables")
+	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof/ on --http (profiles reveal internals: keep --http private)")
 	fs.StringVar(&o.name, "name", host, "broker name in logs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
 	fs.StringVar(&o.logFormat, "log-format", "console", "console or json")
+	fs.IntVar(&o.gcFloor, "gc-floor", gcfloor.DefaultMiB, "MiB the heap may reach before Go's garbage collector runs (fewer collections, shorter latency tails); 0 = Go's default; an explicit GOGC wins")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded server: fsync every JetStream write before acknowledging it")
 	fs.IntVar(&o.cfg.Replicas, "replicas", o.cfg.Replicas, "replicas of Ringer's bucket, stream and consumers (3 in a cluster)")
 	fs.IntVar(&o.cfg.Workers, "workers", o.cfg.Workers, "commands processed concurrently")
@@ -66,6 +70,9 @@ func parseFlags(args []string) (*options, error) {
 		return nil, err
 	}
 	o.cfg.Name = o.name
+	if o.gcFloor < 0 {
+		return nil, fmt.Errorf("--gc-floor %d: MiB, 0 (Go's pacing) or more", o.gcFloor)
+	}
 	if err := o.auth.prepare(o.natsURL); err != nil {
 		return nil, err
 	}
@@ -82,6 +89,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := newLogger(o.logLevel, o.logFormat)
+	log.Info().Msg(gcfloor.Set(o.gcFloor))
 	if err := run(o, log); err != nil {
 		log.Error().Err(err).Msg("brokerd failed")
 		os.Exit(1)
@@ -148,7 +156,7 @@ func run(o *options, log zerolog.Logger) error {
 		return err
 	}
 	if o.httpAddr != "" {
-		stop, err := serveHTTP(o.httpAddr, b, nc, log)
+		stop, err := serveHTTP(o.httpAddr, o.pprof, b, nc, log)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/ringer-dev/ringer/internal/gcfloor"
 )
 
 // behaviour is what the two parties of one invitation do.
@@ -138,7 +140,8 @@ type config struct {
 	cacheSize   int           // embedded: the brokers' --cache-size (-1: their default)
 	brokerLog   bool
 
-	cpuprofile, memprofile string
+	gcFloor                       int // MiB, see internal/gcfloor
+	cpuprofile, memprofile, trace string
 }
 
 // usageError is a bad command line: exit status 2.
@@ -179,8 +182,10 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
 	fs.BoolVar(&c.brokerLog, "broker-log", false, "embedded broker: log warnings and errors to stderr")
+	fs.IntVar(&c.gcFloor, "gc-floor", gcfloor.DefaultMiB, "MiB the heap may reach before Go's garbage collector runs, as brokerd's --gc-floor (this process hosts the embedded broker and the simulated users); 0 = Go's default; an explicit GOGC wins")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole process (loadgen, and the broker and NATS when embedded) to this file")
 	fs.StringVar(&c.memprofile, "memprofile", "", "write a heap profile at the end of the run to this file")
+	fs.StringVar(&c.trace, "trace", "", "write a Go execution trace of the whole process to this file (go tool trace; for latency tails)")
 	if err = fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, err
@@ -240,6 +245,10 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{errors.New("--replicas must be 1 or 3")}
 	case c.brokers < 1 || c.brokers > 16:
 		return nil, usageError{errors.New("--brokers must be 1..16")}
+	case c.cacheSize < -1:
+		return nil, usageError{errors.New("--cache-size must be -1 (brokerd's default), 0 (none) or more")}
+	case c.gcFloor < 0:
+		return nil, usageError{errors.New("--gc-floor must be 0 (Go's pacing) or more")}
 	case c.presenceTTL < time.Second:
 		return nil, usageError{errors.New("--presence-ttl must be at least 1s")}
 	}

@@ -4,6 +4,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -18,15 +20,24 @@ func TestWorkloadEmbedded(t *testing.T) {
 	}
 	t.Setenv("RINGER_NATS", "")
 	var stdout, stderr bytes.Buffer
+	dir := t.TempDir()
+	traceFile, profileFile := filepath.Join(dir, "run.trace"), filepath.Join(dir, "run.pprof")
 	code := realMain([]string{
+		"--trace", traceFile, "--cpuprofile", profileFile,
 		"--duration", "4s", "--rate", "40", "--users", "120", "--seed", "7", "--brokers", "2",
 		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1",
 		"--short-timeouts", "--think", "50ms", "--hold", "100ms", "--drain", "25s",
 		"--baseline", "--baseline-duration", "300ms", "--baseline-concurrency", "4",
 		"--json",
+		"--gc-floor", "0", // a test binary under -race keeps Go's pacing (the race detector's shadow grows with the heap)
 	}, &stdout, &stderr)
 	if code != 0 {
 		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
+	}
+	for _, f := range []string{traceFile, profileFile} {
+		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
+			t.Errorf("%s: not written (%v)", f, err)
+		}
 	}
 
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
@@ -148,7 +159,8 @@ func TestFlags(t *testing.T) {
 		t.Errorf("--timeouts: %v %v", c.timeouts, err)
 	}
 	for _, bad := range [][]string{{"--rate", "5", "--concurrency", "2"}, {"--users", "1"}, {"--mix", "x=1"}, {"extra"},
-		{"--timeouts", "nap=1s"}, {"--timeouts", "expire=soon"}, {"--replicas", "2"}, {"--brokers", "0"}} {
+		{"--timeouts", "nap=1s"}, {"--timeouts", "expire=soon"}, {"--replicas", "2"}, {"--brokers", "0"},
+		{"--cache-size", "-2"}, {"--gc-floor", "-1"}} {
 		if _, err := parseConfig(bad, &errw); err == nil {
 			t.Errorf("parseConfig(%q) accepted", bad)
 		}

@@ -21,11 +21,13 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/gcfloor"
 )
 
 func main() {
@@ -41,6 +43,7 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "loadgen:", err)
 		return 2
 	}
+	fmt.Fprintln(stderr, "loadgen:", gcfloor.Set(cfg.gcFloor))
 	res, err := execute(cfg, stderr)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen:", err)
@@ -61,20 +64,36 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// record starts a recording of the whole run (CPU profile, execution trace)
+// into the file at path, if any; the returned func ends it.
+func record(path string, start func(io.Writer) error, stop func()) (func(), error) {
+	if path == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := start(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { stop(); f.Close() }, nil
+}
+
 // execute sets the deployment up, runs the baseline and the workload,
 // checks the invariants and tears everything down.
 func execute(cfg *config, errw io.Writer) (res *result, err error) {
-	if cfg.cpuprofile != "" {
-		f, err := os.Create(cfg.cpuprofile)
-		if err != nil {
-			return nil, err
-		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			f.Close()
-			return nil, err
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	stopProfile, err := record(cfg.cpuprofile, pprof.StartCPUProfile, pprof.StopCPUProfile)
+	if err != nil {
+		return nil, err
 	}
+	defer stopProfile()
+	stopTrace, err := record(cfg.trace, trace.Start, trace.Stop)
+	if err != nil {
+		return nil, err
+	}
+	defer stopTrace()
 	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 

@@ -56,7 +56,9 @@ fresh() {
 	NATS=$!
 	PIDS+=("$NATS")
 	sleep 1
-	"$W/brokerd" --nats "$URL" --presence-ttl "$TTL" --http "$HTTP" --log-level warn >"$W/brokerd.log" 2>&1 &
+	# --gc-floor 0: Go's default pacing, so that heap in use is what brokerd
+	# keeps, not garbage waiting for the floor (which is a fixed 512 MiB).
+	"$W/brokerd" --nats "$URL" --presence-ttl "$TTL" --http "$HTTP" --gc-floor 0 --log-level warn >"$W/brokerd.log" 2>&1 &
 	BROKER=$!
 	PIDS+=("$BROKER")
 	for _ in $(seq 50); do curl -sf "http://$HTTP/readyz" >/dev/null && break; sleep 0.2; done
