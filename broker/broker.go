@@ -102,11 +102,7 @@ func (b *Broker) Start(ctx context.Context) error {
 			return fmt.Errorf("broker: bind consumer %s: %w", c.name, err)
 		}
 		p := newPool(16, 64, c.handle, c.shardBy)
-		// A small prefetch: what a broker has pulled but not handled waits for
-		// AckWait if the broker dies.
-		cc, err := cons.Consume(p.dispatch, jetstream.PullMaxMessages(256), jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			b.log.Debug().Err(err).Str("consumer", c.name).Msg("consume")
-		}))
+		cc, err := cons.Consume(p.dispatch, consumeOptions(b.log.With().Str("consumer", c.name).Logger())...)
 		if err != nil {
 			p.close()
 			b.stopConsumers()
@@ -130,6 +126,32 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")
 	return nil
+}
+
+// pullHeartbeat is the idle heartbeat a broker asks for on its pulls. A pull
+// can vanish with nobody told: its consumer's leader dies or loses quorum,
+// or it was sent while no server led the consumer (a cluster that has just
+// started, an election) and found no responders. nats.go pulls again only
+// after two missed heartbeats; its default (15 s) stalled events, timers and
+// presence for 30 s. The cost: an idle consumer sends each broker two
+// heartbeats a second.
+const pullHeartbeat = 500 * time.Millisecond
+
+// consumeOptions are the pull options of the broker's three consumers.
+func consumeOptions(log zerolog.Logger) []jetstream.PullConsumeOpt {
+	return []jetstream.PullConsumeOpt{
+		// A small prefetch: what a broker has pulled but not handled waits
+		// for AckWait if the broker dies.
+		jetstream.PullMaxMessages(256),
+		jetstream.PullHeartbeat(pullHeartbeat),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			ev := log.Debug()
+			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrNoResponders) {
+				ev = log.Warn() // the consumer was unreachable; nats.go pulls again
+			}
+			ev.Err(err).Msg("consume")
+		}),
+	}
 }
 
 // stopConsumers undoes a partial Start so that it can be retried.
