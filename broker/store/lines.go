@@ -26,7 +26,11 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 	if len(l.Claims) == 0 {
 		return nil, nil
 	}
-	get := s.GetInvitation
+	// Not GetInvitation: a claim's missing invitation needs the leader's
+	// word only past the grace, and that is decided below.
+	get := func(ctx context.Context, id string) (lifecycle.Record, uint64, error) {
+		return s.getInvitation(ctx, s.bucket, id)
+	}
 	if fresh {
 		get = s.GetInvitationFresh
 	}

@@ -122,9 +122,17 @@ func (s *Store) JetStream() jetstream.JetStream { return s.js }
 // Stats returns a snapshot of the store's round-trip counters.
 func (s *Store) Stats() StatsSnapshot { return s.stats.snapshot() }
 
-// GetInvitation reads an invitation record and its revision.
+// GetInvitation reads an invitation record and its revision, with a direct
+// get that a follower may serve. The record it returns may be stale, but its
+// ErrNotFound is not: a follower catching up can lack a record that exists,
+// so on a replicated bucket the leader confirms a "not found" (one more read,
+// off the hot path: every caller holds an id that was given out).
 func (s *Store) GetInvitation(ctx context.Context, id string) (lifecycle.Record, uint64, error) {
-	return s.getInvitation(ctx, s.bucket, id)
+	r, rev, err := s.getInvitation(ctx, s.bucket, id)
+	if errors.Is(err, ErrNotFound) && s.Replicated() {
+		return s.getInvitation(ctx, s.leader, id)
+	}
+	return r, rev, err
 }
 
 // GetInvitationFresh reads an invitation through the stream leader: never

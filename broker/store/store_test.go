@@ -1,0 +1,92 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/natstest"
+)
+
+// On a replicated bucket GetInvitation's "not found" is the leader's: a
+// follower that is catching up can lack a record that exists, and a broker
+// that passed its "not found" on made clients forget live invitations. A
+// record found costs one direct get; a missing one a second read, through
+// the leader. On one server the direct get is already authoritative.
+func TestNotFoundIsConfirmedWithTheLeader(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		replicas           int
+		url                func(t *testing.T) string
+		foundReads, absent uint64
+		// Holding's reads for a claim of a missing invitation made within
+		// the grace (it holds: being written) and past it (abandoned)
+		claimWithin, claimPast uint64
+	}{
+		{"R1", 1, func(t *testing.T) string { return natstest.RunServer(t).ClientURL() }, 1, 1, 1, 1},
+		{"R3", 3, func(t *testing.T) string {
+			if testing.Short() {
+				t.Skip("cluster test")
+			}
+			return natstest.RunCluster(t, 3).URLs()
+		}, 1, 2, 1, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := natstest.Connect(t, tc.url(t))
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: tc.replicas}); err != nil {
+				t.Fatal(err)
+			}
+			st, err := store.Open(ctx, nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec := lifecycle.New("present1", "alice", "phone", "bob", "", "", lifecycle.Timeouts{Offline: time.Minute, Expire: time.Minute, Accept: time.Minute}, time.Now())
+			if _, err := st.Commit(ctx, store.PutInvitation(rec, 0)); err != nil {
+				t.Fatal(err)
+			}
+
+			before := st.Stats()
+			if _, _, err := st.GetInvitation(ctx, "present1"); err != nil {
+				t.Fatal(err)
+			}
+			if got := st.Stats().Sub(before).Reads; got != tc.foundReads {
+				t.Errorf("reads to find a record: %d, want %d", got, tc.foundReads)
+			}
+			before = st.Stats()
+			if _, _, err := st.GetInvitation(ctx, "absent1"); !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("get of a missing record: %v, want ErrNotFound", err)
+			}
+			if got := st.Stats().Sub(before).Reads; got != tc.absent {
+				t.Errorf("reads to find no record: %d, want %d", got, tc.absent)
+			}
+
+			// A claim whose invitation is missing needs the leader's word
+			// only once it is past the grace.
+			const grace = time.Minute
+			now := time.Now()
+			for _, c := range []struct {
+				what  string
+				at    time.Time
+				holds bool
+				reads uint64
+			}{
+				{"within the grace", now, true, tc.claimWithin},
+				{"past the grace", now.Add(-2 * grace), false, tc.claimPast},
+			} {
+				before = st.Stats()
+				held, err := st.Holding(ctx, "bob", store.Line{Claims: []store.Claim{{ID: "absent1", At: c.at.UnixMilli()}}}, now, grace, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := st.Stats().Sub(before).Reads; (len(held) == 1) != c.holds || got != c.reads {
+					t.Errorf("claim %s: held %v after %d reads, want held=%v after %d", c.what, held, got, c.holds, c.reads)
+				}
+			}
+		})
+	}
+}
