@@ -36,6 +36,16 @@ func (b *Broker) act(ctx context.Context, c *command, kind lifecycle.Kind) (prot
 // transitions commits; the others re-read and get the typed error (or the
 // idempotent result) that lifecycle.Apply gives for the state that won.
 func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) (lifecycle.Record, error) {
+	rec, _, err := b.commitTransition(ctx, id, a, nil)
+	return rec, err
+}
+
+// commitTransition is transition that also reports whether this call
+// committed the record it returns (false: nothing changed, or another
+// transition won and this one was a no-op on its result). read, if set, is
+// the invitation's record as the stream leader returned it a moment ago (its
+// Revision set): the first attempt starts from it instead of reading again.
+func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Action, read *lifecycle.Record) (_ lifecycle.Record, committed bool, _ error) {
 	// A party's command starts from the cached record when there is one and
 	// the cache is worth writing from (store.WriteFromCache: no read at
 	// all), else from a fast direct get. Either may be stale: a write
@@ -55,20 +65,22 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 			err       error
 			fromCache bool
 		)
-		if cached {
+		have := false
+		switch {
+		case read != nil: // the leader's word a moment ago
+			rec, rev, have, read = *read, read.Revision, true, nil
+		case cached:
 			rec, fromCache = b.store.CachedInvitation(id)
-			rev, cached = rec.Revision, false
+			rev, cached, have = rec.Revision, false, fromCache
 		}
-		if !fromCache {
+		if !have {
 			rec, rev, err = get(ctx, id)
 		}
-		if errors.Is(err, store.ErrNotFound) {
-			if rec, rev, err = b.store.GetInvitationFresh(ctx, id); errors.Is(err, store.ErrNotFound) {
-				return rec, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", id)
-			}
+		if errors.Is(err, store.ErrNotFound) { // confirmed by the leader (GetInvitation)
+			return rec, false, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", id)
 		}
 		if err != nil {
-			return rec, err
+			return rec, false, err
 		}
 		next, changed, err := lifecycle.Apply(rec, a, b.now())
 		if (err != nil || !changed) && (!fresh || fromCache) {
@@ -79,7 +91,7 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 			continue
 		}
 		if err != nil || !changed {
-			return rec, err
+			return rec, false, err
 		}
 		// One key, even at the end of an invitation or call: its line claims
 		// stop holding the moment the record says so (store.Holding).
@@ -95,15 +107,15 @@ func (b *Broker) transition(ctx context.Context, id string, a lifecycle.Action) 
 			continue // someone else moved it (or a stale read): decide again
 		}
 		if err != nil {
-			return rec, err
+			return rec, false, err
 		}
 		next.Revision = rev
 		b.metrics.transition(next, a.Kind.String())
 		withInvitation(b.log.Debug(), &next).Str("action", a.Kind.String()).Str("state", string(next.State)).
 			Str("reason", string(next.Reason)).Uint64("rev", rev).Msg("transition")
-		return next, nil
+		return next, true, nil
 	}
-	return lifecycle.Record{}, store.ErrConflict
+	return lifecycle.Record{}, false, store.ErrConflict
 }
 
 // putInvitation writes a record; a finished one expires after Retention.
@@ -139,7 +151,10 @@ func (b *Broker) liveOf(ctx context.Context, user string) ([]protocol.Invitation
 		if err != nil {
 			return nil, false, err
 		}
-		if rec.RoleOf(user) != "" && rec.Live() {
+		if rec.RoleOf(user) == "" {
+			continue
+		}
+		if rec = b.settleOverdue(ctx, rec); rec.Live() {
 			invs = append(invs, rec.Invitation)
 		}
 	}
@@ -201,5 +216,5 @@ func (b *Broker) get(ctx context.Context, c *command) (protocol.Reply, error) {
 	if rec.RoleOf(c.user) == "" {
 		return protocol.Reply{}, protocol.Errorf(protocol.CodeForbidden, "%s is not a party to invitation %s", c.user, rec.ID)
 	}
-	return protocol.Reply{Invitation: view(rec)}, nil
+	return protocol.Reply{Invitation: view(b.settleOverdue(ctx, rec))}, nil
 }

@@ -1,11 +1,17 @@
 package broker_test
 
 import (
+	"fmt"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // The KV budget of one accepted lifecycle (send, ack, accept, ackaccept,
@@ -19,16 +25,20 @@ func TestKVBudgetAcceptedLifecycle(t *testing.T) {
 		name         string
 		cacheSize    int
 		first, later store.StatsSnapshot
+		fireReads    uint64 // reads when each call's timer fires, after the call
 	}{
 		// The default: lines and invitations come from the broker's record
 		// cache (kept current by its own writes and the projector), so the
 		// only read is the caller's session.
-		{"cache", 1000, store.StatsSnapshot{Reads: 1, Writes: 7, Timers: 2}, store.StatsSnapshot{Reads: 1, Writes: 7, Timers: 2}},
+		// A timer that fires after its call ended is dropped with no read:
+		// the cached record is finished, which is final.
+		{"cache", 1000, store.StatsSnapshot{Reads: 1, Writes: 7, Timers: 2}, store.StatsSnapshot{Reads: 1, Writes: 7, Timers: 2}, 0},
 		// No cache: the send reads both lines and every action its record.
 		// Later calls also find the claims of the previous call on both
 		// lines (a claim is dropped by the next write of its line, not when
 		// its call ends): one more read per line to see that it no longer holds.
-		{"nocache", 0, store.StatsSnapshot{Reads: 7, Writes: 7, Timers: 2}, store.StatsSnapshot{Reads: 9, Writes: 7, Timers: 2}},
+		// Its timers each cost a leader read.
+		{"nocache", 0, store.StatsSnapshot{Reads: 7, Writes: 7, Timers: 2}, store.StatsSnapshot{Reads: 9, Writes: 7, Timers: 2}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ringertest.TestConfig()
@@ -57,12 +67,73 @@ func TestKVBudgetAcceptedLifecycle(t *testing.T) {
 				alice.Rec.Wait(t, "CallEnded "+li.ID)
 				return st.Stats().Sub(before)
 			}
-			for i, want := range []store.StatsSnapshot{tc.first, tc.later, tc.later} {
+			calls := []store.StatsSnapshot{tc.first, tc.later, tc.later}
+			for i, want := range calls {
 				got := lifecycle()
 				t.Logf("accepted lifecycle %d: %+v", i+1, got)
 				if got != want {
 					t.Errorf("KV round trips of accepted lifecycle %d: %+v, budget %+v (update docs/architecture.md if this is intended)", i+1, got, want)
 				}
+			}
+			// Each call's timer (re-armed to its accept-ack deadline, ~1 s
+			// after the accept) fires after the call has ended.
+			before := st.Stats()
+			timers, err := st.JetStream().Consumer(ctx, subjects.TimerStream, store.ConsumerTimers)
+			if err != nil {
+				t.Fatal(err)
+			}
+			natstest.Eventually(t, 15*time.Second, func() error {
+				info, err := timers.Info(ctx)
+				if err != nil {
+					return err
+				}
+				if info.Delivered.Consumer < uint64(len(calls)) || info.NumAckPending > 0 {
+					return fmt.Errorf("timers fired %d of %d, %d unacked", info.Delivered.Consumer, len(calls), info.NumAckPending)
+				}
+				return nil
+			})
+			if got, want := st.Stats().Sub(before), (store.StatsSnapshot{Reads: tc.fireReads * uint64(len(calls))}); got != want {
+				t.Errorf("KV round trips of %d timers firing after their calls: %+v, budget %+v", len(calls), got, want)
+			}
+		})
+	}
+}
+
+// The KV budget of an invitation that expires once received. Receipt moves
+// the deadline later without a timer write (lifecycle.armTimer), so the
+// offline timer armed at the send fires first: a leader read, and the
+// record re-armed for the expiry (a write, and the projector's schedule).
+// The expiry timer then costs a leader read and the write of the outcome.
+// (A timer that finds its invitation SENT also asks whether the callee is
+// online: one more read.)
+func TestKVBudgetExpiry(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		cacheSize int
+	}{{"cache", 1000}, {"nocache", 0}} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := ringertest.TestConfig()
+			cfg.CacheSize = tc.cacheSize
+			cfg.PresenceTTL = time.Minute // no session expires meanwhile
+			// The offline timer fires (up to ~0.4 s late) well before the
+			// expiry deadline, so it always finds it later and re-arms.
+			cfg.Timeouts.Offline, cfg.Timeouts.Expire = time.Second, 3*time.Second
+			env := ringertest.Start(t, cfg)
+			alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+			bob := env.Login("bob", "phone", client.WithoutHeartbeat())
+			st := env.Brokers[0].Store()
+
+			li := alice.Invite(t, "bob")
+			bob.Rec.WaitRemote(t, li.ID)
+			alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
+			before := st.Stats()
+			if got := alice.Rec.Wait(t, "Failure "+li.ID); !strings.HasSuffix(got, string(protocol.ReasonInvitationExpire)) {
+				t.Fatalf("caller saw %q, want INVITATION_EXPIRE", got)
+			}
+			got := st.Stats().Sub(before)
+			t.Logf("from receipt to expiry: %+v", got)
+			if want := (store.StatsSnapshot{Reads: 2, Writes: 2, Timers: 1}); got != want {
+				t.Errorf("KV round trips from receipt to expiry: %+v, budget %+v (update docs/architecture.md if this is intended)", got, want)
 			}
 		})
 	}

@@ -74,16 +74,7 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 		return
 	}
 
-	a := lifecycle.Action{Kind: lifecycle.Timeout}
-	if rec.State == protocol.StateSent {
-		online, err := b.store.Online(ctx, rec.Callee)
-		if err != nil {
-			b.nak(m, "timers")
-			return
-		}
-		a.CalleeOnline = online
-	}
-	next, err := b.transition(ctx, id, a)
+	_, committed, err := b.timeout(ctx, rec, true)
 	if errors.Is(err, lifecycle.ErrNotDue) {
 		b.nak(m, "timers") // the deadline moved while we looked: handle it again against the new record
 		return
@@ -93,8 +84,64 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 		b.nak(m, "timers")
 		return
 	}
-	if err == nil && next.Revision != rec.Revision {
+	if committed {
 		b.metrics.timerFired(now.Sub(time.UnixMilli(rec.Deadline)))
 	}
 	_ = m.Ack()
+}
+
+// timeout applies lifecycle.Timeout to rec's invitation through the
+// compare-and-set loop (for a SENT invitation, after asking whether the
+// callee is online: PEER_NO_RESPONSE or PEER_OFFLINE). It reports whether
+// this call committed the timeout, which a read that settles an overdue
+// invitation and the invitation's timer can race. fromLeader says rec was
+// just read through the stream leader, so the first attempt need not read
+// it again.
+func (b *Broker) timeout(ctx context.Context, rec lifecycle.Record, fromLeader bool) (lifecycle.Record, bool, error) {
+	a := lifecycle.Action{Kind: lifecycle.Timeout}
+	if rec.State == protocol.StateSent {
+		online, err := b.store.Online(ctx, rec.Callee)
+		if err != nil {
+			return lifecycle.Record{}, false, err
+		}
+		a.CalleeOnline = online
+	}
+	var read *lifecycle.Record
+	if fromLeader {
+		read = &rec
+	}
+	return b.commitTransition(ctx, rec.ID, a, read)
+}
+
+// overdueAfter is how far past its deadline a live invitation must be for a
+// read to time it out itself: timers fire within a second (SPEC §4), so one
+// this late has lost its timer or is stuck behind a JetStream election.
+const overdueAfter = 2 * time.Second
+
+// settleOverdue is the safety net under the timers, on every read a party
+// makes (get, sync, login): a live invitation whose deadline passed more than
+// overdueAfter ago is timed out now, through the same compare-and-set as its
+// timer, so a lost timer cannot leave an invitation live and two lines busy.
+// The SDK reads overdue invitations it tracks on every heartbeat. It returns
+// the record to show: the one the timeout left (read from the leader if it
+// found the invitation already ended), or rec if it failed.
+func (b *Broker) settleOverdue(ctx context.Context, rec lifecycle.Record) lifecycle.Record {
+	now := b.now()
+	if !rec.Live() || rec.Deadline == 0 || now.Before(time.UnixMilli(rec.Deadline).Add(overdueAfter)) {
+		return rec
+	}
+	next, committed, err := b.timeout(ctx, rec, false) // rec may be a follower's
+	if err != nil {
+		// Not due after all (the deadline moved) or the store is
+		// unavailable: the read answers with what it read. (One already
+		// ended is no error: the leader's record comes back, not committed.)
+		withInvitation(b.log.Debug(), &rec).Err(err).Msg("overdue invitation not timed out on read")
+		return rec
+	}
+	if committed { // not when the timer, or another read, got there first
+		late := now.Sub(time.UnixMilli(rec.Deadline))
+		b.metrics.timerFired(late)
+		withInvitation(b.log.Warn(), &rec).Dur("late", late).Msg("deadline passed without its timer; timed out on read")
+	}
+	return next
 }
