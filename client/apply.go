@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // apply folds a view of an invitation (from an event, a reply or a sync) into
@@ -60,33 +61,54 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 	if ack || ackAccept {
 		go func() {
 			defer c.bg.Done()
-			verb := c.Ack
-			if ackAccept {
-				verb = c.AckAccept
-			}
-			// Both acks are idempotent, so a broker that died with the
-			// request in flight is simply asked again.
-			for attempt := 0; attempt < 4; attempt++ {
-				if attempt > 0 {
-					time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
-				}
-				ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout/2)
-				err := verb(ctx, inv.ID)
-				cancel()
-				// NOT_FOUND is retried too: this client holds a view of the
-				// invitation, so it exists; only a replica still catching up
-				// can deny it.
-				if !transient(err) && !errors.Is(err, ErrNotFound) {
-					return
-				}
-			}
-			// Still no answer: the ack may have taken effect with its reply
-			// lost. Learn the outcome rather than guess it.
-			ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
-			defer cancel()
-			_, _ = c.Get(ctx, inv.ID)
+			c.autoAck(inv, ackAccept)
 		}()
 	}
+}
+
+// maxAckBackoff caps the wait between attempts of an automatic ack.
+const maxAckBackoff = time.Second
+
+// autoAck sends an automatic ack of inv (an ack-accept if accepted) until it
+// gets an answer. Both are idempotent, so an attempt whose reply was lost (a
+// broker that died with it in flight) is simply made again. A transient
+// failure is retried, backing off, until inv's deadline, when the broker
+// times the invitation out anyway: a JetStream leader election (4-9 s) can
+// make every attempt fail for a while, and an ack-accept given up sooner
+// turned an accepted call into ACCEPT_FAILURE. Close stops it.
+func (c *Client) autoAck(inv protocol.Invitation, accepted bool) {
+	verb, name := c.Ack, subjects.VerbAck
+	if accepted {
+		verb, name = c.AckAccept, subjects.VerbAckAccept
+	}
+	until := time.UnixMilli(inv.Deadline)
+	if inv.Deadline == 0 {
+		until = time.Now().Add(DefaultTimeout)
+	}
+	for attempt := 1; ; attempt++ {
+		ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout/2)
+		err := verb(ctx, inv.ID)
+		cancel()
+		// A stale reply (contradicts) is retried too, past what act
+		// already retried within the attempt.
+		if !transient(err) && !c.contradicts(name, inv.ID, err) {
+			return
+		}
+		wait := min(time.Duration(attempt)*100*time.Millisecond, maxAckBackoff)
+		if time.Now().Add(wait).After(until) {
+			break
+		}
+		select {
+		case <-c.quit:
+			return
+		case <-time.After(wait):
+		}
+	}
+	// Still no answer by the deadline: the ack may have taken effect with
+	// its reply lost. Learn the outcome rather than guess it.
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout)
+	defer cancel()
+	_, _ = c.Get(ctx, inv.ID)
 }
 
 // applyCaller fires the LocalInvitation callbacks; only the device that sent

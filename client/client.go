@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -81,8 +82,13 @@ type Client struct {
 	sub     *nats.Subscription
 	stopHB  chan struct{}
 	closed  bool
-	session protocol.Session
-	bg      sync.WaitGroup
+	quit    chan struct{} // closed by Close: stops background retries
+	// resyncDue: events may have been missed and no resync has succeeded
+	// since (a heartbeat failed, or the resync after a reconnect did); the
+	// next heartbeat that succeeds resyncs.
+	resyncDue atomic.Bool
+	session   protocol.Session
+	bg        sync.WaitGroup
 }
 
 // New returns a client for user's device on nc. It does no I/O: call Login.
@@ -96,7 +102,7 @@ func New(nc *nats.Conn, user, device string, opts ...Option) (*Client, error) {
 	if err := subjects.ValidateID(device); err != nil {
 		return nil, fmt.Errorf("%w: device: %v", ErrInvalidOption, err)
 	}
-	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}}
+	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}, quit: make(chan struct{})}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err
@@ -185,7 +191,16 @@ func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
 			return
 		case <-t.C:
 			ctx, cancel := context.WithTimeout(context.Background(), every)
-			_ = c.Heartbeat(ctx)
+			if err := c.Heartbeat(ctx); err != nil {
+				// While heartbeats fail (a NATS node hung or cut off from
+				// the others, JetStream without a leader), events may be
+				// lost on a connection that never drops, so no reconnect
+				// will resync: the first heartbeat that succeeds does
+				// (protocol.md §6.7).
+				c.resyncDue.Store(true)
+			} else if c.resyncDue.Swap(false) && c.Resync(ctx) != nil {
+				c.resyncDue.Store(true) // again at the next heartbeat
+			}
 			c.reconcile(ctx, time.Now())
 			cancel()
 		}
@@ -216,6 +231,7 @@ func (c *Client) Close() {
 		return
 	}
 	c.closed = true
+	close(c.quit)
 	if c.stopHB != nil {
 		close(c.stopHB)
 	}
@@ -270,15 +286,49 @@ func (c *Client) Hangup(ctx context.Context, id string) error {
 }
 
 // act sends a command about an invitation and applies the resulting view.
+// A reply that contradicts this client's view (contradicts) is asked again,
+// backing off, for as long as ctx allows (at most DefaultTimeout) before it
+// is returned.
 func (c *Client) act(ctx context.Context, verb, id, response string) error {
-	rep, err := c.request(ctx, verb, &protocol.Request{ID: id, Response: response})
-	if err != nil {
-		return err
+	ctx, cancel := withDefaultTimeout(ctx)
+	defer cancel()
+	for attempt := 1; ; attempt++ {
+		rep, err := c.request(ctx, verb, &protocol.Request{ID: id, Response: response})
+		if c.contradicts(verb, id, err) {
+			select {
+			case <-ctx.Done():
+				return err
+			case <-time.After(min(time.Duration(attempt)*50*time.Millisecond, 500*time.Millisecond)):
+				continue
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if rep.Invitation != nil {
+			c.apply(*rep.Invitation, "")
+		}
+		return nil
 	}
-	if rep.Invitation != nil {
-		c.apply(*rep.Invitation, "")
+}
+
+// contradicts reports whether err, the reply to verb on invitation id,
+// denies what this client has already seen, which makes it stale: the broker
+// read a replica still catching up, or a leader deposed a moment ago
+// (docs/architecture.md, stale reads). NOT_FOUND for an invitation it sees
+// live (live invitations are never removed), and "not accepted yet"
+// (INVALID_ARGUMENT) to an ackaccept after it saw the accept.
+func (c *Client) contradicts(verb, id string, err error) bool {
+	if err == nil {
+		return false
 	}
-	return nil
+	inv, ok := c.Invitation(id)
+	if !ok || inv.Revision == 0 || !inv.Live() {
+		return false
+	}
+	return errors.Is(err, ErrNotFound) ||
+		verb == subjects.VerbAckAccept && errors.Is(err, ErrInvalidArgument) &&
+			(inv.State == protocol.StateAccepting || inv.State == protocol.StateAccepted)
 }
 
 // request sends one command and decodes the reply; a typed error reply is

@@ -72,7 +72,9 @@ func (c *Client) resyncInBackground() {
 		defer c.bg.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), 4*DefaultTimeout)
 		defer cancel()
-		_ = c.Resync(ctx)
+		if err := c.Resync(ctx); err != nil {
+			c.resyncDue.Store(true) // the heartbeats try again
+		}
 	}()
 }
 
@@ -111,6 +113,10 @@ func isGone(err error) bool { return errors.Is(err, ErrNotFound) }
 // the client asks the broker what became of it.
 const overdue = 2 * time.Second
 
+// lostAfter is how long past its deadline a view the broker no longer has
+// (NOT_FOUND) is kept anyway: far longer than a replica lags.
+const lostAfter = time.Hour
+
 // forget is how long a finished invitation is remembered (to drop late
 // duplicates of its events) before it is pruned from the client's memory.
 const forget = 5 * time.Minute
@@ -140,8 +146,18 @@ func (c *Client) reconcile(ctx context.Context, now time.Time) {
 	c.mu.Unlock()
 	for _, id := range ask {
 		if _, err := c.Get(ctx, id); isGone(err) {
+			// A live invitation is never removed, so NOT_FOUND soon after
+			// its deadline is a replica catching up: keep it (forgetting it
+			// would let a redelivered event of it fire its callbacks again)
+			// and ask again at the next heartbeat. Only a view stale for
+			// longer than any replica lags can have ended and expired from
+			// the broker's retention meanwhile. (A view that ended while the
+			// get was in flight is kept until forget, like any ended one, to
+			// drop late duplicates of its events.)
 			c.mu.Lock()
-			delete(c.tracked, id) // expired from the broker's retention: nothing more to learn
+			if t := c.tracked[id]; t != nil && t.inv.Live() && t.inv.Deadline != 0 && ms-t.inv.Deadline > lostAfter.Milliseconds() {
+				delete(c.tracked, id)
+			}
 			c.mu.Unlock()
 		}
 	}

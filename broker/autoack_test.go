@@ -1,0 +1,153 @@
+package broker_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ringer-dev/ringer/broker"
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// acceptedDuringAnOutage brings an invitation from alice to bob to
+// ACCEPTING while no broker runs: bob's accept is committed, and its events
+// published, by hand, as a broker's command and projector would have done
+// just before the outage. It returns once alice has seen ACCEPTING (her
+// Accepted callback), which starts her automatic ack-accept.
+func acceptedDuringAnOutage(t *testing.T, cfg broker.Config) (*ringertest.Env, *ringertest.Client, string) {
+	t.Helper()
+	env := ringertest.Start(t, cfg)
+	alice, bob := env.Login("alice", "phone"), env.Login("bob", "phone")
+	li := alice.Invite(t, "bob")
+	bob.Rec.WaitRemote(t, li.ID)
+	alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
+
+	ctx := ringertest.Ctx(t)
+	b := env.Brokers[0]
+	if err := b.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	accepting, rev := bobAccepts(t, b.Store(), li.ID)
+	var err error
+	if accepting.Revision, err = b.Store().Commit(ctx, store.PutInvitation(accepting, rev)); err != nil {
+		t.Fatal(err)
+	}
+	publishEvents(t, b.NC, accepting, "alice", "bob")
+	alice.Rec.Wait(t, "Accepted "+li.ID)
+	return env, alice, li.ID
+}
+
+// outageConfig gives the outage, not the deadlines, the leading part.
+func outageConfig() broker.Config {
+	cfg := ringertest.TestConfig()
+	cfg.Timeouts.Accept = 20 * time.Second
+	cfg.PresenceTTL = time.Minute // heartbeats fail during the outage too
+	return cfg
+}
+
+// The caller's automatic ack-accept outlasts a stretch in which no broker
+// answers (as in a JetStream leader election, 4-9 s, when every broker's
+// store calls fail): it is retried until the accept deadline. It used to
+// give up after ~0.6 s, and the accepted call then failed ACCEPT_FAILURE
+// (chaos runs saw 1-4 per run).
+func TestAutoAckAcceptOutlastsAnOutage(t *testing.T) {
+	cfg := outageConfig()
+	env, alice, id := acceptedDuringAnOutage(t, cfg)
+
+	// The outage lasts well past the old retries (~0.6 s). Its length is
+	// the fault under test, not a wait for something to happen.
+	time.Sleep(2 * time.Second)
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
+
+	awaitStored(t, env.Brokers[0].Store(), id, protocol.StateAccepted, 10*time.Second) // the ack-accept landed
+	if n := alice.Rec.Count("Failure " + id); n != 0 {
+		t.Fatalf("caller saw %d failures: %q", n, alice.Rec.Lines())
+	}
+}
+
+// Close stops an automatic ack-accept that is still retrying: it does not
+// wait for the invitation's deadline (20 s here).
+func TestCloseStopsAutoAckRetries(t *testing.T) {
+	_, alice, _ := acceptedDuringAnOutage(t, outageConfig())
+	start := time.Now()
+	alice.Close()
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("Close took %s with an ack-accept retrying", took)
+	}
+}
+
+// The broker can answer an automatic ack-accept "not accepted yet" when it
+// read a replica (or a leader deposed a moment ago) that lags behind the
+// ACCEPTING revision the caller has already seen: a stress run of the R3
+// benchmarks saw calls stall in ACCEPTING until the deadline. The caller
+// retries such a refusal. Here alice sees ACCEPTING before it is committed
+// (its event published by hand), so the broker refuses her first
+// ack-accept; then bob's accept commits, and a retry must land.
+func TestAutoAckAcceptRetriesAStaleRefusal(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.Timeouts.Accept = 20 * time.Second // the retry, not the deadline, is under test
+	cfg.PresenceTTL = time.Minute
+	env := ringertest.Start(t, cfg)
+	alice, bob := env.Login("alice", "phone"), env.Login("bob", "phone")
+	li := alice.Invite(t, "bob")
+	ri := bob.Rec.WaitRemote(t, li.ID)
+	alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
+
+	refused := watchErrorReplies(t, env.URL, "not accepted yet")
+
+	ctx := ringertest.Ctx(t)
+	st := env.Brokers[0].Store()
+	accepting, rev := bobAccepts(t, st, li.ID)
+	accepting.Revision = rev + 1 // newer than what alice holds
+	publishEvents(t, env.Brokers[0].NC, accepting, "alice")
+	alice.Rec.Wait(t, "Accepted "+li.ID)
+	select {
+	case <-refused:
+	case <-time.After(ringertest.Wait):
+		t.Fatal("the broker never refused alice's early ack-accept")
+	}
+
+	if err := ri.Accept(ctx, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	awaitStored(t, st, li.ID, protocol.StateAccepted, 10*time.Second) // a retry of the refused ack-accept landed
+}
+
+// bobAccepts is bob's accept of invitation id applied to its current record
+// (read from the stream leader), not committed, and that record's revision.
+func bobAccepts(t *testing.T, st *store.Store, id string) (lifecycle.Record, uint64) {
+	t.Helper()
+	rec, rev, err := st.GetInvitationFresh(ringertest.Ctx(t), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting, _, err := lifecycle.Apply(rec, lifecycle.Action{Kind: lifecycle.Accept, User: "bob", Device: "phone", Response: "ok"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return accepting, rev
+}
+
+// publishEvents publishes the events of rec to the given users, as the
+// projector would.
+func publishEvents(t *testing.T, nc *nats.Conn, rec lifecycle.Record, users ...string) {
+	t.Helper()
+	for _, n := range lifecycle.Events(rec) {
+		if !slices.Contains(users, n.User) {
+			continue
+		}
+		subj, err := subjects.UserEvents(n.User)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := nc.Publish(subj, protocol.MustMarshal(&n.Event)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
