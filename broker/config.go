@@ -18,12 +18,12 @@ type Config struct {
 	QueueGroup string
 	// Workers bounds how many commands one broker processes at once.
 	Workers int
-	// ShedLatency: when, over the last half second, even the fastest of a
-	// broker's commands took longer than this from arrival to reply, or
-	// even the fastest revision took longer from commit to projection (a
-	// standing queue), the broker refuses new sends at once with
-	// UNAVAILABLE while the commands of existing invitations still run.
-	// 0 never sheds.
+	// ShedLatency: when, over the last 250 ms (and at least 16 samples),
+	// even the fastest of a broker's commands took longer than this from
+	// arrival to reply, or even the fastest revision took longer from
+	// commit to projection (a standing queue), the broker refuses new sends
+	// at once with UNAVAILABLE while the commands of existing invitations
+	// still run, until a sample takes less than half of it. 0 never sheds.
 	ShedLatency time.Duration
 	// Replicas of the bucket, timer stream and consumers (1, or 3 in a cluster).
 	Replicas int

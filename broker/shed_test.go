@@ -8,6 +8,9 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
@@ -25,6 +28,8 @@ type shedEnv struct {
 	b      *Broker
 	nc     *nats.Conn
 	client *nats.Conn
+	// sends served and shed so far
+	servedSends, shedSends int
 }
 
 func newShedEnv(t *testing.T, cfg Config, setup func(*Broker)) *shedEnv {
@@ -71,8 +76,10 @@ func (e *shedEnv) served() bool {
 	e.t.Helper()
 	switch got := e.code(subjects.VerbSend, protocol.Request{Device: "phone", Callee: "bob"}); got {
 	case protocol.CodeNotLoggedIn:
+		e.servedSends++
 		return true
 	case protocol.CodeUnavailable:
+		e.shedSends++
 		return false
 	default:
 		e.t.Fatalf("send: %q", got)
@@ -115,6 +122,29 @@ func TestOverloadShedsSendsNotActions(t *testing.T) {
 		}
 		return nil
 	})
+	e.checkSendMetrics()
+}
+
+// checkSendMetrics: a shed send counts in sends_shed_total and as an
+// UNAVAILABLE send in commands_total, but not in command_seconds, which is
+// the service time of the commands served (zeros there would make an
+// overloaded broker's sends look fastest).
+func (e *shedEnv) checkSendMetrics() {
+	e.t.Helper()
+	m := e.b.metrics
+	if got := testutil.ToFloat64(m.sheds); int(got) != e.shedSends {
+		e.t.Errorf("sends_shed_total %v, want %d", got, e.shedSends)
+	}
+	if got := testutil.ToFloat64(m.commands.WithLabelValues("send", "UNAVAILABLE")); int(got) != e.shedSends {
+		e.t.Errorf("commands_total{send,UNAVAILABLE} %v, want %d", got, e.shedSends)
+	}
+	var h dto.Metric
+	if err := m.latency.WithLabelValues("send").(prometheus.Metric).Write(&h); err != nil {
+		e.t.Fatal(err)
+	}
+	if got := h.GetHistogram().GetSampleCount(); int(got) != e.servedSends {
+		e.t.Errorf("command_seconds{send} has %d samples, want %d (the sends served, not the %d shed)", got, e.servedSends, e.shedSends)
+	}
 }
 
 // The projector is watched too: revisions projected long after their
