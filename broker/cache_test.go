@@ -7,10 +7,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // staleEnv is a broker whose store caches records, next to a cache-less
@@ -255,5 +258,62 @@ func TestStaleCachedManualFlagDoesNotRefuse(t *testing.T) {
 	inv := e.send(t, "alice", "bob")
 	if inv.State != protocol.StateSent {
 		t.Fatalf("send to a callee whose busy flag was cleared: %s/%s, want SENT", inv.State, inv.Reason)
+	}
+}
+
+// lastRevision is the invitation's latest revision as the projector gets
+// it: a real message from the bucket's stream, through an ephemeral consumer.
+func (e *staleEnv) lastRevision(t *testing.T, id string) jetstream.Msg {
+	t.Helper()
+	cons, err := e.b.store.JetStream().CreateConsumer(e.ctx, subjects.BucketStream, jetstream.ConsumerConfig{
+		FilterSubject: subjects.KVSubject(subjects.InvitationKey(id)),
+		DeliverPolicy: jetstream.DeliverLastPerSubjectPolicy,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := cons.Next(jetstream.FetchMaxWait(5 * time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// A revision another broker committed reaches this broker's cache through
+// its projector (Store.Observe), so this broker's next command on that
+// invitation starts from it: no read, and no write that conflicts.
+func TestProjectedRevisionRefreshesTheCache(t *testing.T) {
+	e := newStaleEnv(t)
+	id := "projected1"
+	rec := lifecycle.New(id, "alice", "phone", "bob", "", "", e.b.cfg.Timeouts, time.Now())
+	if _, err := e.b.store.Commit(e.ctx, store.PutInvitation(rec, 0)); err != nil {
+		t.Fatal(err)
+	}
+	e.apply(t, e.other, id, doAck) // "another broker" commits RECEIVED
+	_, current, err := e.other.GetInvitationFresh(e.ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cached, _ := e.b.store.CachedInvitation(id); cached.Revision >= current {
+		t.Fatalf("set-up: the cache must hold an older revision: %d, current %d", cached.Revision, current)
+	}
+
+	// This broker's projector gets that revision.
+	e.b.project(e.ctx, e.lastRevision(t, id))
+	if cached, ok := e.b.store.CachedInvitation(id); !ok || cached.Revision != current || cached.State != protocol.StateReceived {
+		t.Fatalf("after projecting rev %d the cache holds rev %d (%s), ok=%v", current, cached.Revision, cached.State, ok)
+	}
+
+	before := e.b.store.Stats()
+	got, err := e.b.transition(e.ctx, id, doAccept)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.State != protocol.StateAccepting && got.State != protocol.StateAccepted {
+		t.Fatalf("accept gave %s", got.State)
+	}
+	if d := e.b.store.Stats().Sub(before); d.Reads != 0 || d.Writes != 1 {
+		t.Errorf("accept after the projected revision: %d reads, %d writes; want 0 and 1", d.Reads, d.Writes)
 	}
 }
