@@ -37,26 +37,18 @@ func newBenchParty(env *ringertest.Env, user string) *benchParty {
 	return p
 }
 
-func recv[T any](b *testing.B, ch chan T, what string) T {
+// await waits for a callback of invitation id; if none comes it fails with
+// both parties' views of the invitation, which say what happened instead.
+func await[T any](b *testing.B, ch chan T, what, id string, caller, callee *benchParty) T {
 	select {
 	case v := <-ch:
 		return v
-	case <-time.After(ringertest.Wait):
-		b.Fatalf("no %s within %s", what, ringertest.Wait)
-		panic("unreachable")
-	}
-}
-
-// await waits for a callback of invitation id; if none comes it fails with
-// both parties' views of the invitation, which say what happened instead.
-func await(b *testing.B, ch chan string, what, id string, caller, callee *benchParty) {
-	select {
-	case <-ch:
 	case <-time.After(ringertest.Wait):
 		ci, _ := caller.c.Invitation(id)
 		ce, _ := callee.c.Invitation(id)
 		b.Fatalf("no %s within %s: caller view %s/%s rev %d, callee view %s/%s rev %d",
 			what, ringertest.Wait, ci.State, ci.Reason, ci.Revision, ce.State, ce.Reason, ce.Revision)
+		panic("unreachable")
 	}
 }
 
@@ -72,7 +64,7 @@ func benchLifecycle(b *testing.B, lines *store.Store, caller, callee *benchParty
 	if err := li.Send(ctx); err != nil {
 		b.Fatal(err)
 	}
-	ri := recv(b, callee.ring, "ring")
+	ri := await(b, callee.ring, "ring", li.ID, caller, callee)
 	await(b, caller.received, "ReceivedByPeer", li.ID, caller, callee)
 	if err := ri.Accept(ctx, "ok"); err != nil {
 		b.Fatal(err)
