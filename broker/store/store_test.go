@@ -36,11 +36,11 @@ func TestNotFoundIsConfirmedWithTheLeader(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nc := natstest.Connect(t, tc.url(t))
+			natstest.Attempt(t, time.Minute, 10*time.Second, func(ctx context.Context) error {
+				return store.Provision(ctx, nc, store.ProvisionConfig{Replicas: tc.replicas})
+			})
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: tc.replicas}); err != nil {
-				t.Fatal(err)
-			}
 			st, err := store.Open(ctx, nc)
 			if err != nil {
 				t.Fatal(err)

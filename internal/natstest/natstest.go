@@ -3,6 +3,7 @@
 package natstest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -195,4 +196,19 @@ func Eventually(t testing.TB, within time.Duration, f func() error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Attempt calls f, each time with a fresh deadline of each, until it
+// succeeds or within has passed. On a cluster a JetStream API request (a
+// stream or consumer create above all) can go unanswered until its deadline
+// while a retry then succeeds at once (nats-server#3677, #8350; CI saw a
+// bucket's creation time out once), so one long deadline shared by every
+// try is not enough.
+func Attempt(t testing.TB, within, each time.Duration, f func(ctx context.Context) error) {
+	t.Helper()
+	Eventually(t, within, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), each)
+		defer cancel()
+		return f(ctx)
+	})
 }

@@ -62,11 +62,7 @@ func StartBroker(t testing.TB, url string, cfg broker.Config) *Broker {
 	// electing its JetStream meta leader a provisioning request can go
 	// unanswered, and one 30 s context shared by every attempt left no
 	// time to retry once the leader was there.
-	natstest.Eventually(t, time.Minute, func() error {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return b.Start(ctx)
-	})
+	natstest.Attempt(t, time.Minute, 10*time.Second, b.Start)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
