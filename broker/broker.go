@@ -128,6 +128,32 @@ func (b *Broker) Start(ctx context.Context) error {
 	return nil
 }
 
+// StartRetrying calls Start until it succeeds or ctx ends, giving each try
+// at most each, and pausing half a second between tries. A cluster that is
+// still electing its leaders (docker-compose brings everything up at once)
+// refuses or leaves unanswered a provisioning request, and a stream or
+// consumer create can hang until its deadline while a retry then succeeds
+// at once (nats-server#3677, #8350): one deadline for every try is not
+// enough. onRetry, if not nil, hears each failure that is retried.
+func (b *Broker) StartRetrying(ctx context.Context, each time.Duration, onRetry func(error)) error {
+	for {
+		attempt, cancel := context.WithTimeout(ctx, each)
+		err := b.Start(attempt)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		if onRetry != nil {
+			onRetry(err)
+		}
+		select {
+		case <-time.After(500 * time.Millisecond):
+		case <-ctx.Done():
+			return err
+		}
+	}
+}
+
 // pullHeartbeat is the idle heartbeat a broker asks for on its pulls. A pull
 // can vanish with nobody told: its consumer's leader dies or loses quorum,
 // or it was sent while no server led the consumer (a cluster that has just

@@ -150,7 +150,9 @@ func run(o *options, log zerolog.Logger) error {
 		return err
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	err = startWithRetry(startCtx, b, log)
+	err = b.StartRetrying(startCtx, 5*time.Second, func(err error) {
+		log.Warn().Err(err).Msg("broker start failed; retrying")
+	})
 	cancel()
 	if err != nil {
 		return err
@@ -177,29 +179,4 @@ func run(o *options, log zerolog.Logger) error {
 		return err
 	}
 	return nc.Drain()
-}
-
-// startWithRetry tolerates a JetStream cluster that is still electing its
-// leaders when brokerd starts (docker-compose brings everything up at once).
-func startWithRetry(ctx context.Context, b *broker.Broker, log zerolog.Logger) error {
-	for {
-		// Each attempt is short: three brokers creating the same new R3
-		// stream at once can leave every request hanging until its deadline
-		// (nats-server#3677), and a retry then succeeds at once.
-		attempt, cancel := context.WithTimeout(ctx, 5*time.Second)
-		err := b.Start(attempt)
-		cancel()
-		if err == nil {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return err
-		}
-		log.Warn().Err(err).Msg("broker start failed; retrying")
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-			return err
-		}
-	}
 }

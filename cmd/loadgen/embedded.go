@@ -71,15 +71,8 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 	if err != nil {
 		return err
 	}
-	for { // a fresh cluster may still be electing its stream leaders
-		err := b.Start(ctx)
-		if err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("start broker %s: %w", name, err)
-		}
-		time.Sleep(250 * time.Millisecond)
+	if err := b.StartRetrying(ctx, 5*time.Second, nil); err != nil { // a fresh cluster may still be electing
+		return fmt.Errorf("start broker %s: %w", name, err)
 	}
 	e.brokers = append(e.brokers, b)
 	return nil

@@ -58,11 +58,13 @@ func StartBroker(t testing.TB, url string, cfg broker.Config) *Broker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Each attempt gets its own deadline: on a cluster that is still
-	// electing its JetStream meta leader a provisioning request can go
-	// unanswered, and one 30 s context shared by every attempt left no
-	// time to retry once the leader was there.
-	natstest.Attempt(t, time.Minute, 10*time.Second, b.Start)
+	// As brokerd does: each try gets its own deadline, since on a cluster
+	// still electing its leaders a provisioning request can go unanswered.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.StartRetrying(ctx, 10*time.Second, nil); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
