@@ -61,19 +61,18 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 		backoff(conflicts) // only after a lost CAS; a confirming leader read goes at once
 		var (
 			rec       lifecycle.Record
-			rev       uint64
 			err       error
 			fromCache bool
 		)
-		have := false
 		switch {
 		case read != nil: // the leader's word a moment ago
-			rec, rev, have, read = *read, read.Revision, true, nil
+			rec, read = *read, nil
 		case cached:
 			rec, fromCache = b.store.CachedInvitation(id)
-			rev, cached, have = rec.Revision, false, fromCache
+			cached = false
 		}
-		if !have {
+		rev := rec.Revision // 0: no record in hand (a stored one is at revision 1 or later)
+		if rev == 0 {
 			rec, rev, err = get(ctx, id)
 		}
 		if errors.Is(err, store.ErrNotFound) { // confirmed by the leader (GetInvitation)
