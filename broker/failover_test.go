@@ -128,9 +128,14 @@ func (tr *traffic) lineOf(user string) string {
 	return out
 }
 
+// roundTimeouts are every round's invitation timeouts, shorter than a
+// JetStream election (4-9 s) on purpose.
+var roundTimeouts = protocol.Timeouts{OfflineMs: 3000, ExpireMs: 1500, AcceptMs: 2000}
+
 func (tr *traffic) round(t *testing.T, p party, kind int) {
 	li := p.caller.CreateLocalInvitation(p.callee.User())
-	li.Timeouts = &protocol.Timeouts{OfflineMs: 3000, ExpireMs: 1500, AcceptMs: 2000}
+	timeouts := roundTimeouts
+	li.Timeouts = &timeouts
 	if err := retry(t, li.Send); err != nil {
 		return
 	}
@@ -179,9 +184,9 @@ func (tr *traffic) round(t *testing.T, p party, kind int) {
 		p.caller.Rec.Wait(t, "Failure "+li.ID)
 		inv := li.Invitation()
 		failedAt := time.UnixMilli(inv.EndedAt) // when the broker applied the timeout
-		deadline := inv.CreatedAt + 3000
+		deadline := inv.CreatedAt + roundTimeouts.OfflineMs
 		if inv.Reason == protocol.ReasonInvitationExpire {
-			deadline = inv.ReceivedAt + 1500
+			deadline = inv.ReceivedAt + roundTimeouts.ExpireMs
 		}
 		tr.mu.Lock()
 		tr.lateness = append(tr.lateness, failedAt.Sub(time.UnixMilli(deadline)))
@@ -204,7 +209,7 @@ func (tr *traffic) round(t *testing.T, p party, kind int) {
 func (tr *traffic) mayHaveCutOff(inv protocol.Invitation) bool {
 	at := tr.faultAt.Load()
 	return tr.cutOff > 0 && at != 0 && inv.Reason == protocol.ReasonPeerNoResponse &&
-		inv.CreatedAt >= at-3000 && inv.CreatedAt <= at+tr.cutOff.Milliseconds()
+		inv.CreatedAt >= at-roundTimeouts.OfflineMs && inv.CreatedAt <= at+tr.cutOff.Milliseconds()
 }
 
 func (tr *traffic) check(t *testing.T, ps []party) {
