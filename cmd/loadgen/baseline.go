@@ -2,9 +2,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -24,11 +26,16 @@ type baselineResult struct {
 	// (docs/architecture.md); kept to show what a multi-key commit costs on
 	// the server under test.
 	KVBatch3PerS float64 `json:"kv_batch3_per_s"`
-	Concurrency  int     `json:"concurrency"`
-	DurationS    float64 `json:"duration_s"` // of each measurement
-	Replicas     int     `json:"replicas"`
-	Errors       int64   `json:"errors"`
-	Error        string  `json:"error,omitempty"` // why a measurement could not run
+	// LifecycleFloorPerS: the fewest NATS operations one accepted call of
+	// Ringer's protocol needs, done by raw NATS with no Ringer code, per
+	// second (see lifecycleFloor). No implementation of the protocol can
+	// complete accepted calls faster than this on the server under test.
+	LifecycleFloorPerS float64 `json:"lifecycle_floor_per_s"`
+	Concurrency        int     `json:"concurrency"`
+	DurationS          float64 `json:"duration_s"` // of each measurement
+	Replicas           int     `json:"replicas"`
+	Errors             int64   `json:"errors"`
+	Error              string  `json:"error,omitempty"` // why a measurement could not run
 }
 
 // payload sizes close to Ringer's: a request, and an invitation record.
@@ -141,6 +148,12 @@ func runBaseline(ctx context.Context, conns []*nats.Conn, runID string, conc int
 	}, &errs)
 	res.KVUpdatePerS = float64(n) / d.Seconds()
 
+	if rate, err := lifecycleFloor(ctx, conns, kvOf, subj, conc, d, &errs); err != nil {
+		failures = append(failures, "lifecycle floor: "+err.Error())
+	} else {
+		res.LifecycleFloorPerS = rate
+	}
+
 	if rate, err := batchRate(ctx, js, conns, bucket, conc, d, &errs); err != nil {
 		failures = append(failures, "atomic batch: "+err.Error())
 	} else {
@@ -151,6 +164,75 @@ func runBaseline(ctx context.Context, conns []*nats.Conn, runID string, conc int
 		res.Error = strings.Join(failures, "; ")
 	}
 	return res
+}
+
+// lifecycleFloor measures how many accepted calls per second the server
+// under test can carry when each costs only what Ringer's protocol cannot do
+// without (SPEC §2 and §5): five party commands (send, ack, accept,
+// ack-accept, hangup), each a core request/reply whose responder commits
+// one KV write (a create, then four compare-and-set updates of that key:
+// one durable record per state) and publishes one event to the other party
+// (ring, ReceivedByPeer, Accepted, Accepted, call ended) before replying.
+// It leaves out everything else Ringer does: the two line claims, timers,
+// reads, msgpack, the state machine, presence and the SDK. The responders
+// are conc queue subscribers, so the server sees as much parallelism as in
+// the other measurements.
+func lifecycleFloor(ctx context.Context, conns []*nats.Conn, kvOf func(int) jetstream.KeyValue, subj string, conc int, d time.Duration, errs *atomic.Int64) (float64, error) {
+	cmd, events := subj+".floor", subj+".floor.events"
+	evSub, err := conns[len(conns)-1].Subscribe(events, func(*nats.Msg) {})
+	if err != nil {
+		return 0, err
+	}
+	defer func() { _ = evSub.Unsubscribe() }()
+	for w := 0; w < conc; w++ {
+		nc := conns[w%len(conns)]
+		sub, err := nc.QueueSubscribe(cmd, "floor", func(m *nats.Msg) {
+			key, revText, _ := strings.Cut(string(m.Data), " ")
+			c, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			var (
+				rev uint64
+				err error
+			)
+			if revText == "0" {
+				rev, err = kvOf(w).Create(c, key, kvPayload)
+			} else if prev, perr := strconv.ParseUint(revText, 10, 64); perr != nil {
+				err = perr
+			} else {
+				rev, err = kvOf(w).Update(c, key, kvPayload, prev)
+			}
+			if err != nil {
+				_ = m.Respond([]byte("error " + err.Error()))
+				return
+			}
+			_ = nc.Publish(events, rrReply)
+			_ = m.Respond(strconv.AppendUint(nil, rev, 10))
+		})
+		if err != nil {
+			return 0, err
+		}
+		defer func() { _ = sub.Unsubscribe() }()
+	}
+	for _, nc := range conns {
+		if err := nc.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	n := hammer(conc, d, func(w int, i int64) error {
+		key, rev := fmt.Sprintf("f%d_%d", w, i), []byte("0")
+		for step := 0; step < 5; step++ {
+			rep, err := conns[w%len(conns)].Request(cmd, append([]byte(key+" "), rev...), 2*time.Second)
+			if err != nil {
+				return err
+			}
+			if bytes.HasPrefix(rep.Data, []byte("error ")) {
+				return errors.New(string(rep.Data))
+			}
+			rev = rep.Data
+		}
+		return nil
+	}, errs)
+	return float64(n) / d.Seconds(), nil
 }
 
 // batchRate enables atomic publish on the scratch bucket's stream and

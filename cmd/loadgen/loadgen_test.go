@@ -47,7 +47,7 @@ func TestWorkloadEmbedded(t *testing.T) {
 		t.Fatalf("last stdout line is not JSON: %v\n%s", err, last)
 	}
 	for _, k := range []string{"invitations", "completed", "duration_s", "throughput_per_s", "accepted_per_s", "outcomes",
-		"errors", "latency_ms", "violations", "violation_samples", "baseline", "ratio_to_kv_create"} {
+		"errors", "latency_ms", "violations", "violation_samples", "baseline", "ratio_to_kv_create", "ratio_to_floor"} {
 		if _, ok := res[k]; !ok {
 			t.Errorf("JSON has no %q", k)
 		}
@@ -69,7 +69,7 @@ func TestWorkloadEmbedded(t *testing.T) {
 		}
 	}
 	base, _ := res["baseline"].(map[string]any)
-	for _, k := range []string{"request_reply_per_s", "kv_create_per_s", "kv_update_per_s"} {
+	for _, k := range []string{"request_reply_per_s", "kv_create_per_s", "kv_update_per_s", "lifecycle_floor_per_s"} {
 		if v, _ := base[k].(float64); v <= 0 {
 			t.Errorf("baseline.%s = %v", k, base[k])
 		}

@@ -134,7 +134,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 				}
 			}()
 		}
-		fmt.Fprintf(errw, "loadgen: baseline: request-reply, KV create, KV update, %s each with %d workers\n", cfg.baselineDuration, cfg.baselineConcurrency)
+		fmt.Fprintf(errw, "loadgen: baseline: request-reply, KV create, KV update, lifecycle floor, atomic batch, %s each with %d workers\n", cfg.baselineDuration, cfg.baselineConcurrency)
 		base = runBaseline(setup, bconns, r.runID, cfg.baselineConcurrency, cfg.baselineDuration, cfg.baselineReplicas)
 	}
 
@@ -260,6 +260,10 @@ func (r *run) result(base *baselineResult, window, drain time.Duration) *result 
 		if base.KVCreatePerS > 0 {
 			ratio := res.AcceptedPerS / base.KVCreatePerS
 			res.RatioToKVCreate = &ratio
+		}
+		if base.LifecycleFloorPerS > 0 {
+			ratio := res.AcceptedPerS / base.LifecycleFloorPerS
+			res.RatioToFloor = &ratio
 		}
 	}
 	return res

@@ -46,7 +46,10 @@ type result struct {
 
 	Baseline        *baselineResult `json:"baseline,omitempty"`
 	RatioToKVCreate *float64        `json:"ratio_to_kv_create,omitempty"`
-	BrokerStore     *storeReport    `json:"broker_store,omitempty"`
+	// RatioToFloor: accepted lifecycles/s ÷ the same run's
+	// lifecycle_floor_per_s, the share of its protocol's floor Ringer reaches.
+	RatioToFloor *float64     `json:"ratio_to_floor,omitempty"`
+	BrokerStore  *storeReport `json:"broker_store,omitempty"`
 }
 
 // storeReport is the embedded broker's JetStream round trips
@@ -116,8 +119,15 @@ func writeText(w io.Writer, res *result) {
 		if b.Error != "" {
 			p("               baseline incomplete: %s", b.Error)
 		}
+		if b.LifecycleFloorPerS > 0 && b.KVCreatePerS > 0 {
+			p("  floor        %.0f accepted calls/s: five request/replies, five KV writes and five events per call, raw NATS (%.3f of KV creates/s)",
+				b.LifecycleFloorPerS, b.LifecycleFloorPerS/b.KVCreatePerS)
+		}
 		if res.RatioToKVCreate != nil {
 			p("  ratio        accepted lifecycles/s ÷ KV creates/s = %.3f", *res.RatioToKVCreate)
+		}
+		if res.RatioToFloor != nil {
+			p("               accepted lifecycles/s ÷ lifecycle floor = %.2f", *res.RatioToFloor)
 		}
 	}
 	p("")
