@@ -149,6 +149,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	if env != nil {
 		before = env.stats()
 	}
+	cpuBefore := processCPU()
 	start := time.Now()
 	r.st.mu.Lock()
 	r.st.windowStart = start
@@ -189,6 +190,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	r.st.mu.Unlock()
 	r.drain(cfg.drain)
 	drained := time.Now()
+	cpu := processCPU() - cpuBefore
 	userSeconds := prog.end()
 
 	r.tr.unfinished(time.Now())
@@ -202,6 +204,10 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		cancel()
 	}
 	res = r.result(base, windowEnd.Sub(start), drained.Sub(windowEnd))
+	res.CPUSeconds = cpu.Seconds()
+	if res.Completed > 0 {
+		res.CPUMsPerInvitation = float64(cpu.Microseconds()) / 1000 / float64(res.Completed)
+	}
 	if env != nil {
 		hb := 0.0
 		if ms := r.heartbeatMs.Load(); ms > 0 {
@@ -325,4 +331,13 @@ func writeHeap(path string) error {
 	defer f.Close()
 	runtime.GC()
 	return pprof.WriteHeapProfile(f)
+}
+
+// processCPU is the CPU time (user and system) this process has used so far.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

@@ -32,6 +32,12 @@ type result struct {
 	DrainS         float64 `json:"drain_s"`     // how long the end took to quiesce
 	ThroughputPerS float64 `json:"throughput_per_s"`
 	AcceptedPerS   float64 `json:"accepted_per_s"`
+	// CPUSeconds is the CPU time this process used from the start of the
+	// window to the end of the drain; embedded, that is NATS and the
+	// brokers too. CPUMsPerInvitation divides it by the completed
+	// invitations: what one costs, steadier than a rate on a shared box.
+	CPUSeconds         float64 `json:"cpu_s"`
+	CPUMsPerInvitation float64 `json:"cpu_ms_per_invitation"`
 
 	Outcomes            map[string]int64            `json:"outcomes"`
 	OutcomesByBehaviour map[string]map[string]int64 `json:"outcomes_by_behaviour"`
@@ -113,6 +119,11 @@ func writeText(w io.Writer, res *result) {
 	p("  users        %d (%d offline callees); %s; presence TTL %dms", res.Users, res.OfflineUsers, to, res.PresenceTTLMs)
 	p("  invitations  %d started, %d completed, %d skipped; drain took %.1fs", res.Invitations, res.Completed, res.Skipped, res.DrainS)
 	p("  throughput   %.1f terminal outcomes/s, %.1f accepted lifecycles/s (accepted and hung up)", res.ThroughputPerS, res.AcceptedPerS)
+	who := "loadgen, NATS and broker(s)"
+	if res.Mode == "nats" {
+		who = "loadgen alone"
+	}
+	p("  cpu          %.1f s (%s), %.2f ms per completed invitation", res.CPUSeconds, who, res.CPUMsPerInvitation)
 	if b := res.Baseline; b != nil {
 		p("  baseline     request-reply %.0f/s, KV create %.0f/s, KV update %.0f/s, atomic batch of 3 creates %.0f/s (%d workers, %.1fs each, R%d)",
 			b.RequestReplyPerS, b.KVCreatePerS, b.KVUpdatePerS, b.KVBatch3PerS, b.Concurrency, b.DurationS, b.Replicas)
