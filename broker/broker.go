@@ -41,8 +41,9 @@ type Broker struct {
 	sub       *nats.Subscription
 	consumers []jetstream.ConsumeContext
 	pools     []*pool
-	inflight  sync.WaitGroup // command handlers
-	sem       chan struct{}
+	inflight  sync.WaitGroup // commands received and not yet answered
+	jobs      chan job       // commands for the workers (see startWorkers)
+	workers   sync.WaitGroup
 	clock     func() time.Time // time.Now; tests may replace it
 	// afterClaim, if set (tests only), runs right after a send's line claims.
 	afterClaim func()
@@ -60,7 +61,7 @@ func New(nc *nats.Conn, cfg Config, opts ...Option) (*Broker, error) {
 	if nc == nil {
 		return nil, errors.New("broker: nil connection")
 	}
-	b := &Broker{cfg: cfg, nc: nc, clock: time.Now, log: zerolog.Nop(), sem: make(chan struct{}, cfg.Workers), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
+	b := &Broker{cfg: cfg, nc: nc, clock: time.Now, log: zerolog.Nop(), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
 	for _, o := range opts {
 		o(b)
 	}
@@ -112,9 +113,11 @@ func (b *Broker) Start(ctx context.Context) error {
 		b.consumers = append(b.consumers, cc)
 	}
 
+	b.startWorkers()
 	sub, err := b.nc.QueueSubscribe(subjects.CommandWildcard(), b.cfg.QueueGroup, b.onCommand)
 	if err != nil {
 		b.stopConsumers()
+		b.stopWorkers()
 		return fmt.Errorf("broker: subscribe commands: %w", err)
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
@@ -234,6 +237,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 			}
 		}
 		b.inflight.Wait()
+		b.stopWorkers()
 		for _, p := range pools {
 			p.close()
 		}

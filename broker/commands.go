@@ -28,10 +28,16 @@ func (c *command) logged(e *zerolog.Event) *zerolog.Event {
 	return e.Str("user", c.user).Str("device", c.req.Device).Str("verb", c.verb)
 }
 
-// onCommand runs on the subscription's goroutine: it only bounds concurrency
-// and hands the message to a worker goroutine — or, when the broker's
-// commands or its projector have a standing queue (overload), refuses a new
-// invitation at once (shed).
+// job is one command waiting for a worker.
+type job struct {
+	m       *nats.Msg
+	arrived time.Time
+}
+
+// onCommand runs on the subscription's goroutine: it only hands the message
+// to one of the Workers command goroutines, waiting while all are busy — or,
+// when the broker's commands or its projector have a standing queue
+// (overload), refuses a new invitation at once (shed).
 func (b *Broker) onCommand(m *nats.Msg) {
 	arrived := time.Now()
 	if b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived) {
@@ -40,13 +46,36 @@ func (b *Broker) onCommand(m *nats.Msg) {
 			return
 		}
 	}
-	b.sem <- struct{}{}
 	b.inflight.Add(1)
-	go func() {
-		defer func() { <-b.sem; b.inflight.Done() }()
-		b.serve(m)
-		b.commandQueue.done(time.Since(arrived))
-	}()
+	b.jobs <- job{m: m, arrived: arrived}
+}
+
+// startWorkers starts the goroutines that serve commands. They live as long
+// as the broker: a goroutine per command would start on a small stack and
+// grow it by copying on every command (a JetStream round trip is deep
+// enough to need several), which cost a tenth of the process's CPU.
+func (b *Broker) startWorkers() {
+	b.jobs = make(chan job)
+	for range b.cfg.Workers {
+		b.workers.Add(1)
+		go func() {
+			defer b.workers.Done()
+			for j := range b.jobs {
+				b.serve(j.m)
+				b.commandQueue.done(time.Since(j.arrived))
+				b.inflight.Done()
+			}
+		}()
+	}
+}
+
+// stopWorkers ends the command goroutines once no command can arrive.
+func (b *Broker) stopWorkers() {
+	if b.jobs != nil {
+		close(b.jobs)
+		b.workers.Wait()
+		b.jobs = nil
+	}
 }
 
 // shed refuses a send because the broker is overloaded (see overload).
