@@ -61,6 +61,7 @@ func (l Line) IDs() []string {
 // Store is a handle on the provisioned bucket and timer stream. It is safe for
 // concurrent use.
 type Store struct {
+	nc     *nats.Conn
 	js     jetstream.JetStream
 	kv     jetstream.KeyValue
 	bucket jetstream.Stream
@@ -109,7 +110,7 @@ func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.TimerStream, err)
 	}
-	s := &Store{js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}
+	s := &Store{nc: nc, js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}
 	for _, o := range opts {
 		o(s)
 	}
@@ -294,12 +295,12 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	if w.TTL > 0 {
 		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
 	}
-	var ack *jetstream.PubAck
+	var rev uint64
 	var pubErr error
 	publish := func(data []byte) error { // data is only valid in here
 		m.Data = data
 		s.stats.writes.Add(1)
-		ack, pubErr = s.js.PublishMsg(ctx, m)
+		rev, pubErr = s.publish(ctx, m)
 		return nil
 	}
 	if w.Delete {
@@ -311,8 +312,8 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	if pubErr != nil {
 		return 0, mapPubErr(pubErr, w.Key)
 	}
-	s.remember(w, ack.Sequence)
-	return ack.Sequence, nil
+	s.remember(w, rev)
+	return rev, nil
 }
 
 // remember caches what a successful write wrote.
@@ -348,7 +349,7 @@ func (s *Store) PutSession(ctx context.Context, user, device string, ttl time.Du
 	m := nats.NewMsg(subjects.KVSubject(subjects.SessionKey(user, device)))
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
 	s.stats.writes.Add(1)
-	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+	if _, err := s.publish(ctx, m); err != nil {
 		return fmt.Errorf("store: put session: %w", err)
 	}
 	return nil
@@ -360,7 +361,7 @@ func (s *Store) DeleteSession(ctx context.Context, user, device string) error {
 	m.Header.Set("KV-Operation", "DEL")
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(markerTTL))
 	s.stats.writes.Add(1)
-	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+	if _, err := s.publish(ctx, m); err != nil {
 		return fmt.Errorf("store: delete session: %w", err)
 	}
 	return nil
@@ -417,7 +418,7 @@ func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
 	m.Header.Set("Nats-Schedule-Target", subjects.TimerFire(id))
 	m.Data = strconv.AppendInt(nil, at, 10)
 	s.stats.timers.Add(1)
-	if _, err := s.js.PublishMsg(ctx, m); err != nil {
+	if _, err := s.publish(ctx, m); err != nil {
 		return fmt.Errorf("store: arm timer %s: %w", id, err)
 	}
 	return nil
