@@ -1,11 +1,17 @@
 package broker_test
 
 import (
+	"fmt"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // The caller's only device vanishes (no logout, no heartbeat) while ringing:
@@ -127,5 +133,72 @@ func TestSyncRecoversMissedEvents(t *testing.T) {
 	}
 	if n := tablet.Rec.Count("RemoteReceived " + li.ID); n != 1 {
 		t.Fatalf("duplicate callbacks after a second sync: %d", n)
+	}
+}
+
+// Devices that log in together do not heartbeat together: each one's first
+// heartbeat comes after a random half to whole period, so a fleet that
+// reconnects at once (an app start, a NATS node restart) spreads its
+// heartbeats over the period instead of sending them in one burst per
+// period.
+func TestHeartbeatsOfDevicesLoggedInTogetherAreSpread(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.PresenceTTL = 6 * time.Second // heartbeats every 2 s
+	env := ringertest.Start(t, cfg)
+	period := cfg.PresenceTTL / 3
+
+	// Watch the heartbeat commands arrive beside the broker.
+	watcher := natstest.Connect(t, env.URL)
+	first := make(chan time.Time, 64)
+	seen := map[string]bool{}
+	if _, err := watcher.Subscribe(subjects.CommandWildcard(), func(m *nats.Msg) {
+		user, verb, _ := subjects.ParseCommand(m.Subject)
+		if verb == subjects.VerbHeartbeat && !seen[user] { // one callback at a time: no lock
+			seen[user] = true
+			first <- time.Now()
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := watcher.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	const devices = 16
+	loggedIn := time.Now()
+	var wg sync.WaitGroup
+	for i := range devices {
+		wg.Add(1)
+		go func() { defer wg.Done(); env.Login(fmt.Sprintf("u%d", i), "phone") }()
+	}
+	wg.Wait()
+	allIn := time.Now()
+
+	var earliest, latest time.Time
+	for range devices {
+		select {
+		case at := <-first:
+			if earliest.IsZero() || at.Before(earliest) {
+				earliest = at
+			}
+			if at.After(latest) {
+				latest = at
+			}
+		case <-time.After(2 * period):
+			t.Fatalf("not every device heartbeat within %s of logging in", 2*period)
+		}
+	}
+	if earliest.Before(loggedIn.Add(period / 2)) {
+		t.Errorf("a first heartbeat %s after the logins began, before half the period (%s)", earliest.Sub(loggedIn), period/2)
+	}
+	if latest.After(allIn.Add(period + time.Second)) {
+		t.Errorf("a first heartbeat %s after the last login, later than a period (%s)", latest.Sub(allIn), period)
+	}
+	// Uniform over half a period, 16 first heartbeats all fall within an
+	// eighth of the period with a probability of 4^-15.
+	if spread := latest.Sub(earliest); spread < period/8 {
+		t.Errorf("16 devices logged in together sent their first heartbeats within %s (period %s): not spread", spread, period)
+	} else {
+		t.Logf("first heartbeats spread over %s (period %s)", spread.Round(time.Millisecond), period)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -183,13 +184,19 @@ func (c *Client) Session() protocol.Session {
 
 func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
 	defer c.bg.Done()
-	t := time.NewTicker(every)
+	// The first heartbeat comes after a random part of the period (between
+	// a half and a whole one), then one every period: devices that log in
+	// together (an app's start, a fleet reconnecting after a NATS node
+	// restart) would otherwise heartbeat together for ever, a burst of
+	// requests and writes every period.
+	t := time.NewTimer(every/2 + rand.N(every/2+1))
 	defer t.Stop()
 	for {
 		select {
 		case <-stop:
 			return
 		case <-t.C:
+			t.Reset(every)
 			ctx, cancel := context.WithTimeout(context.Background(), every)
 			if err := c.Heartbeat(ctx); err != nil {
 				// While heartbeats fail (a NATS node hung or cut off from
