@@ -1,10 +1,12 @@
 package broker_test
 
 import (
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
 )
@@ -81,4 +83,57 @@ func TestStaleClaimsDoNotHold(t *testing.T) {
 	if err != nil || len(l.Claims) != 1 || l.Claims[0].ID != inv.ID {
 		t.Fatalf("bob's line after the send: %+v %v", l, err)
 	}
+}
+
+// With both lines in the record cache, a send claims them beside the
+// caller's session read instead of after it. When the caller turns out not
+// to be logged in, the send takes its claims back: the callee is not left
+// busy for the claim grace by a send that was refused.
+func TestRefusedSendTakesBackItsClaims(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.PresenceTTL = 30 * time.Second
+	cfg.ClaimGrace = time.Minute // a claim left behind would hold for the whole test
+	env := ringertest.Start(t, cfg)
+	st := env.Brokers[0].Store()
+	alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+	bob := env.Login("bob", "phone")
+	carol := env.Login("carol", "phone")
+	ctx := ringertest.Ctx(t)
+
+	// A call, so that the broker has both lines cached.
+	li := alice.Invite(t, "bob")
+	bob.Rec.WaitRemote(t, li.ID)
+	if err := li.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	bob.Rec.Wait(t, "RemoteCanceled "+li.ID)
+	if _, _, ok := st.CachedLine("bob"); !ok {
+		t.Fatal("bob's line is not cached: the test would not take the claim-beside-the-read path")
+	}
+
+	// alice's session ends; her device sends anyway.
+	if err := st.DeleteSession(ctx, "alice", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	refused := alice.CreateLocalInvitation("bob")
+	if err := refused.Send(ctx); !errors.Is(err, client.ErrNotLoggedIn) {
+		t.Fatalf("send without a session: %v, want NOT_LOGGEDIN", err)
+	}
+	for _, user := range []string{"alice", "bob"} {
+		line, _, err := st.GetLineFresh(ctx, user)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatal(err)
+		}
+		for _, c := range line.Claims {
+			if c.ID == refused.ID {
+				t.Errorf("%s's line keeps the refused send's claim %+v", user, c)
+			}
+		}
+	}
+	// bob is free at once.
+	lc := carol.Invite(t, "bob")
+	if inv, _ := carol.Invitation(lc.ID); inv.State != protocol.StateSent && inv.State != protocol.StateReceived {
+		t.Fatalf("carol → bob: %s %s, want it ringing", inv.State, inv.Reason)
+	}
+	bob.Rec.WaitRemote(t, lc.ID)
 }

@@ -68,8 +68,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		backoff(conflicts) // only writers that collided wait; a busy verdict is confirmed at once
 		var (
 			wg                   sync.WaitGroup
-			loggedIn             bool
-			sessErr, invErr      error
+			invErr               error
 			lines                [2]store.Line // callee, caller
 			lineRevs             [2]uint64
 			lineErrs             [2]error
@@ -81,8 +80,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if checkInv {
 			getLine = b.store.GetLineFresh // a conflict may come from a stale follower read
 		}
-		wg.Add(1)
-		go func() { defer wg.Done(); loggedIn, sessErr = b.store.HasSession(ctx, c.user, req.Device) }()
+		session := b.checkSession(ctx, c.user, req.Device)
 		linesCached, fromCache := false, !checkInv && b.store.WriteFromCache()
 		for i := range parties {
 			if fromCache {
@@ -100,8 +98,20 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			go func() { defer wg.Done(); existing, invRev, invErr = getInvFresh(ctx, id) }()
 		}
 		wg.Wait()
-		for _, e := range []error{sessErr, lineErrs[0], lineErrs[1], invErr} {
+		// With both lines read (no cache), the session's answer is in or
+		// nearly: wait for it, so that NOT_LOGGEDIN comes before any claim.
+		// With both from the cache, it is still in flight: the claims go out
+		// beside it, and are taken back if the caller turns out not to be
+		// logged in (rare: the SDK sends only once logged in).
+		early := !linesCached || lineErrs[0] != nil || lineErrs[1] != nil || checkInv
+		if early {
+			if err := session.wait(); err != nil {
+				return protocol.Reply{}, err
+			}
+		}
+		for _, e := range []error{lineErrs[0], lineErrs[1], invErr} {
 			if e != nil && !errors.Is(e, store.ErrNotFound) {
+				_ = session.wait()
 				return protocol.Reply{}, e
 			}
 		}
@@ -112,18 +122,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			}
 			return protocol.Reply{}, protocol.Errorf(protocol.CodeAlreadySent, "invitation id %s is taken", id)
 		}
-		if !loggedIn && !checkInv && b.store.Replicated() {
-			// A session put moments ago may not have reached the follower
-			// that answered: confirm with the leader before refusing.
-			if loggedIn, sessErr = b.store.HasSessionFresh(ctx, c.user, req.Device); sessErr != nil {
-				return protocol.Reply{}, sessErr
-			}
-		}
-		if !loggedIn {
-			return protocol.Reply{}, protocol.Errorf(protocol.CodeNotLoggedIn, "%s has no live session on device %s: log in first", c.user, req.Device)
-		}
 		held, err := b.holding(ctx, parties, lines, id, checkInv)
 		if err != nil {
+			_ = session.wait()
 			return protocol.Reply{}, err
 		}
 		busy := lines[0].Manual || len(held[0]) > 0
@@ -131,6 +132,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			// A busy refusal is final: make sure it is not a stale view (the
 			// record cache, or a follower's direct get on R3) of a line that
 			// was just freed.
+			if err := session.wait(); err != nil {
+				return protocol.Reply{}, err
+			}
 			checkInv = true
 			continue
 		}
@@ -139,14 +143,25 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		// otherwise both lines are claimed before the invitation exists.
 		rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, now)
 		cctx, cancel := ctx, context.CancelFunc(func() {})
-		if !busy {
+		if busy {
+			if err := session.wait(); err != nil {
+				return protocol.Reply{}, err
+			}
+		} else {
 			claimed := b.now()
-			err := b.claim(ctx, parties, lines, lineRevs, held, store.Claim{ID: id, At: now.UnixMilli()})
+			claim := store.Claim{ID: id, At: now.UnixMilli()}
+			revs, err := b.claim(ctx, parties, lines, lineRevs, held, claim)
 			if linesCached && (err == nil || errors.Is(err, store.ErrConflict)) {
 				b.store.CacheOutcome(err != nil)
 			}
 			if b.afterClaim != nil {
 				b.afterClaim() // tests: a claim that took long
+			}
+			if !early {
+				if serr := session.wait(); serr != nil {
+					b.unclaim(ctx, parties, lines, revs, held, id)
+					return protocol.Reply{}, serr
+				}
 			}
 			if errors.Is(err, store.ErrConflict) {
 				// A line changed under us (or the cache was stale): re-read and
@@ -187,26 +202,87 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 }
 
 // claim writes both parties' lines (callee first, then caller; in
-// parallel): the claims that still hold, plus the new one. It returns
-// store.ErrConflict if either line changed since it was read.
-func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Claim, c store.Claim) error {
+// parallel): the claims that still hold, plus the new one. It returns the
+// lines' new revisions (0 where the write failed), and store.ErrConflict if
+// either line changed since it was read.
+func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Claim, c store.Claim) ([2]uint64, error) {
 	var (
-		errs [2]error
-		wg   sync.WaitGroup
+		errs    [2]error
+		newRevs [2]uint64
+		wg      sync.WaitGroup
 	)
 	for i := range parties {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := store.Line{Claims: append(held[i], c), Manual: lines[i].Manual}
-			_, errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
+			l := store.Line{Claims: append(held[i][:len(held[i]):len(held[i])], c), Manual: lines[i].Manual}
+			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
 		}()
 	}
 	wg.Wait()
 	if errors.Is(errs[0], store.ErrConflict) || errors.Is(errs[1], store.ErrConflict) {
-		return store.ErrConflict
+		return newRevs, store.ErrConflict
 	}
-	return errors.Join(errs[0], errs[1])
+	return newRevs, errors.Join(errs[0], errs[1])
+}
+
+// unclaim takes back the claims of invitation id that claim wrote (revs:
+// the lines' revisions it left, 0 where it wrote nothing), for a send that
+// will not create its invitation. It is best effort: a line written again
+// meanwhile keeps the claim, which then holds for ClaimGrace at most, like
+// the claim of a sender that died.
+func (b *Broker) unclaim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Claim, id string) {
+	var wg sync.WaitGroup
+	for i := range parties {
+		if revs[i] == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			l := store.Line{Claims: held[i], Manual: lines[i].Manual}
+			if _, err := b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i])); err != nil {
+				b.log.Debug().Err(err).Str("id", id).Str("user", parties[i]).Msg("claim not taken back; it lapses after the claim grace")
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// sessionCheck is a caller's session read in flight (see checkSession).
+type sessionCheck struct {
+	done     chan struct{}
+	loggedIn bool
+	err      error
+	user     string
+	device   string
+}
+
+// checkSession starts reading whether user is logged in on device; wait
+// gives the verdict: nil, NOT_LOGGEDIN, or the store's error.
+func (b *Broker) checkSession(ctx context.Context, user, device string) *sessionCheck {
+	s := &sessionCheck{done: make(chan struct{}), user: user, device: device}
+	go func() {
+		defer close(s.done)
+		s.loggedIn, s.err = b.store.HasSession(ctx, user, device)
+		if s.err == nil && !s.loggedIn && b.store.Replicated() {
+			// A session put moments ago may not have reached the follower
+			// that answered: confirm with the leader before refusing.
+			s.loggedIn, s.err = b.store.HasSessionFresh(ctx, user, device)
+		}
+	}()
+	return s
+}
+
+func (s *sessionCheck) wait() error {
+	<-s.done
+	switch {
+	case s.err != nil:
+		return s.err
+	case !s.loggedIn:
+		return protocol.Errorf(protocol.CodeNotLoggedIn, "%s has no live session on device %s: log in first", s.user, s.device)
+	}
+	return nil
 }
 
 // holding resolves the claims on the parties' lines (callee first, then
