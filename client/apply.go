@@ -31,9 +31,9 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 	t := c.track(inv.ID)
 	t.inv = inv
 	var calls []func()
-	once := func(key string, f func()) {
-		if !t.fired[key] {
-			t.fired[key] = true
+	once := func(key fired, f func()) {
+		if t.fired&key == 0 {
+			t.fired |= key
 			calls = append(calls, f)
 		}
 	}
@@ -113,7 +113,7 @@ func (c *Client) autoAck(inv protocol.Invitation, accepted bool) {
 
 // applyCaller fires the LocalInvitation callbacks; only the device that sent
 // the invitation has one. It reports whether to acknowledge an accept.
-func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(string, func()), h Handler) (ackAccept bool) {
+func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fired, func()), h Handler) (ackAccept bool) {
 	if inv.CallerDevice != c.device {
 		return false
 	}
@@ -129,34 +129,34 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(stri
 	switch inv.State {
 	case protocol.StateReceived, protocol.StateAccepting, protocol.StateAccepted:
 		if inv.ReceivedAt != 0 && h.OnLocalInvitationReceivedByPeer != nil {
-			once("received", func() { h.OnLocalInvitationReceivedByPeer(li) })
+			once(firedReceived, func() { h.OnLocalInvitationReceivedByPeer(li) })
 		}
 	}
 	switch inv.State {
 	case protocol.StateAccepting:
-		if !c.noAutoAck && !t.fired["ackaccept"] {
-			t.fired["ackaccept"] = true
+		if !c.noAutoAck && t.fired&firedAckAccept == 0 {
+			t.fired |= firedAckAccept
 			ackAccept = true
 		}
 		fallthrough
 	case protocol.StateAccepted:
 		if h.OnLocalInvitationAccepted != nil {
-			once("accepted", func() { h.OnLocalInvitationAccepted(li, inv.Response) })
+			once(firedAccepted, func() { h.OnLocalInvitationAccepted(li, inv.Response) })
 		}
 		if inv.CallState == protocol.CallEnded && h.OnCallEnded != nil {
-			once("ended", func() { h.OnCallEnded(inv) })
+			once(firedEnded, func() { h.OnCallEnded(inv) })
 		}
 	case protocol.StateRefused:
 		if h.OnLocalInvitationRefused != nil {
-			once("refused", func() { h.OnLocalInvitationRefused(li, inv.Response) })
+			once(firedRefused, func() { h.OnLocalInvitationRefused(li, inv.Response) })
 		}
 	case protocol.StateCanceled:
 		if h.OnLocalInvitationCanceled != nil {
-			once("canceled", func() { h.OnLocalInvitationCanceled(li) })
+			once(firedCanceled, func() { h.OnLocalInvitationCanceled(li) })
 		}
 	case protocol.StateFailed:
 		if h.OnLocalInvitationFailure != nil {
-			once("failed", func() { h.OnLocalInvitationFailure(li, inv.Reason) })
+			once(firedFailed, func() { h.OnLocalInvitationFailure(li, inv.Reason) })
 		}
 	}
 	return ackAccept
@@ -165,7 +165,7 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(stri
 // applyCallee fires the RemoteInvitation callbacks on every device of the
 // callee; a device that did not act sees HandledElsewhere instead of the
 // acting device's confirmations. It reports whether to acknowledge receipt.
-func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(string, func()), h Handler) (ack bool) {
+func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(fired, func()), h Handler) (ack bool) {
 	ri := t.remote
 	isNew := ri == nil
 	if isNew {
@@ -179,13 +179,13 @@ func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(stri
 
 	if isNew && (inv.State == protocol.StateSent || inv.State == protocol.StateReceived) {
 		if h.OnRemoteInvitationReceived != nil {
-			once("received", func() { h.OnRemoteInvitationReceived(ri) })
+			once(firedReceived, func() { h.OnRemoteInvitationReceived(ri) })
 		}
 		ack = inv.State == protocol.StateSent && !c.noAutoAck
 	}
 	elsewhere := func(s protocol.State) {
 		if h.OnRemoteInvitationHandledElsewhere != nil {
-			once("elsewhere", func() { h.OnRemoteInvitationHandledElsewhere(ri, s) })
+			once(firedElsewhere, func() { h.OnRemoteInvitationHandledElsewhere(ri, s) })
 		}
 	}
 	switch inv.State {
@@ -199,24 +199,24 @@ func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(stri
 			break
 		}
 		if h.OnRemoteInvitationAccepted != nil {
-			once("accepted", func() { h.OnRemoteInvitationAccepted(ri) })
+			once(firedAccepted, func() { h.OnRemoteInvitationAccepted(ri) })
 		}
 		if inv.CallState == protocol.CallEnded && h.OnCallEnded != nil {
-			once("ended", func() { h.OnCallEnded(inv) })
+			once(firedEnded, func() { h.OnCallEnded(inv) })
 		}
 	case protocol.StateRefused:
 		if !mine {
 			elsewhere(inv.State)
 		} else if h.OnRemoteInvitationRefused != nil {
-			once("refused", func() { h.OnRemoteInvitationRefused(ri) })
+			once(firedRefused, func() { h.OnRemoteInvitationRefused(ri) })
 		}
 	case protocol.StateCanceled:
 		if h.OnRemoteInvitationCanceled != nil {
-			once("canceled", func() { h.OnRemoteInvitationCanceled(ri) })
+			once(firedCanceled, func() { h.OnRemoteInvitationCanceled(ri) })
 		}
 	case protocol.StateFailed:
 		if h.OnRemoteInvitationFailure != nil {
-			once("failed", func() { h.OnRemoteInvitationFailure(ri, inv.Reason) })
+			once(firedFailed, func() { h.OnRemoteInvitationFailure(ri, inv.Reason) })
 		}
 	}
 	return ack

@@ -44,8 +44,23 @@ type tracked struct {
 	inv    protocol.Invitation
 	local  *LocalInvitation
 	remote *RemoteInvitation
-	fired  map[string]bool // callbacks already fired
+	fired  fired // callbacks already fired
 }
+
+// fired is a set of callbacks (and automatic acks) already given for one
+// invitation: each fires at most once, whichever view brings it.
+type fired uint16
+
+const (
+	firedReceived fired = 1 << iota
+	firedAccepted
+	firedRefused
+	firedCanceled
+	firedFailed
+	firedEnded
+	firedElsewhere
+	firedAckAccept
+)
 
 // LocalInvitation is an invitation this device sends (Agora LocalInvitation).
 // Set Content, ChannelID (and optionally ID, Timeouts) before Send.
@@ -221,7 +236,7 @@ func (c *Client) Invitation(id string) (protocol.Invitation, bool) {
 func (c *Client) track(id string) *tracked {
 	t := c.tracked[id]
 	if t == nil {
-		t = &tracked{fired: map[string]bool{}}
+		t = &tracked{}
 		c.tracked[id] = t
 	}
 	return t
