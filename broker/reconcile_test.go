@@ -1,11 +1,13 @@
 package broker_test
 
 import (
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
@@ -103,4 +105,42 @@ func TestActionsRetryAStaleNotFound(t *testing.T) {
 		t.Fatal("refuse never returned")
 	}
 	awaitStored(t, st, li.ID, protocol.StateRefused, 5*time.Second)
+}
+
+// A client remembers an ended invitation for WithRemember (its view stays
+// readable, late duplicates of its events are dropped), then prunes it at a
+// heartbeat; one still live is never pruned.
+func TestEndedInvitationsAreForgottenAfterRemember(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig()) // heartbeats every ~0.7 s
+	alice := env.Login("alice", "phone", client.WithRemember(300*time.Millisecond))
+	bob := env.Login("bob", "phone")
+	carol := env.Login("carol", "phone")
+	ended := alice.Invite(t, "bob")
+	bob.Rec.WaitRemote(t, ended.ID)
+	if err := ended.Cancel(ringertest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "Canceled "+ended.ID)
+	live := alice.CreateLocalInvitation("carol")
+	live.Timeouts = &protocol.Timeouts{OfflineMs: 60000, ExpireMs: 60000} // stays live through the test
+	if err := live.Send(ringertest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	carol.Rec.WaitRemote(t, live.ID)
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		if _, ok := alice.Invitation(ended.ID); ok {
+			return fmt.Errorf("alice still remembers %s long after it ended", ended.ID)
+		}
+		return nil
+	})
+	if _, ok := alice.Invitation(live.ID); !ok {
+		t.Errorf("the live invitation %s was forgotten", live.ID)
+	}
+	// bob keeps the default (5 minutes).
+	if _, ok := bob.Invitation(ended.ID); !ok {
+		t.Errorf("bob forgot %s with the default retention", ended.ID)
+	}
+	if _, err := client.New(alice.NC, "alice", "tablet", client.WithRemember(0)); !errors.Is(err, client.ErrInvalidOption) {
+		t.Errorf("WithRemember(0): %v, want ErrInvalidOption", err)
+	}
 }

@@ -63,6 +63,25 @@ func WithoutHeartbeat() Option {
 	return func(c *Client) error { c.noHeartbeat = true; return nil }
 }
 
+// DefaultRemember is how long a client remembers an invitation after it
+// ended, unless WithRemember says otherwise.
+const DefaultRemember = 5 * time.Minute
+
+// WithRemember sets how long the client remembers an invitation after it
+// ended: meanwhile its last view stays readable (Invitation,
+// RemoteInvitation) and late duplicates of its events are dropped; then it
+// is pruned, at a heartbeat. A device needs the default; a process that
+// hosts thousands of clients (loadgen) may keep less.
+func WithRemember(d time.Duration) Option {
+	return func(c *Client) error {
+		if d <= 0 {
+			return fmt.Errorf("%w: remember %s", ErrInvalidOption, d)
+		}
+		c.remember = d
+		return nil
+	}
+}
+
 // WithoutAutoAck disables the automatic acknowledgement of received
 // invitations (ack) and of accepts (ackaccept), to drive them by hand.
 func WithoutAutoAck() Option {
@@ -77,6 +96,7 @@ type Client struct {
 	h      Handler
 
 	noHeartbeat, noAutoAck bool
+	remember               time.Duration // see WithRemember
 
 	mu      sync.Mutex
 	tracked map[string]*tracked
@@ -103,7 +123,7 @@ func New(nc *nats.Conn, user, device string, opts ...Option) (*Client, error) {
 	if err := subjects.ValidateID(device); err != nil {
 		return nil, fmt.Errorf("%w: device: %v", ErrInvalidOption, err)
 	}
-	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}, quit: make(chan struct{})}
+	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}, quit: make(chan struct{}), remember: DefaultRemember}
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err

@@ -117,10 +117,6 @@ const overdue = 2 * time.Second
 // (NOT_FOUND) is kept anyway: far longer than a replica lags.
 const lostAfter = time.Hour
 
-// forget is how long a finished invitation is remembered (to drop late
-// duplicates of its events) before it is pruned from the client's memory.
-const forget = 5 * time.Minute
-
 // reconcile runs with every heartbeat. Events are at-most-once per delivery
 // and replies can be lost, so the client does not trust silence: an
 // invitation that should have ended by now, or a call in progress, is
@@ -135,7 +131,7 @@ func (c *Client) reconcile(ctx context.Context, now time.Time) {
 		switch {
 		case inv.Revision == 0:
 		case !inv.Live():
-			if inv.EndedAt != 0 && ms-inv.EndedAt > forget.Milliseconds() {
+			if inv.EndedAt != 0 && ms-inv.EndedAt > c.remember.Milliseconds() {
 				delete(c.tracked, id)
 			}
 		case inv.Deadline != 0 && ms > inv.Deadline+overdue.Milliseconds(),
@@ -152,7 +148,7 @@ func (c *Client) reconcile(ctx context.Context, now time.Time) {
 			// and ask again at the next heartbeat. Only a view stale for
 			// longer than any replica lags can have ended and expired from
 			// the broker's retention meanwhile. (A view that ended while the
-			// get was in flight is kept until forget, like any ended one, to
+			// get was in flight is kept as long as any ended one, to
 			// drop late duplicates of its events.)
 			c.mu.Lock()
 			if t := c.tracked[id]; t != nil && t.inv.Live() && t.inv.Deadline != 0 && ms-t.inv.Deadline > lostAfter.Milliseconds() {
