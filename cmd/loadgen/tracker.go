@@ -127,6 +127,7 @@ type tracker struct {
 
 	mu       sync.Mutex
 	invs     map[string]*invState
+	finished []*invState // completed invitations, in completion order, until forgotten
 	inflight int
 	viol     int64
 	byKind   map[string]int64
@@ -171,7 +172,28 @@ func (t *tracker) register(s *invState) {
 	s.doneCh = make(chan struct{})
 	t.invs[s.id] = s
 	t.inflight++
+	t.forgetLocked(time.Now())
 	t.mu.Unlock()
+}
+
+// keepDone is how long a completed invitation is kept to check callbacks
+// that come late (a duplicate outcome would be a violation). After that a
+// callback for it counts as one for an unknown invitation (a note). Without
+// it a long run would keep every invitation it ever made: a soak test at
+// 500/s for an hour, ~2 GB of records.
+const keepDone = time.Minute
+
+// forgetLocked drops the invitations completed more than keepDone ago.
+func (t *tracker) forgetLocked(now time.Time) {
+	n := 0
+	for n < len(t.finished) && now.Sub(t.finished[n].doneAt) > keepDone {
+		delete(t.invs, t.finished[n].id)
+		t.finished[n] = nil
+		n++
+	}
+	if n > 0 {
+		t.finished = t.finished[n:]
+	}
 }
 
 func (t *tracker) get(id string) *invState {
@@ -305,6 +327,7 @@ func (t *tracker) completeLocked(s *invState, now time.Time) bool {
 	s.done, s.doneAt = true, now
 	t.inflight--
 	close(s.doneCh)
+	t.finished = append(t.finished, s)
 
 	t.st.outcome(s.p.b, s.outcome)
 	var accDone time.Time

@@ -288,7 +288,12 @@ func (r *run) login(ctx context.Context, u *user) error {
 	u.gen++
 	device := fmt.Sprintf("d%d", u.gen)
 	u.mu.Unlock()
-	cl, err := client.New(u.nc, u.id, device, client.WithHandler(r.handler(u, device)))
+	// Thousands of clients share this process: each remembers an ended
+	// invitation only as long as the tracker checks late callbacks
+	// (keepDone), not the SDK's five minutes, or a long run's heap, and
+	// with it every garbage collection's pause of the broker in the same
+	// process, would grow with the run.
+	cl, err := client.New(u.nc, u.id, device, client.WithHandler(r.handler(u, device)), client.WithRemember(keepDone))
 	if err != nil {
 		return err
 	}
