@@ -26,8 +26,11 @@ import (
 // DefaultMiB is the floor brokerd and loadgen use unless told otherwise.
 const DefaultMiB = 512
 
-// maxPercent bounds the GOGC the floor may set, for a nearly empty heap.
-const maxPercent = 10_000
+// maxPercent bounds the GOGC the floor may set, for a nearly empty heap. It
+// is large enough for the first collection after start-up (a few MiB live)
+// to come at the floor: a bound of 10 000 % made it come at ~400 MiB
+// whatever the floor.
+const maxPercent = 1_000_000
 
 var (
 	floor   atomic.Uint64 // bytes; 0 = off
