@@ -39,13 +39,6 @@ type mix [numMixBehaviours]float64
 
 const defaultMix = "accept=50,refuse=15,cancel=10,ignore=5,offline=5,busy=10,disconnect=5"
 
-// defaultGCFloorMiB is loadgen's GC floor: four times brokerd's
-// (gcfloor.DefaultMiB). brokerd's live heap is tens of MB; loadgen's holds
-// every simulated client's invitations and the tracker's records, 100-200 MB
-// at 500 invitations/s, and its collections are loadgen's own pauses in
-// what it measures (docs/benchmarks.md, "GC floor").
-const defaultGCFloorMiB = 4 * gcfloor.DefaultMiB
-
 // parseMix parses "accept=3,refuse=1,...": weights, any non-negative
 // numbers; behaviours not named weigh 0.
 func parseMix(s string) (mix, error) {
@@ -147,7 +140,7 @@ type config struct {
 	cacheSize   int           // embedded: the brokers' --cache-size (-1: their default)
 	brokerLog   bool
 
-	gcFloor                       int // MiB, see internal/gcfloor and defaultGCFloorMiB
+	gcFloor                       int // MiB, see internal/gcfloor
 	cpuprofile, memprofile, trace string
 }
 
@@ -189,7 +182,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
 	fs.BoolVar(&c.brokerLog, "broker-log", false, "embedded broker: log warnings and errors to stderr")
-	fs.IntVar(&c.gcFloor, "gc-floor", defaultGCFloorMiB, "MiB the heap may reach before Go's garbage collector runs, as brokerd's --gc-floor but larger (this process hosts thousands of simulated clients, and embedded, NATS and the broker: a collection of that heap takes 0.1-0.5 s on two cores and would show in every latency measured); 0 = Go's default; an explicit GOGC wins")
+	fs.IntVar(&c.gcFloor, "gc-floor", gcfloor.DefaultMiB, "MiB the heap may reach before Go's garbage collector runs, as brokerd's --gc-floor (this process hosts thousands of simulated clients, and embedded, NATS and the broker: each collection of that heap takes 0.1-0.5 s on two cores and shows in the latencies measured, see gc_cycles; 2048 keeps a run of 20 s at 500/s free of them, at some CPU); 0 = Go's default; an explicit GOGC wins")
 	fs.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole process (loadgen, and the broker and NATS when embedded) to this file")
 	fs.StringVar(&c.memprofile, "memprofile", "", "write a heap profile at the end of the run to this file")
 	fs.StringVar(&c.trace, "trace", "", "write a Go execution trace of the whole process to this file (go tool trace; for latency tails)")

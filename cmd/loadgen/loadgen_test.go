@@ -47,9 +47,15 @@ func TestWorkloadEmbedded(t *testing.T) {
 		t.Fatalf("last stdout line is not JSON: %v\n%s", err, last)
 	}
 	for _, k := range []string{"invitations", "completed", "duration_s", "throughput_per_s", "accepted_per_s", "outcomes",
-		"errors", "latency_ms", "violations", "violation_samples", "baseline", "ratio_to_kv_create", "ratio_to_floor"} {
+		"errors", "latency_ms", "violations", "violation_samples", "baseline", "ratio_to_kv_create", "ratio_to_floor",
+		"cpu_s", "cpu_ms_per_invitation", "gc_cycles"} {
 		if _, ok := res[k]; !ok {
 			t.Errorf("JSON has no %q", k)
+		}
+	}
+	for _, k := range []string{"cpu_s", "cpu_ms_per_invitation"} {
+		if v, _ := res[k].(float64); v <= 0 {
+			t.Errorf("%s = %v: the run's CPU time was not measured", k, res[k])
 		}
 	}
 	lat, _ := res["latency_ms"].(map[string]any)

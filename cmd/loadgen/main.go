@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"runtime/trace"
 	"sync"
@@ -149,7 +150,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	if env != nil {
 		before = env.stats()
 	}
-	cpuBefore := processCPU()
+	cpuBefore, gcBefore := processCPU(), gcCycles()
 	start := time.Now()
 	r.st.mu.Lock()
 	r.st.windowStart = start
@@ -190,7 +191,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	r.st.mu.Unlock()
 	r.drain(cfg.drain)
 	drained := time.Now()
-	cpu := processCPU() - cpuBefore
+	cpu, gcs := processCPU()-cpuBefore, gcCycles()-gcBefore
 	userSeconds := prog.end()
 
 	r.tr.unfinished(time.Now())
@@ -204,7 +205,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		cancel()
 	}
 	res = r.result(base, windowEnd.Sub(start), drained.Sub(windowEnd))
-	res.CPUSeconds = cpu.Seconds()
+	res.CPUSeconds, res.GCCycles = cpu.Seconds(), gcs
 	if res.Completed > 0 {
 		res.CPUMsPerInvitation = float64(cpu.Microseconds()) / 1000 / float64(res.Completed)
 	}
@@ -331,6 +332,16 @@ func writeHeap(path string) error {
 	defer f.Close()
 	runtime.GC()
 	return pprof.WriteHeapProfile(f)
+}
+
+// gcCycles is how many garbage collections this process has completed.
+func gcCycles() uint64 {
+	s := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindUint64 {
+		return 0
+	}
+	return s[0].Value.Uint64()
 }
 
 // processCPU is the CPU time (user and system) this process has used so far.

@@ -38,6 +38,11 @@ type result struct {
 	// invitations: what one costs, steadier than a rate on a shared box.
 	CPUSeconds         float64 `json:"cpu_s"`
 	CPUMsPerInvitation float64 `json:"cpu_ms_per_invitation"`
+	// GCCycles counts this process's garbage collections over the same
+	// span: each marks the whole heap (embedded, NATS's and the broker's
+	// too) for 0.1 s or more on two cores, and the latencies measured meanwhile
+	// include it (--gc-floor).
+	GCCycles uint64 `json:"gc_cycles"`
 
 	Outcomes            map[string]int64            `json:"outcomes"`
 	OutcomesByBehaviour map[string]map[string]int64 `json:"outcomes_by_behaviour"`
@@ -123,7 +128,8 @@ func writeText(w io.Writer, res *result) {
 	if res.Mode == "nats" {
 		who = "loadgen alone"
 	}
-	p("  cpu          %.1f s (%s), %.2f ms per completed invitation", res.CPUSeconds, who, res.CPUMsPerInvitation)
+	p("  cpu          %.1f s (%s), %.2f ms per completed invitation; %d garbage collections (their marking shows in the latencies; --gc-floor)",
+		res.CPUSeconds, who, res.CPUMsPerInvitation, res.GCCycles)
 	if b := res.Baseline; b != nil {
 		p("  baseline     request-reply %.0f/s, KV create %.0f/s, KV update %.0f/s, atomic batch of 3 creates %.0f/s (%d workers, %.1fs each, R%d)",
 			b.RequestReplyPerS, b.KVCreatePerS, b.KVUpdatePerS, b.KVBatch3PerS, b.Concurrency, b.DurationS, b.Replicas)
