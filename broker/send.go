@@ -111,7 +111,6 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		}
 		for _, e := range []error{lineErrs[0], lineErrs[1], invErr} {
 			if e != nil && !errors.Is(e, store.ErrNotFound) {
-				_ = session.wait()
 				return protocol.Reply{}, e
 			}
 		}
@@ -124,7 +123,6 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		}
 		held, err := b.holding(ctx, parties, lines, id, checkInv)
 		if err != nil {
-			_ = session.wait()
 			return protocol.Reply{}, err
 		}
 		busy := lines[0].Manual || len(held[0]) > 0
@@ -259,7 +257,9 @@ type sessionCheck struct {
 }
 
 // checkSession starts reading whether user is logged in on device; wait
-// gives the verdict: nil, NOT_LOGGEDIN, or the store's error.
+// gives the verdict: nil, NOT_LOGGEDIN, or the store's error. A send that
+// returns without waiting leaves nothing behind: the read ends with its
+// context and writes only to its own sessionCheck.
 func (b *Broker) checkSession(ctx context.Context, user, device string) *sessionCheck {
 	s := &sessionCheck{done: make(chan struct{}), user: user, device: device}
 	go func() {
