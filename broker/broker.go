@@ -121,12 +121,18 @@ func (b *Broker) Start(ctx context.Context) error {
 		return fmt.Errorf("broker: subscribe commands: %w", err)
 	}
 	_ = sub.SetPendingLimits(1<<20, 256<<20)
+	if err := b.nc.FlushWithContext(ctx); err != nil {
+		// Undo, so that StartRetrying can start afresh.
+		if derr := sub.Drain(); derr != nil {
+			_ = sub.Unsubscribe()
+		}
+		b.stopConsumers()
+		b.stopCommands(sub)
+		return fmt.Errorf("broker: flush: %w", err)
+	}
 	b.sub = sub
 	b.started = true
 	b.metrics.gauges(b.census)
-	if err := b.nc.FlushWithContext(ctx); err != nil {
-		return fmt.Errorf("broker: flush: %w", err)
-	}
 	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")
 	return nil
 }
@@ -231,13 +237,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		for _, cc := range consumers {
 			<-cc.Closed()
 		}
-		if sub != nil {
-			for sub.IsValid() {
-				time.Sleep(5 * time.Millisecond) // nats.go offers no drain-complete channel for a subscription
-			}
-		}
-		b.inflight.Wait()
-		b.stopWorkers()
+		b.stopCommands(sub)
 		for _, p := range pools {
 			p.close()
 		}
@@ -250,6 +250,19 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
+}
+
+// stopCommands waits until the command subscription sub, drained or
+// unsubscribed, has handed over its last command and every command has
+// been answered, then ends the workers.
+func (b *Broker) stopCommands(sub *nats.Subscription) {
+	if sub != nil {
+		for sub.IsValid() {
+			time.Sleep(5 * time.Millisecond) // nats.go offers no drain-complete channel for a subscription
+		}
+	}
+	b.inflight.Wait()
+	b.stopWorkers()
 }
 
 // nak asks JetStream to redeliver a message whose handling failed.
