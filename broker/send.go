@@ -98,12 +98,12 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			go func() { defer wg.Done(); existing, invRev, invErr = getInvFresh(ctx, id) }()
 		}
 		wg.Wait()
-		// With both lines read (no cache), the session's answer is in or
-		// nearly: wait for it, so that NOT_LOGGEDIN comes before any claim.
-		// With both from the cache, it is still in flight: the claims go out
-		// beside it, and are taken back if the caller turns out not to be
-		// logged in (rare: the SDK sends only once logged in).
-		early := !linesCached || lineErrs[0] != nil || lineErrs[1] != nil || checkInv
+		// With the lines read (no cache, or a retry), the session's answer
+		// came with them: take it now, so that NOT_LOGGEDIN comes before any
+		// claim. With a line from the cache it is still in flight: the
+		// claims go out beside it, and are taken back if the caller turns
+		// out not to be logged in (rare: the SDK sends only once logged in).
+		early := checkInv || !linesCached
 		if early {
 			if err := session.wait(); err != nil {
 				return protocol.Reply{}, err
@@ -213,7 +213,7 @@ func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Li
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := store.Line{Claims: append(held[i][:len(held[i]):len(held[i])], c), Manual: lines[i].Manual}
+			l := store.Line{Claims: append(held[i], c), Manual: lines[i].Manual}
 			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
 		}()
 	}
