@@ -20,6 +20,7 @@ func TestPercent(t *testing.T) {
 		{512 * mib, 256 * mib, 100},   // floor = 2 × live: Go's default
 		{512 * mib, 400 * mib, 100},   // past the floor: never more often than Go would
 		{512 * mib, 1024, maxPercent}, // an empty heap: bounded
+		{2048 * mib, 4 * mib, 51100},  // just after start-up: the first collection comes at the floor, not at ~400 MiB
 	} {
 		if got := Percent(c.floor, c.live); got != c.want {
 			t.Errorf("Percent(%d MiB, %d B) = %d, want %d", c.floor/mib, c.live, got, c.want)
