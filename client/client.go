@@ -70,8 +70,10 @@ const DefaultRemember = 5 * time.Minute
 // WithRemember sets how long the client remembers an invitation after it
 // ended: meanwhile its last view stays readable (Invitation,
 // RemoteInvitation) and late duplicates of its events are dropped; then it
-// is pruned, at a heartbeat. A device needs the default; a process that
-// hosts thousands of clients (loadgen) may keep less.
+// is pruned, at a heartbeat. A device needs the default: a late duplicate
+// of a forgotten invitation's event would fire its callbacks again
+// (docs/protocol.md §6.6 asks clients to keep ids a few minutes). A
+// process that hosts thousands of clients (loadgen) may keep less.
 func WithRemember(d time.Duration) Option {
 	return func(c *Client) error {
 		if d <= 0 {
