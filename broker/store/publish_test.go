@@ -1,10 +1,16 @@
 package store
 
 import (
+	"context"
 	"errors"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // The acknowledgement shapes nats-server 2.15 sends (server/stream.go,
@@ -54,5 +60,51 @@ func TestParsedConflictMapsToErrConflict(t *testing.T) {
 	_, err := parsePubAck([]byte(`{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 5"}}`))
 	if !errors.Is(mapPubErr(err, "inv.x"), ErrConflict) {
 		t.Fatalf("%v is not ErrConflict", mapPubErr(err, "inv.x"))
+	}
+}
+
+// publish answers as jetstream.PublishMsg does, against a real server: the
+// stored sequence, the same API error for a failed compare-and-set, and
+// ErrNoStreamResponse (which Transient counts as retryable) for a subject
+// no stream stores.
+func TestPublishAnswersAsPublishMsg(t *testing.T) {
+	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Provision(ctx, nc, ProvisionConfig{Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	create := func(key string) *nats.Msg {
+		m := nats.NewMsg(subjects.KVSubject(key))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		m.Data = []byte("v")
+		return m
+	}
+	seq, err := s.publish(ctx, create("inv.a"))
+	if err != nil || seq == 0 {
+		t.Fatalf("create: %d, %v", seq, err)
+	}
+	ack, err := s.js.PublishMsg(ctx, create("inv.b"))
+	if err != nil || ack.Sequence != seq+1 {
+		t.Fatalf("PublishMsg after publish: %+v, %v; want sequence %d", ack, err, seq+1)
+	}
+
+	_, ours := s.publish(ctx, create("inv.a"))
+	_, theirs := s.js.PublishMsg(ctx, create("inv.b"))
+	var a, b *jetstream.APIError
+	if !errors.As(ours, &a) || !errors.As(theirs, &b) || a.ErrorCode != b.ErrorCode || a.Code != b.Code {
+		t.Fatalf("second create: publish %v, PublishMsg %v: not the same API error", ours, theirs)
+	}
+	if !errors.Is(mapPubErr(ours, "inv.a"), ErrConflict) {
+		t.Errorf("%v is not a conflict", ours)
+	}
+
+	_, err = s.publish(ctx, nats.NewMsg("ringer.no.stream"))
+	if !errors.Is(err, jetstream.ErrNoStreamResponse) || !Transient(err) {
+		t.Errorf("no stream: %v, want ErrNoStreamResponse, transient", err)
 	}
 }
