@@ -94,6 +94,7 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 		}
 		// One key, even at the end of an invitation or call: its line claims
 		// stop holding the moment the record says so (store.Holding).
+		next = lifecycle.Finished(next)
 		rev, err = b.store.Commit(ctx, b.putInvitation(next, rev))
 		if fromCache && (err == nil || errors.Is(err, store.ErrConflict)) {
 			b.store.CacheOutcome(err != nil)
@@ -213,7 +214,9 @@ func (b *Broker) get(ctx context.Context, c *command) (protocol.Reply, error) {
 		return protocol.Reply{}, err
 	}
 	if rec.RoleOf(c.user) == "" {
-		return protocol.Reply{}, protocol.Errorf(protocol.CodeForbidden, "%s is not a party to invitation %s", c.user, rec.ID)
+		// As if it did not exist: ids are not secrets, and a stranger must
+		// not learn which ones are in use.
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", c.req.ID)
 	}
 	return protocol.Reply{Invitation: view(b.settleOverdue(ctx, rec))}, nil
 }

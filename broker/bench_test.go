@@ -78,7 +78,7 @@ func benchLifecycle(b *testing.B, lines *store.Store, caller, callee *benchParty
 	// The commit that ended the call freed both lines (a claim holds only
 	// while its invitation does); both parties have seen that commit.
 	for _, u := range []string{caller.c.User(), callee.c.User()} {
-		busy, l, err := lines.Busy(ctx, u, ringertest.TestConfig().ClaimGrace)
+		busy, l, err := lines.Busy(ctx, u, ringertest.TestConfig().LineRules())
 		if err != nil {
 			b.Fatal(err)
 		}

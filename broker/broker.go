@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -50,7 +51,26 @@ type Broker struct {
 	// commandQueue and projectorQueue watch for a standing queue (see shed).
 	commandQueue, projectorQueue *overload
 	metrics                      *Metrics
-	sends                        *limiter
+	// sends and commands are the per-user rate limits of send and of
+	// every other verb.
+	sends, commands *limiter
+	// fullAt is when JetStream last refused a write for lack of space (Unix
+	// ns; 0: never): Check fails for fullFor after it.
+	fullAt atomic.Int64
+}
+
+// fullFor is how long after a write refused for lack of space the broker
+// reports itself not ready.
+const fullFor = 10 * time.Second
+
+// storeFull notes a write refused for lack of space: counted, reported by
+// Check for fullFor, and logged at most once per fullFor.
+func (b *Broker) storeFull(err error) {
+	b.metrics.storeFull.Inc()
+	now := time.Now().UnixNano()
+	if last := b.fullAt.Swap(now); now-last >= int64(fullFor) {
+		b.log.Error().Err(err).Msg("store full: JetStream refuses writes for lack of space; raise --store-max-bytes or the server's max_file_store, or lower --retention")
+	}
 }
 
 // New validates cfg and returns a broker that will use nc. It does no I/O.
@@ -61,7 +81,8 @@ func New(nc *nats.Conn, cfg Config, opts ...Option) (*Broker, error) {
 	if nc == nil {
 		return nil, errors.New("broker: nil connection")
 	}
-	b := &Broker{cfg: cfg, nc: nc, clock: time.Now, log: zerolog.Nop(), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(), sends: newLimiter(cfg.SendRate)}
+	b := &Broker{cfg: cfg, nc: nc, clock: time.Now, log: zerolog.Nop(), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(),
+		sends: newLimiter(cfg.SendRate, cfg.SendBurst), commands: newLimiter(cfg.CommandRate, cfg.CommandBurst)}
 	for _, o := range opts {
 		o(b)
 	}
@@ -77,7 +98,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.started {
 		return errors.New("broker: already started")
 	}
-	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait}); err != nil {
+	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait, MaxBytes: b.cfg.StoreMaxBytes}); err != nil {
 		return err
 	}
 	st, err := store.Open(ctx, b.nc, store.CacheSize(b.cfg.CacheSize))
@@ -281,6 +302,9 @@ func (b *Broker) opContext() (context.Context, context.CancelFunc) {
 func (b *Broker) Check(ctx context.Context) error {
 	if !b.Ready() {
 		return errors.New("broker: not serving")
+	}
+	if at := b.fullAt.Load(); at != 0 && time.Since(time.Unix(0, at)) < fullFor {
+		return fmt.Errorf("broker: the store is full (a write was refused %s ago)", time.Since(time.Unix(0, at)).Round(time.Millisecond))
 	}
 	if _, _, err := b.store.GetLine(ctx, "readyz-probe"); err != nil && !errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("broker: bucket unreachable: %w", err)

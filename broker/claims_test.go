@@ -71,7 +71,7 @@ func TestStaleClaimsDoNotHold(t *testing.T) {
 	}
 	old := time.Now().Add(-time.Hour).UnixMilli()
 	putClaims(t, st, "bob", store.Claim{ID: "abandoned", At: old}, store.Claim{ID: theirs.ID, At: old})
-	if busy, _, err := st.Busy(ringertest.Ctx(t), "bob", ringertest.TestConfig().ClaimGrace); err != nil || busy {
+	if busy, _, err := st.Busy(ringertest.Ctx(t), "bob", ringertest.TestConfig().LineRules()); err != nil || busy {
 		t.Fatalf("bob busy=%v err=%v", busy, err)
 	}
 	inv := alice.Invite(t, "bob").Invitation()

@@ -131,6 +131,10 @@ func (b *Broker) serve(m *nats.Msg) {
 			return
 		}
 	}
+	if v != subjects.VerbSend && !b.commands.allow(user, time.Now()) {
+		rep.Error = protocol.Errorf(protocol.CodeRateLimited, "%s makes more than %d commands at once or %g per second", user, b.cfg.CommandBurst, b.cfg.CommandRate)
+		return
+	}
 	req, err := protocol.DecodeRequest(m.Data)
 	if err != nil {
 		rep.Error = asWireError(err)
@@ -145,6 +149,9 @@ func (b *Broker) serve(m *nats.Msg) {
 	defer cancel()
 	rep, err = b.handle(ctx, c)
 	if err != nil {
+		if errors.Is(err, store.ErrFull) {
+			b.storeFull(err)
+		}
 		rep = protocol.Reply{Error: asWireError(err)}
 		if rep.Error.Code == protocol.CodeInternal || rep.Error.Code == protocol.CodeUnavailable {
 			b.metrics.kvError("command")
@@ -192,6 +199,8 @@ func asWireError(err error) *protocol.Error {
 	switch {
 	case errors.As(err, &pe):
 		return pe
+	case errors.Is(err, store.ErrFull):
+		return protocol.Errorf(protocol.CodeResourceExhausted, "the store is full, retry later: %v", err)
 	case errors.Is(err, store.ErrConflict):
 		return protocol.Errorf(protocol.CodeUnavailable, "too much contention on this invitation; retry")
 	case store.Transient(err):

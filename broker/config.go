@@ -6,7 +6,9 @@ import (
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // Config is everything a broker can be told. The zero value is not valid;
@@ -42,8 +44,32 @@ type Config struct {
 	PresenceTTL time.Duration
 
 	// SendRate is how many invitations one user may send per second through
-	// one broker; more get RATE_LIMITED. 0 disables the limit.
-	SendRate int
+	// one broker on average, and SendBurst how many at once; more get
+	// RATE_LIMITED. Together with Retention they bound what one user can
+	// make the store keep (docs/security.md, "Availability"). 0 disables
+	// the limit.
+	SendRate  float64
+	SendBurst int
+	// CommandRate and CommandBurst are the same for every other verb
+	// (login, heartbeat, get, sync, accept, …), counted together.
+	CommandRate  float64
+	CommandBurst int
+
+	// MaxOutgoing is how many live invitations and calls of its own (as the
+	// caller) one user may have at once; a send beyond gets
+	// RESOURCE_EXHAUSTED.
+	MaxOutgoing int
+	// MaxIncoming is how many invitations a line keeps waiting for one
+	// callee; a sender beyond is refused as busy.
+	MaxIncoming int
+	// UnreceivedHold is how long an invitation that no device of its callee
+	// has received (SENT) keeps the callee busy; after it the invitation
+	// still waits for the callee for its offline window, but other callers
+	// can ring. 0: it keeps the callee busy for as long as it rings.
+	UnreceivedHold time.Duration
+	// MaxDevices is how many devices of one user may be logged in at once;
+	// a login beyond gets RESOURCE_EXHAUSTED.
+	MaxDevices int
 
 	// RequireRequestInfo (secure mode, with accounts and a service import
 	// with share: true): refuse a command unless the server-stamped
@@ -53,6 +79,12 @@ type Config struct {
 	// Retention is how long a finished invitation stays readable (for
 	// idempotent retries and late syncs) before JetStream removes it.
 	Retention time.Duration
+
+	// StoreMaxBytes caps the bucket's size (JetStream MaxBytes): a store
+	// that reaches it refuses writes (RESOURCE_EXHAUSTED, /readyz not
+	// ready) instead of filling the server's disk. Applied when the bucket
+	// is created or the broker starts. 0 leaves the bucket unbounded.
+	StoreMaxBytes int64
 
 	// ClaimGrace is how long a line claim whose invitation was never written
 	// keeps the line busy (a sender died between claiming the lines and
@@ -84,16 +116,24 @@ func DefaultConfig() Config {
 			Expire:  60 * time.Second,
 			Accept:  10 * time.Second,
 		},
-		MinTimeout:   time.Second,
-		MaxTimeout:   10 * time.Minute,
-		PresenceTTL:  15 * time.Second,
-		Retention:    24 * time.Hour,
-		ClaimGrace:   15 * time.Second,
-		SendRate:     20,
-		CacheSize:    20000,
-		MaxContent:   protocol.MaxContentLen,
-		MaxResponse:  protocol.MaxResponseLen,
-		MaxChannelID: protocol.MaxChannelIDLen,
+		MinTimeout:     time.Second,
+		MaxTimeout:     10 * time.Minute,
+		PresenceTTL:    15 * time.Second,
+		Retention:      time.Hour,
+		StoreMaxBytes:  1 << 30,
+		ClaimGrace:     15 * time.Second,
+		SendRate:       1,
+		SendBurst:      10,
+		CommandRate:    50,
+		CommandBurst:   100,
+		MaxOutgoing:    4,
+		MaxIncoming:    8,
+		UnreceivedHold: 10 * time.Second,
+		MaxDevices:     10,
+		CacheSize:      20000,
+		MaxContent:     protocol.MaxContentLen,
+		MaxResponse:    protocol.MaxResponseLen,
+		MaxChannelID:   protocol.MaxChannelIDLen,
 	}
 }
 
@@ -120,8 +160,21 @@ func (c Config) Validate() error {
 		return bad("presence ttl %s < 1s (JetStream TTL granularity)", c.PresenceTTL)
 	case c.CacheSize < 0:
 		return bad("cache size %d < 0", c.CacheSize)
-	case c.SendRate < 0:
-		return bad("send rate %d < 0", c.SendRate)
+	case c.SendRate < 0 || c.SendBurst < 1 && c.SendRate > 0:
+		return bad("send rate %g < 0, or burst %d < 1", c.SendRate, c.SendBurst)
+	case c.CommandRate < 0 || c.CommandBurst < 1 && c.CommandRate > 0:
+		return bad("command rate %g < 0, or burst %d < 1", c.CommandRate, c.CommandBurst)
+	case c.MaxOutgoing < 1 || c.MaxIncoming < 1:
+		return bad("max outgoing %d and max incoming %d must be at least 1", c.MaxOutgoing, c.MaxIncoming)
+	case (c.MaxOutgoing+c.MaxIncoming+1)*maxViewLen(c) > protocol.MaxReplyLen:
+		return bad("max outgoing %d + max incoming %d invitations of %d bytes do not fit a %d-byte reply",
+			c.MaxOutgoing, c.MaxIncoming, maxViewLen(c), protocol.MaxReplyLen)
+	case c.UnreceivedHold < 0:
+		return bad("unreceived hold %s < 0", c.UnreceivedHold)
+	case c.MaxDevices < 1 || c.MaxDevices > maxDevicesLimit:
+		return bad("max devices %d not in 1..%d", c.MaxDevices, maxDevicesLimit)
+	case c.StoreMaxBytes < 0:
+		return bad("store max bytes %d < 0", c.StoreMaxBytes)
 	case c.Retention < time.Minute:
 		return bad("retention %s < 1m", c.Retention)
 	case c.ClaimGrace < 3*time.Second:
@@ -143,6 +196,25 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// maxDevicesLimit bounds MaxDevices: presence reads every device of a user
+// in one multi-get, which JetStream caps at 1024 subjects.
+const maxDevicesLimit = 1000
+
+// maxViewLen bounds the encoded size of one invitation view (a login or
+// sync reply lists each live one): its fields at their limits plus the
+// ids, times and msgpack keys.
+func maxViewLen(c Config) int {
+	return c.MaxContent + c.MaxResponse + c.MaxChannelID + 4*subjects.MaxIDLen + 512
+}
+
+// lineRules is how long claims hold (store.Holding).
+func (c Config) lineRules() store.LineRules {
+	return store.LineRules{Grace: c.ClaimGrace, Unreceived: c.UnreceivedHold}
+}
+
+// LineRules is how long claims hold, for tools that check lines (store.Busy).
+func (c Config) LineRules() store.LineRules { return c.lineRules() }
+
 // timeoutsFor merges per-invitation overrides into the defaults, rejecting
 // values outside [MinTimeout, MaxTimeout].
 func (c Config) timeoutsFor(o *protocol.Timeouts) (lifecycle.Timeouts, error) {
@@ -158,12 +230,13 @@ func (c Config) timeoutsFor(o *protocol.Timeouts) (lifecycle.Timeouts, error) {
 		if f.ms == 0 {
 			continue
 		}
-		d := time.Duration(f.ms) * time.Millisecond
-		if f.ms < 0 || d < c.MinTimeout || d > c.MaxTimeout {
+		// Range-checked before the multiplication, which a huge value
+		// would wrap around.
+		if f.ms < c.MinTimeout.Milliseconds() || f.ms > c.MaxTimeout.Milliseconds() {
 			return t, protocol.Errorf(protocol.CodeInvalidArgument, "timeouts.%s=%d outside [%d, %d]",
 				f.name, f.ms, c.MinTimeout.Milliseconds(), c.MaxTimeout.Milliseconds())
 		}
-		*f.dst = d
+		*f.dst = time.Duration(f.ms) * time.Millisecond
 	}
 	return t, nil
 }

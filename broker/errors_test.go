@@ -183,7 +183,8 @@ func TestManualBusy(t *testing.T) {
 // A caller flooding invitations is rate limited; other users are not starved.
 func TestSendRateLimit(t *testing.T) {
 	cfg := ringertest.TestConfig()
-	cfg.SendRate = 5
+	cfg.SendRate, cfg.SendBurst = 5, 10
+	cfg.MaxOutgoing, cfg.MaxIncoming = 20, 1 // the flood meets the rate limit, not the quota
 	env := ringertest.Start(t, cfg)
 	flooder := env.Login("flooder", "phone")
 	alice := env.Login("alice", "phone")

@@ -19,6 +19,7 @@ type Metrics struct {
 	transitions   *prometheus.CounterVec
 	kvErrors      *prometheus.CounterVec
 	sheds         prometheus.Counter
+	storeFull     prometheus.Counter
 	timerLateness prometheus.Histogram
 }
 
@@ -44,12 +45,15 @@ func newMetrics() *Metrics {
 		sheds: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "sends_shed_total", Help: "Sends refused with UNAVAILABLE because the broker was overloaded (a standing queue: see --shed-latency).",
 		}),
+		storeFull: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "store_full_total", Help: "Writes JetStream refused for lack of space (the bucket's --store-max-bytes or the server's max_file_store); /readyz fails while they happen.",
+		}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.timerLateness,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.timerLateness,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -3,37 +3,60 @@ package broker
 import (
 	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 )
 
-// limiter caps how many invitations one user may send per second through one
-// broker (fixed one-second windows). Its memory is bounded by the number of
-// users who sent in the current window: the map is dropped every window, so
-// brokerd keeps no per-user state beyond a second. With N brokers behind the
-// queue group a user gets at most N× the limit — it is a flood guard, not a
-// billing meter.
+// limiter is a token bucket per user (golang.org/x/time/rate): a user may
+// make burst commands at once and rate per second on average. Its memory is
+// bounded by the users active in the last sweep period: a bucket that has
+// filled up again is indistinguishable from a new one, so it is dropped.
+// With N brokers behind the queue group a user gets up to N times the
+// limit: it bounds what one user can make a broker do, it is not a meter.
 type limiter struct {
-	perSecond int
-	mu        sync.Mutex
-	window    int64
-	counts    map[string]int
+	rate  rate.Limit
+	burst int
+
+	mu      sync.Mutex
+	buckets map[string]*rate.Limiter
+	swept   time.Time
 }
 
-func newLimiter(perSecond int) *limiter {
-	return &limiter{perSecond: perSecond, counts: map[string]int{}}
+// sweepEvery is how often full buckets are dropped.
+const sweepEvery = 10 * time.Second
+
+// newLimiter allows perSecond on average and burst at once; perSecond <= 0
+// allows everything.
+func newLimiter(perSecond float64, burst int) *limiter {
+	return &limiter{rate: rate.Limit(perSecond), burst: max(burst, 1), buckets: map[string]*rate.Limiter{}}
 }
 
-// allow counts one send by user at now and reports whether it is within the limit.
+// allow takes one token of user's bucket at now, if there is one.
 func (l *limiter) allow(user string, now time.Time) bool {
-	if l.perSecond <= 0 {
+	if l.rate <= 0 {
 		return true
 	}
-	w := now.Unix()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if w != l.window {
-		l.window = w
-		clear(l.counts)
+	if now.Sub(l.swept) >= sweepEvery {
+		for u, b := range l.buckets {
+			if b.TokensAt(now) >= float64(l.burst) {
+				delete(l.buckets, u)
+			}
+		}
+		l.swept = now
 	}
-	l.counts[user]++
-	return l.counts[user] <= l.perSecond
+	b := l.buckets[user]
+	if b == nil {
+		b = rate.NewLimiter(l.rate, l.burst)
+		l.buckets[user] = b
+	}
+	return b.AllowN(now, 1)
+}
+
+// size is how many users the limiter currently remembers.
+func (l *limiter) size() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.buckets)
 }

@@ -48,7 +48,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		return protocol.Reply{}, err
 	}
 	if !b.sends.allow(c.user, b.now()) {
-		return protocol.Reply{}, protocol.Errorf(protocol.CodeRateLimited, "%s sends more than %d invitations per second", c.user, b.cfg.SendRate)
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeRateLimited, "%s sends more than %d invitations at once or %g per second", c.user, b.cfg.SendBurst, b.cfg.SendRate)
 	}
 	timeouts, err := b.cfg.timeoutsFor(req.Timeouts)
 	if err != nil {
@@ -125,21 +125,33 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if err != nil {
 			return protocol.Reply{}, err
 		}
-		busy := lines[0].Manual || len(held[0]) > 0
-		if busy && !checkInv && (b.store.Replicated() || b.store.Caching()) {
-			// A busy refusal is final: make sure it is not a stale view (the
-			// record cache, or a follower's direct get on R3) of a line that
-			// was just freed.
+		// The callee is busy if a claim makes it so, or if as many
+		// invitations as a line keeps are already waiting for it; the caller
+		// may have at most MaxOutgoing invitations and calls of its own.
+		busy := lines[0].Manual || store.AnyBusy(held[0]) || len(held[0])-store.Outgoing(held[0]) >= b.cfg.MaxIncoming
+		tooMany := store.Outgoing(held[1]) >= b.cfg.MaxOutgoing
+		if (busy || tooMany) && !checkInv && (b.store.Replicated() || b.store.Caching()) {
+			// A busy refusal is final, and so is a refusal for too many
+			// calls: make sure neither rests on a stale view (the record
+			// cache, or a follower's direct get on R3) of a line that was
+			// just freed.
 			if err := session.wait(); err != nil {
 				return protocol.Reply{}, err
 			}
 			checkInv = true
 			continue
 		}
+		if tooMany {
+			if err := session.wait(); err != nil {
+				return protocol.Reply{}, err
+			}
+			return protocol.Reply{}, protocol.Errorf(protocol.CodeResourceExhausted,
+				"%s already has %d live invitations and calls, at most %d: end one first", c.user, store.Outgoing(held[1]), b.cfg.MaxOutgoing)
+		}
 		now := b.now()
 		// A busy callee gets a finished REFUSED(BUSY) record and no claim;
 		// otherwise both lines are claimed before the invitation exists.
-		rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, now)
+		rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.ChannelID, now)
 		cctx, cancel := ctx, context.CancelFunc(func() {})
 		if busy {
 			if err := session.wait(); err != nil {
@@ -203,7 +215,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 // parallel): the claims that still hold, plus the new one. It returns the
 // lines' new revisions (0 where the write failed), and store.ErrConflict if
 // either line changed since it was read.
-func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Claim, c store.Claim) ([2]uint64, error) {
+func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, c store.Claim) ([2]uint64, error) {
 	var (
 		errs    [2]error
 		newRevs [2]uint64
@@ -213,7 +225,7 @@ func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Li
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := store.Line{Claims: append(held[i], c), Manual: lines[i].Manual}
+			l := store.Line{Claims: append(store.Claims(held[i]), c), Manual: lines[i].Manual}
 			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
 		}()
 	}
@@ -229,7 +241,7 @@ func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Li
 // will not create its invitation. It is best effort: a line written again
 // meanwhile keeps the claim, which then holds for ClaimGrace at most, like
 // the claim of a sender that died.
-func (b *Broker) unclaim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Claim, id string) {
+func (b *Broker) unclaim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, id string) {
 	var wg sync.WaitGroup
 	for i := range parties {
 		if revs[i] == 0 {
@@ -238,7 +250,7 @@ func (b *Broker) unclaim(ctx context.Context, parties [2]string, lines [2]store.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := store.Line{Claims: held[i], Manual: lines[i].Manual}
+			l := store.Line{Claims: store.Claims(held[i]), Manual: lines[i].Manual}
 			if _, err := b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i])); err != nil {
 				b.log.Debug().Err(err).Str("id", id).Str("user", parties[i]).Msg("claim not taken back; it lapses after the claim grace")
 			}
@@ -288,9 +300,9 @@ func (s *sessionCheck) wait() error {
 // holding resolves the claims on the parties' lines (callee first, then
 // caller; in parallel): the claims that still hold, minus the invitation's
 // own (a retried send finds its earlier claims).
-func (b *Broker) holding(ctx context.Context, parties [2]string, lines [2]store.Line, id string, fresh bool) ([2][]store.Claim, error) {
+func (b *Broker) holding(ctx context.Context, parties [2]string, lines [2]store.Line, id string, fresh bool) ([2][]store.Held, error) {
 	var (
-		held [2][]store.Claim
+		held [2][]store.Held
 		errs [2]error
 		wg   sync.WaitGroup
 	)
@@ -299,7 +311,7 @@ func (b *Broker) holding(ctx context.Context, parties [2]string, lines [2]store.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cs, err := b.store.Holding(ctx, parties[i], lines[i], now, b.cfg.ClaimGrace, fresh)
+			cs, err := b.store.Holding(ctx, parties[i], lines[i], now, b.cfg.lineRules(), fresh)
 			for _, c := range cs {
 				if c.ID != id {
 					held[i] = append(held[i], c)

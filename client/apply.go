@@ -29,6 +29,14 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 		return
 	}
 	t := c.track(inv.ID)
+	// A finished invitation is stored without its content (and a call that
+	// ended without the accept's response): keep what this device saw.
+	if inv.Content == "" {
+		inv.Content = t.inv.Content
+	}
+	if inv.Response == "" {
+		inv.Response = t.inv.Response
+	}
 	t.inv = inv
 	var calls []func()
 	once := func(key fired, f func()) {

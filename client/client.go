@@ -27,16 +27,18 @@ import (
 // Sentinel errors: command errors decode to *protocol.Error, which matches
 // these with errors.Is.
 var (
-	ErrInvalidArgument = protocol.ErrInvalidArgument
-	ErrNotFound        = protocol.ErrNotFound
-	ErrForbidden       = protocol.ErrForbidden
-	ErrNotLoggedIn     = protocol.ErrNotLoggedIn
-	ErrAlreadyEnd      = protocol.ErrAlreadyEnd
-	ErrAlreadyAccept   = protocol.ErrAlreadyAccept
-	ErrAlreadySent     = protocol.ErrAlreadySent
-	ErrRateLimited     = protocol.ErrRateLimited
-	ErrUnavailable     = protocol.ErrUnavailable
-	ErrInternal        = protocol.ErrInternal
+	ErrInvalidArgument   = protocol.ErrInvalidArgument
+	ErrNotFound          = protocol.ErrNotFound
+	ErrForbidden         = protocol.ErrForbidden
+	ErrNotLoggedIn       = protocol.ErrNotLoggedIn
+	ErrAlreadyEnd        = protocol.ErrAlreadyEnd
+	ErrAlreadyAccept     = protocol.ErrAlreadyAccept
+	ErrAlreadySent       = protocol.ErrAlreadySent
+	ErrRateLimited       = protocol.ErrRateLimited
+	ErrResourceExhausted = protocol.ErrResourceExhausted
+	ErrDeadlineExceeded  = protocol.ErrDeadlineExceeded
+	ErrUnavailable       = protocol.ErrUnavailable
+	ErrInternal          = protocol.ErrInternal
 
 	// ErrNotStarted: the local invitation was not sent yet (Agora's NOT_STARTED).
 	ErrNotStarted = errors.New("client: invitation not sent")

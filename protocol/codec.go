@@ -51,16 +51,16 @@ func Marshal(v any) ([]byte, error) {
 
 // decode is strict about shape (a value of the wrong type is an error) but
 // tolerant of unknown fields, so newer clients can talk to older brokers.
-func decode(data []byte, v any, what string) error {
-	if len(data) > MaxRequestLen {
-		return Errorf(CodeInvalidArgument, "%s: %d bytes, at most %d", what, len(data), MaxRequestLen)
+func decode(data []byte, v any, what string, limit int) error {
+	if len(data) > limit {
+		return Errorf(CodeInvalidArgument, "%s: %d bytes, at most %d", what, len(data), limit)
 	}
 	// Walk the value once before decoding it. msgpack v5.4.1 sizes a slice
 	// from the array header it reads, unbounded (and a map up to 1e6
 	// entries), so nine bytes claiming a 1.5e9-element array would make
 	// the decoder allocate gigabytes. Skip allocates nothing and fails
 	// unless every element an array or map header announces is present,
-	// which bounds every length by len(data) <= MaxRequestLen.
+	// which bounds every length by len(data) <= limit.
 	//
 	// The decoder is not taken from msgpack's pool (GetDecoder): Reset does
 	// not restore all of a decoder's internal state, and with pooled
@@ -89,7 +89,7 @@ func DecodeRequest(data []byte) (*Request, error) {
 	if len(data) == 0 {
 		return &r, nil
 	}
-	if err := decode(data, &r, "request"); err != nil {
+	if err := decode(data, &r, "request", MaxRequestLen); err != nil {
 		return nil, err
 	}
 	return &r, nil
@@ -98,7 +98,7 @@ func DecodeRequest(data []byte) (*Request, error) {
 // DecodeReply decodes a command reply.
 func DecodeReply(data []byte) (*Reply, error) {
 	var r Reply
-	if err := decode(data, &r, "reply"); err != nil {
+	if err := decode(data, &r, "reply", MaxReplyLen); err != nil {
 		return nil, err
 	}
 	if r.Error != nil && r.Error.Code == "" {
@@ -110,7 +110,7 @@ func DecodeReply(data []byte) (*Reply, error) {
 // DecodeEvent decodes an event.
 func DecodeEvent(data []byte) (*Event, error) {
 	var e Event
-	if err := decode(data, &e, "event"); err != nil {
+	if err := decode(data, &e, "event", MaxEventLen); err != nil {
 		return nil, err
 	}
 	if e.Type == "" || e.Invitation.ID == "" {

@@ -9,6 +9,13 @@ const (
 	MaxResponseLen  = 8 * 1024 // bytes of Invitation.Response
 	MaxChannelIDLen = 64       // bytes of Invitation.ChannelID
 	MaxRequestLen   = 32 * 1024
+	// MaxReplyLen bounds a command reply (and so what a client must be able
+	// to decode): a login or sync reply lists every live invitation of the
+	// user, and brokers refuse to start with quotas whose invitations at
+	// their size limits would not fit.
+	MaxReplyLen = 512 * 1024
+	// MaxEventLen bounds an event: one invitation view.
+	MaxEventLen = MaxRequestLen
 )
 
 // Invitation is the view of an invitation (and the call it became) that

@@ -1,6 +1,10 @@
 package lifecycle
 
-import "github.com/ringer-dev/ringer/protocol"
+import (
+	"time"
+
+	"github.com/ringer-dev/ringer/protocol"
+)
 
 // Notice is one event to publish to one user.
 type Notice struct {
@@ -59,4 +63,38 @@ func Events(r Record) []Notice {
 // end frees both lines with no write to them.
 func HoldsLines(r Record) bool {
 	return r.Live() && r.Reason != protocol.ReasonBusy
+}
+
+// Busies reports whether r makes user, one of its parties, busy to other
+// callers at now. A record that holds lines does, with one exception: an
+// invitation that no device of its callee has received yet (SENT) keeps the
+// callee busy only for unreceived after it was sent (0: for as long as it
+// rings). A callee with no device online, or whose app is asleep, is then
+// not made unreachable by one caller's long offline window; the invitation
+// still waits for it (store-and-forward) and keeps its claim on the line.
+func Busies(r Record, user string, now time.Time, unreceived time.Duration) bool {
+	if !HoldsLines(r) || r.RoleOf(user) == "" {
+		return false
+	}
+	if r.State == protocol.StateSent && user == r.Callee && unreceived > 0 {
+		return now.Sub(time.UnixMilli(r.CreatedAt)) < unreceived
+	}
+	return true
+}
+
+// Finished returns the record a finished invitation is stored as: without
+// its content, which only a live invitation needs and which its callee has
+// already been shown, nor the accept's response once the call is over. A
+// refusal keeps its response: the caller learns it from this revision. An
+// ended invitation then costs its retention a few hundred bytes (plus a
+// refusal's response), whatever its sender put in it.
+func Finished(r Record) Record {
+	if r.Live() {
+		return r
+	}
+	r.Content = ""
+	if r.State != protocol.StateRefused {
+		r.Response = ""
+	}
+	return r
 }

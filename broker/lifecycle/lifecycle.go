@@ -91,13 +91,15 @@ func New(id, caller, callerDevice, callee, content, channelID string, t Timeouts
 }
 
 // NewBusy builds the record of an invitation refused at once because the
-// callee's line was busy. It never rang and holds no line.
-func NewBusy(id, caller, callerDevice, callee, content, channelID string, now time.Time) Record {
+// callee's line was busy. It never rang and holds no line. It keeps no
+// content: nobody will read it (the callee is not told, and the caller has
+// its own).
+func NewBusy(id, caller, callerDevice, callee, channelID string, now time.Time) Record {
 	ms := now.UnixMilli()
 	return Record{Invitation: protocol.Invitation{
 		ID: id, Caller: caller, CallerDevice: callerDevice, Callee: callee,
-		Content: content, ChannelID: channelID,
-		State: protocol.StateRefused, Reason: protocol.ReasonBusy, Response: "busy",
+		ChannelID: channelID,
+		State:     protocol.StateRefused, Reason: protocol.ReasonBusy, Response: "busy",
 		CreatedAt: ms, AnsweredAt: ms, EndedAt: ms,
 	}}
 }

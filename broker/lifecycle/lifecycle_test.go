@@ -280,7 +280,7 @@ func TestEvents(t *testing.T) {
 		{at(protocol.StateAccepted, protocol.CallActive), "alice:Accepted bob:Accepted "},
 		{at(protocol.StateAccepted, protocol.CallEnded), "alice:CallEnded bob:CallEnded "},
 		{at(protocol.StateRefused, ""), "alice:Refused bob:Refused "},
-		{NewBusy("i", "alice", "a1", "bob", "", "", t0), "alice:Refused "},
+		{NewBusy("i", "alice", "a1", "bob", "", t0), "alice:Refused "},
 		{at(protocol.StateCanceled, ""), "alice:Canceled bob:Canceled "},
 		{at(protocol.StateFailed, ""), "alice:Failure bob:Failure "},
 	} {

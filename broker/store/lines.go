@@ -9,12 +9,37 @@ import (
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 )
 
-// Holding returns the claims of user's line l that still keep the user busy,
-// in order: those whose invitation is a live invitation or call of the
-// user's (lifecycle.HoldsLines), and those whose invitation is not written
-// yet but which were made less than grace before now. The rest — claims of
-// finished invitations, of ids that turned out to belong to someone else, and
-// abandoned claims — hold nothing and are dropped by the next line write.
+// LineRules are what decides how long a claim holds (a broker's
+// ClaimGrace and UnreceivedHold).
+type LineRules struct {
+	// Grace: a claim whose invitation is not written yet holds this long.
+	Grace time.Duration
+	// Unreceived: an invitation no device of its callee has received keeps
+	// the callee busy this long after it was sent (lifecycle.Busies); 0:
+	// for as long as it rings.
+	Unreceived time.Duration
+}
+
+// Held is a claim that stays on its line: its invitation is a live
+// invitation or call of the line's user, or is not written yet.
+type Held struct {
+	Claim
+	// Busy: the claim makes the line's user busy to other callers
+	// (lifecycle.Busies; a claim not written yet counts as busy).
+	Busy bool
+	// Outgoing: the line's user is the caller (a claim whose invitation is
+	// not written yet counts as outgoing: its sender is mid-send).
+	Outgoing bool
+}
+
+// Holding returns the claims of user's line l that stay on it, in order:
+// those whose invitation is a live invitation or call of the user's
+// (lifecycle.HoldsLines), and those whose invitation is not written yet but
+// which were made less than rules.Grace before now. The rest — claims of
+// finished invitations, of ids that turned out to belong to someone else,
+// and abandoned claims — hold nothing and are dropped by the next line
+// write. Each says whether it makes the user busy and whether it is the
+// user's own call.
 //
 // The invitations come from the store's cache when it has them, else are
 // read in parallel. With fresh unset the reads are direct
@@ -22,7 +47,7 @@ import (
 // its invitation has just ended (callers that refuse on it confirm with
 // fresh set), never the reverse, since a finished invitation never comes
 // back and a missing one past the grace is confirmed with the leader.
-func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time, grace time.Duration, fresh bool) ([]Claim, error) {
+func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time, rules LineRules, fresh bool) ([]Held, error) {
 	if len(l.Claims) == 0 {
 		return nil, nil
 	}
@@ -34,14 +59,21 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 	if fresh {
 		get = s.GetInvitationFresh
 	}
-	holds := make([]bool, len(l.Claims))
+	held := make([]Held, len(l.Claims))
+	keep := make([]bool, len(l.Claims))
 	errs := make([]error, len(l.Claims))
+	judge := func(i int, rec lifecycle.Record) {
+		keep[i] = rec.RoleOf(user) != "" && lifecycle.HoldsLines(rec)
+		held[i].Busy = lifecycle.Busies(rec, user, now, rules.Unreceived)
+		held[i].Outgoing = rec.Caller == user
+	}
 	var wg sync.WaitGroup
 	for i, c := range l.Claims {
+		held[i].Claim = c
 		if rec, ok := s.cache.invitation(c.ID); ok && (!fresh || !lifecycle.HoldsLines(rec)) {
 			// Not holding is final; holding, from the cache, may be stale
 			// like a follower's direct get (callers confirm with fresh set).
-			holds[i] = rec.RoleOf(user) != "" && lifecycle.HoldsLines(rec)
+			judge(i, rec)
 			continue
 		}
 		wg.Add(1)
@@ -49,8 +81,9 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 			defer wg.Done()
 			rec, _, err := get(ctx, c.ID)
 			if errors.Is(err, ErrNotFound) {
-				if now.Sub(time.UnixMilli(c.At)) < grace {
-					holds[i] = true // being written right now, or by a sender that died: wait out the grace
+				if now.Sub(time.UnixMilli(c.At)) < rules.Grace {
+					// Being written right now, or by a sender that died: wait out the grace.
+					keep[i], held[i].Busy, held[i].Outgoing = true, true, true
 					return
 				}
 				if !fresh && s.Replicated() {
@@ -64,26 +97,56 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 				errs[i] = err
 				return
 			}
-			holds[i] = rec.RoleOf(user) != "" && lifecycle.HoldsLines(rec)
+			judge(i, rec)
 		}()
 	}
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	var held []Claim
-	for i, c := range l.Claims {
-		if holds[i] {
-			held = append(held, c)
+	var out []Held
+	for i := range held {
+		if keep[i] {
+			out = append(out, held[i])
 		}
 	}
-	return held, nil
+	return out, nil
+}
+
+// Claims returns the claims of hs.
+func Claims(hs []Held) []Claim {
+	cs := make([]Claim, len(hs))
+	for i, h := range hs {
+		cs[i] = h.Claim
+	}
+	return cs
+}
+
+// AnyBusy reports whether any of hs makes its user busy.
+func AnyBusy(hs []Held) bool {
+	for _, h := range hs {
+		if h.Busy {
+			return true
+		}
+	}
+	return false
+}
+
+// Outgoing counts the user's own calls among hs.
+func Outgoing(hs []Held) int {
+	n := 0
+	for _, h := range hs {
+		if h.Outgoing {
+			n++
+		}
+	}
+	return n
 }
 
 // Busy reports whether user's line is taken — the manual flag, or a claim
 // that holds (Holding) — reading through the leader. It is for checks and
 // diagnostics; the send path resolves lines itself. l is the line as read.
-func (s *Store) Busy(ctx context.Context, user string, grace time.Duration) (busy bool, l Line, err error) {
+func (s *Store) Busy(ctx context.Context, user string, rules LineRules) (busy bool, l Line, err error) {
 	l, _, err = s.GetLineFresh(ctx, user)
 	if errors.Is(err, ErrNotFound) {
 		return false, l, nil
@@ -91,6 +154,6 @@ func (s *Store) Busy(ctx context.Context, user string, grace time.Duration) (bus
 	if err != nil {
 		return false, l, err
 	}
-	held, err := s.Holding(ctx, user, l, time.Now(), grace, true)
-	return l.Manual || len(held) > 0, l, err
+	held, err := s.Holding(ctx, user, l, time.Now(), rules, true)
+	return l.Manual || AnyBusy(held), l, err
 }

@@ -24,6 +24,9 @@ const (
 type ProvisionConfig struct {
 	Replicas int           // 1 for a single server, 3 in a cluster
 	MaxAge   time.Duration // how long finished records stay readable; 0 = forever
+	// MaxBytes caps the bucket (0 = unbounded). Past it JetStream refuses
+	// writes (ErrFull) rather than discarding records.
+	MaxBytes int64
 	// AckWait bounds how long a crashed broker's in-flight work waits before
 	// another broker redoes it.
 	AckWait time.Duration
@@ -53,12 +56,16 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 			Replicas:       cfg.Replicas,
 			Storage:        jetstream.FileStorage,
 			LimitMarkerTTL: time.Minute, // sessions expire with a marker the presence consumer sees
+			MaxBytes:       maxBytes(cfg.MaxBytes),
+			MaxValueSize:   MaxValueSize,
 		})
 		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
 			return fmt.Errorf("store: provision bucket: %w", err)
 		}
 	} else if err != nil {
 		return fmt.Errorf("store: bind bucket: %w", err)
+	} else if err := limitBucket(ctx, js, cfg.MaxBytes); err != nil {
+		return err
 	}
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:              subjects.TimerStream,
@@ -100,6 +107,37 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 		if err != nil && !errors.Is(err, jetstream.ErrConsumerExists) {
 			return fmt.Errorf("store: provision consumer %s: %w", c.name, err)
 		}
+	}
+	return nil
+}
+
+// MaxValueSize bounds one record in the bucket: an invitation at its field
+// limits is under 18 KiB, a line under 2 KiB at the default quotas.
+const MaxValueSize = 64 << 10
+
+// maxBytes is JetStream's spelling of a size limit (-1: none).
+func maxBytes(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
+}
+
+// limitBucket applies the size limits to a bucket that exists already (an
+// operator changed --store-max-bytes), leaving the rest of its
+// configuration as it is.
+func limitBucket(ctx context.Context, js jetstream.JetStream, limit int64) error {
+	st, err := js.Stream(ctx, subjects.BucketStream)
+	if err != nil {
+		return fmt.Errorf("store: bind stream %s: %w", subjects.BucketStream, err)
+	}
+	cfg := st.CachedInfo().Config
+	if cfg.MaxBytes == maxBytes(limit) && cfg.MaxMsgSize == MaxValueSize {
+		return nil
+	}
+	cfg.MaxBytes, cfg.MaxMsgSize = maxBytes(limit), MaxValueSize
+	if _, err := js.UpdateStream(ctx, cfg); err != nil {
+		return fmt.Errorf("store: limit bucket to %d bytes: %w", limit, err)
 	}
 	return nil
 }

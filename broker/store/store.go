@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -27,6 +28,10 @@ var (
 	ErrNotFound = errors.New("store: not found")
 	// ErrConflict: a compare-and-set lost; re-read and retry.
 	ErrConflict = errors.New("store: revision conflict")
+	// ErrFull: JetStream refused a write for lack of space: the bucket
+	// reached its MaxBytes, or the server its max_file_store. Nothing was
+	// written; retrying helps only once space is freed.
+	ErrFull = errors.New("store: full")
 )
 
 // Line is a user's line record (line.<user>): the claims of the user's
@@ -335,11 +340,25 @@ func mapPubErr(err error, what string) error {
 	var apiErr *jetstream.APIError
 	if errors.As(err, &apiErr) {
 		switch {
+		case isFull(apiErr):
+			return fmt.Errorf("%w: %s: %s (%d)", ErrFull, what, apiErr.Description, apiErr.ErrorCode)
 		case apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence, apiErr.ErrorCode == 10164: // 10164: R>1 wording of the same check
 			return fmt.Errorf("%w: %s: %s", ErrConflict, what, apiErr.Description)
 		}
 	}
 	return fmt.Errorf("store: publish %s: %w", what, err)
+}
+
+// isFull reports whether JetStream refused a write for lack of space.
+func isFull(e *jetstream.APIError) bool {
+	switch e.ErrorCode {
+	case 10023, 10047: // insufficient (storage) resources: the server's limits
+		return true
+	case 10077: // storing failed: the stream's own limits (KV buckets discard new)
+		d := e.Description
+		return strings.Contains(d, "maximum bytes") || strings.Contains(d, "maximum messages") || strings.Contains(d, "resource limits")
+	}
+	return false
 }
 
 // PutSession records a live session of user on device that expires after
@@ -350,7 +369,7 @@ func (s *Store) PutSession(ctx context.Context, user, device string, ttl time.Du
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
 	s.stats.writes.Add(1)
 	if _, err := s.publish(ctx, m); err != nil {
-		return fmt.Errorf("store: put session: %w", err)
+		return mapPubErr(err, "session")
 	}
 	return nil
 }
@@ -362,7 +381,7 @@ func (s *Store) DeleteSession(ctx context.Context, user, device string) error {
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(markerTTL))
 	s.stats.writes.Add(1)
 	if _, err := s.publish(ctx, m); err != nil {
-		return fmt.Errorf("store: delete session: %w", err)
+		return mapPubErr(err, "session delete")
 	}
 	return nil
 }

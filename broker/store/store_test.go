@@ -79,7 +79,7 @@ func TestNotFoundIsConfirmedWithTheLeader(t *testing.T) {
 				{"past the grace", now.Add(-2 * grace), false, tc.claimPast},
 			} {
 				before = st.Stats()
-				held, err := st.Holding(ctx, "bob", store.Line{Claims: []store.Claim{{ID: "absent1", At: c.at.UnixMilli()}}}, now, grace, false)
+				held, err := st.Holding(ctx, "bob", store.Line{Claims: []store.Claim{{ID: "absent1", At: c.at.UnixMilli()}}}, now, store.LineRules{Grace: grace}, false)
 				if err != nil {
 					t.Fatal(err)
 				}

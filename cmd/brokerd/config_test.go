@@ -26,7 +26,7 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("file not applied: %+v %q", o.cfg, o.natsURL)
 	}
 	if o.cfg.SendRate != 11 {
-		t.Fatalf("command line must win over the file: %d", o.cfg.SendRate)
+		t.Fatalf("command line must win over the file: %g", o.cfg.SendRate)
 	}
 }
 

@@ -54,15 +54,15 @@ func (r *run) checkQuiescent(ctx context.Context, st *store.Store) {
 	// not remain is a claim that holds — of a live invitation, or of one
 	// never written (a sender killed mid-send), which holds for the claim
 	// grace only; so wait out the grace before calling it a violation.
-	grace := broker.DefaultConfig().ClaimGrace
-	deadline := time.Now().Add(grace + 5*time.Second)
+	rules := broker.DefaultConfig().LineRules()
+	deadline := time.Now().Add(rules.Grace + 5*time.Second)
 	pending := r.pool.all
 	for len(pending) > 0 {
 		var still []*user
 		lines := map[string]store.Line{}
 		for _, u := range pending {
 			gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			busy, l, err := st.Busy(gctx, u.id, grace)
+			busy, l, err := st.Busy(gctx, u.id, rules)
 			cancel()
 			if err == nil && !busy {
 				continue

@@ -37,6 +37,10 @@ func TestConfig() broker.Config {
 	cfg.PresenceTTL = 2 * time.Second
 	cfg.AckWait = time.Second
 	cfg.ClaimGrace = 3 * time.Second
+	// Tests drive a few users hard (races, budgets): per-user rates that
+	// no test of another feature runs into. The abuse tests set their own.
+	cfg.SendRate, cfg.SendBurst = 1000, 1000
+	cfg.CommandRate, cfg.CommandBurst = 1000, 1000
 	return cfg
 }
 
@@ -258,11 +262,11 @@ func (r *Recorder) Count(prefix string) int {
 // (with TestConfig's claim grace) and no manual flag is set.
 func WaitFree(t testing.TB, st *store.Store, users ...string) {
 	t.Helper()
-	grace := TestConfig().ClaimGrace
-	natstest.Eventually(t, Wait+grace, func() error {
+	rules := TestConfig().LineRules()
+	natstest.Eventually(t, Wait+rules.Grace, func() error {
 		for _, u := range users {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			busy, l, err := st.Busy(ctx, u, grace)
+			busy, l, err := st.Busy(ctx, u, rules)
 			cancel()
 			if err != nil {
 				return err
