@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -316,4 +317,85 @@ func counter(t *testing.T, b *broker.Broker, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// One user logs in (and heartbeats) 3 000 distinct devices as fast as it
+// can while alice and bob talk; then bob hangs up by logging out. The
+// storm leaves mallory at most a cap of devices (and the rate limits
+// refuse most of it before any work), so the presence events it causes
+// are few and cheap: bob's logout ends alice's call within a second.
+func TestDeviceStormDoesNotDelayOthers(t *testing.T) {
+	cfg := abuseConfig()
+	env := ringertest.Start(t, cfg)
+	st := env.Brokers[0].Store()
+	alice := env.Login("alice", "phone")
+	bob := env.Login("bob", "phone")
+	ctx := ringertest.Ctx(t)
+	li := alice.Invite(t, "bob")
+	if err := bob.Rec.WaitRemote(t, li.ID).Accept(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "Accepted "+li.ID)
+
+	const devices, conns = 3000, 8
+	results := make(chan string, 2*devices)
+	var wg sync.WaitGroup
+	for c := range conns {
+		nc := natstest.Connect(t, env.URL)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := c; i < devices; i += conns {
+				for _, verb := range []string{subjects.VerbLogin, subjects.VerbHeartbeat} {
+					subj, _ := subjects.Command("mallory", verb)
+					body := protocol.MustMarshal(&protocol.Request{Device: fmt.Sprintf("d%d-%s", i, verb)})
+					m, err := nc.Request(subj, body, ringertest.Wait)
+					if err != nil {
+						results <- "no reply"
+						continue
+					}
+					rep, err := protocol.DecodeReply(m.Data)
+					switch {
+					case err != nil:
+						results <- "undecodable"
+					case rep.Error != nil:
+						results <- verb + " " + string(rep.Error.Code)
+					default:
+						results <- verb + " ok"
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(results)
+	seen := map[string]int{}
+	for r := range results {
+		seen[r]++
+	}
+	t.Logf("mallory's storm: %v", seen)
+	if n := seen["login ok"]; n > cfg.MaxDevices+conns {
+		t.Fatalf("%d of mallory's logins opened a session, device cap %d", n, cfg.MaxDevices)
+	}
+	if n := seen["heartbeat ok"]; n > 0 {
+		t.Fatalf("%d heartbeats of devices never logged in opened a session", n)
+	}
+	// Let mallory's sessions expire: their presence events are handled now.
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		live, err := st.Sessions(ctx, "mallory", 0)
+		if err != nil || len(live) > 0 {
+			return fmt.Errorf("mallory still has %d sessions (%v)", len(live), err)
+		}
+		return nil
+	})
+	hungUp := time.Now()
+	if err := bob.Logout(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "CallEnded "+li.ID)
+	if took := time.Since(hungUp); took > time.Second {
+		t.Fatalf("bob's logout reached alice after %s, want at most 1s", took)
+	} else {
+		t.Logf("bob's logout reached alice after %s", took.Round(time.Millisecond))
+	}
 }

@@ -197,8 +197,9 @@ func (c Config) Validate() error {
 }
 
 // maxDevicesLimit bounds MaxDevices: presence reads every device of a user
-// in one multi-get, which JetStream caps at 1024 subjects.
-const maxDevicesLimit = 1000
+// in one multi-get, which JetStream caps at 1024 subjects (beyond, it lists
+// the keys: slower), and racing logins can overshoot the cap a little.
+const maxDevicesLimit = 100
 
 // maxViewLen bounds the encoded size of one invitation view (a login or
 // sync reply lists each live one): its fields at their limits plus the

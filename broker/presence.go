@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -20,6 +21,17 @@ func (b *Broker) session() *protocol.Session {
 // everything live the user is a party to: invitations that waited while the
 // user was offline are delivered here (store-and-forward).
 func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) {
+	// The device cap: counted in one multi-get, however many devices the
+	// user has. Logins racing each other may pass it together; the
+	// per-user command rate bounds by how much.
+	live, err := b.store.Sessions(ctx, c.user, 0)
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	if len(live) >= b.cfg.MaxDevices && !slices.Contains(live, c.req.Device) {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeResourceExhausted,
+			"%s has %d devices logged in, at most %d: log one out, or wait for a lost one's session to expire", c.user, len(live), b.cfg.MaxDevices)
+	}
 	if err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL); err != nil {
 		return protocol.Reply{}, err
 	}
@@ -33,9 +45,14 @@ func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) 
 	return protocol.Reply{Session: s, Invitations: invs}, nil
 }
 
-// heartbeat refreshes the session's TTL. A heartbeat for a session that had
-// already expired re-creates it.
+// heartbeat refreshes the session's TTL. It does not bring back a session
+// that has ended (expired, or logged out): that is NOT_LOGGEDIN, and the
+// device logs in again — through the device cap, and with the resync a
+// device that was offline needs anyway.
 func (b *Broker) heartbeat(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := b.checkSession(ctx, c.user, c.req.Device).wait(); err != nil {
+		return protocol.Reply{}, err
+	}
 	if err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL); err != nil {
 		return protocol.Reply{}, err
 	}
@@ -66,9 +83,14 @@ func (b *Broker) presenceChanged(_ context.Context, m jetstream.Msg) {
 		_ = m.Term()
 		return
 	}
+	meta, err := m.Metadata()
+	if err != nil {
+		_ = m.Term()
+		return
+	}
 	ctx, cancel := b.opContext()
 	defer cancel()
-	if err := b.presenceLost(ctx, user); err != nil {
+	if err := b.presenceLost(ctx, user, meta.Sequence.Stream); err != nil {
 		b.log.Warn().Err(err).Str("user", user).Str("device", device).Msg("presence loss not resolved; will retry")
 		b.nak(m, "presence")
 		return
@@ -78,10 +100,12 @@ func (b *Broker) presenceChanged(_ context.Context, m jetstream.Msg) {
 
 // presenceLost resolves a user's live invitations and calls when the user has
 // no session left: caller lost → Failure(PEER_OFFLINE), a call → ended; a
-// callee that is merely offline keeps ringing for the offline window.
-func (b *Broker) presenceLost(ctx context.Context, user string) error {
-	online, err := b.store.Online(ctx, user)
-	if err != nil || online {
+// callee that is merely offline keeps ringing for the offline window. seq is
+// the stream sequence of the session change that asked: the sessions read
+// must include it. One read however many devices the user has.
+func (b *Broker) presenceLost(ctx context.Context, user string, seq uint64) error {
+	live, err := b.store.Sessions(ctx, user, seq)
+	if err != nil || len(live) > 0 {
 		return err
 	}
 	line, _, err := b.store.GetLine(ctx, user)

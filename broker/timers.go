@@ -100,11 +100,11 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 func (b *Broker) timeout(ctx context.Context, rec lifecycle.Record, fromLeader bool) (lifecycle.Record, bool, error) {
 	a := lifecycle.Action{Kind: lifecycle.Timeout}
 	if rec.State == protocol.StateSent {
-		online, err := b.store.Online(ctx, rec.Callee)
+		live, err := b.store.Sessions(ctx, rec.Callee, 0)
 		if err != nil {
 			return lifecycle.Record{}, false, err
 		}
-		a.CalleeOnline = online
+		a.CalleeOnline = len(live) > 0
 	}
 	var read *lifecycle.Record
 	if fromLeader {

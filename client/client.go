@@ -222,7 +222,14 @@ func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
 		case <-t.C:
 			t.Reset(every)
 			ctx, cancel := context.WithTimeout(context.Background(), every)
-			if err := c.Heartbeat(ctx); err != nil {
+			err := c.Heartbeat(ctx)
+			if errors.Is(err, ErrNotLoggedIn) {
+				// The session ended (it expired while heartbeats could not
+				// get through, or the broker lost it): log in again, which
+				// also brings back what was missed.
+				err = c.relogin(ctx)
+			}
+			if err != nil {
 				// While heartbeats fail (a NATS node hung or cut off from
 				// the others, JetStream without a leader), events may be
 				// lost on a connection that never drops, so no reconnect
@@ -238,7 +245,27 @@ func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
 	}
 }
 
+// relogin opens the session again after a heartbeat found it ended, and
+// resyncs: the device was offline for the broker meanwhile.
+func (c *Client) relogin(ctx context.Context) error {
+	rep, err := c.request(ctx, subjects.VerbLogin, &protocol.Request{})
+	if err != nil {
+		return err
+	}
+	if rep.Session != nil {
+		c.mu.Lock()
+		c.session = *rep.Session
+		c.mu.Unlock()
+	}
+	for i := range rep.Invitations {
+		c.apply(rep.Invitations[i], "")
+	}
+	return c.Resync(ctx)
+}
+
 // Heartbeat refreshes the session now (Login starts automatic heartbeats).
+// A session that has ended is not brought back: that is ErrNotLoggedIn
+// (the automatic heartbeats then log in again).
 func (c *Client) Heartbeat(ctx context.Context) error {
 	_, err := c.request(ctx, subjects.VerbHeartbeat, &protocol.Request{})
 	return err

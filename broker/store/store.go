@@ -410,24 +410,6 @@ func (s *Store) HasSessionFresh(ctx context.Context, user, device string) (bool,
 	return err == nil, err
 }
 
-// Online reports whether user has any live session.
-func (s *Store) Online(ctx context.Context, user string) (bool, error) {
-	s.stats.reads.Add(1)
-	lister, err := s.kv.ListKeysFiltered(ctx, subjects.SessionKeysOf(user))
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return false, nil
-		}
-		return false, fmt.Errorf("store: list sessions: %w", err)
-	}
-	defer lister.Stop()
-	online := false
-	for range lister.Keys() {
-		online = true
-	}
-	return online, nil
-}
-
 // ArmTimer arms a durable timer that fires invitation id at Unix millisecond
 // at. Arming the same (id, at) twice is harmless; the fired message carries at.
 func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {

@@ -1,0 +1,82 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/natstest"
+)
+
+// Sessions lists a user's live devices in one read, however many it has,
+// leaving out logged-out and other users' sessions; on a replicated bucket
+// an answer that cannot include a change the caller knows of is ErrStale.
+func TestSessionsInOneRead(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		url      func(t *testing.T) string
+	}{
+		{"R1", 1, func(t *testing.T) string { return natstest.RunServer(t).ClientURL() }},
+		{"R3", 3, func(t *testing.T) string {
+			if testing.Short() {
+				t.Skip("cluster test")
+			}
+			return natstest.RunCluster(t, 3).URLs()
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc := natstest.Connect(t, tc.url(t))
+			natstest.Attempt(t, time.Minute, 10*time.Second, func(ctx context.Context) error {
+				return store.Provision(ctx, nc, store.ProvisionConfig{Replicas: tc.replicas})
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			st, err := store.Open(ctx, nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if live, err := st.Sessions(ctx, "alice", 0); err != nil || len(live) != 0 {
+				t.Fatalf("no sessions yet: %v, %v", live, err)
+			}
+			for _, d := range []string{"phone", "laptop", "tablet"} {
+				if err := st.PutSession(ctx, "alice", d, time.Minute); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := st.PutSession(ctx, "alicea", "phone", time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.DeleteSession(ctx, "alice", "tablet"); err != nil {
+				t.Fatal(err)
+			}
+			stream, err := st.JetStream().Stream(ctx, "KV_RINGER")
+			if err != nil {
+				t.Fatal(err)
+			}
+			info, err := stream.Info(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last := info.State.LastSeq // the logout: a follower's answer must include it
+			before := st.Stats()
+			live, err := st.Sessions(ctx, "alice", last)
+			slices.Sort(live)
+			if err != nil || !slices.Equal(live, []string{"laptop", "phone"}) {
+				t.Fatalf("alice's sessions: %v, %v; want laptop, phone", live, err)
+			}
+			if reads := st.Stats().Sub(before).Reads; tc.replicas == 1 && reads != 1 {
+				t.Fatalf("%d reads, want 1", reads)
+			}
+			if tc.replicas > 1 {
+				// A change no replica has yet.
+				if _, err := st.Sessions(ctx, "alice", last+1000); !errors.Is(err, store.ErrStale) {
+					t.Fatalf("a view that cannot include the change asked for: %v, want ErrStale", err)
+				}
+			}
+		})
+	}
+}
