@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -11,8 +12,10 @@ import (
 
 	"github.com/ringer-dev/ringer/auth"
 	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // The real broker in BROKER, real clients authenticated by token in USERS:
@@ -25,6 +28,7 @@ func TestCalloutInviteAcceptWithRealBroker(t *testing.T) {
 	brokerURL := strings.Replace(e.url, "nats://", "nats://broker:broker@", 1)
 	cfg := ringertest.TestConfig()
 	cfg.RequireRequestInfo = true // secure mode: identity stamped by the server must match the subject
+	cfg.OwnReplies = true
 	ringertest.StartBroker(t, brokerURL, cfg)
 
 	// A second subscriber in BROKER sees a copy of every command that reaches
@@ -106,7 +110,17 @@ func TestCalloutInviteAcceptWithRealBroker(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer insider.Close()
-	msg, err := insider.Request("ringer.v1.cmd.bob.refuse", protocol.MustMarshal(&protocol.Request{Device: "x", ID: id}), ringertest.Wait)
+	replies, err := insider.SubscribeSync("ringer.v1.user.bob.reply.insider.*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := nats.NewMsg("ringer.v1.cmd.bob.refuse")
+	cmd.Header.Set(subjects.ReplyHeader, "insider.1")
+	cmd.Data = protocol.MustMarshal(&protocol.Request{Device: "x", ID: id})
+	if err := insider.PublishMsg(cmd); err != nil {
+		t.Fatal(err)
+	}
+	msg, err := replies.NextMsg(ringertest.Wait)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,4 +128,87 @@ func TestCalloutInviteAcceptWithRealBroker(t *testing.T) {
 	if err != nil || rep.Error == nil || rep.Error.Code != protocol.CodeForbidden {
 		t.Fatalf("unstamped command as bob: %+v %v, want FORBIDDEN", rep, err)
 	}
+}
+
+// In secure mode the server rewrites the reply subject of a command on its
+// way from USERS to BROKER, so a broker cannot see where a reply would go:
+// mallory could aim replies (a 29-byte get answered with kilobytes) at
+// carol's events or bob's inbox. Brokers therefore reply only on the acting
+// user's own reply subject (the Ringer-Reply header) and refuse any other
+// reply subject without answering: carol and bob receive nothing, the
+// refusals are counted, and mallory's own commands work.
+func TestRepliesGoOnlyToTheAsker(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	brokerURL := strings.Replace(e.url, "nats://", "nats://broker:broker@", 1)
+	cfg := ringertest.TestConfig()
+	cfg.RequireRequestInfo, cfg.OwnReplies = true, true
+	b := ringertest.StartBroker(t, brokerURL, cfg)
+
+	carol := e.login("carol")
+	carolEvents, err := carol.Conn.SubscribeSync("ringer.v1.user.carol.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bob := e.login("bob", nats.CustomInboxPrefix("_INBOX_bob"))
+	bobInbox, err := bob.Conn.SubscribeSync("_INBOX_bob.>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []*nats.Conn{carol.Conn, bob.Conn} {
+		if err := c.Flush(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mallory := e.login("mallory")
+	get := protocol.MustMarshal(&protocol.Request{Device: "phone", ID: "anything"})
+	const aimed = 50
+	for i := range aimed {
+		target := "ringer.v1.user.carol.events"
+		if i%2 == 1 {
+			target = "_INBOX_bob.abc.def"
+		}
+		if err := mallory.Conn.PublishRequest("ringer.v1.cmd.mallory.get", target, get); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Mallory's own commands, asking on her own reply subject, are served.
+	m, err := client.New(mallory.Conn, "mallory", "phone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if _, err := m.Get(ringertest.Ctx(t), "anything"); !errors.Is(err, client.ErrNotFound) {
+		t.Fatalf("mallory's own get: %v, want NOT_FOUND", err)
+	}
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		if n := refusedReplies(t, b); n < aimed {
+			return fmt.Errorf("%v of %d aimed commands refused", n, aimed)
+		}
+		return nil
+	})
+	if err := carol.Conn.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for name, sub := range map[string]*nats.Subscription{"carol's events": carolEvents, "bob's inbox": bobInbox} {
+		if n, _, _ := sub.Pending(); n > 0 {
+			m, _ := sub.NextMsg(0)
+			t.Fatalf("%s received %d broker replies meant for mallory (%s)", name, n, m.Subject)
+		}
+	}
+}
+
+// refusedReplies reads ringer_replies_refused_total.
+func refusedReplies(t *testing.T, b *ringertest.Broker) float64 {
+	t.Helper()
+	mfs, err := b.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "ringer_replies_refused_total" {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatal("no ringer_replies_refused_total")
+	return 0
 }

@@ -61,7 +61,7 @@ func TestUnreceivedInvitationHoldsTheCalleeBriefly(t *testing.T) {
 	if err := squat.Send(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sent := time.Now()
+	sent := time.UnixMilli(squat.Invitation().CreatedAt) // the broker's clock, this process's
 	if inv := carol.Invite(t, "victim").Invitation(); inv.Reason != protocol.ReasonBusy {
 		t.Fatalf("within the hold the victim is busy: %+v", inv)
 	}

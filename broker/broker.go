@@ -57,6 +57,8 @@ type Broker struct {
 	// fullAt is when JetStream last refused a write for lack of space (Unix
 	// ns; 0: never): Check fails for fullFor after it.
 	fullAt atomic.Int64
+	// refusedLogAt is when a refused reply subject was last logged (Unix ns).
+	refusedLogAt atomic.Int64
 }
 
 // fullFor is how long after a write refused for lack of space the broker

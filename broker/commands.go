@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,8 +42,8 @@ type job struct {
 func (b *Broker) onCommand(m *nats.Msg) {
 	arrived := time.Now()
 	if b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived) {
-		if _, verb, err := subjects.ParseCommand(m.Subject); err == nil && verb == subjects.VerbSend {
-			b.shed(m)
+		if user, verb, err := subjects.ParseCommand(m.Subject); err == nil && verb == subjects.VerbSend {
+			b.shed(m, user)
 			return
 		}
 	}
@@ -83,14 +84,52 @@ func (b *Broker) stopWorkers() {
 // of invitations already ringing or talking still run, so those finish and
 // free capacity, and the sender learns at once that it may retry instead
 // of waiting in a queue that only grows.
-func (b *Broker) shed(m *nats.Msg) {
+func (b *Broker) shed(m *nats.Msg, user string) {
+	dest, ok := b.replyTo(m, user)
+	if !ok {
+		return
+	}
 	b.metrics.shed()
-	if m.Reply == "" {
+	if dest == "" {
 		return
 	}
 	rep := protocol.Reply{Error: protocol.Errorf(protocol.CodeUnavailable, "broker overloaded: retry the send in a moment")}
-	if err := protocol.MustEncode(&rep, m.Respond); err != nil {
+	if err := protocol.MustEncode(&rep, func(data []byte) error { return b.nc.Publish(dest, data) }); err != nil {
 		b.log.Debug().Err(err).Msg("shed reply not sent")
+	}
+}
+
+// replyTo decides where the reply to command m of user goes: the user's own
+// reply subject that the ReplyHeader names, else the message's reply
+// subject — unless OwnReplies (secure mode), where a reply subject the
+// broker cannot check is refused: no reply (it could be anyone's subject:
+// in secure mode the server rewrites a cross-account reply, so the broker
+// cannot see where it leads), not executed, counted and logged at most once
+// per minute. "" with ok: a publish that wants no reply.
+func (b *Broker) replyTo(m *nats.Msg, user string) (dest string, ok bool) {
+	if token := m.Header.Get(subjects.ReplyHeader); token != "" {
+		dest, err := subjects.UserReply(user, token)
+		if err != nil {
+			b.refuseReply(m, fmt.Sprintf("bad %s header: %v", subjects.ReplyHeader, err))
+			return "", false
+		}
+		return dest, true
+	}
+	if m.Reply != "" && b.cfg.OwnReplies {
+		b.refuseReply(m, "a reply subject that is not the user's own (send the "+subjects.ReplyHeader+" header)")
+		return "", false
+	}
+	return m.Reply, true
+}
+
+// refuseReply counts a command refused for where it wanted its reply, and
+// logs it at most once per minute.
+func (b *Broker) refuseReply(m *nats.Msg, why string) {
+	b.metrics.repliesRefused.Inc()
+	now := time.Now().UnixNano()
+	if last := b.refusedLogAt.Load(); now-last >= int64(time.Minute) && b.refusedLogAt.CompareAndSwap(last, now) {
+		b.log.Warn().Str("subject", m.Subject).Str("reply", m.Reply).Str("why", why).
+			Msg("command refused without a reply: brokers reply only to the acting user's own subjects (counted in ringer_replies_refused_total; logged once a minute)")
 	}
 }
 
@@ -100,6 +139,11 @@ func (b *Broker) serve(m *nats.Msg) {
 	start := time.Now()
 	verb := "unknown"
 	var rep protocol.Reply
+	user, v, perr := subjects.ParseCommand(m.Subject)
+	dest, ok := b.replyTo(m, user)
+	if !ok {
+		return // refused without a reply, and not executed
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			b.log.Error().Interface("panic", p).Str("subject", m.Subject).Msg("command handler panicked")
@@ -110,17 +154,16 @@ func (b *Broker) serve(m *nats.Msg) {
 			result = string(rep.Error.Code)
 		}
 		b.metrics.commandDone(verb, result, time.Since(start))
-		if m.Reply == "" {
+		if dest == "" {
 			return // a publish, not a request: nobody to answer
 		}
-		if err := protocol.MustEncode(&rep, m.Respond); err != nil {
+		if err := protocol.MustEncode(&rep, func(data []byte) error { return b.nc.Publish(dest, data) }); err != nil {
 			b.log.Debug().Err(err).Str("verb", verb).Msg("reply not sent")
 		}
 	}()
 
-	user, v, err := subjects.ParseCommand(m.Subject)
-	if err != nil {
-		rep.Error = protocol.Errorf(protocol.CodeInvalidArgument, "%v", err)
+	if perr != nil {
+		rep.Error = protocol.Errorf(protocol.CodeInvalidArgument, "%v", perr)
 		return
 	}
 	verb = v
@@ -142,6 +185,12 @@ func (b *Broker) serve(m *nats.Msg) {
 	}
 	if err := subjects.ValidateID(req.Device); err != nil {
 		rep.Error = protocol.Errorf(protocol.CodeInvalidArgument, "device: %v", err)
+		return
+	}
+	if now := b.now().UnixMilli(); req.Deadline != 0 && now > req.Deadline {
+		// Its client has given up on it: executing it now would be a ghost
+		// (an invitation its caller was told had failed).
+		rep.Error = protocol.Errorf(protocol.CodeDeadlineExceeded, "the command arrived %d ms after its deadline: not executed", now-req.Deadline)
 		return
 	}
 	c := &command{user: user, verb: v, req: req}

@@ -76,6 +76,13 @@ type Config struct {
 	// Nats-Request-Info names the same user as the command subject.
 	RequireRequestInfo bool
 
+	// OwnReplies (secure mode): reply only on the acting user's own reply
+	// subject, named by the Ringer-Reply header (subjects.ReplyHeader). A
+	// command that asks for its reply anywhere else is refused without a
+	// reply and not executed: a user could otherwise aim the broker's
+	// replies at another user's subjects.
+	OwnReplies bool
+
 	// Retention is how long a finished invitation stays readable (for
 	// idempotent retries and late syncs) before JetStream removes it.
 	Retention time.Duration

@@ -12,15 +12,16 @@ import (
 // Metrics are a broker's Prometheus collectors, on a registry of its own so
 // that several brokers can live in one process (tests).
 type Metrics struct {
-	Registry      *prometheus.Registry
-	commands      *prometheus.CounterVec
-	latency       *prometheus.HistogramVec
-	outcomes      *prometheus.CounterVec
-	transitions   *prometheus.CounterVec
-	kvErrors      *prometheus.CounterVec
-	sheds         prometheus.Counter
-	storeFull     prometheus.Counter
-	timerLateness prometheus.Histogram
+	Registry       *prometheus.Registry
+	commands       *prometheus.CounterVec
+	latency        *prometheus.HistogramVec
+	outcomes       *prometheus.CounterVec
+	transitions    *prometheus.CounterVec
+	kvErrors       *prometheus.CounterVec
+	sheds          prometheus.Counter
+	storeFull      prometheus.Counter
+	repliesRefused prometheus.Counter
+	timerLateness  prometheus.Histogram
 }
 
 func newMetrics() *Metrics {
@@ -48,12 +49,15 @@ func newMetrics() *Metrics {
 		storeFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "store_full_total", Help: "Writes JetStream refused for lack of space (the bucket's --store-max-bytes or the server's max_file_store); /readyz fails while they happen.",
 		}),
+		repliesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "replies_refused_total", Help: "Commands refused without a reply because they asked for it somewhere other than the acting user's own reply subject (--own-replies, secure mode).",
+		}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.timerLateness,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -14,7 +14,7 @@ import (
 )
 
 func (b *Broker) session() *protocol.Session {
-	return &protocol.Session{TTLMs: b.cfg.PresenceTTL.Milliseconds(), HeartbeatMs: (b.cfg.PresenceTTL / 3).Milliseconds()}
+	return &protocol.Session{TTLMs: b.cfg.PresenceTTL.Milliseconds(), HeartbeatMs: (b.cfg.PresenceTTL / 3).Milliseconds(), NowMs: b.now().UnixMilli()}
 }
 
 // login records the device's session (a KV entry with a TTL) and returns

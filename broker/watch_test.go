@@ -12,6 +12,7 @@ import (
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // watchErrorReplies signals every error reply, to any client on url, whose
@@ -21,15 +22,20 @@ func watchErrorReplies(t *testing.T, url, substr string) <-chan struct{} {
 	t.Helper()
 	nc := natstest.Connect(t, url)
 	seen := make(chan struct{}, 16)
-	if _, err := nc.Subscribe(nats.InboxPrefix+">", func(m *nats.Msg) {
+	watch := func(m *nats.Msg) {
 		if rep, err := protocol.DecodeReply(m.Data); err == nil && rep.Error != nil && strings.Contains(rep.Error.Message, substr) {
 			select {
 			case seen <- struct{}{}:
 			default:
 			}
 		}
-	}); err != nil {
-		t.Fatal(err)
+	}
+	// The SDK's replies come on the users' own reply subjects; raw
+	// requests' on inboxes.
+	for _, subj := range []string{subjects.Prefix + ".user.*.reply.>", nats.InboxPrefix + ">"} {
+		if _, err := nc.Subscribe(subj, watch); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := nc.Flush(); err != nil {
 		t.Fatal(err)

@@ -114,6 +114,12 @@ type Client struct {
 	resyncDue atomic.Bool
 	session   protocol.Session
 	bg        sync.WaitGroup
+	// conn is the ConnectionState; clockOffset (ms, valid once clockKnown)
+	// is the broker's clock minus this device's (see deadline).
+	conn        atomic.Int32
+	clockOffset atomic.Int64
+	clockKnown  atomic.Bool
+	replies     replies // see exchange
 }
 
 // New returns a client for user's device on nc. It does no I/O: call Login.
@@ -128,6 +134,7 @@ func New(nc *nats.Conn, user, device string, opts ...Option) (*Client, error) {
 		return nil, fmt.Errorf("%w: device: %v", ErrInvalidOption, err)
 	}
 	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}, quit: make(chan struct{}), remember: DefaultRemember}
+	c.conn.Store(int32(ConnectionDisconnected))
 	for _, o := range opts {
 		if err := o(c); err != nil {
 			return nil, err
@@ -145,9 +152,15 @@ func (c *Client) Device() string { return c.device }
 // Login subscribes to the user's events, opens the session and starts
 // heartbeats. Invitations that waited while the user was offline are
 // delivered (OnRemoteInvitationReceived) before Login returns.
-func (c *Client) Login(ctx context.Context) error {
+func (c *Client) Login(ctx context.Context) (err error) {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
+	c.setConnection(ConnectionConnecting, ConnectionChangeLogin)
+	defer func() {
+		if err != nil {
+			c.loginFailed(err)
+		}
+	}()
 	subj, err := subjects.UserEvents(c.user)
 	if err != nil {
 		return err
@@ -193,6 +206,7 @@ func (c *Client) Login(ctx context.Context) error {
 	if start {
 		go c.heartbeats(stop, period)
 	}
+	c.setConnection(ConnectionConnected, ConnectionChangeLoginSuccess)
 	for i := range rep.Invitations {
 		c.apply(rep.Invitations[i], "")
 	}
@@ -276,6 +290,7 @@ func (c *Client) Heartbeat(ctx context.Context) error {
 func (c *Client) Logout(ctx context.Context) error {
 	_, err := c.request(ctx, subjects.VerbLogout, &protocol.Request{})
 	c.Close()
+	c.setConnection(ConnectionDisconnected, ConnectionChangeLogout)
 	return err
 }
 
@@ -300,6 +315,7 @@ func (c *Client) Close() {
 		unwatchReconnects(c)
 	}
 	c.bg.Wait()
+	c.stopReplies()
 }
 
 // Sync fetches every live invitation and call of the user and applies them,
@@ -399,9 +415,20 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 	req.Device = c.device
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
+	// Not while nats.go reconnects: it would keep the request in its
+	// buffer and send it when the connection is back, maybe long after
+	// this call gave up (a ghost invitation). The deadline covers a drop
+	// between this check and the publish.
+	if !c.nc.IsConnected() {
+		return nil, fmt.Errorf("%w: not connected to NATS (%s): %s not sent", ErrUnavailable, c.nc.Status(), verb)
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		req.Deadline = c.deadline(dl)
+	}
 	var msg *nats.Msg
+	sent := time.Now()
 	err = protocol.Encode(req, func(data []byte) (err error) { // data is only valid in here
-		msg, err = c.nc.RequestWithContext(ctx, subj, data)
+		msg, err = c.exchange(ctx, subj, data)
 		return err
 	})
 	if err != nil {
@@ -413,6 +440,9 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 	rep, err := protocol.DecodeReply(msg.Data)
 	if err != nil {
 		return nil, err
+	}
+	if rep.Session != nil {
+		c.learnClock(rep.Session.NowMs, sent, time.Now())
 	}
 	if rep.Error != nil {
 		return nil, rep.Error

@@ -37,6 +37,11 @@ type Handler struct {
 	// OnEvent sees every event the client applied (after deduplication), on
 	// any device of the user, before the callbacks above.
 	OnEvent func(ev protocol.Event)
+
+	// OnConnectionStateChanged: the client's connection state changed
+	// (Agora onConnectionStateChanged). It runs on nats.go's callback
+	// goroutine or the goroutine that called Login/Logout: keep it short.
+	OnConnectionStateChanged func(state ConnectionState, reason ConnectionChangeReason)
 }
 
 // tracked is the client's mirror of one invitation.

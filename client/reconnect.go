@@ -21,31 +21,57 @@ var (
 )
 
 type fanout struct {
-	clients map[*Client]bool
-	prev    nats.ConnHandler
+	clients                  map[*Client]bool
+	prevReconnect, prevClose nats.ConnHandler
+	prevDisconnect           nats.ConnErrHandler
 }
 
+// members returns the clients on the connection.
+func (f *fanout) members() []*Client {
+	fanoutMu.Lock()
+	defer fanoutMu.Unlock()
+	cs := make([]*Client, 0, len(f.clients))
+	for cl := range f.clients {
+		cs = append(cs, cl)
+	}
+	return cs
+}
+
+// watchReconnects installs, once per connection, the handlers that tell
+// each client on it that the connection dropped, came back (resync) or
+// closed; the app's own handlers keep running first.
 func watchReconnects(c *Client) {
 	fanoutMu.Lock()
 	defer fanoutMu.Unlock()
 	f := fanouts[c.nc]
 	if f == nil {
-		f = &fanout{clients: map[*Client]bool{}, prev: c.nc.Opts.ReconnectedCB}
-		fanouts[c.nc] = f
 		nc := c.nc
+		f = &fanout{clients: map[*Client]bool{}, prevReconnect: nc.Opts.ReconnectedCB,
+			prevDisconnect: nc.Opts.DisconnectedErrCB, prevClose: nc.Opts.ClosedCB}
+		fanouts[nc] = f
 		nc.SetReconnectHandler(func(conn *nats.Conn) {
-			fanoutMu.Lock()
-			prev := f.prev
-			cs := make([]*Client, 0, len(f.clients))
-			for cl := range f.clients {
-				cs = append(cs, cl)
+			if f.prevReconnect != nil {
+				f.prevReconnect(conn)
 			}
-			fanoutMu.Unlock()
-			if prev != nil {
-				prev(conn)
-			}
-			for _, cl := range cs {
+			for _, cl := range f.members() {
+				cl.setConnection(ConnectionConnected, ConnectionChangeLoginSuccess, ConnectionReconnecting)
 				cl.resyncInBackground()
+			}
+		})
+		nc.SetDisconnectErrHandler(func(conn *nats.Conn, err error) {
+			if f.prevDisconnect != nil {
+				f.prevDisconnect(conn, err)
+			}
+			for _, cl := range f.members() {
+				cl.setConnection(ConnectionReconnecting, ConnectionChangeInterrupted, ConnectionConnected)
+			}
+		})
+		nc.SetClosedHandler(func(conn *nats.Conn) {
+			if f.prevClose != nil {
+				f.prevClose(conn)
+			}
+			for _, cl := range f.members() {
+				cl.setConnection(ConnectionAborted, ConnectionChangeClosed, ConnectionConnected, ConnectionReconnecting)
 			}
 		})
 	}

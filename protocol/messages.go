@@ -72,6 +72,11 @@ type Request struct {
 	Response  string    `msgpack:"response,omitempty"`
 	Busy      bool      `msgpack:"busy,omitempty"`
 	Timeouts  *Timeouts `msgpack:"timeouts,omitempty"`
+	// Deadline (Unix ms, the broker's clock; 0: none) is when the client
+	// stops waiting for the reply. A broker that receives the command later
+	// (it waited in a reconnecting client's buffer, or in a queue) does not
+	// execute it: DEADLINE_EXCEEDED.
+	Deadline int64 `msgpack:"deadline,omitempty"`
 }
 
 // Timeouts are per-invitation overrides, in milliseconds; zero keeps the
@@ -97,6 +102,9 @@ type Session struct {
 	TTLMs       int64 `msgpack:"ttlMs"`
 	HeartbeatMs int64 `msgpack:"heartbeatMs"`
 	Busy        bool  `msgpack:"busy,omitempty"` // the user's manual busy flag
+	// NowMs is the broker's clock when it replied (Unix ms): clients learn
+	// from it the offset to write Request.Deadline in the broker's clock.
+	NowMs int64 `msgpack:"nowMs,omitempty"`
 }
 
 // Event is published on a user's events subject for every committed

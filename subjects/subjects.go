@@ -147,3 +147,42 @@ func InboxPrefix(user string) (string, error) {
 	}
 	return "_INBOX_" + user, nil
 }
+
+// ReplyHeader names the header in which a command asks for its reply on
+// the acting user's own reply subject (UserReply): the token after
+// ringer.v1.user.<user>.reply. — two ids joined by a dot, the client's and
+// the request's. Brokers in secure mode reply nowhere else.
+const ReplyHeader = "Ringer-Reply"
+
+// UserReplies is the subscription a client makes for the replies to its
+// commands: ringer.v1.user.<user>.reply.<client>.*.
+func UserReplies(user, client string) (string, error) {
+	if err := ValidateID(user); err != nil {
+		return "", err
+	}
+	if err := ValidateID(client); err != nil {
+		return "", err
+	}
+	return Prefix + ".user." + user + ".reply." + client + ".*", nil
+}
+
+// UserReply is the subject a broker publishes the reply of a command of
+// user to, for the ReplyHeader token "<client>.<request>":
+// ringer.v1.user.<user>.reply.<client>.<request>. Any other token is an
+// error, so no token can leave the user's own subjects.
+func UserReply(user, token string) (string, error) {
+	if err := ValidateID(user); err != nil {
+		return "", err
+	}
+	client, request, ok := strings.Cut(token, ".")
+	if !ok {
+		return "", fmt.Errorf("%w: reply token %q is not <client>.<request>", ErrInvalidSubject, token)
+	}
+	if err := ValidateID(client); err != nil {
+		return "", err
+	}
+	if err := ValidateID(request); err != nil {
+		return "", err
+	}
+	return Prefix + ".user." + user + ".reply." + token, nil
+}

@@ -43,16 +43,28 @@ func (s *Store) Sessions(ctx context.Context, user string, seen uint64) ([]strin
 		seen = 0
 	}
 	var err error
-	for attempt := range 4 {
-		if attempt > 0 {
+	for attempt, silent := 0, 0; attempt < 4; attempt++ {
+		if err != nil { // a stale answer, or no responders: ask again shortly
+			wait := time.Duration(attempt) * 20 * time.Millisecond
+			if errors.Is(err, nats.ErrNoResponders) {
+				wait = jetstream.DefaultPubRetryWait
+			}
 			select {
-			case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+			case <-time.After(wait):
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			}
 		}
 		live, upTo, gerr := s.sessions(ctx, user)
 		switch {
+		case errors.Is(gerr, nats.ErrNoResponders) && silent < jetstream.DefaultPubRetryAttempts:
+			// A stream between leaders, or whose replicas have not set up
+			// their direct gets yet (a cluster that has just started),
+			// answers no one for a moment: as publish does, ask again.
+			silent++
+			attempt--
+			err = gerr
+			continue
 		case errors.Is(gerr, errTooMany):
 			// More session keys than one multi-get answers (devices past
 			// the cap, logged in by racing logins): list them.

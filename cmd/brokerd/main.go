@@ -56,6 +56,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.cfg.MinTimeout, "min-timeout", o.cfg.MinTimeout, "smallest per-invitation timeout a client may ask for")
 	fs.DurationVar(&o.cfg.MaxTimeout, "max-timeout", o.cfg.MaxTimeout, "largest per-invitation timeout a client may ask for")
 	fs.BoolVar(&o.cfg.RequireRequestInfo, "require-request-info", false, "secure mode: refuse commands whose server-stamped Nats-Request-Info user differs from the subject's (needs a service import with share: true)")
+	fs.BoolVar(&o.cfg.OwnReplies, "own-replies", false, "secure mode: reply only on the acting user's own reply subject (Ringer-Reply header); on by itself with --auth-callout or --require-request-info")
 	fs.Float64Var(&o.cfg.SendRate, "send-rate", o.cfg.SendRate, "invitations one user may send per second per broker, on average (0 = unlimited)")
 	fs.IntVar(&o.cfg.SendBurst, "send-burst", o.cfg.SendBurst, "invitations one user may send at once per broker")
 	fs.Float64Var(&o.cfg.CommandRate, "command-rate", o.cfg.CommandRate, "other commands (login, heartbeat, get, accept, …) one user may make per second per broker, on average (0 = unlimited)")
@@ -78,6 +79,8 @@ func parseFlags(args []string) (*options, error) {
 		return nil, err
 	}
 	o.cfg.Name = o.name
+	// In secure mode a user could aim replies at another user's subjects.
+	o.cfg.OwnReplies = o.cfg.OwnReplies || o.auth.enabled || o.cfg.RequireRequestInfo
 	if o.gcFloor < 0 {
 		return nil, fmt.Errorf("--gc-floor %d: MiB, 0 (Go's pacing) or more", o.gcFloor)
 	}

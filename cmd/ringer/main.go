@@ -90,6 +90,9 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 			say("%s was handled on another device (%s)", ri.ID(), s)
 		},
 		OnCallEnded: func(inv protocol.Invitation) { say("call %s ended: %s by %s", inv.ID, inv.Reason, inv.EndedBy) },
+		OnConnectionStateChanged: func(s client.ConnectionState, r client.ConnectionChangeReason) {
+			say("connection %s (%s)", s, r)
+		},
 	}))
 	if err != nil {
 		return err

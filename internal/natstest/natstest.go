@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"testing"
 	"time"
@@ -143,9 +144,13 @@ func (c *Cluster) URLs() string {
 	return strings.Join(us, ",")
 }
 
-// Stop shuts node i down (its store is kept for Restart).
+// Stop shuts node i down (its store and client port are kept for Restart,
+// so that clients that know only this node can come back to it).
 func (c *Cluster) Stop(i int) {
 	s := c.Servers[i]
+	if addr, ok := s.Addr().(*net.TCPAddr); ok {
+		c.configs[i].Port = addr.Port
+	}
 	s.Shutdown()
 	s.WaitForShutdown()
 }

@@ -197,6 +197,9 @@ func (r *Recorder) Handler() client.Handler {
 			r.add("HandledElsewhere %s %s", ri.ID(), s)
 		},
 		OnCallEnded: func(inv protocol.Invitation) { r.add("CallEnded %s %s", inv.ID, inv.Reason) },
+		OnConnectionStateChanged: func(s client.ConnectionState, why client.ConnectionChangeReason) {
+			r.add("Connection %s %s", s, why)
+		},
 	}
 }
 
