@@ -399,3 +399,45 @@ func TestDeviceStormDoesNotDelayOthers(t *testing.T) {
 		t.Logf("bob's logout reached alice after %s", took.Round(time.Millisecond))
 	}
 }
+
+// The largest login and sync replies a broker can produce decode in the
+// SDK: a user with every live invitation the quotas allow, each with
+// content and response at their size limits (before, four 8 KB outgoing
+// invitations made a 33 519-byte reply that the SDK refused).
+func TestLargestRepliesDecode(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.UnreceivedHold = time.Millisecond // waiting invitations pile up at once
+	cfg.Timeouts.Offline = time.Minute
+	env := ringertest.Start(t, cfg)
+	content := strings.Repeat("é", protocol.MaxContentLen/2) // 2-byte runes: exactly at the limit
+	ctx := ringertest.Ctx(t)
+	// While alice is away, the most invitations a line keeps wait for her;
+	// back, she dials out as often as she may (a caller is busy to others,
+	// so this order is the one that reaches both quotas).
+	for i := range cfg.MaxIncoming {
+		li := env.Login(fmt.Sprintf("fan%d", i), "phone").CreateLocalInvitation("alice")
+		li.Content = content
+		if err := li.Send(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	alice := env.Login("alice", "phone", client.WithoutAutoAck()) // what rings her stays unreceived
+	for i := range cfg.MaxOutgoing {
+		li := alice.CreateLocalInvitation(fmt.Sprintf("away%d", i))
+		li.Content = content
+		if err := li.Send(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := cfg.MaxOutgoing + cfg.MaxIncoming
+	second := env.Login("alice", "tablet", client.WithoutAutoAck()) // t.Fatal on a reply it cannot decode
+	invs, err := second.Sync(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(invs) != want {
+		t.Fatalf("sync lists %d live invitations, want %d", len(invs), want)
+	}
+	size := len(protocol.MustMarshal(&protocol.Reply{Invitations: invs}))
+	t.Logf("a sync reply of %d invitations: %d bytes (limit %d)", want, size, protocol.MaxReplyLen)
+}
