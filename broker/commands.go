@@ -174,6 +174,12 @@ func (b *Broker) serve(m *nats.Msg) {
 			return
 		}
 	}
+	// Before decoding: a flood costs a map lookup per command, not a decode
+	// of up to 32 KiB.
+	if v == subjects.VerbSend && !b.sends.allow(user, time.Now()) {
+		rep.Error = protocol.Errorf(protocol.CodeRateLimited, "%s sends more than %d invitations at once or %g per second", user, b.cfg.SendBurst, b.cfg.SendRate)
+		return
+	}
 	if v != subjects.VerbSend && !b.commands.allow(user, time.Now()) {
 		rep.Error = protocol.Errorf(protocol.CodeRateLimited, "%s makes more than %d commands at once or %g per second", user, b.cfg.CommandBurst, b.cfg.CommandRate)
 		return

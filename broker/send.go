@@ -47,9 +47,6 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	if err := b.validateSend(c); err != nil {
 		return protocol.Reply{}, err
 	}
-	if !b.sends.allow(c.user, b.now()) {
-		return protocol.Reply{}, protocol.Errorf(protocol.CodeRateLimited, "%s sends more than %d invitations at once or %g per second", c.user, b.cfg.SendBurst, b.cfg.SendRate)
-	}
 	timeouts, err := b.cfg.timeoutsFor(req.Timeouts)
 	if err != nil {
 		return protocol.Reply{}, err
