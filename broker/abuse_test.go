@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ringer-dev/ringer/broker"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
@@ -440,4 +441,24 @@ func TestLargestRepliesDecode(t *testing.T) {
 	}
 	size := len(protocol.MustMarshal(&protocol.Reply{Invitations: invs}))
 	t.Logf("a sync reply of %d invitations: %d bytes (limit %d)", want, size, protocol.MaxReplyLen)
+}
+
+// The line of a callee who never comes back is removed once the invitation
+// that claimed it has timed out: invited ids do not accumulate line records.
+func TestLinesOfCalleesWhoNeverComeAreRemoved(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	st := env.Brokers[0].Store()
+	alice := env.Login("alice", "phone")
+	li := alice.CreateLocalInvitation("nobody")
+	li.Timeouts = &protocol.Timeouts{OfflineMs: 500}
+	if err := li.Send(ringertest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		if l, _, err := st.GetLineFresh(ringertest.Ctx(t), "nobody"); !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("nobody's line is still there: %v (%v)", l.IDs(), err)
+		}
+		return nil
+	})
 }

@@ -86,8 +86,34 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 	}
 	if committed {
 		b.metrics.timerFired(now.Sub(time.UnixMilli(rec.Deadline)))
+		if rec.State == protocol.StateSent {
+			// Its callee never came: nothing else may ever write that
+			// line again, so drop the claims that no longer hold now.
+			b.tidyLine(ctx, rec.Callee)
+		}
 	}
 	_ = m.Ack()
+}
+
+// tidyLine rewrites user's line without the claims that no longer hold, and
+// deletes it (the delete marker expires too) when nothing is left. Lines
+// are otherwise tidied only by their user's next send or busy, which a user
+// who never comes back never makes: without this, every id ever invited
+// would keep a line record. Best effort: a line that changed meanwhile was
+// written by someone who tidied it.
+func (b *Broker) tidyLine(ctx context.Context, user string) {
+	line, rev, err := b.store.GetLineFresh(ctx, user)
+	if err != nil {
+		return // missing, or unreadable: nothing to tidy now
+	}
+	held, err := b.store.Holding(ctx, user, line, b.now(), b.cfg.lineRules(), true)
+	if err != nil || len(held) == len(line.Claims) {
+		return
+	}
+	tidy := store.Line{Claims: store.Claims(held), Manual: line.Manual}
+	if _, err := b.store.Commit(ctx, store.PutLine(user, tidy, rev)); err != nil {
+		b.log.Debug().Err(err).Str("user", user).Msg("line not tidied")
+	}
 }
 
 // timeout applies lifecycle.Timeout to rec's invitation through the
