@@ -13,7 +13,8 @@
 # dist/chaos/<project>/.
 #
 # Usage: scripts/chaos.sh [--duration 90s] [--rate 50] [--users 200]
-#                         [--no-build] [--no-loadgen]
+#                         [--faults kill,stop,pause] [--no-build] [--no-loadgen]
+#   --faults      which faults, in order (default all three)
 #   --no-build    use the existing ringer/*:dev images
 #   --no-loadgen  inject the faults without load (tests the script itself)
 # Bounded: about duration + 3 min (build, start, loadgen's 60 s drain, teardown).
@@ -21,7 +22,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1
+DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1 FAULT_LIST=kill,stop,pause
 DRAIN=60          # loadgen --drain, seconds
 PRESENCE_TTL=5    # brokerd --presence-ttl in deploy/chaos.override.yml
 
@@ -39,13 +40,19 @@ while [[ $# -gt 0 ]]; do
 	--duration) DURATION=$(seconds "${2:?}"); shift 2 ;;
 	--rate) RATE=${2:?}; shift 2 ;;
 	--users) USERS=${2:?}; shift 2 ;;
+	--faults) FAULT_LIST=${2:?}; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
 	--no-loadgen) LOAD=0; shift ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 	*) die "unknown argument $1 (see --help)" ;;
 	esac
 done
-[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge 48 ]] || die "--duration must be at least 48s"
+IFS=, read -r -a WANT <<<"$FAULT_LIST"
+for f in "${WANT[@]}"; do
+	case $f in kill | stop | pause) ;; *) die "unknown fault $f (kill, stop, pause)" ;; esac
+done
+[[ $DURATION =~ ^[0-9]+$ && $DURATION -ge $((12 * (${#WANT[@]} + 1))) ]] ||
+	die "--duration must be at least $((12 * (${#WANT[@]} + 1)))s for ${#WANT[@]} faults"
 
 if command -v docker-compose >/dev/null; then
 	COMPOSE=(docker-compose)
@@ -140,14 +147,15 @@ else
 	T0=$(now_ms)
 fi
 
-# Faults: the load is split into 4 windows of W s: a clean baseline, then
+# Faults: the load is split into n+1 windows of W s: a clean baseline, then
 # one fault per window, held for 2W/3 s, then W/3 s to recover. The schedule
 # is fixed: if a service is not healthy again when the next fault is due,
 # that is reported and the next fault is injected anyway. Faults act on the
 # containers directly (docker start/stop/kill/pause on the ids docker-compose
 # created): the same as `docker-compose start/stop`, without its start-up
 # cost, which under load delays the schedule by seconds.
-W=$((DURATION / 4)) HOLD=$((DURATION / 6))
+N=${#WANT[@]}
+W=$((DURATION / (N + 1))) HOLD=$((2 * DURATION / (3 * (N + 1))))
 ((HOLD > PRESENCE_TTL)) || die "the pause would not outlast the presence TTL"
 FAULTS=() # "name inject_s recover_s"
 fault() { # NAME START_S NEXT_S INJECT-CMD RECOVER-CMD SERVICE
@@ -168,12 +176,18 @@ fault() { # NAME START_S NEXT_S INJECT-CMD RECOVER-CMD SERVICE
 	fi
 	FAULTS+=("$name $t1 $t2")
 }
-fault kill-9-brokerd1 "$W" $((2 * W)) \
-	'docker kill -s KILL "${CID[brokerd1]}"' 'docker start "${CID[brokerd1]}"' brokerd1
-fault stop-nats2 $((2 * W)) $((3 * W)) \
-	'docker stop -t 10 "${CID[nats2]}"' 'docker start "${CID[nats2]}"' nats2
-fault pause-nats3 $((3 * W)) $((DURATION + 30)) \
-	'PAUSED=${CID[nats3]}; docker pause "$PAUSED"' 'docker unpause "$PAUSED"; PAUSED=' nats3
+for i in "${!WANT[@]}"; do
+	at=$(((i + 1) * W)) next=$(((i + 2) * W))
+	((i + 1 < N)) || next=$((DURATION + 30))
+	case ${WANT[$i]} in
+	kill) fault kill-9-brokerd1 "$at" "$next" \
+		'docker kill -s KILL "${CID[brokerd1]}"' 'docker start "${CID[brokerd1]}"' brokerd1 ;;
+	stop) fault stop-nats2 "$at" "$next" \
+		'docker stop -t 10 "${CID[nats2]}"' 'docker start "${CID[nats2]}"' nats2 ;;
+	pause) fault pause-nats3 "$at" "$next" \
+		'PAUSED=${CID[nats3]}; docker pause "$PAUSED"' 'docker unpause "$PAUSED"; PAUSED=' nats3 ;;
+	esac
+done
 
 if ((!LOAD)); then
 	log "no load: faults injected; cluster state:"
