@@ -18,8 +18,12 @@ if [[ ${1:-} == --no-docker ]]; then DOCKER=0; fi
 
 log() { printf '==> %s\n' "$*" >&2; }
 
+# Every binary says which Ringer it is (--version, brokerd's ringer_build_info).
+BI=github.com/ringer-dev/ringer/internal/buildinfo
+VERSION=$(git describe --tags --always --dirty 2>/dev/null || echo dev)
+COMMIT=$(git rev-parse HEAD 2>/dev/null || true)
 gobuild() { # gobuild OUTPUT PACKAGE
-	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "dist/$1" "$2"
+	CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X $BI.Version=$VERSION -X $BI.Commit=$COMMIT" -o "dist/$1" "$2"
 }
 
 mkdir -p dist

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ringer-dev/ringer/broker"
+	"github.com/ringer-dev/ringer/internal/buildinfo"
 	"github.com/ringer-dev/ringer/internal/embedded"
 	"github.com/ringer-dev/ringer/internal/gcfloor"
 )
@@ -25,7 +26,7 @@ import (
 type options struct {
 	listen, data, natsURL, httpAddr, name string
 	logLevel, logFormat                   string
-	syncAlways, pprof                     bool
+	syncAlways, pprof, version            bool
 	gcFloor                               int
 	cfg                                   broker.Config
 	auth                                  authOptions
@@ -39,6 +40,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.data, "data", filepath.Join(os.TempDir(), "ringer-data"), "JetStream store directory of the embedded server")
 	fs.StringVar(&o.natsURL, "nats", "", "NATS URL(s), comma-separated, to join instead of embedding a server")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8222", "address for /healthz, /readyz and /metrics; empty disables")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof/ on --http (profiles reveal internals: keep --http private)")
 	fs.StringVar(&o.name, "name", host, "broker name in logs")
 	fs.StringVar(&o.logLevel, "log-level", "info", "trace, debug, info, warn or error")
@@ -95,11 +97,17 @@ func main() {
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
 	}
+	if o != nil && o.version {
+		fmt.Println(buildinfo.Get().String("brokerd"))
+		os.Exit(0)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "brokerd:", err)
 		os.Exit(2)
 	}
 	log := newLogger(o.logLevel, o.logFormat)
+	bi := buildinfo.Get()
+	log.Info().Str("version", bi.Version).Str("commit", bi.Commit).Str("go", bi.GoVersion).Msg("brokerd starting")
 	log.Info().Msg(gcfloor.Set(o.gcFloor))
 	if err := run(o, log); err != nil {
 		log.Error().Err(err).Msg("brokerd failed")

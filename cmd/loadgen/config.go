@@ -109,6 +109,7 @@ func (m mix) String() string {
 
 // config is everything the flags say.
 type config struct {
+	version       bool   // --version: print it and exit
 	natsURL       string // empty: embedded NATS + broker
 	users         int
 	rate          float64 // open loop, invitations/s; 0 with concurrency 0 = idle users only
@@ -154,6 +155,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.SetOutput(stderr)
 	var mixStr string
 	var seed int64
+	fs.BoolVar(&c.version, "version", false, "print the version and exit")
 	fs.StringVar(&c.natsURL, "nats", os.Getenv("RINGER_NATS"), "NATS URL(s), comma-separated, of an existing Ringer deployment (credentials may be in the URL); empty: start an embedded NATS + broker (env RINGER_NATS)")
 	fs.IntVar(&c.users, "users", 200, "simulated users (callers and callees; offline callees are a share of them)")
 	fs.Float64Var(&c.rate, "rate", 50, "open loop: invitations started per second (0 with no --concurrency: only log users in and idle)")
@@ -191,6 +193,9 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 			return nil, err
 		}
 		return nil, usageError{err}
+	}
+	if c.version {
+		return c, nil
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}

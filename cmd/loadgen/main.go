@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/buildinfo"
 	"github.com/ringer-dev/ringer/internal/gcfloor"
 )
 
@@ -38,6 +39,10 @@ func main() {
 func realMain(args []string, stdout, stderr io.Writer) int {
 	cfg, err := parseConfig(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if cfg != nil && cfg.version {
+		fmt.Fprintln(stdout, buildinfo.Get().String("loadgen"))
 		return 0
 	}
 	if err != nil {

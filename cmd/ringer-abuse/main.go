@@ -21,6 +21,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ringer-dev/ringer/internal/buildinfo"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
@@ -39,7 +40,12 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "how long each flood lasts")
 	flag.IntVar(&o.devices, "devices", 3000, "devices the device storm logs in")
 	flag.DurationVar(&o.ttl, "presence-ttl", 15*time.Second, "brokerd's --presence-ttl (the storm waits for its sessions to expire)")
+	version := flag.Bool("version", false, "print the version and exit")
 	flag.Parse()
+	if *version {
+		fmt.Println(buildinfo.Get().String("ringer-abuse"))
+		return
+	}
 	if err := run(o, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "ringer-abuse:", err)
 		os.Exit(1)

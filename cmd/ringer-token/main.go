@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nkeys"
 
 	"github.com/ringer-dev/ringer/auth"
+	"github.com/ringer-dev/ringer/internal/buildinfo"
 )
 
 func main() {
@@ -44,6 +45,7 @@ func run(args []string, out io.Writer) error {
 	verify := fs.String("verify", "", "token to check instead of minting one")
 	newSecret := fs.String("new-secret", "", "write a new random secret to this file (mode 0600) and exit")
 	newIssuer := fs.String("new-issuer", "", "write a new account nkey seed to this file (0600), print its public key (auth_callout.issuer) and exit")
+	version := fs.Bool("version", false, "print the version and exit")
 	newXKey := fs.String("new-xkey", "", "write a new curve (xkey) seed to this file (0600), print its public key (auth_callout.xkey) and exit")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -52,6 +54,9 @@ func run(args []string, out io.Writer) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	switch {
+	case *version:
+		_, err := fmt.Fprintln(out, buildinfo.Get().String("ringer-token"))
+		return err
 	case *newSecret != "":
 		b := make([]byte, 48)
 		if _, err := rand.Read(b); err != nil {

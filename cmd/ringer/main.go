@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nuid"
 
 	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/buildinfo"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -35,8 +36,13 @@ func main() {
 	device := flag.String("device", "cli", "your device id")
 	url := flag.String("nats", nats.DefaultURL, "NATS URL of the Ringer deployment")
 	inbox := flag.Bool("secure-inbox", false, "use the per-user inbox prefix _INBOX_<user> (required by secure deployments)")
+	version := flag.Bool("version", false, "print the version and exit")
 	token := flag.String("token", "", "user token for a secure deployment (see docs/security.md; implies --secure-inbox)")
 	flag.Parse()
+	if *version {
+		fmt.Println(buildinfo.Get().String("ringer"))
+		return
+	}
 	if *user == "" {
 		fmt.Fprintln(os.Stderr, "usage: ringer --user NAME [--device ID] [--nats URL]")
 		os.Exit(2)
