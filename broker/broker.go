@@ -155,7 +155,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.sub = sub
 	b.started = true
-	b.metrics.gauges(b.census)
+	b.metrics.gauges(b.census, b.Check)
 	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")
 	return nil
 }

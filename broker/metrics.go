@@ -1,12 +1,14 @@
 package broker
 
 import (
+	"context"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/internal/buildinfo"
 )
 
 // Metrics are a broker's Prometheus collectors, on a registry of its own so
@@ -57,6 +59,18 @@ func newMetrics() *Metrics {
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
 		}),
 	}
+	bi := buildinfo.Get()
+	info := prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "ringer", Name: "build_info", Help: "Always 1; the labels say which Ringer this broker is.",
+		ConstLabels: prometheus.Labels{"version": bi.Version, "commit": bi.Commit, "goversion": bi.GoVersion},
+	})
+	info.Set(1)
+	m.Registry.MustRegister(info)
+	// Every place a JetStream error is counted, at 0 from the start, so
+	// that an alert on the rate sees a series before the first error.
+	for _, where := range []string{"command", "census", "timers", "presence", "projector"} {
+		m.kvErrors.WithLabelValues(where)
+	}
 	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
@@ -92,8 +106,9 @@ func (m *Metrics) shed() {
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 
 // gauges registers the cluster-wide gauges a broker computes from JetStream
-// on scrape (at most every 10 s): line records and pending timers.
-func (m *Metrics) gauges(census func() (lines, timers float64)) {
+// on scrape (at most every 10 s): line records and pending timers; and
+// whether the broker is ready, as /readyz says (check, on every scrape).
+func (m *Metrics) gauges(census func() (lines, timers float64), check func(context.Context) error) {
 	var (
 		mu         sync.Mutex
 		last       time.Time
@@ -114,5 +129,15 @@ func (m *Metrics) gauges(census func() (lines, timers float64)) {
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "timers_pending",
 			Help: "Armed timers not yet handled (schedules and fired messages in RINGER_TIMERS), cluster-wide; refreshed at most every 10 s."},
 			func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return tmrs }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "ready",
+			Help: "1 while the broker is ready (what /readyz answers 200 for), else 0."},
+			func() float64 {
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				if check(ctx) != nil {
+					return 0
+				}
+				return 1
+			}),
 	)
 }
