@@ -332,11 +332,7 @@ func TestDeviceStormDoesNotDelayOthers(t *testing.T) {
 	alice := env.Login("alice", "phone")
 	bob := env.Login("bob", "phone")
 	ctx := ringertest.Ctx(t)
-	li := alice.Invite(t, "bob")
-	if err := bob.Rec.WaitRemote(t, li.ID).Accept(ctx, ""); err != nil {
-		t.Fatal(err)
-	}
-	alice.Rec.Wait(t, "Accepted "+li.ID)
+	li := alice.Call(t, bob)
 
 	const devices, conns = 3000, 8
 	results := make(chan string, 2*devices)

@@ -8,37 +8,17 @@ import (
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
-	"github.com/ringer-dev/ringer/internal/natstest"
 )
 
 // Sessions lists a user's live devices in one read, however many it has,
 // leaving out logged-out and other users' sessions; on a replicated bucket
 // an answer that cannot include a change the caller knows of is ErrStale.
 func TestSessionsInOneRead(t *testing.T) {
-	for _, tc := range []struct {
-		name     string
-		replicas int
-		url      func(t *testing.T) string
-	}{
-		{"R1", 1, func(t *testing.T) string { return natstest.RunServer(t).ClientURL() }},
-		{"R3", 3, func(t *testing.T) string {
-			if testing.Short() {
-				t.Skip("cluster test")
-			}
-			return natstest.RunCluster(t, 3).URLs()
-		}},
-	} {
+	for _, tc := range layouts {
 		t.Run(tc.name, func(t *testing.T) {
-			nc := natstest.Connect(t, tc.url(t))
-			natstest.Attempt(t, time.Minute, 10*time.Second, func(ctx context.Context) error {
-				return store.Provision(ctx, nc, store.ProvisionConfig{Replicas: tc.replicas})
-			})
+			_, st := openStore(t, tc.replicas)
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			st, err := store.Open(ctx, nc)
-			if err != nil {
-				t.Fatal(err)
-			}
 			if live, err := st.Sessions(ctx, "alice", 0); err != nil || len(live) != 0 {
 				t.Fatalf("no sessions yet: %v, %v", live, err)
 			}

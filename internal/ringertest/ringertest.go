@@ -141,6 +141,18 @@ func (c *Client) Invite(t testing.TB, callee string) *client.LocalInvitation {
 	return li
 }
 
+// Call puts c in a call with callee's device: c invites, callee accepts,
+// and Call returns once c has seen the accept.
+func (c *Client) Call(t testing.TB, callee *Client) *client.LocalInvitation {
+	t.Helper()
+	li := c.Invite(t, callee.User())
+	if err := callee.Rec.WaitRemote(t, li.ID).Accept(Ctx(t), ""); err != nil {
+		t.Fatalf("%s accepts %s: %v", callee.User(), li.ID, err)
+	}
+	c.Rec.Wait(t, "Accepted "+li.ID)
+	return li
+}
+
 // Ctx returns a context bounded by Wait.
 func Ctx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
