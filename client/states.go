@@ -16,6 +16,26 @@ const (
 	LocalFailure          LocalInvitationState = 6
 )
 
+func (s LocalInvitationState) String() string {
+	switch s {
+	case LocalIdle:
+		return "IDLE"
+	case LocalSentToRemote:
+		return "SENT_TO_REMOTE"
+	case LocalReceivedByRemote:
+		return "RECEIVED_BY_REMOTE"
+	case LocalAcceptedByRemote:
+		return "ACCEPTED_BY_REMOTE"
+	case LocalRefusedByRemote:
+		return "REFUSED_BY_REMOTE"
+	case LocalCanceled:
+		return "CANCELED"
+	case LocalFailure:
+		return "FAILURE"
+	}
+	return "UNKNOWN"
+}
+
 // RemoteInvitationState is Agora's callee-side state, with Agora's values.
 type RemoteInvitationState int
 
@@ -29,6 +49,26 @@ const (
 	RemoteCanceled          RemoteInvitationState = 5
 	RemoteFailure           RemoteInvitationState = 6
 )
+
+func (s RemoteInvitationState) String() string {
+	switch s {
+	case RemoteIdle:
+		return "IDLE"
+	case RemoteReceived:
+		return "INVITATION_RECEIVED"
+	case RemoteAcceptSentToLocal:
+		return "ACCEPT_SENT_TO_LOCAL"
+	case RemoteRefused:
+		return "REFUSED"
+	case RemoteAccepted:
+		return "ACCEPTED"
+	case RemoteCanceled:
+		return "CANCELED"
+	case RemoteFailure:
+		return "FAILURE"
+	}
+	return "UNKNOWN"
+}
 
 // LocalState maps a broker state to the caller's Agora state.
 func LocalState(s protocol.State) LocalInvitationState {

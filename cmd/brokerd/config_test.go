@@ -53,6 +53,14 @@ func TestConfigBadValue(t *testing.T) {
 	if o, err := parseFlags([]string{"--gc-floor", "0"}); err != nil || o.gcFloor != 0 {
 		t.Fatalf("--gc-floor 0: %v", err)
 	}
+	for _, bad := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"--log-level", ""}} {
+		if _, err := parseFlags(bad); err == nil {
+			t.Fatalf("%v accepted", bad)
+		}
+	}
+	if _, err := parseFlags([]string{"--log-format", "json", "--log-level", "debug"}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 func TestConfigEnv(t *testing.T) {

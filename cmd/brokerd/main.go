@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
@@ -80,6 +81,12 @@ func parseFlags(args []string) (*options, error) {
 	if err := applySettings(fs, *configFile, os.Getenv); err != nil {
 		return nil, err
 	}
+	if _, err := zerolog.ParseLevel(o.logLevel); err != nil || o.logLevel == "" {
+		return nil, fmt.Errorf("--log-level %q: trace, debug, info, warn or error", o.logLevel)
+	}
+	if o.logFormat != "console" && o.logFormat != "json" {
+		return nil, fmt.Errorf("--log-format %q: console or json", o.logFormat)
+	}
 	o.cfg.Name = o.name
 	// In secure mode a user could aim replies at another user's subjects.
 	o.cfg.OwnReplies = o.cfg.OwnReplies || o.auth.enabled || o.cfg.RequireRequestInfo
@@ -115,16 +122,18 @@ func main() {
 	}
 }
 
+// newLogger builds the logger of a validated --log-level and --log-format:
+// JSON with millisecond timestamps, or console lines, coloured only on a
+// terminal.
 func newLogger(level, format string) zerolog.Logger {
-	lvl, err := zerolog.ParseLevel(level)
-	if err != nil {
-		lvl = zerolog.InfoLevel
-	}
+	lvl, _ := zerolog.ParseLevel(level)
+	zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00"
 	var l zerolog.Logger
 	if format == "json" {
 		l = zerolog.New(os.Stderr)
 	} else {
-		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: time.TimeOnly})
+		l = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000",
+			NoColor: !isatty.IsTerminal(os.Stderr.Fd())})
 	}
 	return l.Level(lvl).With().Timestamp().Logger()
 }

@@ -180,7 +180,18 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 		if err := need(1); err != nil {
 			return err
 		}
-		return c.SetBusy(ctx, args[0] == "on")
+		var on bool
+		switch args[0] {
+		case "on":
+			on = true
+		case "off":
+		default:
+			return fmt.Errorf("busy %s: say on or off", args[0])
+		}
+		if err := c.SetBusy(ctx, on); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "do-not-disturb %s\n", args[0])
 	case "list":
 		invs, err := c.Sync(ctx)
 		if err != nil {

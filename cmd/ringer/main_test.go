@@ -76,6 +76,12 @@ func TestTwoTerminalTour(t *testing.T) {
 	bob.expect(t, "nothing live")
 	alice.send("bogus")
 	alice.expect(t, "unknown command")
+	bob.send("busy maybe")
+	bob.expect(t, "say on or off")
+	bob.send("busy on")
+	bob.expect(t, "do-not-disturb on")
+	bob.send("busy off")
+	bob.expect(t, "do-not-disturb off")
 	for _, tm := range []*terminal{alice, bob} {
 		tm.send("quit")
 		if err := <-tm.done; err != nil && !strings.Contains(err.Error(), "closed") {
