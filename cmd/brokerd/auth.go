@@ -78,7 +78,7 @@ func (a *authOptions) prepare(brokerNATS string) error {
 // startAuth connects as the callout user and serves authorization requests
 // until the returned stop is called. Without --auth-callout it only logs how
 // identity is established.
-func startAuth(a *authOptions, name string, log zerolog.Logger) (stop func(), err error) {
+func startAuth(a *authOptions, name string, log zerolog.Logger, extra ...nats.Option) (stop func(), err error) {
 	if !a.enabled {
 		log.Info().Msg("auth callout off: identity is whatever the NATS server's accounts and permissions enforce (see docs/security.md)")
 		return func() {}, nil
@@ -86,15 +86,15 @@ func startAuth(a *authOptions, name string, log zerolog.Logger) (stop func(), er
 	alog := log.With().Str("component", "auth").Logger()
 	a.resp.SetLogger(alog)
 	closed := make(chan struct{})
-	nc, err := nats.Connect(a.natsURL, nats.Name("ringer-auth "+name), nats.MaxReconnects(-1),
-		nats.ReconnectWait(250*time.Millisecond),
+	nc, err := nats.Connect(a.natsURL, append([]nats.Option{nats.Name("ringer-auth " + name), nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: our own Drain/Close
 				alog.Warn().Err(err).Msg("auth callout connection lost")
 			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) { alog.Info().Str("url", c.ConnectedUrlRedacted()).Msg("auth callout reconnected") }),
-		nats.ClosedHandler(func(*nats.Conn) { close(closed) }))
+		nats.ClosedHandler(func(*nats.Conn) { close(closed) })}, extra...)...)
 	if err != nil {
 		return nil, fmt.Errorf("auth callout: connect --auth-nats: %w", err)
 	}

@@ -53,7 +53,8 @@ func TestConfigBadValue(t *testing.T) {
 	if o, err := parseFlags([]string{"--gc-floor", "0"}); err != nil || o.gcFloor != 0 {
 		t.Fatalf("--gc-floor 0: %v", err)
 	}
-	for _, bad := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"--log-level", ""}} {
+	for _, bad := range [][]string{{"--log-format", "xml"}, {"--log-level", "loud"}, {"--log-level", ""},
+		{"--tls-cert", "config_test.go"}, {"--tls-ca", "/no/such/ca.pem"}} {
 		if _, err := parseFlags(bad); err == nil {
 			t.Fatalf("%v accepted", bad)
 		}

@@ -31,6 +31,7 @@ type options struct {
 	gcFloor                               int
 	cfg                                   broker.Config
 	auth                                  authOptions
+	tls                                   tlsOptions
 }
 
 func parseFlags(args []string) (*options, error) {
@@ -74,6 +75,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.cfg.CacheSize, "cache-size", o.cfg.CacheSize, "invitation and line records kept in memory to skip reads (0 = no cache)")
 	fs.DurationVar(&o.cfg.AckWait, "ack-wait", o.cfg.AckWait, "how long a dead broker's in-flight work waits before a peer redoes it")
 	o.auth.register(fs)
+	o.tls.register(fs)
 	configFile := fs.String("config", "", "YAML file whose keys are these flag names (unknown keys are an error); every flag can also be set as RINGER_<FLAG_NAME>")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -94,6 +96,9 @@ func parseFlags(args []string) (*options, error) {
 		return nil, fmt.Errorf("--gc-floor %d: MiB, 0 (Go's pacing) or more", o.gcFloor)
 	}
 	if err := o.auth.prepare(o.natsURL); err != nil {
+		return nil, err
+	}
+	if err := o.tls.prepare(); err != nil {
 		return nil, err
 	}
 	return o, o.cfg.Validate()
@@ -138,6 +143,22 @@ func newLogger(level, format string) zerolog.Logger {
 	return l.Level(lvl).With().Timestamp().Logger()
 }
 
+// brokerConn opens the broker's connection to NATS at url.
+func brokerConn(o *options, url string, log zerolog.Logger) (*nats.Conn, error) {
+	opts := append([]nats.Option{nats.Name("ringer-broker " + o.name), nats.MaxReconnects(-1),
+		// Notice a frozen server in seconds, not the 2 min default.
+		nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats disconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected") }),
+	}, o.tls.natsOptions()...)
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("connect %s: %w", url, err)
+	}
+	return nc, nil
+}
+
 func run(o *options, log zerolog.Logger) error {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
@@ -157,17 +178,12 @@ func run(o *options, log zerolog.Logger) error {
 		log.Warn().Str("nats", url).Str("data", o.data).
 			Msg("embedded NATS server started in DEVELOPMENT MODE: no auth, the broker trusts every client — connect clients to this URL")
 	}
-	nc, err := nats.Connect(url, nats.Name("ringer-broker "+o.name), nats.MaxReconnects(-1),
-		// Notice a frozen server in seconds, not the 2 min default.
-		nats.PingInterval(2*time.Second), nats.MaxPingsOutstanding(2),
-		nats.ReconnectWait(250*time.Millisecond),
-		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats disconnected") }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected") }))
+	nc, err := brokerConn(o, url, log)
 	if err != nil {
-		return fmt.Errorf("connect %s: %w", url, err)
+		return err
 	}
 	defer nc.Close()
-	stopAuth, err := startAuth(&o.auth, o.name, log)
+	stopAuth, err := startAuth(&o.auth, o.name, log, o.tls.natsOptions()...)
 	if err != nil {
 		return err
 	}
