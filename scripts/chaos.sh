@@ -213,8 +213,8 @@ log "loadgen exited with status $LG_RC"
 # Throughput per phase from the progress lines: completed (terminal) and
 # started invitations per second between two instants, each read from the
 # last progress line at or before it.
-phase() { # LABEL FROM TO
-	awk -v label="$1" -v a="$2" -v b="$3" '
+phase() { # LABEL FROM TO [BASE_STARTED BASE_COMPLETED]: also the rates as fractions of those
+	awk -v label="$1" -v a="$2" -v b="$3" -v bs="${4:-0}" -v bc="${5:-0}" '
 	/^progress t=/ {
 		for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] + 0 }
 		if (v["t"] <= a) { sa = v["started"]; ca = v["completed"]; ea = v["errors"] }
@@ -223,12 +223,18 @@ phase() { # LABEL FROM TO
 	END {
 		if (b <= a) { printf "  %-8s %6.1fs: after the load ended\n", label, a; exit }
 		d = b - a
-		printf "  %-8s %6.1f-%6.1fs  started/s %8.1f  completed/s %8.1f  errors %d\n", label, a, b, (sb - sa) / d, (cb - ca) / d, eb - ea
+		s = (sb - sa) / d; c = (cb - ca) / d
+		printf "  %-8s %6.1f-%6.1fs  started/s %8.1f  completed/s %8.1f  errors %d", label, a, b, s, c, eb - ea
+		if (bs > 0 && bc > 0) printf "  (%.2f, %.2f of the baseline; errors %.1f%% of started)", s / bs, c / bc, (sb > sa ? 100 * (eb - ea) / (sb - sa) : 0)
+		printf "\n"
 	}' "$OUT/loadgen.err"
 }
 echo
 echo "== chaos summary ($PROJECT, duration ${DURATION}s, rate $RATE/s, users $USERS)"
 prev_end=2
+# Fractions are of the clean first window, before any fault.
+read -r _ t1 _ <<<"${FAULTS[0]}"
+read -r bs bc < <(phase baseline 2 "$t1" | awk '{ print $5, $7 }')
 for i in "${!FAULTS[@]}"; do
 	read -r name t1 t2 <<<"${FAULTS[$i]}"
 	if ((i + 1 < ${#FAULTS[@]})); then
@@ -237,9 +243,9 @@ for i in "${!FAULTS[@]}"; do
 		next=$DURATION
 	fi
 	echo "fault $((i + 1)): $name"
-	phase before "$prev_end" "$t1"
-	phase during "$t1" "$t2"
-	phase after "$t2" "$next"
+	phase before "$prev_end" "$t1" "$bs" "$bc"
+	phase during "$t1" "$t2" "$bs" "$bc"
+	phase after "$t2" "$next" "$bs" "$bc"
 	prev_end=$t2
 done
 
