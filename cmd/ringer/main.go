@@ -23,10 +23,11 @@ import (
 
 const help = `commands:
   invite <user> [content]    send an invitation
-  accept <id> [response]     accept an incoming invitation
-  refuse <id> [response]     refuse it
-  cancel <id>                cancel an invitation you sent
-  hangup <id>                end a call
+  accept [id] [response]     accept an incoming invitation
+  refuse [id] [response]     refuse it
+  cancel [id]                cancel an invitation you sent
+  hangup [id]                end a call
+  (an id may be shortened to a unique prefix, or left out when only one fits)
   busy on|off                set or clear do-not-disturb
   list                       live invitations and calls (sync)
   quit                       log out and exit`
@@ -109,7 +110,7 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 	if err != nil {
 		return fmt.Errorf("login: %w", err)
 	}
-	fmt.Fprintf(out, "logged in as %s/%s on %s\n%s\n> ", user, device, url, help)
+	fmt.Fprintf(out, "logged in as %s/%s on %s\n%s\n> ", user, device, redact(url), help)
 
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
@@ -151,31 +152,34 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 			return err
 		}
 		li := c.CreateLocalInvitation(args[0])
-		li.ID, li.Content, li.ChannelID = nuid.Next(), rest, "room-"+nuid.Next()[:8]
+		// A NUID's first 12 characters are the same for a whole process:
+		// the channel takes its last 8.
+		li.ID, li.Content, li.ChannelID = nuid.Next(), rest, "room-"+nuid.Next()[14:]
 		if err := li.Send(ctx); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "invitation %s sent to %s (channel %s); 'cancel %s' to cancel\n", li.ID, args[0], li.ChannelID, li.ID)
-	case "accept":
-		if err := need(1); err != nil {
+	case "accept", "refuse":
+		id, text, err := target(ctx, c, args, "ringing invitation", ringingForMe(c.User()))
+		if err != nil {
 			return err
 		}
-		return c.Accept(ctx, args[0], rest)
-	case "refuse":
-		if err := need(1); err != nil {
-			return err
+		if verb == "accept" {
+			return c.Accept(ctx, id, text)
 		}
-		return c.Refuse(ctx, args[0], rest)
+		return c.Refuse(ctx, id, text)
 	case "cancel":
-		if err := need(1); err != nil {
+		id, _, err := target(ctx, c, args, "invitation of yours ringing", ringingFromMe(c.User()))
+		if err != nil {
 			return err
 		}
-		return c.Cancel(ctx, args[0])
+		return c.Cancel(ctx, id)
 	case "hangup":
-		if err := need(1); err != nil {
+		id, _, err := target(ctx, c, args, "call", inCall)
+		if err != nil {
 			return err
 		}
-		return c.Hangup(ctx, args[0])
+		return c.Hangup(ctx, id)
 	case "busy":
 		if err := need(1); err != nil {
 			return err

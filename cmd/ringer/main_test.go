@@ -76,6 +76,17 @@ func TestTwoTerminalTour(t *testing.T) {
 	bob.expect(t, "nothing live")
 	alice.send("bogus")
 	alice.expect(t, "unknown command")
+	// Without an id when only one rings, with a prefix of it otherwise.
+	alice.send("invite bob again?")
+	id2 := bob.expect(t, `INCOMING from alice: "again\?" — 'accept (\S+)'`)[1]
+	bob.send("refuse not now")
+	alice.expect(t, `bob refused `+id2+`: "not now"`)
+	alice.send("invite bob third")
+	id3 := bob.expect(t, `INCOMING from alice: "third" — 'accept (\S+)'`)[1]
+	bob.send("accept " + id3[:10] + " yes")
+	alice.expect(t, `bob accepted `+id3+`: "yes"`)
+	alice.send("hangup")
+	bob.expect(t, "call "+id3+" ended: HANGUP by alice")
 	bob.send("busy maybe")
 	bob.expect(t, "say on or off")
 	bob.send("busy on")

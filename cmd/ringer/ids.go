@@ -1,0 +1,85 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// target picks the invitation a command acts on, among the user's live
+// ones that fit (which): the one whose id args[0] is, or starts with
+// (unique prefix); else, when exactly one fits, that one, and every
+// argument is the free text. It returns the id and the free text.
+func target(ctx context.Context, c *client.Client, args []string, what string, fits func(protocol.Invitation) bool) (string, string, error) {
+	live, err := c.Sync(ctx)
+	if err != nil {
+		return "", "", err
+	}
+	var cands []string
+	for _, inv := range live {
+		if fits(inv) {
+			cands = append(cands, inv.ID)
+		}
+	}
+	if len(args) > 0 {
+		var hits []string
+		for _, id := range cands {
+			if strings.HasPrefix(id, args[0]) {
+				hits = append(hits, id)
+			}
+		}
+		switch {
+		case len(hits) == 1:
+			return hits[0], strings.Join(args[1:], " "), nil
+		case len(hits) > 1:
+			return "", "", fmt.Errorf("%q could be %s: type more of the id", args[0], strings.Join(hits, " or "))
+		}
+	}
+	switch len(cands) {
+	case 0:
+		if len(args) > 0 {
+			return args[0], strings.Join(args[1:], " "), nil // let the broker say what it is
+		}
+		return "", "", fmt.Errorf("no %s", what)
+	case 1:
+		return cands[0], strings.Join(args, " "), nil
+	}
+	return "", "", fmt.Errorf("%d %ss (%s): say which", len(cands), what, strings.Join(cands, ", "))
+}
+
+// ringingForMe: an invitation to this user that is still ringing.
+func ringingForMe(user string) func(protocol.Invitation) bool {
+	return func(inv protocol.Invitation) bool {
+		return inv.Callee == user && (inv.State == protocol.StateSent || inv.State == protocol.StateReceived)
+	}
+}
+
+// ringingFromMe: an invitation of this user's that is still ringing.
+func ringingFromMe(user string) func(protocol.Invitation) bool {
+	return func(inv protocol.Invitation) bool {
+		return inv.Caller == user && (inv.State == protocol.StateSent || inv.State == protocol.StateReceived)
+	}
+}
+
+// inCall: a call in progress (or being accepted).
+func inCall(inv protocol.Invitation) bool {
+	return inv.State == protocol.StateAccepting || inv.State == protocol.StateAccepted && inv.CallState == protocol.CallActive
+}
+
+// redact hides the passwords of comma-separated NATS URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := url.Parse(p); err == nil && u.User != nil {
+			if _, ok := u.User.Password(); ok {
+				u.User = url.UserPassword(u.User.Username(), "xxxxx")
+				parts[i] = u.String()
+			}
+		}
+	}
+	return strings.Join(parts, ",")
+}
