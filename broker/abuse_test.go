@@ -458,3 +458,27 @@ func TestLinesOfCalleesWhoNeverComeAreRemoved(t *testing.T) {
 		return nil
 	})
 }
+
+// A heartbeat does not bring back a session that has ended: it is
+// NOT_LOGGEDIN, and the SDK logs in again by itself (through the device cap)
+// and resyncs.
+func TestHeartbeatOfAnEndedSessionLogsInAgain(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig()) // heartbeats every ~0.7 s
+	st := env.Brokers[0].Store()
+	env.Login("alice", "phone")
+	ctx := ringertest.Ctx(t)
+	// The session vanishes behind the device's back (as when it expired
+	// while its heartbeats could not get through).
+	if err := st.DeleteSession(ctx, "alice", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.NewClient("alice", "phone", client.WithoutHeartbeat()).Heartbeat(ctx); !errors.Is(err, client.ErrNotLoggedIn) {
+		t.Fatalf("heartbeat of an ended session: %v, want NOT_LOGGEDIN", err)
+	}
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		if ok, err := st.HasSessionFresh(ctx, "alice", "phone"); err != nil || !ok {
+			return fmt.Errorf("alice/phone has no session again yet (%v)", err)
+		}
+		return nil
+	})
+}

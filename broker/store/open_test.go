@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
@@ -42,4 +43,30 @@ func openStore(t *testing.T, replicas int) (*nats.Conn, *store.Store) {
 		t.Fatal(err)
 	}
 	return nc, st
+}
+
+// The bucket's size limit follows --store-max-bytes at every start, also
+// for a bucket that exists already; its record limit is MaxValueSize.
+func TestProvisionAppliesTheSizeLimits(t *testing.T) {
+	nc, _ := openStore(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, limit := range []int64{1 << 20, 2 << 20, 0} {
+		if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, MaxBytes: limit}); err != nil {
+			t.Fatal(err)
+		}
+		js, _ := jetstream.New(nc)
+		st, err := js.Stream(ctx, "KV_RINGER")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := st.CachedInfo().Config
+		want := limit
+		if want == 0 {
+			want = -1
+		}
+		if cfg.MaxBytes != want || cfg.MaxMsgSize != store.MaxValueSize {
+			t.Fatalf("--store-max-bytes %d: bucket MaxBytes %d, MaxMsgSize %d", limit, cfg.MaxBytes, cfg.MaxMsgSize)
+		}
+	}
 }
