@@ -16,6 +16,7 @@ import (
 
 	"github.com/mattn/go-isatty"
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/ringer-dev/ringer/broker"
@@ -143,6 +144,21 @@ func newLogger(level, format string) zerolog.Logger {
 	return l.Level(lvl).With().Timestamp().Logger()
 }
 
+// startHint says what a start error most likely means, for the log line
+// and the exit message ("" when nothing more can be said). No JetStream
+// answering looks the same as a cluster still electing its leaders, so it
+// is retried all the same.
+func startHint(err error) string {
+	switch {
+	case errors.Is(err, jetstream.ErrJetStreamNotEnabled), errors.Is(err, jetstream.ErrJetStreamNotEnabledForAccount),
+		errors.Is(err, nats.ErrNoResponders):
+		return "no JetStream answers: is it enabled on that server (nats-server -js) and for the broker's account? A cluster still electing its leaders answers so for a few seconds too"
+	case errors.Is(err, context.DeadlineExceeded):
+		return "JetStream did not answer in time: a cluster still starting or electing, or a server overloaded"
+	}
+	return ""
+}
+
 // brokerConn opens the broker's connection to NATS at url.
 func brokerConn(o *options, url string, log zerolog.Logger) (*nats.Conn, error) {
 	opts := append([]nats.Option{nats.Name("ringer-broker " + o.name), nats.MaxReconnects(-1),
@@ -195,10 +211,13 @@ func run(o *options, log zerolog.Logger) error {
 	}
 	startCtx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	err = b.StartRetrying(startCtx, 5*time.Second, func(err error) {
-		log.Warn().Err(err).Msg("broker start failed; retrying")
+		log.Warn().Err(err).Str("hint", startHint(err)).Msg("broker start failed; retrying")
 	})
 	cancel()
 	if err != nil {
+		if h := startHint(err); h != "" {
+			return fmt.Errorf("%w (%s)", err, h)
+		}
 		return err
 	}
 	if o.httpAddr != "" {
