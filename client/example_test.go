@@ -3,32 +3,31 @@ package client_test
 import (
 	"context"
 	"fmt"
-	"os"
 	"time"
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/ringer-dev/ringer/broker"
+	"github.com/ringer-dev/ringer/brokertest"
 	"github.com/ringer-dev/ringer/client"
-	"github.com/ringer-dev/ringer/internal/embedded"
 	"github.com/ringer-dev/ringer/protocol"
 )
 
 // Alice invites Bob, Bob's phone rings, he accepts, the call starts, and
 // Alice hangs up. In an app, nc connects to the NATS that brokerd serves;
-// this example runs its own (an embedded server and a broker, as
-// `go run ./cmd/brokerd` does) so that it runs as it stands.
+// this example runs its own with package brokertest (an embedded server and
+// a broker, as `go run ./cmd/brokerd` does), which is how an app's own tests
+// can run against a real Ringer.
 func Example() {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	url, stop, err := runBroker(ctx)
+	ringer, err := brokertest.Start(ctx) // your tests: brokertest.New(t)
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	defer stop()
+	defer ringer.Close()
 
-	nc, err := nats.Connect(url)
+	nc, err := nats.Connect(ringer.URL)
 	if err != nil {
 		fmt.Println(err)
 		return
@@ -75,36 +74,4 @@ func Example() {
 	// bob's phone rings: alice says "lunch?", channel room-42
 	// alice hears: on my way
 	// bob's call ended: HANGUP
-}
-
-// runBroker starts an embedded NATS server with JetStream and a broker on it.
-func runBroker(ctx context.Context) (url string, stop func(), err error) {
-	dir, err := os.MkdirTemp("", "ringer-example")
-	if err != nil {
-		return "", nil, err
-	}
-	srv, err := embedded.Start(embedded.Config{Port: -1, StoreDir: dir})
-	if err != nil {
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	bnc, err := nats.Connect(srv.ClientURL())
-	if err == nil {
-		var b *broker.Broker
-		if b, err = broker.New(bnc, broker.DefaultConfig()); err == nil {
-			if err = b.Start(ctx); err == nil {
-				return srv.ClientURL(), func() {
-					_ = b.Shutdown(context.Background())
-					bnc.Close()
-					srv.Shutdown()
-					srv.WaitForShutdown()
-					os.RemoveAll(dir)
-				}, nil
-			}
-		}
-		bnc.Close()
-	}
-	srv.Shutdown()
-	os.RemoveAll(dir)
-	return "", nil, err
 }
