@@ -172,3 +172,20 @@ func TestFlags(t *testing.T) {
 		}
 	}
 }
+
+// The report says why an open loop started fewer invitations than offered.
+func TestRateWarningSaysWhy(t *testing.T) {
+	res := &result{Loop: "open loop, 200 invitations/s", DurationS: 30, Invitations: 1362, Skipped: 4639, SkippedInflight: 39}
+	w := rateWarning(res)
+	for _, want := range []string{"offered 200/s", "started 45/s", "4600 found no idle user", "--users", "39 found --max-inflight"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warning %q lacks %q", w, want)
+		}
+	}
+	if w := rateWarning(&result{Loop: "open loop, 50 invitations/s", DurationS: 10, Invitations: 500, Skipped: 2}); w != "" {
+		t.Errorf("a run that started 99.6%% of its offer warned: %q", w)
+	}
+	if w := rateWarning(&result{Loop: "closed loop, concurrency 64", DurationS: 10, Invitations: 500}); w != "" {
+		t.Errorf("a closed loop warned: %q", w)
+	}
+}

@@ -236,7 +236,7 @@ func (r *run) result(base *baselineResult, window, drain time.Duration) *result 
 	res := &result{
 		Mode: "embedded", Loop: cfg.mode(), RunID: r.runID, Seed: cfg.seed, Users: cfg.users, Mix: cfg.mix.String(),
 		ShortTimeouts: cfg.shortTimeouts, PresenceTTLMs: r.sessionTTL.Load(), Rate: cfg.rate, Concurrency: cfg.concurrency,
-		Invitations: r.st.started.Load(), Completed: r.st.completed.Load(), Skipped: r.st.skipped.Load(),
+		Invitations: r.st.started.Load(), Completed: r.st.completed.Load(), Skipped: r.st.skipped.Load(), SkippedInflight: r.st.skippedInflight.Load(),
 		DurationS: window.Seconds(), DrainS: drain.Seconds(), LatencyMs: r.st.latencies(),
 	}
 	if cfg.natsURL != "" {

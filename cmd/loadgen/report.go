@@ -25,13 +25,16 @@ type result struct {
 	Rate          float64 `json:"rate,omitempty"`
 	Concurrency   int     `json:"concurrency,omitempty"`
 
-	Invitations    int64   `json:"invitations"` // started (Send called), carriers of busy collisions included
-	Completed      int64   `json:"completed"`   // every expected party saw the terminal outcome (and the call end)
-	Skipped        int64   `json:"skipped"`     // open loop: not started, no idle users or too many in flight
-	DurationS      float64 `json:"duration_s"`  // the window during which invitations were started
-	DrainS         float64 `json:"drain_s"`     // how long the end took to quiesce
-	ThroughputPerS float64 `json:"throughput_per_s"`
-	AcceptedPerS   float64 `json:"accepted_per_s"`
+	Invitations int64 `json:"invitations"` // started (Send called), carriers of busy collisions included
+	Completed   int64 `json:"completed"`   // every expected party saw the terminal outcome (and the call end)
+	Skipped     int64 `json:"skipped"`     // open loop: not started, no idle users or too many in flight
+	// SkippedInflight is the part of Skipped that found --max-inflight
+	// invitations in flight; the rest found no idle user.
+	SkippedInflight int64   `json:"skipped_max_inflight"`
+	DurationS       float64 `json:"duration_s"` // the window during which invitations were started
+	DrainS          float64 `json:"drain_s"`    // how long the end took to quiesce
+	ThroughputPerS  float64 `json:"throughput_per_s"`
+	AcceptedPerS    float64 `json:"accepted_per_s"`
 	// CPUSeconds is the CPU time this process used from the start of the
 	// window to the end of the drain; embedded, that is NATS and the
 	// brokers too. CPUMsPerInvitation divides it by the completed
@@ -108,6 +111,21 @@ var invariantLines = []struct {
 	{"no user left busy (sync; line records when embedded)", []string{vLeftBusy, vLeftBusyLine}},
 }
 
+// rateWarning says why an open loop started fewer invitations than it
+// offered, when more than 5 % were skipped ("" otherwise).
+func rateWarning(res *result) string {
+	offered := res.Invitations + res.Skipped
+	if !strings.HasPrefix(res.Loop, "open") || offered == 0 || float64(res.Skipped) <= 0.05*float64(offered) {
+		return ""
+	}
+	why := fmt.Sprintf("%d found no idle user: each user is busy for its calls' ring, think and hold times, so raise --users or lower --rate, --think or --hold", res.Skipped-res.SkippedInflight)
+	if res.SkippedInflight > 0 {
+		why += fmt.Sprintf("; %d found --max-inflight invitations in flight", res.SkippedInflight)
+	}
+	return fmt.Sprintf("offered %.0f/s but started %.0f/s: %d of %d invitations skipped (%s)",
+		float64(offered)/res.DurationS, float64(res.Invitations)/res.DurationS, res.Skipped, offered, why)
+}
+
 func writeText(w io.Writer, res *result) {
 	p := func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
 	mode := fmt.Sprintf("embedded NATS (R%d) + 1 broker, in-process", res.Replicas)
@@ -123,6 +141,9 @@ func writeText(w io.Writer, res *result) {
 	p("  workload     %s for %.1fs; mix %s", res.Loop, res.DurationS, res.Mix)
 	p("  users        %d (%d offline callees); %s; presence TTL %dms", res.Users, res.OfflineUsers, to, res.PresenceTTLMs)
 	p("  invitations  %d started, %d completed, %d skipped; drain took %.1fs", res.Invitations, res.Completed, res.Skipped, res.DrainS)
+	if w := rateWarning(res); w != "" {
+		p("  WARNING      %s", w)
+	}
 	p("  throughput   %.1f terminal outcomes/s, %.1f accepted lifecycles/s (accepted and hung up)", res.ThroughputPerS, res.AcceptedPerS)
 	who := "loadgen, NATS and broker(s)"
 	if res.Mode == "nats" {

@@ -31,6 +31,7 @@ var stageOrder = []string{stSendToRing, stSendToReceived, stAcceptToAccepted, st
 // stats is what the run measured; safe for concurrent use.
 type stats struct {
 	started, completed, skipped, errs atomic.Int64
+	skippedInflight                   atomic.Int64 // of skipped: --max-inflight was reached
 
 	mu          sync.Mutex
 	hists       map[string]*hdrhistogram.Histogram

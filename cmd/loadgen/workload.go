@@ -230,6 +230,7 @@ func (r *run) openLoop(start, end time.Time) {
 		r.st.record(stScheduleLag, time.Since(due))
 		if r.tr.inFlight() >= r.cfg.maxInflight {
 			r.st.skipped.Add(1)
+			r.st.skippedInflight.Add(1)
 			continue
 		}
 		i := r.next.Add(1) - 1
