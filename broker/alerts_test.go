@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
 	"strings"
@@ -11,9 +12,10 @@ import (
 	"github.com/ringer-dev/ringer/internal/ringertest"
 )
 
-// Every metric an alert of deploy/prometheus/alerts.yml names is exported
-// by a broker that has served some traffic: an alert on a metric that does
-// not exist (renamed, or never initialised) would never fire.
+// Every metric an alert of deploy/prometheus/alerts.yml or a panel of
+// deploy/grafana/ringer.json names is exported by a broker that has served
+// some traffic: an alert on a metric that does not exist (renamed, or never
+// initialised) would never fire, a panel would stay empty.
 func TestAlertsNameExportedMetrics(t *testing.T) {
 	raw, err := os.ReadFile("../deploy/prometheus/alerts.yml")
 	if err != nil {
@@ -35,6 +37,26 @@ func TestAlertsNameExportedMetrics(t *testing.T) {
 		for _, r := range g.Rules {
 			for _, m := range re.FindAllString(r.Expr, -1) {
 				named[m] = append(named[m], r.Alert)
+			}
+		}
+	}
+	dash, err := os.ReadFile("../deploy/grafana/ringer.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var board struct {
+		Panels []struct {
+			Title   string
+			Targets []struct{ Expr string }
+		}
+	}
+	if err := json.Unmarshal(dash, &board); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range board.Panels {
+		for _, tg := range p.Targets {
+			for _, m := range re.FindAllString(tg.Expr, -1) {
+				named[m] = append(named[m], "panel "+p.Title)
 			}
 		}
 	}
