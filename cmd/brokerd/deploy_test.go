@@ -48,8 +48,8 @@ func TestDeploymentFilesMatchBrokerd(t *testing.T) {
 				Template struct {
 					Spec struct {
 						Containers []struct {
-							Args []string
-							Env  []struct{ Name string }
+							Args      []string
+							Env       []struct{ Name string }
 							Readiness probe `yaml:"readinessProbe"`
 							Liveness  probe `yaml:"livenessProbe"`
 						}
