@@ -83,3 +83,16 @@ func redact(urls string) string {
 	}
 	return strings.Join(parts, ",")
 }
+
+// callEnd says how a call ended, in words.
+func callEnd(inv protocol.Invitation) string {
+	switch inv.Reason {
+	case protocol.ReasonHangup:
+		return inv.EndedBy + " hung up"
+	case protocol.ReasonPeerOffline:
+		return inv.EndedBy + " went offline"
+	case protocol.ReasonMaxDuration:
+		return "it reached the maximum call duration"
+	}
+	return string(inv.Reason)
+}

@@ -94,9 +94,13 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 			say("invitation %s from %s failed: %s", ri.ID(), ri.CallerID(), reason)
 		},
 		OnRemoteInvitationHandledElsewhere: func(ri *client.RemoteInvitation, s protocol.State) {
-			say("%s was handled on another device (%s)", ri.ID(), s)
+			what := "answered"
+			if s == protocol.StateRefused {
+				what = "refused"
+			}
+			say("%s was %s on another of your devices", ri.ID(), what)
 		},
-		OnCallEnded: func(inv protocol.Invitation) { say("call %s ended: %s by %s", inv.ID, inv.Reason, inv.EndedBy) },
+		OnCallEnded: func(inv protocol.Invitation) { say("call %s ended: %s", inv.ID, callEnd(inv)) },
 		OnConnectionStateChanged: func(s client.ConnectionState, r client.ConnectionChangeReason) {
 			say("connection %s (%s)", s, r)
 		},
