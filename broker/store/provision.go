@@ -77,7 +77,13 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 		AllowMsgSchedules: true,
 		AllowMsgTTL:       true,
 	}); err != nil {
-		return fmt.Errorf("store: provision timers (nats-server >= 2.12 required): %w", err)
+		var apiErr *jetstream.APIError
+		if errors.As(err, &apiErr) && apiErr.Code == 400 {
+			// Refused, not unanswered: most likely a server without message
+			// schedules (AllowMsgSchedules arrived in 2.12).
+			return fmt.Errorf("store: provision timers (nats-server >= 2.12 required for message schedules): %w", err)
+		}
+		return fmt.Errorf("store: provision timers: %w", err)
 	}
 	// A fired timer held by a broker that died is redelivered after at most
 	// a second, so timers keep their ≤ 1 s promise across a kill -9.

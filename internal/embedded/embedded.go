@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"time"
 
@@ -32,10 +33,29 @@ type ClusterConfig struct {
 	Routes []string // every node's route URL, nats-route://host:port (self included is fine)
 }
 
+// writable creates dir if needed and checks that a file can be written in it.
+func writable(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".ringer-write-check-*")
+	if err != nil {
+		return err
+	}
+	name := f.Name()
+	f.Close()
+	return os.Remove(name)
+}
+
 // Start starts a server and waits until it accepts clients.
 func Start(cfg Config) (*server.Server, error) {
 	if cfg.StoreDir == "" {
 		return nil, errors.New("embedded: StoreDir is required")
+	}
+	// Say at once when the store cannot be written, rather than waiting
+	// for a server that will not come up.
+	if err := writable(cfg.StoreDir); err != nil {
+		return nil, fmt.Errorf("embedded: JetStream store directory: %w", err)
 	}
 	if cfg.Host == "" {
 		cfg.Host = "127.0.0.1"

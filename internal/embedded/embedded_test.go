@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestPortsTakenNamesTheHeldPort(t *testing.T) {
@@ -24,5 +25,18 @@ func TestPortsTakenNamesTheHeldPort(t *testing.T) {
 	}
 	if got := portsTaken(Config{Host: "127.0.0.1", Port: -1}); got != "" {
 		t.Fatalf("random ports reported taken: %q", got)
+	}
+}
+
+// A store directory that cannot be written is reported at once, with the
+// reason, instead of a server that is "not ready after 15s".
+func TestUnwritableStoreIsReportedAtOnce(t *testing.T) {
+	start := time.Now()
+	_, err := Start(Config{Port: -1, StoreDir: "/proc/nope"})
+	if err == nil || !strings.Contains(err.Error(), "store directory") {
+		t.Fatalf("Start with /proc/nope: %v", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("took %s to say so", took)
 	}
 }
