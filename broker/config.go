@@ -215,13 +215,10 @@ func maxViewLen(c Config) int {
 	return c.MaxContent + c.MaxResponse + c.MaxChannelID + 4*subjects.MaxIDLen + 512
 }
 
-// lineRules is how long claims hold (store.Holding).
-func (c Config) lineRules() store.LineRules {
+// LineRules is how long claims hold (store.Holding, store.Busy).
+func (c Config) LineRules() store.LineRules {
 	return store.LineRules{Grace: c.ClaimGrace, Unreceived: c.UnreceivedHold}
 }
-
-// LineRules is how long claims hold, for tools that check lines (store.Busy).
-func (c Config) LineRules() store.LineRules { return c.lineRules() }
 
 // timeoutsFor merges per-invitation overrides into the defaults, rejecting
 // values outside [MinTimeout, MaxTimeout].

@@ -53,10 +53,3 @@ func (l *limiter) allow(user string, now time.Time) bool {
 	}
 	return b.AllowN(now, 1)
 }
-
-// size is how many users the limiter currently remembers.
-func (l *limiter) size() int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return len(l.buckets)
-}

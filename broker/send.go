@@ -308,7 +308,7 @@ func (b *Broker) holding(ctx context.Context, parties [2]string, lines [2]store.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cs, err := b.store.Holding(ctx, parties[i], lines[i], now, b.cfg.lineRules(), fresh)
+			cs, err := b.store.Holding(ctx, parties[i], lines[i], now, b.cfg.LineRules(), fresh)
 			for _, c := range cs {
 				if c.ID != id {
 					held[i] = append(held[i], c)

@@ -106,7 +106,7 @@ func (b *Broker) tidyLine(ctx context.Context, user string) {
 	if err != nil {
 		return // missing, or unreadable: nothing to tidy now
 	}
-	held, err := b.store.Holding(ctx, user, line, b.now(), b.cfg.lineRules(), true)
+	held, err := b.store.Holding(ctx, user, line, b.now(), b.cfg.LineRules(), true)
 	if err != nil || len(held) == len(line.Claims) {
 		return
 	}

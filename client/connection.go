@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -96,7 +97,7 @@ func (c *Client) setConnection(state ConnectionState, reason ConnectionChangeRea
 		if old == state {
 			return false
 		}
-		if len(from) > 0 && !containsState(from, old) {
+		if len(from) > 0 && !slices.Contains(from, old) {
 			return false
 		}
 		if c.conn.CompareAndSwap(int32(old), int32(state)) {
@@ -107,15 +108,6 @@ func (c *Client) setConnection(state ConnectionState, reason ConnectionChangeRea
 		f(state, reason)
 	}
 	return true
-}
-
-func containsState(states []ConnectionState, s ConnectionState) bool {
-	for _, x := range states {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 // loginFailed is the state change of a Login that returned err.
