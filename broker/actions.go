@@ -5,6 +5,7 @@ import (
 	"errors"
 	"unicode/utf8"
 
+	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
@@ -219,4 +220,26 @@ func (b *Broker) get(ctx context.Context, c *command) (protocol.Reply, error) {
 		return protocol.Reply{}, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", c.req.ID)
 	}
 	return protocol.Reply{Invitation: view(b.settleOverdue(ctx, rec))}, nil
+}
+
+// history pages through the acting user's history (journal.Read).
+func (b *Broker) history(ctx context.Context, c *command) (protocol.Reply, error) {
+	limit := c.req.Limit
+	switch {
+	case limit == 0:
+		limit = protocol.DefaultHistoryPage
+	case limit < 0 || limit > protocol.MaxHistoryPage:
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "limit %d not in 1..%d", limit, protocol.MaxHistoryPage)
+	}
+	if len(c.req.Cursor) > protocol.MaxCursorLen {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "cursor: %d bytes, at most %d", len(c.req.Cursor), protocol.MaxCursorLen)
+	}
+	page, err := b.journal.Read(ctx, c.user, c.req.Cursor, limit, c.req.Missed)
+	if errors.Is(err, journal.ErrBadCursor) {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "%v: pass back a cursor a history reply gave", err)
+	}
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{Calls: page.Calls, Cursor: page.Next}, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -35,6 +36,8 @@ type Broker struct {
 	nc    *nats.Conn
 	log   zerolog.Logger
 	store *store.Store
+	// journal holds the users' histories (see project).
+	journal *journal.Journal
 
 	mu        sync.Mutex
 	started   bool
@@ -110,6 +113,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.store = st
 
 	js := st.JetStream()
+	if err := journal.Provision(ctx, js, b.cfg.Journal()); err != nil {
+		return err
+	}
+	b.journal = journal.New(b.nc, js, b.cfg.HistorySize)
 	type binding struct {
 		stream, name string
 		handle       func(context.Context, jetstream.Msg)

@@ -231,6 +231,8 @@ func (b *Broker) handle(ctx context.Context, c *command) (protocol.Reply, error)
 		return b.setBusy(ctx, c)
 	case subjects.VerbGet:
 		return b.get(ctx, c)
+	case subjects.VerbHistory:
+		return b.history(ctx, c)
 	case subjects.VerbAck:
 		return b.act(ctx, c, lifecycle.Ack)
 	case subjects.VerbAccept:

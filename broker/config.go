@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
@@ -107,6 +108,21 @@ type Config struct {
 
 	// Size limits, in bytes.
 	MaxContent, MaxResponse, MaxChannelID int
+
+	// History: how many finished invitations each user's history keeps,
+	// for how long, and a cap on the whole history stream (the oldest
+	// entries go first; 0: unbounded).
+	HistorySize      int
+	HistoryRetention time.Duration
+	HistoryMaxBytes  int64
+}
+
+// Journal is the configuration of the history and export streams.
+func (c Config) Journal() journal.Config {
+	return journal.Config{
+		Replicas: c.Replicas, HistorySize: c.HistorySize, HistoryRetention: c.HistoryRetention,
+		HistoryMaxBytes: c.HistoryMaxBytes,
+	}
 }
 
 // DefaultConfig returns the configuration brokerd runs with when given no flags.
@@ -141,6 +157,10 @@ func DefaultConfig() Config {
 		MaxContent:     protocol.MaxContentLen,
 		MaxResponse:    protocol.MaxResponseLen,
 		MaxChannelID:   protocol.MaxChannelIDLen,
+
+		HistorySize:      100,
+		HistoryRetention: 30 * 24 * time.Hour,
+		HistoryMaxBytes:  1 << 30,
 	}
 }
 
@@ -192,6 +212,12 @@ func (c Config) Validate() error {
 		return bad("max response %d not in 0..%d", c.MaxResponse, protocol.MaxResponseLen)
 	case c.MaxChannelID < 0 || c.MaxChannelID > protocol.MaxChannelIDLen:
 		return bad("max channel id %d not in 0..%d", c.MaxChannelID, protocol.MaxChannelIDLen)
+	case c.HistorySize < journal.MinHistorySize || c.HistorySize > journal.MaxHistorySize:
+		return bad("history size %d not in %d..%d", c.HistorySize, journal.MinHistorySize, journal.MaxHistorySize)
+	case c.HistoryRetention < time.Minute:
+		return bad("history retention %s < 1m", c.HistoryRetention)
+	case c.HistoryMaxBytes < 0:
+		return bad("history max bytes %d < 0", c.HistoryMaxBytes)
 	case c.Timeouts.MaxDuration < 0:
 		return bad("max call duration %s < 0", c.Timeouts.MaxDuration)
 	}

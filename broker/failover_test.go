@@ -215,6 +215,7 @@ func (tr *traffic) mayHaveCutOff(inv protocol.Invitation) bool {
 func (tr *traffic) check(t *testing.T, ps []party) {
 	t.Helper()
 	outcomes := map[string]int{}
+	var finals []protocol.Invitation
 	for i, id := range tr.ids {
 		_ = i
 		var p party
@@ -225,6 +226,7 @@ func (tr *traffic) check(t *testing.T, ps []party) {
 		}
 		a, _ := p.caller.Invitation(id)
 		b, _ := p.callee.Invitation(id)
+		finals = append(finals, a)
 		if a.State != b.State || a.Reason != b.Reason || a.CallState != b.CallState {
 			t.Errorf("%s: caller saw %s/%s/%s, callee %s/%s/%s", id, a.State, a.Reason, a.CallState, b.State, b.Reason, b.CallState)
 		}
@@ -249,6 +251,7 @@ func (tr *traffic) check(t *testing.T, ps []party) {
 		users = append(users, p.caller.User(), p.callee.User())
 	}
 	ringertest.WaitFree(t, tr.env.Brokers[len(tr.env.Brokers)-1].Store(), users...)
+	checkJournal(t, tr.env.URL, finals)
 	sort.Slice(tr.lateness, func(i, j int) bool { return tr.lateness[i] < tr.lateness[j] })
 	if n := len(tr.lateness); n > 0 {
 		p50, max := tr.lateness[n/2], tr.lateness[n-1]

@@ -16,11 +16,12 @@ import (
 // presence loss, on any broker), this runs afterwards, at least once:
 //
 //  1. publish the events of lifecycle.Events to the parties' subjects;
-//  2. arm the durable timer if the revision asks for it.
+//  2. arm the durable timer if the revision asks for it;
+//  3. append a finished invitation to both parties' histories.
 //
 // (Lines need nothing: a claim stops holding when its invitation ends.)
-// Both steps are idempotent, so a redelivery after a crash repeats them
-// harmlessly; the message is acked only when both are done.
+// All three are idempotent, so a redelivery after a crash repeats them
+// harmlessly; the message is acked only when all are done.
 func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	if op := m.Headers().Get("KV-Operation"); op != "" || len(m.Data()) == 0 {
 		_ = m.Ack() // deletes/expiries of old records: nothing to tell anyone
@@ -61,6 +62,14 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	if rec.Rearm {
 		if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("arm timer failed; will retry")
+			b.nak(m, "projector")
+			return
+		}
+	}
+	// 3. A finished invitation enters both parties' histories.
+	if rec.Finished() && !rec.Quiet {
+		if err := b.journal.Append(ctx, &rec.Invitation); err != nil {
+			withInvitation(b.log.Warn(), &rec).Err(err).Msg("history append failed; will retry")
 			b.nak(m, "projector")
 			return
 		}

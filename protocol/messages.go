@@ -77,6 +77,12 @@ type Request struct {
 	// (it waited in a reconnecting client's buffer, or in a queue) does not
 	// execute it: DEADLINE_EXCEEDED.
 	Deadline int64 `msgpack:"deadline,omitempty"`
+	// History: the page size (0: DefaultHistoryPage; at most
+	// MaxHistoryPage), where to continue (a CallRecord's Cursor; "": the
+	// newest), and whether to list missed calls only.
+	Limit  int    `msgpack:"limit,omitempty"`
+	Cursor string `msgpack:"cursor,omitempty"`
+	Missed bool   `msgpack:"missed,omitempty"`
 }
 
 // Timeouts are per-invitation overrides, in milliseconds; zero keeps the
@@ -94,6 +100,10 @@ type Reply struct {
 	Invitation  *Invitation  `msgpack:"invitation,omitempty"`
 	Invitations []Invitation `msgpack:"invitations,omitempty"`
 	Session     *Session     `msgpack:"session,omitempty"`
+	// Calls is a history page, newest first; Cursor (if not "") asks for
+	// the next, older, page.
+	Calls  []CallRecord `msgpack:"calls,omitempty"`
+	Cursor string       `msgpack:"cursor,omitempty"`
 }
 
 // Session is the login/heartbeat reply: how long the session lives without a

@@ -16,6 +16,9 @@ const (
 	BucketStream = "KV_" + Bucket
 	// TimerStream holds ADR-51 schedules and the messages they fire.
 	TimerStream = "RINGER_TIMERS"
+	// HistoryStream holds each user's finished invitations and calls, one
+	// subject per user.
+	HistoryStream = "RINGER_HISTORY"
 )
 
 const (
@@ -27,7 +30,14 @@ const (
 	timerFire    = Prefix + ".timer.fire."
 	timerFireAll = Prefix + ".timer.fire.*"
 	timerAll     = Prefix + ".timer.>"
+	history      = Prefix + ".history."
 )
+
+// History is the subject of user's history entries: ringer.v1.history.<user>.
+func History(user string) string { return history + user }
+
+// HistorySubjects is the subject filter of the history stream.
+func HistorySubjects() string { return history + "*" }
 
 // InvitationKey is the KV key of an invitation record: inv.<id>.
 func InvitationKey(id string) string { return invPrefix + id }

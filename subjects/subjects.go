@@ -41,12 +41,14 @@ const (
 	VerbSync      = "sync"
 	VerbBusy      = "busy"
 	VerbGet       = "get"
+	VerbHistory   = "history"
 )
 
 // Verbs lists every command verb, in documentation order.
 var Verbs = []string{
 	VerbLogin, VerbHeartbeat, VerbLogout, VerbSend, VerbCancel, VerbAck,
 	VerbAccept, VerbRefuse, VerbAckAccept, VerbHangup, VerbSync, VerbBusy, VerbGet,
+	VerbHistory,
 }
 
 func knownVerb(v string) bool {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,6 +31,8 @@ const help = `commands:
   (an id may be shortened to a unique prefix, or left out when only one fits)
   busy on|off                set or clear do-not-disturb
   list                       live invitations and calls (sync)
+  history [n]                your last n finished calls and invitations (10)
+  missed [n]                 your last n missed calls (10)
   quit                       log out and exit`
 
 func main() {
@@ -211,6 +214,28 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 		if len(invs) == 0 {
 			fmt.Fprintln(out, "  nothing live")
 		}
+	case "history", "missed":
+		n := 10
+		if len(args) > 0 {
+			var err error
+			if n, err = strconv.Atoi(args[0]); err != nil || n < 1 || n > protocol.MaxHistoryPage {
+				return fmt.Errorf("%s %s: give a number from 1 to %d", verb, args[0], protocol.MaxHistoryPage)
+			}
+		}
+		read := c.History
+		if verb == "missed" {
+			read = c.MissedCalls
+		}
+		page, err := read(ctx, "", n)
+		if err != nil {
+			return err
+		}
+		for _, r := range page.Calls {
+			fmt.Fprintf(out, "  %s\n", historyLine(r))
+		}
+		if len(page.Calls) == 0 {
+			fmt.Fprintf(out, "  no %s yet\n", map[string]string{"history": "finished calls", "missed": "missed calls"}[verb])
+		}
 	case "help":
 		fmt.Fprintln(out, help)
 	case "quit", "exit":
@@ -219,4 +244,32 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 		return fmt.Errorf("unknown command %q; type 'help'", verb)
 	}
 	return nil
+}
+
+// historyLine is one history entry in words: when, who, how it ended.
+func historyLine(r protocol.CallRecord) string {
+	who := "to " + r.Peer
+	if r.Direction == protocol.Incoming {
+		who = "from " + r.Peer
+	}
+	var how string
+	switch {
+	case r.State == protocol.StateAccepted:
+		how = "call, " + (time.Duration(r.DurationMs) * time.Millisecond).Round(time.Second).String()
+		if r.EndedBy != "" {
+			how += ", " + r.EndedBy + " hung up"
+		} else if r.Reason != "" {
+			how += ", " + strings.ToLower(strings.ReplaceAll(string(r.Reason), "_", " "))
+		}
+	case r.Reason == protocol.ReasonBusy:
+		how = "busy"
+	case r.Reason != "":
+		how = strings.ToLower(string(r.State)) + ": " + strings.ToLower(strings.ReplaceAll(string(r.Reason), "_", " "))
+	default:
+		how = strings.ToLower(string(r.State))
+	}
+	if r.Missed {
+		how = "MISSED (" + how + ")"
+	}
+	return fmt.Sprintf("%s  %-22s %-40s %s", time.UnixMilli(r.CreatedAt).Format("Jan 2 15:04:05"), who, how, r.ID)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 )
 
@@ -87,6 +88,23 @@ func TestTwoTerminalTour(t *testing.T) {
 	alice.expect(t, `bob accepted `+id3+`: "yes"`)
 	alice.send("hangup")
 	bob.expect(t, "call "+id3+" ended: alice hung up")
+	// The history, newest first: the refused one is bob's missed call.
+	// (Entries are written right after the events; wait for them.)
+	probe := env.Login("alice", "probe")
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		page, err := probe.History(ringertest.Ctx(t), "", 10)
+		if err == nil && len(page.Calls) < 3 {
+			err = fmt.Errorf("alice's history has %d entries", len(page.Calls))
+		}
+		return err
+	})
+	bob.send("missed")
+	bob.expect(t, `from alice\s+MISSED \(refused\)\s+`+id2)
+	alice.send("history 2")
+	alice.expect(t, `to bob\s+call, \d+s, alice hung up\s+`+id3)
+	alice.expect(t, `to bob\s+refused\s+`+id2)
+	alice.send("history zero")
+	alice.expect(t, "give a number from 1 to 100")
 	bob.send("busy maybe")
 	bob.expect(t, "say on or off")
 	bob.send("busy on")

@@ -1,0 +1,139 @@
+package journal
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// ErrBadCursor: a history cursor that no history entry ever carried.
+var ErrBadCursor = errors.New("journal: malformed cursor")
+
+// Append writes inv, which has just finished, into the history of each of
+// its parties: two writes, in flight together. Each entry's message id is
+// <id>.<user>, so a projector that redoes this after a crash writes nothing
+// new.
+func (j *Journal) Append(ctx context.Context, inv *protocol.Invitation) error {
+	var futures [2]jetstream.PubAckFuture
+	for i, user := range [2]string{inv.Caller, inv.Callee} {
+		rec := protocol.CallRecordOf(inv, user)
+		data, err := msgpack.Marshal(&rec)
+		if err != nil {
+			return fmt.Errorf("journal: encode history entry: %w", err)
+		}
+		m := nats.NewMsg(subjects.History(user))
+		m.Data = data
+		m.Header.Set(jetstream.MsgIDHeader, inv.ID+"."+user)
+		if futures[i], err = j.js.PublishMsgAsync(m); err != nil {
+			return fmt.Errorf("journal: history of %s: %w", user, err)
+		}
+	}
+	for _, f := range futures {
+		select {
+		case <-f.Ok():
+		case err := <-f.Err():
+			return fmt.Errorf("journal: history entry of %s: %w", inv.ID, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// Page is one history read.
+type Page struct {
+	Calls []protocol.CallRecord // newest first
+	Next  string                // cursor of the next, older, page; "" if none
+}
+
+// Read returns up to limit entries of user's history older than cursor (""
+// for the newest), only missed calls if missed. It costs one batched direct
+// get of the user's subject: at most the history size in entries, whatever
+// the number of users or of calls in the stream. On a replicated stream a
+// follower may answer, so an invitation that finished a moment ago can be
+// missing for that moment.
+func (j *Journal) Read(ctx context.Context, user, cursor string, limit int, missed bool) (Page, error) {
+	before := uint64(0) // 0: no bound
+	if cursor != "" {
+		n, err := strconv.ParseUint(cursor, 10, 64)
+		if err != nil || n == 0 {
+			return Page{}, fmt.Errorf("%w: %q", ErrBadCursor, cursor)
+		}
+		before = n
+	}
+	all, err := j.entries(ctx, user)
+	if err != nil {
+		return Page{}, err
+	}
+	var page Page
+	for _, e := range slices.Backward(all) {
+		seq, _ := strconv.ParseUint(e.Cursor, 10, 64)
+		if (before != 0 && seq >= before) || (missed && !e.Missed) {
+			continue
+		}
+		if len(page.Calls) == limit {
+			page.Next = page.Calls[limit-1].Cursor
+			break
+		}
+		page.Calls = append(page.Calls, e)
+	}
+	return page, nil
+}
+
+// entries reads every entry of user's history, oldest first, each with its
+// stream sequence as cursor.
+func (j *Journal) entries(ctx context.Context, user string) ([]protocol.CallRecord, error) {
+	req, _ := json.Marshal(struct {
+		NextFor  string `json:"next_by_subj"`
+		Batch    int    `json:"batch"`
+		MaxBytes int    `json:"max_bytes"`
+	}{subjects.History(user), j.size, 4 << 20})
+	inbox := j.nc.NewRespInbox()
+	sub, err := j.nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, fmt.Errorf("journal: history of %s: %w", user, err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	prefix := j.js.Options().APIPrefix
+	if prefix == "" {
+		prefix = jetstream.DefaultAPIPrefix
+	}
+	if err := j.nc.PublishRequest(prefix+"DIRECT.GET."+subjects.HistoryStream, inbox, req); err != nil {
+		return nil, fmt.Errorf("journal: history of %s: %w", user, err)
+	}
+	var out []protocol.CallRecord
+	for {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("journal: history of %s: %w", user, err)
+		}
+		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {
+			switch status {
+			case "204": // end of the batch
+				return out, nil
+			case "404": // no entry at all
+				return nil, nil
+			case "503":
+				return nil, fmt.Errorf("journal: history of %s: %w", user, nats.ErrNoResponders)
+			default:
+				return nil, fmt.Errorf("journal: history of %s: status %s %s", user, status, m.Header.Get("Description"))
+			}
+		}
+		var e protocol.CallRecord
+		if err := msgpack.Unmarshal(m.Data, &e); err != nil {
+			return nil, fmt.Errorf("journal: history of %s: undecodable entry: %w", user, err)
+		}
+		e.Cursor = m.Header.Get(jetstream.SequenceHeader)
+		out = append(out, e)
+	}
+}

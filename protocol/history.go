@@ -1,0 +1,66 @@
+package protocol
+
+// Direction says who called whom, from the reading user's side.
+type Direction string
+
+// Directions of a history entry.
+const (
+	Outgoing Direction = "OUTGOING" // the user called
+	Incoming Direction = "INCOMING" // the user was called
+)
+
+// History limits that are part of the contract.
+const (
+	// MaxHistoryPage bounds CallRecords in one history reply.
+	MaxHistoryPage = 100
+	// DefaultHistoryPage is the page size when a request names none.
+	DefaultHistoryPage = 20
+	// MaxCursorLen bounds Request.Cursor.
+	MaxCursorLen = 20
+)
+
+// CallRecord is one finished invitation (and the call it became, if any) in
+// a user's history, as the user saw it. Times are Unix milliseconds of the
+// broker's clock.
+type CallRecord struct {
+	ID        string    `msgpack:"id"`
+	Direction Direction `msgpack:"direction"`
+	Peer      string    `msgpack:"peer"` // the other party
+	State     State     `msgpack:"state"`
+	Reason    Reason    `msgpack:"reason,omitempty"`
+	// Missed: an incoming invitation that never became a call (refused,
+	// busy, canceled, timed out, failed).
+	Missed     bool   `msgpack:"missed,omitempty"`
+	ChannelID  string `msgpack:"channelId,omitempty"`
+	EndedBy    string `msgpack:"endedBy,omitempty"` // who hung up an accepted call
+	CreatedAt  int64  `msgpack:"createdAt"`
+	AnsweredAt int64  `msgpack:"answeredAt,omitempty"` // accept or refuse
+	EndedAt    int64  `msgpack:"endedAt"`
+	// DurationMs is how long an accepted call lasted: from the accept to
+	// its end. Zero for an invitation that never became a call.
+	DurationMs int64 `msgpack:"durationMs,omitempty"`
+	// Cursor, passed back in a history request, pages to what is older
+	// than this entry.
+	Cursor string `msgpack:"cursor"`
+}
+
+// Finished reports whether inv neither rings nor holds a call any more: the
+// moment it enters its parties' histories.
+func (inv *Invitation) Finished() bool { return !inv.Live() }
+
+// CallRecordOf is inv as user (a party) sees it in the history.
+func CallRecordOf(inv *Invitation, user string) CallRecord {
+	r := CallRecord{
+		ID: inv.ID, Direction: Outgoing, Peer: inv.Callee, State: inv.State, Reason: inv.Reason,
+		ChannelID: inv.ChannelID, EndedBy: inv.EndedBy,
+		CreatedAt: inv.CreatedAt, AnsweredAt: inv.AnsweredAt, EndedAt: inv.EndedAt,
+	}
+	if user == inv.Callee {
+		r.Direction, r.Peer = Incoming, inv.Caller
+		r.Missed = inv.State != StateAccepted
+	}
+	if inv.State == StateAccepted && inv.AnsweredAt > 0 && inv.EndedAt >= inv.AnsweredAt {
+		r.DurationMs = inv.EndedAt - inv.AnsweredAt
+	}
+	return r
+}
