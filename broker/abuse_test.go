@@ -336,6 +336,7 @@ func TestDeviceStormDoesNotDelayOthers(t *testing.T) {
 
 	const devices, conns = 3000, 8
 	results := make(chan string, 2*devices)
+	stormStart := time.Now()
 	var wg sync.WaitGroup
 	for c := range conns {
 		nc := natstest.Connect(t, env.URL)
@@ -365,14 +366,18 @@ func TestDeviceStormDoesNotDelayOthers(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	storm := time.Since(stormStart)
 	close(results)
 	seen := map[string]int{}
 	for r := range results {
 		seen[r]++
 	}
-	t.Logf("mallory's storm: %v", seen)
-	if n := seen["login ok"]; n > cfg.MaxDevices+conns {
-		t.Fatalf("%d of mallory's logins opened a session, device cap %d", n, cfg.MaxDevices)
+	t.Logf("mallory's storm: %v in %s", seen, storm.Round(time.Millisecond))
+	// At most the cap (plus racing logins, one per connection) at once;
+	// a session expires after the presence TTL and frees its slot, so a
+	// storm longer than the TTL (a slow machine) may open more in all.
+	if n, most := seen["login ok"], (cfg.MaxDevices+conns)*(1+int(storm/cfg.PresenceTTL)); n > most {
+		t.Fatalf("%d of mallory's logins opened a session in %s, device cap %d (at most %d with expiries)", n, storm, cfg.MaxDevices, most)
 	}
 	if n := seen["heartbeat ok"]; n > 0 {
 		t.Fatalf("%d heartbeats of devices never logged in opened a session", n)

@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"regexp"
 	"strings"
@@ -9,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 )
 
@@ -71,14 +73,22 @@ func TestAlertsNameExportedMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	mfs, err := env.Brokers[0].Metrics().Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
+	// The projector counts the outcome after the hangup's events; wait
+	// for it.
 	exported := map[string]bool{}
-	for _, mf := range mfs {
-		exported[mf.GetName()] = true
-	}
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		mfs, err := env.Brokers[0].Metrics().Registry.Gather()
+		if err != nil {
+			return err
+		}
+		for _, mf := range mfs {
+			exported[mf.GetName()] = true
+		}
+		if !exported["ringer_outcomes_total"] {
+			return errors.New("no outcome counted yet")
+		}
+		return nil
+	})
 	for m, alerts := range named {
 		base := m
 		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
