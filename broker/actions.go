@@ -3,6 +3,9 @@ package broker
 import (
 	"context"
 	"errors"
+	"slices"
+	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/ringer-dev/ringer/broker/journal"
@@ -181,25 +184,33 @@ func (b *Broker) clearManualBusy(ctx context.Context, user string) error {
 
 // putManualBusy sets the manual flag of user's line with compare-and-set.
 func (b *Broker) putManualBusy(ctx context.Context, user string, busy bool) (bool, error) {
+	return busy, b.putLineFlag(ctx, user, func(l *store.Line) *bool { return &l.Manual }, busy)
+}
+
+// putLineFlag sets one flag of user's line to v with compare-and-set.
+func (b *Broker) putLineFlag(ctx context.Context, user string, flag func(*store.Line) *bool, v bool) error {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		backoff(attempt)
 		line, rev, err := b.store.GetLine(ctx, user)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return false, err
+			return err
 		}
-		if line.Manual == busy {
-			return busy, nil
+		if *flag(&line) == v {
+			return nil
 		}
-		line.Manual = busy
+		*flag(&line) = v
 		if _, err := b.store.Commit(ctx, store.PutLine(user, line, rev)); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
-			return false, err
+			return err
 		}
-		return busy, nil
+		return nil
 	}
-	return false, store.ErrConflict
+	return store.ErrConflict
 }
+
+// pushFlag is the Push flag of a line.
+func pushFlag(l *store.Line) *bool { return &l.Push }
 
 // get returns one invitation to one of its parties (also a finished one,
 // within the retention period).
@@ -242,4 +253,59 @@ func (b *Broker) history(ctx context.Context, c *command) (protocol.Reply, error
 		return protocol.Reply{}, err
 	}
 	return protocol.Reply{Calls: page.Calls, Cursor: page.Next}, nil
+}
+
+// register stores the acting device's push target: a RING for an invitation
+// that finds the device without a connection is sent there (package push).
+func (b *Broker) register(ctx context.Context, c *command) (protocol.Reply, error) {
+	t := c.req.Push
+	if t == nil {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "push: the target to register is missing")
+	}
+	switch {
+	case !t.Platform.Valid():
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "push: unknown platform %q (one of %v)", t.Platform, protocol.Platforms)
+	case t.Token == "" || len(t.Token) > protocol.MaxPushTokenLen || !utf8.ValidString(t.Token):
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "push: token of %d bytes: must be 1..%d bytes of UTF-8", len(t.Token), protocol.MaxPushTokenLen)
+	case len(t.App) > protocol.MaxPushAppLen || strings.ContainsFunc(t.App, func(r rune) bool { return r <= ' ' || r > '~' }):
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "push: app must be at most %d printable ASCII bytes without spaces", protocol.MaxPushAppLen)
+	case t.TTLMs < 0 || t.TTLMs > b.cfg.MaxPushTTL.Milliseconds() || t.TTLMs != 0 && t.TTLMs < time.Minute.Milliseconds():
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "push: ttlMs %d not in [%d, %d] (0: %d)", t.TTLMs,
+			time.Minute.Milliseconds(), b.cfg.MaxPushTTL.Milliseconds(), b.cfg.PushTTL.Milliseconds())
+	}
+	ttl := b.cfg.PushTTL
+	if t.TTLMs > 0 {
+		ttl = time.Duration(t.TTLMs) * time.Millisecond
+	}
+	targets, err := b.store.PushTargets(ctx, c.user)
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	if len(targets) >= b.cfg.MaxPushDevices && !slices.ContainsFunc(targets, func(o protocol.PushTarget) bool { return o.Device == c.req.Device }) {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeResourceExhausted, "%s has %d push targets registered, the most allowed: unregister one first", c.user, len(targets))
+	}
+	reg := protocol.PushTarget{Device: c.req.Device, Platform: t.Platform, Token: t.Token, App: t.App,
+		ExpiresAt: b.now().Add(ttl).UnixMilli()}
+	if err := b.store.PutPushTarget(ctx, c.user, reg, ttl); err != nil {
+		return protocol.Reply{}, err
+	}
+	// Invitations sent from now on look for the targets. (A send racing
+	// this register may not: its callee's device is pushed from the next.)
+	if err := b.putLineFlag(ctx, c.user, pushFlag, true); err != nil {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{Push: &reg}, nil
+}
+
+// unregister removes the acting device's push target, if it had one, and
+// the line's push flag with the last one.
+func (b *Broker) unregister(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := b.store.DeletePushTarget(ctx, c.user, c.req.Device); err != nil {
+		return protocol.Reply{}, err
+	}
+	left, err := b.store.PushTargets(ctx, c.user)
+	if err != nil || len(left) > 0 {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{}, b.putLineFlag(ctx, c.user, pushFlag, false)
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ringer-dev/ringer/broker/journal"
+	"github.com/ringer-dev/ringer/broker/push"
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -117,6 +118,11 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	b.journal = journal.New(b.nc, js, b.cfg.HistorySize)
+	if b.cfg.Push {
+		if err := push.Provision(ctx, js, b.cfg.Replicas); err != nil {
+			return err
+		}
+	}
 	type binding struct {
 		stream, name string
 		handle       func(context.Context, jetstream.Msg)

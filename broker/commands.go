@@ -233,6 +233,10 @@ func (b *Broker) handle(ctx context.Context, c *command) (protocol.Reply, error)
 		return b.get(ctx, c)
 	case subjects.VerbHistory:
 		return b.history(ctx, c)
+	case subjects.VerbRegister:
+		return b.register(ctx, c)
+	case subjects.VerbUnregister:
+		return b.unregister(ctx, c)
 	case subjects.VerbAck:
 		return b.act(ctx, c, lifecycle.Ack)
 	case subjects.VerbAccept:

@@ -115,6 +115,16 @@ type Config struct {
 	HistorySize      int
 	HistoryRetention time.Duration
 	HistoryMaxBytes  int64
+
+	// Push turns on push requests: a RING for the callee's registered
+	// devices that hold no connection when an invitation is sent, a STOP
+	// when it stops ringing (package push).
+	Push bool
+	// PushTTL is how long a push registration lasts when the device asks
+	// for no TTL; MaxPushTTL the longest it may ask for.
+	PushTTL, MaxPushTTL time.Duration
+	// MaxPushDevices bounds a user's registered push targets.
+	MaxPushDevices int
 }
 
 // Journal is the configuration of the history and export streams.
@@ -161,6 +171,10 @@ func DefaultConfig() Config {
 		HistorySize:      100,
 		HistoryRetention: 30 * 24 * time.Hour,
 		HistoryMaxBytes:  1 << 30,
+		Push:             true,
+		PushTTL:          30 * 24 * time.Hour,
+		MaxPushTTL:       90 * 24 * time.Hour,
+		MaxPushDevices:   10,
 	}
 }
 
@@ -216,6 +230,10 @@ func (c Config) Validate() error {
 		return bad("history size %d not in %d..%d", c.HistorySize, journal.MinHistorySize, journal.MaxHistorySize)
 	case c.HistoryRetention < time.Minute:
 		return bad("history retention %s < 1m", c.HistoryRetention)
+	case c.PushTTL < time.Minute || c.MaxPushTTL < c.PushTTL:
+		return bad("push ttl %s < 1m, or max push ttl %s < push ttl", c.PushTTL, c.MaxPushTTL)
+	case c.MaxPushDevices < 1 || c.MaxPushDevices > maxDevicesLimit:
+		return bad("max push devices %d not in 1..%d", c.MaxPushDevices, maxDevicesLimit)
 	case c.HistoryMaxBytes < 0:
 		return bad("history max bytes %d < 0", c.HistoryMaxBytes)
 	case c.Timeouts.MaxDuration < 0:

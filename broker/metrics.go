@@ -9,6 +9,7 @@ import (
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/internal/buildinfo"
+	"github.com/ringer-dev/ringer/protocol"
 )
 
 // Metrics are a broker's Prometheus collectors, on a registry of its own so
@@ -24,6 +25,7 @@ type Metrics struct {
 	storeFull      prometheus.Counter
 	repliesRefused prometheus.Counter
 	timerLateness  prometheus.Histogram
+	pushRequests   *prometheus.CounterVec
 }
 
 func newMetrics() *Metrics {
@@ -54,6 +56,9 @@ func newMetrics() *Metrics {
 		repliesRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "replies_refused_total", Help: "Commands refused without a reply because they asked for it somewhere other than the acting user's own reply subject (--own-replies, secure mode).",
 		}),
+		pushRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "push_requests_total", Help: "Push requests put on the push stream for gateways, by kind (RING, STOP; at least once: the stream drops repeats).",
+		}, []string{"kind"}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
@@ -71,7 +76,10 @@ func newMetrics() *Metrics {
 	for _, where := range []string{"command", "census", "timers", "presence", "projector"} {
 		m.kvErrors.WithLabelValues(where)
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness,
+	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {
+		m.pushRequests.WithLabelValues(string(kind))
+	}
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/push"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -17,10 +18,12 @@ import (
 //
 //  1. publish the events of lifecycle.Events to the parties' subjects;
 //  2. arm the durable timer if the revision asks for it;
-//  3. append a finished invitation to both parties' histories.
+//  3. append a finished invitation to both parties' histories;
+//  4. ask push gateways to wake the callee's unconnected devices when it
+//     starts ringing, and to take the ringing screen down when it stops.
 //
 // (Lines need nothing: a claim stops holding when its invitation ends.)
-// All three are idempotent, so a redelivery after a crash repeats them
+// All four are idempotent, so a redelivery after a crash repeats them
 // harmlessly; the message is acked only when all are done.
 func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	if op := m.Headers().Get("KV-Operation"); op != "" || len(m.Data()) == 0 {
@@ -74,8 +77,46 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 			return
 		}
 	}
+	// 4. Push requests for the callee's devices that hold no connection.
+	if b.cfg.Push && rec.Push && !rec.Quiet {
+		if err := b.pushFor(ctx, &rec.Invitation); err != nil {
+			withInvitation(b.log.Warn(), &rec).Err(err).Msg("push request failed; will retry")
+			b.nak(m, "projector")
+			return
+		}
+	}
 	if !rec.Live() && !rec.Quiet && meta.NumDelivered == 1 {
 		b.metrics.outcome(rec)
 	}
 	_ = m.Ack()
+}
+
+// pushFor puts inv's push request, if it needs one, on the push stream:
+// one read of the callee's push targets (and, for a RING, of its live
+// sessions), one write. Only for callees with push targets (Record.Push):
+// the others cost nothing.
+func (b *Broker) pushFor(ctx context.Context, inv *protocol.Invitation) error {
+	kind, ok := push.KindOf(inv)
+	if !ok {
+		return nil
+	}
+	targets, err := b.store.PushTargets(ctx, inv.Callee)
+	if err != nil || len(targets) == 0 {
+		return err
+	}
+	var live []string
+	if kind == protocol.PushRing {
+		if live, err = b.store.Sessions(ctx, inv.Callee, 0); err != nil {
+			return err
+		}
+	}
+	req := push.Request(kind, inv, targets, live)
+	if req == nil {
+		return nil // every registered device is connected: the event rings them
+	}
+	if err := push.Publish(ctx, b.store.JetStream(), req); err != nil {
+		return err
+	}
+	b.metrics.pushRequests.WithLabelValues(string(kind)).Inc()
+	return nil
 }

@@ -190,6 +190,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			}
 			cctx, cancel = context.WithTimeout(ctx, limit-b.now().Sub(claimed))
 			rec = lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
+			rec.Push = lines[0].Push
 		}
 		rev, err := b.store.Commit(cctx, b.putInvitation(rec, invRev))
 		cancel()
@@ -222,7 +223,7 @@ func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Li
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := store.Line{Claims: append(store.Claims(held[i]), c), Manual: lines[i].Manual}
+			l := lines[i].WithClaims(append(store.Claims(held[i]), c))
 			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
 		}()
 	}
@@ -247,7 +248,7 @@ func (b *Broker) unclaim(ctx context.Context, parties [2]string, lines [2]store.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := store.Line{Claims: store.Claims(held[i]), Manual: lines[i].Manual}
+			l := lines[i].WithClaims(store.Claims(held[i]))
 			if _, err := b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i])); err != nil {
 				b.log.Debug().Err(err).Str("id", id).Str("user", parties[i]).Msg("claim not taken back; it lapses after the claim grace")
 			}

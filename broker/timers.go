@@ -110,7 +110,7 @@ func (b *Broker) tidyLine(ctx context.Context, user string) {
 	if err != nil || len(held) == len(line.Claims) {
 		return
 	}
-	tidy := store.Line{Claims: store.Claims(held), Manual: line.Manual}
+	tidy := line.WithClaims(store.Claims(held))
 	if _, err := b.store.Commit(ctx, store.PutLine(user, tidy, rev)); err != nil {
 		b.log.Debug().Err(err).Str("user", user).Msg("line not tidied")
 	}

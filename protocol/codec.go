@@ -122,6 +122,22 @@ func DecodeEvent(data []byte) (*Event, error) {
 	return &e, nil
 }
 
+// MaxPushRequestLen bounds a push request: one invitation view and up to
+// 100 push targets.
+const MaxPushRequestLen = MaxEventLen + 100*(MaxPushTokenLen+MaxPushAppLen+256)
+
+// DecodePushRequest decodes a push request (what a gateway consumes).
+func DecodePushRequest(data []byte) (*PushRequest, error) {
+	var r PushRequest
+	if err := decode(data, &r, "push request", MaxPushRequestLen); err != nil {
+		return nil, err
+	}
+	if r.ID == "" || r.User == "" || r.Invitation.ID == "" || (r.Kind != PushRing && r.Kind != PushStop) {
+		return nil, Errorf(CodeInvalidArgument, "push request: missing id, user or invitation, or unknown kind %q", r.Kind)
+	}
+	return &r, nil
+}
+
 // MustEncode is Encode for values that cannot fail to encode (the package's
 // own structs); it panics only on a programming error, and returns what use
 // returned.

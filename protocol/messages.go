@@ -22,24 +22,24 @@ const (
 // replies and events carry. Times are Unix milliseconds of the broker's clock;
 // zero means "not yet".
 type Invitation struct {
-	ID           string    `msgpack:"id"`
-	Caller       string    `msgpack:"caller"`
-	CallerDevice string    `msgpack:"callerDevice"`
-	Callee       string    `msgpack:"callee"`
-	CalleeDevice string    `msgpack:"calleeDevice,omitempty"` // the callee device that acted last (ack, accept, refuse)
-	Content      string    `msgpack:"content,omitempty"`
-	ChannelID    string    `msgpack:"channelId,omitempty"`
-	Response     string    `msgpack:"response,omitempty"`
-	State        State     `msgpack:"state"`
-	Reason       Reason    `msgpack:"reason,omitempty"`
-	CallState    CallState `msgpack:"callState,omitempty"`
-	EndedBy      string    `msgpack:"endedBy,omitempty"` // user who hung up
-	Revision     uint64    `msgpack:"revision"`
-	CreatedAt    int64     `msgpack:"createdAt"`
-	ReceivedAt   int64     `msgpack:"receivedAt,omitempty"`
-	AnsweredAt   int64     `msgpack:"answeredAt,omitempty"` // accept or refuse
-	EndedAt      int64     `msgpack:"endedAt,omitempty"`    // terminal state, or call end
-	Deadline     int64     `msgpack:"deadline,omitempty"`   // when the broker will resolve the current state by itself
+	ID           string    `msgpack:"id" json:"id"`
+	Caller       string    `msgpack:"caller" json:"caller"`
+	CallerDevice string    `msgpack:"callerDevice" json:"callerDevice"`
+	Callee       string    `msgpack:"callee" json:"callee"`
+	CalleeDevice string    `msgpack:"calleeDevice,omitempty" json:"calleeDevice,omitempty"` // the callee device that acted last (ack, accept, refuse)
+	Content      string    `msgpack:"content,omitempty" json:"content,omitempty"`
+	ChannelID    string    `msgpack:"channelId,omitempty" json:"channelId,omitempty"`
+	Response     string    `msgpack:"response,omitempty" json:"response,omitempty"`
+	State        State     `msgpack:"state" json:"state"`
+	Reason       Reason    `msgpack:"reason,omitempty" json:"reason,omitempty"`
+	CallState    CallState `msgpack:"callState,omitempty" json:"callState,omitempty"`
+	EndedBy      string    `msgpack:"endedBy,omitempty" json:"endedBy,omitempty"` // user who hung up
+	Revision     uint64    `msgpack:"revision" json:"revision"`
+	CreatedAt    int64     `msgpack:"createdAt" json:"createdAt"`
+	ReceivedAt   int64     `msgpack:"receivedAt,omitempty" json:"receivedAt,omitempty"`
+	AnsweredAt   int64     `msgpack:"answeredAt,omitempty" json:"answeredAt,omitempty"` // accept or refuse
+	EndedAt      int64     `msgpack:"endedAt,omitempty" json:"endedAt,omitempty"`       // terminal state, or call end
+	Deadline     int64     `msgpack:"deadline,omitempty" json:"deadline,omitempty"`     // when the broker will resolve the current state by itself
 }
 
 // RoleOf returns the role of user in inv, or "" if user is not a party.
@@ -83,6 +83,8 @@ type Request struct {
 	Limit  int    `msgpack:"limit,omitempty"`
 	Cursor string `msgpack:"cursor,omitempty"`
 	Missed bool   `msgpack:"missed,omitempty"`
+	// Push is the acting device's push target (register).
+	Push *PushTarget `msgpack:"push,omitempty"`
 }
 
 // Timeouts are per-invitation overrides, in milliseconds; zero keeps the
@@ -104,6 +106,8 @@ type Reply struct {
 	// the next, older, page.
 	Calls  []CallRecord `msgpack:"calls,omitempty"`
 	Cursor string       `msgpack:"cursor,omitempty"`
+	// Push is the registered push target (register), with its ExpiresAt.
+	Push *PushTarget `msgpack:"push,omitempty"`
 }
 
 // Session is the login/heartbeat reply: how long the session lives without a

@@ -19,6 +19,8 @@ const (
 	// HistoryStream holds each user's finished invitations and calls, one
 	// subject per user.
 	HistoryStream = "RINGER_HISTORY"
+	// PushStream holds push requests for gateways, and their dead letters.
+	PushStream = "RINGER_PUSH"
 )
 
 const (
@@ -31,7 +33,48 @@ const (
 	timerFireAll = Prefix + ".timer.fire.*"
 	timerAll     = Prefix + ".timer.>"
 	history      = Prefix + ".history."
+	pushPrefix   = "push."
+	pushAll      = Prefix + ".push.>"
+	pushRequest  = Prefix + ".push.req."
+	pushDead     = Prefix + ".push.dead."
 )
+
+// PushKey is the KV key of one device's push target: push.<user>.<device>.
+func PushKey(user, device string) string { return pushPrefix + user + "." + device }
+
+// PushKeysOf is the KV key filter matching every push target of user.
+func PushKeysOf(user string) string { return pushPrefix + user + ".*" }
+
+// PushSubjects is the subject filter of the push stream.
+func PushSubjects() string { return pushAll }
+
+// PushRequests is the subject of the push requests for user's devices:
+// ringer.v1.push.req.<user>.
+func PushRequests(user string) string { return pushRequest + user }
+
+// AllPushRequests matches every user's push requests (a gateway's filter).
+func AllPushRequests() string { return pushRequest + "*" }
+
+// PushDeadLetters is where a gateway puts a request for user it gave up
+// on: ringer.v1.push.dead.<user>.
+func PushDeadLetters(user string) string { return pushDead + user }
+
+// ParsePushKey extracts user and device from a push.<user>.<device> key
+// or its $KV subject.
+func ParsePushKey(key string) (user, device string, err error) {
+	rest, _ := strings.CutPrefix(key, kvPrefix)
+	rest, ok := strings.CutPrefix(rest, pushPrefix)
+	if ok {
+		user, device, ok = strings.Cut(rest, ".")
+	}
+	if !ok {
+		return "", "", fmt.Errorf("%w: %q is not a push key", ErrInvalidSubject, key)
+	}
+	if err := ValidateID(user); err != nil {
+		return "", "", err
+	}
+	return user, device, ValidateID(device)
+}
 
 // History is the subject of user's history entries: ringer.v1.history.<user>.
 func History(user string) string { return history + user }

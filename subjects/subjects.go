@@ -28,27 +28,29 @@ var ErrInvalidSubject = errors.New("subjects: invalid subject")
 
 // Verbs: the last token of a command subject.
 const (
-	VerbLogin     = "login"
-	VerbHeartbeat = "heartbeat"
-	VerbLogout    = "logout"
-	VerbSend      = "send"
-	VerbCancel    = "cancel"
-	VerbAck       = "ack"
-	VerbAccept    = "accept"
-	VerbRefuse    = "refuse"
-	VerbAckAccept = "ackaccept"
-	VerbHangup    = "hangup"
-	VerbSync      = "sync"
-	VerbBusy      = "busy"
-	VerbGet       = "get"
-	VerbHistory   = "history"
+	VerbLogin      = "login"
+	VerbHeartbeat  = "heartbeat"
+	VerbLogout     = "logout"
+	VerbSend       = "send"
+	VerbCancel     = "cancel"
+	VerbAck        = "ack"
+	VerbAccept     = "accept"
+	VerbRefuse     = "refuse"
+	VerbAckAccept  = "ackaccept"
+	VerbHangup     = "hangup"
+	VerbSync       = "sync"
+	VerbBusy       = "busy"
+	VerbGet        = "get"
+	VerbHistory    = "history"
+	VerbRegister   = "register"
+	VerbUnregister = "unregister"
 )
 
 // Verbs lists every command verb, in documentation order.
 var Verbs = []string{
 	VerbLogin, VerbHeartbeat, VerbLogout, VerbSend, VerbCancel, VerbAck,
 	VerbAccept, VerbRefuse, VerbAckAccept, VerbHangup, VerbSync, VerbBusy, VerbGet,
-	VerbHistory,
+	VerbHistory, VerbRegister, VerbUnregister,
 }
 
 func knownVerb(v string) bool {

@@ -25,6 +25,9 @@ type Record struct {
 	// Quiet marks a revision that only re-arms the timer: nothing happened
 	// that the parties need to hear about, so it produces no events.
 	Quiet bool `msgpack:"quiet,omitempty"`
+	// Push: the callee had push targets when the invitation was sent, so
+	// the projector looks for them (package push); copied from the line.
+	Push bool `msgpack:"push,omitempty"`
 }
 
 // Timeouts are the durations that bound each waiting state.

@@ -17,8 +17,10 @@ import (
 )
 
 // Streams are Ringer's JetStream streams, in the order they are backed up
-// and restored: the bucket (invitations, lines, sessions) and the timers.
-var Streams = []string{subjects.BucketStream, subjects.TimerStream}
+// and restored: the bucket (invitations, lines, sessions, push targets),
+// the timers and the users' histories. (Push requests are not: they are
+// useless an hour later.)
+var Streams = []string{subjects.BucketStream, subjects.TimerStream, subjects.HistoryStream}
 
 // snapshotChunk is the chunk size asked of the server and used to restore.
 const snapshotChunk = 128 << 10

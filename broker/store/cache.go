@@ -107,7 +107,7 @@ func (c *cache) line(user string) (Line, uint64, bool) {
 	if !ok {
 		return Line{}, 0, false
 	}
-	return Line{Claims: slices.Clone(cl.line.Claims), Manual: cl.line.Manual}, cl.rev, true
+	return cl.line.WithClaims(slices.Clone(cl.line.Claims)), cl.rev, true
 }
 
 // putLine keeps l at rev (an empty line: deleted, rev is the marker's).
@@ -118,5 +118,5 @@ func (c *cache) putLine(user string, l Line, rev uint64) {
 	if old, ok := c.lines.Peek(user); ok && old.rev > rev {
 		return
 	}
-	c.lines.Add(user, cachedLine{line: Line{Claims: slices.Clone(l.Claims), Manual: l.Manual}, rev: rev})
+	c.lines.Add(user, cachedLine{line: l.WithClaims(slices.Clone(l.Claims)), rev: rev})
 }

@@ -86,46 +86,63 @@ func (s *Store) Sessions(ctx context.Context, user string, seen uint64) ([]strin
 // sessions is one multi-get: the live devices, and the last stream
 // sequence the answering replica had (0 when it found no key at all).
 func (s *Store) sessions(ctx context.Context, user string) (live []string, upTo uint64, err error) {
+	upTo, err = s.multiLast(ctx, subjects.KVSubject(subjects.SessionKeysOf(user)), func(m *nats.Msg) error {
+		_, device, err := subjects.ParseSessionSubject(m.Header.Get(jetstream.SubjectHeader))
+		if err != nil {
+			return err
+		}
+		live = append(live, device)
+		return nil
+	})
+	if err != nil {
+		return nil, 0, fmt.Errorf("store: sessions of %s: %w", user, err)
+	}
+	return live, upTo, nil
+}
+
+// multiLast is one direct multi-get (ADR-31) of the newest message of every
+// key matching filter: each live value goes to each (deleted and expired
+// keys are skipped), and upTo is the last stream sequence the answering
+// replica had (0 when it found no key at all).
+func (s *Store) multiLast(ctx context.Context, filter string, each func(*nats.Msg) error) (upTo uint64, err error) {
 	s.stats.reads.Add(1)
 	req, _ := json.Marshal(struct {
 		MultiLast []string `json:"multi_last"`
 		Batch     int      `json:"batch"`
-	}{[]string{subjects.KVSubject(subjects.SessionKeysOf(user))}, maxSessionsAnswer})
+	}{[]string{filter}, maxSessionsAnswer})
 	inbox := s.nc.NewRespInbox()
 	sub, err := s.nc.SubscribeSync(inbox)
 	if err != nil {
-		return nil, 0, fmt.Errorf("store: sessions of %s: %w", user, err)
+		return 0, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := s.nc.PublishRequest(directGet(s.js, subjects.BucketStream), inbox, req); err != nil {
-		return nil, 0, fmt.Errorf("store: sessions of %s: %w", user, err)
+		return 0, err
 	}
 	for {
 		m, err := sub.NextMsgWithContext(ctx)
 		if err != nil {
-			return nil, 0, fmt.Errorf("store: sessions of %s: %w", user, err)
+			return 0, err
 		}
 		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {
 			switch status {
 			case "204": // end of the answer
 				upTo, _ := strconv.ParseUint(m.Header.Get("Nats-UpTo-Sequence"), 10, 64)
-				return live, upTo, nil
-			case "404": // no session key at all
-				return nil, 0, nil
+				return upTo, nil
+			case "404": // no key at all
+				return 0, nil
 			case "413":
-				return nil, 0, errTooMany
+				return 0, errTooMany
 			case "503":
-				return nil, 0, fmt.Errorf("store: sessions of %s: %w", user, nats.ErrNoResponders)
+				return 0, nats.ErrNoResponders
 			default:
-				return nil, 0, fmt.Errorf("store: sessions of %s: status %s %s", user, status, m.Header.Get("Description"))
+				return 0, fmt.Errorf("status %s %s", status, m.Header.Get("Description"))
 			}
 		}
-		_, device, err := subjects.ParseSessionSubject(m.Header.Get(jetstream.SubjectHeader))
-		if err != nil {
-			return nil, 0, fmt.Errorf("store: sessions of %s: %w", user, err)
-		}
 		if m.Header.Get("KV-Operation") == "" && m.Header.Get("Nats-Marker-Reason") == "" {
-			live = append(live, device)
+			if err := each(m); err != nil {
+				return 0, err
+			}
 		}
 	}
 }

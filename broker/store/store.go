@@ -43,6 +43,17 @@ var (
 type Line struct {
 	Claims []Claim `msgpack:"claims,omitempty"`
 	Manual bool    `msgpack:"manual,omitempty"`
+	// Push: the user has registered push targets, so the invitations sent
+	// to the user look for them (lifecycle.Record.Push). Set by register,
+	// cleared by the unregister of the last one; a flag outliving targets
+	// that expired costs one empty read per invitation.
+	Push bool `msgpack:"push,omitempty"`
+}
+
+// WithClaims returns l with claims c and its flags.
+func (l Line) WithClaims(c []Claim) Line {
+	l.Claims = c
+	return l
 }
 
 // Claim is one invitation's hold on a line.
@@ -281,10 +292,10 @@ func PutInvitation(r lifecycle.Record, expect uint64) Write {
 // session stays, so that the bucket does not keep one per user forever.
 const markerTTL = 10 * time.Minute
 
-// PutLine is a Write of a user's line; a line with no claim and no manual
-// flag becomes a delete.
+// PutLine is a Write of a user's line; a line with no claim and no flag
+// becomes a delete.
 func PutLine(user string, l Line, expect uint64) Write {
-	if len(l.Claims) == 0 && !l.Manual {
+	if len(l.Claims) == 0 && !l.Manual && !l.Push {
 		return Write{Key: subjects.LineKey(user), Delete: true, ExpectRev: expect, TTL: markerTTL, lineOf: user}
 	}
 	return Write{Key: subjects.LineKey(user), Value: l, ExpectRev: expect, lineOf: user}
@@ -429,7 +440,7 @@ func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
 func NewID() string { return nuid.Next() }
 
 // CountLines counts line records (users with a claim, held or not yet
-// dropped, or the manual flag). It lists keys: O(users with a line); meant
+// dropped, the manual flag, or push targets). It lists keys: O(users with a line); meant
 // for a periodic gauge, not a hot path.
 func (s *Store) CountLines(ctx context.Context) (int, error) {
 	lister, err := s.kv.ListKeysFiltered(ctx, subjects.LineKey("*"))
