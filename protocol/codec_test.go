@@ -160,6 +160,18 @@ func FuzzDecodeReply(f *testing.F) {
 	})
 }
 
+func FuzzDecodePushRequest(f *testing.F) {
+	f.Add(MustMarshal(&PushRequest{ID: "i.ring", Kind: PushRing, User: "bob", Invitation: Invitation{ID: "i"},
+		Devices: []PushTarget{{Device: "d", Platform: PlatformAPNs, Token: "t"}}}))
+	f.Add([]byte{0x80})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r, err := DecodePushRequest(data)
+		if err == nil && (r.ID == "" || r.User == "" || r.Invitation.ID == "" || (r.Kind != PushRing && r.Kind != PushStop)) {
+			t.Fatalf("accepted an invalid push request: %+v", r)
+		}
+	})
+}
+
 // A header may announce far more elements than the message holds. msgpack
 // v5.4.1 would allocate the announced length before reading any element
 // (a 9-byte reply once took the fuzzer out of memory); the decoders must

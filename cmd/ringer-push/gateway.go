@@ -1,0 +1,304 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// Consumer is the durable consumer every ringer-push instance shares: a
+// request goes to one of them.
+const Consumer = "ringer-push"
+
+// config is what the gateway needs; main fills it from flags.
+type config struct {
+	// endpoints maps a platform (or "default") to the URL its deliveries
+	// are POSTed to.
+	endpoints map[protocol.Platform]string
+	secret    []byte        // HMAC key for Ringer-Signature; none if empty
+	timeout   time.Duration // one HTTP delivery
+	// maxDeliver bounds the attempts at one request; then it goes to the
+	// dead-letter subject. backoff is the wait before the second attempt,
+	// doubling up to maxBackoff.
+	maxDeliver          int
+	backoff, maxBackoff time.Duration
+	ackWait             time.Duration
+}
+
+// delivery is the JSON body POSTed to an endpoint: one push request for
+// one device (docs/push.md).
+type delivery struct {
+	ID          string              `json:"id"`
+	Kind        protocol.PushKind   `json:"kind"`
+	User        string              `json:"user"`
+	CollapseKey string              `json:"collapseKey"`
+	Deadline    int64               `json:"deadline,omitempty"`
+	Device      protocol.PushTarget `json:"device"`
+	Invitation  protocol.Invitation `json:"invitation"`
+}
+
+// gateway consumes push requests and delivers them over HTTP.
+type gateway struct {
+	cfg  config
+	js   jetstream.JetStream
+	http *http.Client
+	log  zerolog.Logger
+	now  func() time.Time
+
+	// done remembers, per request id, the devices already delivered, so
+	// that a retry pushes only the others. A gateway that dies forgets:
+	// the next one may push a device twice (the collapse key makes the
+	// phone show one).
+	mu   sync.Mutex
+	done map[string]map[string]bool
+
+	requests   *prometheus.CounterVec
+	deliveries *prometheus.CounterVec
+	latency    *prometheus.HistogramVec
+}
+
+func newGateway(js jetstream.JetStream, cfg config, log zerolog.Logger, reg prometheus.Registerer) *gateway {
+	g := &gateway{cfg: cfg, js: js, http: &http.Client{Timeout: cfg.timeout}, log: log, now: time.Now,
+		done: map[string]map[string]bool{},
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer_push", Name: "requests_total",
+			Help: "Push requests handled, by kind and result (delivered, expired, dead_letter, undecodable).",
+		}, []string{"kind", "result"}),
+		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer_push", Name: "deliveries_total",
+			Help: "HTTP deliveries to endpoints, by platform and result (ok, retry, rejected, no_endpoint).",
+		}, []string{"platform", "result"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "ringer_push", Name: "delivery_seconds", Help: "Time of one HTTP delivery, by platform.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}, []string{"platform"}),
+	}
+	reg.MustRegister(g.requests, g.deliveries, g.latency)
+	return g
+}
+
+// consume binds (creating if needed) the shared consumer and delivers until
+// ctx ends.
+func (g *gateway) consume(ctx context.Context) error {
+	cons, err := g.js.CreateOrUpdateConsumer(ctx, subjects.PushStream, jetstream.ConsumerConfig{
+		Durable:       Consumer,
+		Description:   "ringer-push gateways: push requests to HTTP endpoints",
+		FilterSubject: subjects.AllPushRequests(),
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       g.cfg.ackWait,
+		MaxDeliver:    g.cfg.maxDeliver + 1, // the last delivery only dead-letters (see handle)
+		MaxAckPending: 1000,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("ringer-push: consumer on %s (are Ringer's brokers running with push on?): %w", subjects.PushStream, err)
+	}
+	work := make(chan jetstream.Msg)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range work {
+				g.handle(ctx, m)
+			}
+		}()
+	}
+	cc, err := cons.Consume(func(m jetstream.Msg) { work <- m }, jetstream.PullHeartbeat(time.Second))
+	if err != nil {
+		close(work)
+		wg.Wait()
+		return err
+	}
+	g.log.Info().Str("stream", subjects.PushStream).Str("consumer", Consumer).Msg("delivering push requests")
+	<-ctx.Done()
+	cc.Drain()
+	<-cc.Closed()
+	close(work)
+	wg.Wait()
+	return nil
+}
+
+// handle delivers one push request to each of its devices, and decides
+// what becomes of it: acked (delivered, rejected, or no longer useful),
+// redelivered after a backoff, or dead-lettered.
+func (g *gateway) handle(ctx context.Context, m jetstream.Msg) {
+	meta, err := m.Metadata()
+	if err != nil {
+		_ = m.Term()
+		return
+	}
+	req, err := protocol.DecodePushRequest(m.Data())
+	if err != nil {
+		g.log.Error().Err(err).Uint64("seq", meta.Sequence.Stream).Msg("undecodable push request: dead-lettered")
+		g.requests.WithLabelValues("", "undecodable").Inc()
+		g.deadLetter(ctx, m, "unknown", err.Error())
+		return
+	}
+	log := g.log.With().Str("request", req.ID).Str("kind", string(req.Kind)).Str("id", req.Invitation.ID).
+		Str("caller", req.Invitation.Caller).Str("callee", req.User).Uint64("attempt", meta.NumDelivered).Logger()
+	if g.expired(req, 0) {
+		g.finish(req, m, "expired")
+		log.Info().Msg("ring request past its deadline: not pushed")
+		return
+	}
+	if int(meta.NumDelivered) > g.cfg.maxDeliver {
+		log.Warn().Msg("push request failed every attempt: dead-lettered")
+		g.finish(req, nil, "dead_letter")
+		g.deadLetter(ctx, m, req.User, "retries exhausted")
+		return
+	}
+	retry := false
+	for _, d := range req.Devices {
+		if g.delivered(req.ID, d.Device) {
+			continue
+		}
+		switch err := g.deliver(ctx, req, d); {
+		case err == nil:
+			g.markDelivered(req.ID, d.Device)
+		case errors.Is(err, errRetry):
+			retry = true
+			log.Warn().Err(err).Str("device", d.Device).Msg("push delivery failed; will retry")
+		default:
+			g.markDelivered(req.ID, d.Device) // rejected: retrying cannot help
+			log.Warn().Err(err).Str("device", d.Device).Msg("push delivery rejected")
+		}
+	}
+	if !retry {
+		g.finish(req, m, "delivered")
+		return
+	}
+	wait := min(g.cfg.backoff<<(meta.NumDelivered-1), g.cfg.maxBackoff)
+	if g.expired(req, wait) {
+		g.finish(req, m, "expired")
+		log.Info().Msg("ring request would be past its deadline at the next attempt: given up")
+		return
+	}
+	_ = m.NakWithDelay(wait)
+}
+
+// expired reports whether a RING would arrive after its invitation stopped
+// waiting for the callee, if sent after wait.
+func (g *gateway) expired(req *protocol.PushRequest, wait time.Duration) bool {
+	return req.Kind == protocol.PushRing && req.Deadline > 0 && g.now().Add(wait).UnixMilli() >= req.Deadline
+}
+
+// finish acks m (unless nil) and forgets the request.
+func (g *gateway) finish(req *protocol.PushRequest, m jetstream.Msg, result string) {
+	g.requests.WithLabelValues(string(req.Kind), result).Inc()
+	g.mu.Lock()
+	delete(g.done, req.ID)
+	g.mu.Unlock()
+	if m != nil {
+		_ = m.Ack()
+	}
+}
+
+func (g *gateway) delivered(id, device string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.done[id][device]
+}
+
+func (g *gateway) markDelivered(id, device string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.done[id] == nil {
+		g.done[id] = map[string]bool{}
+	}
+	g.done[id][device] = true
+}
+
+// errRetry marks a delivery worth trying again: the endpoint was
+// unreachable, slow, overloaded (429) or failing (5xx).
+var errRetry = errors.New("retryable")
+
+// deliver POSTs req for one device to its platform's endpoint.
+func (g *gateway) deliver(ctx context.Context, req *protocol.PushRequest, d protocol.PushTarget) error {
+	url, ok := g.cfg.endpoints[d.Platform]
+	if !ok {
+		url, ok = g.cfg.endpoints["default"]
+	}
+	if !ok {
+		g.deliveries.WithLabelValues(string(d.Platform), "no_endpoint").Inc()
+		return fmt.Errorf("no endpoint for platform %q", d.Platform)
+	}
+	body, _ := json.Marshal(delivery{ID: req.ID, Kind: req.Kind, User: req.User, CollapseKey: req.CollapseKey,
+		Deadline: req.Deadline, Device: d, Invitation: req.Invitation})
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("Ringer-Push-Id", req.ID)
+	if len(g.cfg.secret) > 0 {
+		hreq.Header.Set("Ringer-Signature", sign(g.cfg.secret, g.now(), body))
+	}
+	start := time.Now()
+	resp, err := g.http.Do(hreq)
+	g.latency.WithLabelValues(string(d.Platform)).Observe(time.Since(start).Seconds())
+	if err != nil {
+		g.deliveries.WithLabelValues(string(d.Platform), "retry").Inc()
+		return fmt.Errorf("%w: %v", errRetry, err)
+	}
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	_ = resp.Body.Close()
+	switch code := resp.StatusCode; {
+	case code >= 200 && code < 300:
+		g.deliveries.WithLabelValues(string(d.Platform), "ok").Inc()
+		return nil
+	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
+		g.deliveries.WithLabelValues(string(d.Platform), "retry").Inc()
+		return fmt.Errorf("%w: HTTP %d", errRetry, code)
+	default:
+		g.deliveries.WithLabelValues(string(d.Platform), "rejected").Inc()
+		return fmt.Errorf("HTTP %d", code)
+	}
+}
+
+// sign is the Ringer-Signature header of body sent at t:
+// t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">.
+func sign(secret []byte, t time.Time, body []byte) string {
+	ts := strconv.FormatInt(t.Unix(), 10)
+	mac := hmac.New(sha256.New, secret)
+	mac.Write([]byte(ts + "."))
+	mac.Write(body)
+	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
+}
+
+// deadLetter copies m to the user's dead-letter subject (in the push
+// stream, so it is kept as long as requests are) and acks it.
+func (g *gateway) deadLetter(ctx context.Context, m jetstream.Msg, user, why string) {
+	if subjects.ValidateID(user) != nil {
+		user = "unknown"
+	}
+	dl := nats.NewMsg(subjects.PushDeadLetters(user))
+	dl.Data = m.Data()
+	dl.Header.Set("Ringer-Push-Error", why)
+	if meta, err := m.Metadata(); err == nil {
+		dl.Header.Set("Ringer-Push-Sequence", strconv.FormatUint(meta.Sequence.Stream, 10))
+	}
+	if _, err := g.js.PublishMsg(ctx, dl); err != nil {
+		g.log.Error().Err(err).Msg("dead letter not stored; the request will be redelivered")
+		return
+	}
+	_ = m.Term()
+}
