@@ -142,7 +142,7 @@ func (r *run) onRing(u *user, ri *client.RemoteInvitation) {
 		return
 	}
 	switch s.p.b {
-	case bAccept:
+	case bAccept, bPush:
 		r.later(s.p.think, func() { r.accept(s) })
 	case bRefuse:
 		r.later(s.p.think, func() { r.refuse(s) })
@@ -307,7 +307,16 @@ func (r *run) completed(s *invState) {
 	r.st.completed.Add(1)
 	r.disengage(s)
 	now := time.Now()
-	r.pool.release(s.callee, now)
+	if r.cfg.historyReads > 0 && float64(s.p.i%1000) < r.cfg.historyReads*1000 {
+		// A user looking at the call log right after a call: the read goes
+		// through a throw-away client (history needs no session).
+		r.later(0, func() { r.readHistory(s.callee) })
+	}
+	if s.callee.asleep {
+		r.later(0, func() { r.fallAsleep(s.callee) })
+	} else {
+		r.pool.release(s.callee, now)
+	}
 	r.tr.mu.Lock()
 	closed := s.obs[roleCaller].closed
 	carrier := s.carrier
@@ -351,4 +360,17 @@ func (r *run) later(d time.Duration, f func()) {
 		return
 	}
 	time.AfterFunc(d, run)
+}
+
+// readHistory reads the newest page of u's history and records its latency.
+func (r *run) readHistory(u *user) {
+	c, err := client.New(u.nc, u.id, "history")
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	start := time.Now()
+	if r.do("history", func(ctx context.Context) error { _, err := c.History(ctx, "", 0); return err }) == nil {
+		r.st.record(stHistory, time.Since(start))
+	}
 }

@@ -26,11 +26,12 @@ const (
 	bOffline                           // callee never logged in → PEER_OFFLINE
 	bBusy                              // callee is already ringing or in a call → REFUSED/BUSY
 	bDisconnect                        // caller vanishes (no logout) after the ring → callee Failure(PEER_OFFLINE)
+	bPush                              // callee's app is asleep with a push target; the simulated gateway wakes it, it logs in and accepts
 	bCarrier                           // internal: makes a callee ring so that a busy collision has a target
 	numMixBehaviours = bCarrier        // behaviours a --mix may weight
 )
 
-var behaviourNames = [...]string{"accept", "refuse", "cancel", "ignore", "offline", "busy", "disconnect", "busy-carrier"}
+var behaviourNames = [...]string{"accept", "refuse", "cancel", "ignore", "offline", "busy", "disconnect", "push", "busy-carrier"}
 
 func (b behaviour) String() string { return behaviourNames[b] }
 
@@ -134,6 +135,10 @@ type config struct {
 	hold        time.Duration // call duration: uniform in [0, hold]
 	cooldown    time.Duration // a user freed by an invitation waits this long before its next one
 	maxInflight int
+	// wakeMin, wakeMax bound how long the simulated push gateway takes to
+	// wake an asleep callee (push behaviour): uniform in between.
+	wakeMin, wakeMax time.Duration
+	historyReads     float64 // share of finished invitations after which the callee reads its history
 
 	presenceTTL time.Duration // embedded broker only
 	replicas    int           // embedded: 1 server, or a 3-node cluster with R3
@@ -161,7 +166,10 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.Float64Var(&c.rate, "rate", 50, "open loop: invitations started per second (0 with no --concurrency: only log users in and idle)")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: invitations in flight at once (each slot starts the next when its invitation completes); excludes --rate")
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long to start invitations")
-	fs.StringVar(&mixStr, "mix", defaultMix, "behaviour weights: accept, refuse, cancel, ignore, offline, busy, disconnect")
+	fs.StringVar(&mixStr, "mix", defaultMix, "behaviour weights: accept, refuse, cancel, ignore, offline, busy, disconnect, push")
+	fs.Float64Var(&c.historyReads, "history-reads", 0, "share (0..1) of finished invitations after which the callee reads the newest page of its history (latency stage history_read)")
+	fs.DurationVar(&c.wakeMin, "push-wake-min", 500*time.Millisecond, "push behaviour: shortest time from a push request to the woken callee's login")
+	fs.DurationVar(&c.wakeMax, "push-wake-max", 3*time.Second, "push behaviour: longest time from a push request to the woken callee's login")
 	fs.BoolVar(&c.shortTimeouts, "short-timeouts", false, "per-invitation timeouts offline/no-response 2s, expire 3s, accept-ack 2s (and a 3s presence TTL for the embedded broker); default: on in embedded mode, off with --nats")
 	var timeouts string
 	fs.StringVar(&timeouts, "timeouts", "", "per-invitation timeouts, e.g. offline=5s,expire=150s,accept=2s (applied over --short-timeouts or the broker's defaults; within the broker's bounds)")
@@ -244,6 +252,10 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{errors.New("--duration must be positive")}
 	case c.drain < 0 || c.think < 0 || c.hold < 0 || c.cooldown < 0:
 		return nil, usageError{errors.New("--drain, --think, --hold and --cooldown must not be negative")}
+	case c.historyReads < 0 || c.historyReads > 1:
+		return nil, usageError{errors.New("--history-reads is a share, 0..1")}
+	case c.wakeMin < 0 || c.wakeMax < c.wakeMin:
+		return nil, usageError{errors.New("want 0 <= --push-wake-min <= --push-wake-max")}
 	case c.conns < 1 || c.loginConc < 1 || c.baselineConcurrency < 1 || c.maxInflight < 1:
 		return nil, usageError{errors.New("--conns, --login-concurrency, --baseline-concurrency and --max-inflight must be at least 1")}
 	case c.replicas != 1 && c.replicas != 3:

@@ -25,7 +25,8 @@ func TestWorkloadEmbedded(t *testing.T) {
 	code := realMain([]string{
 		"--trace", traceFile, "--cpuprofile", profileFile,
 		"--duration", "4s", "--rate", "40", "--users", "120", "--seed", "7", "--brokers", "2",
-		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1",
+		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1,push=1",
+		"--push-wake-min", "100ms", "--push-wake-max", "500ms", "--history-reads", "0.2",
 		"--short-timeouts", "--think", "50ms", "--hold", "100ms", "--drain", "25s",
 		"--baseline", "--baseline-duration", "300ms", "--baseline-concurrency", "4",
 		"--json",
@@ -59,7 +60,7 @@ func TestWorkloadEmbedded(t *testing.T) {
 		}
 	}
 	lat, _ := res["latency_ms"].(map[string]any)
-	for _, st := range []string{"send_to_ring", "send_to_received_by_peer", "accept_to_accepted", "hangup_to_free", "timer_lateness"} {
+	for _, st := range []string{"send_to_ring", "send_to_received_by_peer", "accept_to_accepted", "hangup_to_free", "timer_lateness", "history_read"} {
 		l, ok := lat[st].(map[string]any)
 		if !ok {
 			t.Errorf("latency_ms has no stage %q", st)
@@ -99,6 +100,16 @@ func TestWorkloadEmbedded(t *testing.T) {
 	byB, _ := res["outcomes_by_behaviour"].(map[string]any)
 	if d, _ := byB["disconnect"].(map[string]any); d["PEER_OFFLINE"] == nil {
 		t.Errorf("no disconnect ended PEER_OFFLINE (presence loss): %v", byB["disconnect"])
+	}
+
+	// Every invitation to an asleep callee woke it through exactly one RING
+	// push request, and was followed by exactly one STOP.
+	push, _ := res["push"].(map[string]any)
+	if n, _ := push["invitations"].(float64); n == 0 || push["requests"] != n || push["stop_requests"] != n || push["woken"] != n {
+		t.Errorf("push section %v: want as many requests, stop requests and wake-ups as invitations", push)
+	}
+	if p, _ := byB["push"].(map[string]any); p["ACCEPTED"] == nil {
+		t.Errorf("no push-woken callee accepted: %v", byB["push"])
 	}
 
 	progress := regexp.MustCompile(`^progress t=\d+ started=\d+ completed=\d+ rate=\d+(\.\d+)? inflight=\d+ errors=\d+$`)

@@ -149,6 +149,9 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	if err := r.loginAll(setup); err != nil {
 		return nil, fmt.Errorf("login: %w", err)
 	}
+	if err := r.preparePush(setup); err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(errw, "loadgen: %d users logged in in %.1fs; %s for %s, mix %s\n", r.pool.loggedIn.Load(), time.Since(loginStart).Seconds(), cfg.mode(), cfg.duration, cfg.mix)
 
 	var before store.StatsSnapshot
@@ -209,7 +212,12 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		r.checkQuiescent(cctx, st)
 		cancel()
 	}
+	var push *pushReport
+	if r.push != nil {
+		push = r.push.check()
+	}
 	res = r.result(base, windowEnd.Sub(start), drained.Sub(windowEnd))
+	res.Push = push
 	res.CPUSeconds, res.GCCycles = cpu.Seconds(), gcs
 	if res.Completed > 0 {
 		res.CPUMsPerInvitation = float64(cpu.Microseconds()) / 1000 / float64(res.Completed)

@@ -64,6 +64,9 @@ type result struct {
 	// lifecycle_floor_per_s, the share of its protocol's floor Ringer reaches.
 	RatioToFloor *float64     `json:"ratio_to_floor,omitempty"`
 	BrokerStore  *storeReport `json:"broker_store,omitempty"`
+	// Push: the push behaviour's requests and wake-ups (with a push weight
+	// in the mix).
+	Push *pushReport `json:"push,omitempty"`
 }
 
 // storeReport is the embedded broker's JetStream round trips
@@ -193,6 +196,9 @@ func writeText(w io.Writer, res *result) {
 			parts = append(parts, fmt.Sprintf("%s %d", k, res.OutcomesByBehaviour[b][k]))
 		}
 		p("  %-14s %s", b, strings.Join(parts, ", "))
+	}
+	if ps := res.Push; ps != nil {
+		p("Push: %d invitations to asleep callees, %d RING and %d STOP requests, %d callees woken", ps.Invitations, ps.Requests, ps.StopRequests, ps.Woken)
 	}
 	if len(res.ErrorsByCommand) == 0 {
 		p("Command errors: none")

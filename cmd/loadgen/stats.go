@@ -24,9 +24,10 @@ const (
 	stTimerLatenessBroke = "timer_lateness_broker"    // EndedAt of the terminal view − that Deadline (both broker clock)
 	stSendReply          = "send_reply"               // Send round trip
 	stScheduleLag        = "schedule_lag"             // open loop: actual start − scheduled start
+	stHistory            = "history_read"             // --history-reads: a history page's round trip
 )
 
-var stageOrder = []string{stSendToRing, stSendToReceived, stAcceptToAccepted, stHangupToFree, stTimerLateness, stTimerLatenessBroke, stSendReply, stScheduleLag}
+var stageOrder = []string{stSendToRing, stSendToReceived, stAcceptToAccepted, stHangupToFree, stTimerLateness, stTimerLatenessBroke, stSendReply, stScheduleLag, stHistory}
 
 // stats is what the run measured; safe for concurrent use.
 type stats struct {

@@ -59,7 +59,7 @@ func outcomeOf(inv protocol.Invitation) string {
 var expected = map[behaviour]string{
 	bAccept: outAccepted, bRefuse: outRefused, bCancel: outCanceled, bIgnore: string(protocol.ReasonInvitationExpire),
 	bOffline: string(protocol.ReasonPeerOffline), bBusy: outRefusedBusy, bDisconnect: string(protocol.ReasonPeerOffline),
-	bCarrier: outCanceled,
+	bCarrier: outCanceled, bPush: outAccepted,
 }
 
 // rank orders views along the lifecycle, for the event-order check.
@@ -149,6 +149,8 @@ const (
 	vLeftBusy       = "user_left_busy"
 	vLeftBusyLine   = "user_line_not_released"
 	vUnknownOutcome = "terminal_view_without_outcome"
+	vPushRing       = "push_ring_not_once" // an invitation to an asleep callee made no RING push request, or several
+	vPushStop       = "push_stop_not_once" // it ended without exactly one STOP push request
 )
 
 // violateLocked records one broken invariant; t.mu must be held.

@@ -18,6 +18,7 @@ import (
 type user struct {
 	id      string
 	offline bool // an offline callee: never logs in
+	asleep  bool // a push callee: logged out with a push target, logs in when the gateway wakes it
 	nc      *nats.Conn
 
 	mu     sync.Mutex
@@ -80,6 +81,7 @@ type pool struct {
 	mu       sync.Mutex
 	online   fifo
 	offline  fifo
+	asleep   fifo
 	engaged  []*user
 	all      []*user
 	loggedIn atomic.Int64
@@ -92,9 +94,12 @@ func (p *pool) add(u *user) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	u.engIdx = -1
-	if u.offline {
+	switch {
+	case u.offline:
 		p.offline.push(u, time.Time{})
-	} else {
+	case u.asleep:
+		p.asleep.push(u, time.Time{})
+	default:
 		p.online.push(u, time.Time{})
 	}
 }
@@ -116,13 +121,18 @@ func (p *pool) take(n int, now time.Time) []*user {
 }
 
 // takeOffline returns an idle offline callee, or nil.
-func (p *pool) takeOffline(now time.Time) *user {
+func (p *pool) takeOffline(now time.Time) *user { return p.takeFrom(&p.offline, now) }
+
+// takeAsleep returns an idle asleep (push) callee, or nil.
+func (p *pool) takeAsleep(now time.Time) *user { return p.takeFrom(&p.asleep, now) }
+
+func (p *pool) takeFrom(f *fifo, now time.Time) *user {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if !p.offline.readyN(1, now) {
+	if !f.readyN(1, now) {
 		return nil
 	}
-	u := p.offline.pop()
+	u := f.pop()
 	u.holds++
 	return u
 }
@@ -159,9 +169,12 @@ func (p *pool) release(u *user, now time.Time) {
 	if u.holds < 0 {
 		panic("loadgen: user released more often than held: " + u.id)
 	}
-	if u.offline {
+	switch {
+	case u.offline:
 		p.offline.push(u, now.Add(p.cooldown))
-	} else {
+	case u.asleep:
+		p.asleep.push(u, now.Add(p.cooldown))
+	default:
 		p.online.push(u, now.Add(p.cooldown))
 	}
 }
@@ -232,7 +245,7 @@ func connect(url string, n int, name string) ([]*nats.Conn, error) {
 func (r *run) loginAll(ctx context.Context) error {
 	var online []*user
 	for _, u := range r.pool.all {
-		if u.offline {
+		if u.offline || u.asleep {
 			r.pool.add(u)
 		} else {
 			online = append(online, u)

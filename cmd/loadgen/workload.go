@@ -32,6 +32,8 @@ type run struct {
 	bg     sync.WaitGroup // r.later callbacks
 	starts sync.WaitGroup // open-loop start goroutines
 
+	push *pushSim // the push behaviour's gateway, if the mix has it
+
 	sessionTTL, heartbeatMs atomic.Int64 // what the broker said at login
 	next                    atomic.Uint64
 	halt                    chan struct{} // closed on SIGINT/SIGTERM: stop starting invitations
@@ -47,11 +49,19 @@ func newRun(cfg *config, conns []*nats.Conn, errw io.Writer) *run {
 		// Offline callees, in proportion to their weight (at least 1, at most half).
 		nOff = max(1, min(cfg.users/2, int(float64(cfg.users)*w/cfg.mix.total()+0.5)))
 	}
+	nAsleep := 0
+	if w := cfg.mix[bPush]; w > 0 {
+		// Asleep callees likewise; each waits for a wake-up, so more of them.
+		nAsleep = max(1, min((cfg.users-nOff)/2, int(2*float64(cfg.users)*w/cfg.mix.total()+0.5)))
+	}
 	for i := 0; i < cfg.users; i++ {
 		u := &user{engIdx: -1, nc: conns[i%len(conns)]}
-		if i < nOff {
+		switch {
+		case i < nOff:
 			u.id, u.offline = fmt.Sprintf("%s-o%d", r.runID, i), true
-		} else {
+		case i < nOff+nAsleep:
+			u.id, u.asleep = fmt.Sprintf("%s-p%d", r.runID, i), true
+		default:
 			u.id = fmt.Sprintf("%s-u%d", r.runID, i)
 		}
 		r.pool.all = append(r.pool.all, u)
@@ -114,6 +124,10 @@ func (r *run) timeouts(b behaviour) *protocol.Timeouts {
 			t.AcceptMs = ms
 		}
 	}
+	if b == bPush {
+		// The offline window must cover the wake-up (protocol.md §7.4).
+		t.OfflineMs = max(t.OfflineMs, (r.cfg.wakeMax + 5*time.Second).Milliseconds())
+	}
 	if b == bDisconnect && t.ExpireMs != 0 {
 		t.ExpireMs = max(t.ExpireMs, 2*r.sessionTTL.Load()+5000)
 	}
@@ -142,6 +156,26 @@ func (r *run) start(i uint64) *invState {
 			return nil
 		}
 		s = &invState{id: id, p: p, caller: us[0], callee: off}
+	case bPush:
+		us := r.pool.take(1, now)
+		if us == nil {
+			return nil
+		}
+		asleep := r.pool.takeAsleep(now)
+		if asleep == nil {
+			r.pool.release(us[0], now)
+			return nil
+		}
+		s = &invState{id: id, p: p, caller: us[0], callee: asleep}
+		r.tr.register(s)
+		r.send(s)
+		r.tr.mu.Lock()
+		failed := s.sendFailed
+		r.tr.mu.Unlock()
+		if !failed {
+			r.push.created(id)
+		}
+		return s
 	case bBusy:
 		us := r.pool.take(1, now)
 		if us == nil {

@@ -1,0 +1,183 @@
+// The push behaviour: asleep callees with push targets, and a simulated push gateway that wakes them.
+package main
+
+import (
+	"context"
+	"fmt"
+	rnd "math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// pushReport is the push section of the report.
+type pushReport struct {
+	Invitations  int64 `json:"invitations"`   // push-behaviour invitations created
+	Requests     int64 `json:"requests"`      // RING requests seen for them
+	StopRequests int64 `json:"stop_requests"` // STOP requests seen for them
+	Woken        int64 `json:"woken"`         // asleep callees the simulated gateway logged in
+}
+
+// pushSim reads the push stream as a gateway would, and wakes the callee of
+// each RING after a delay in [--push-wake-min, --push-wake-max].
+type pushSim struct {
+	r      *run
+	byUser map[string]*user
+	cc     jetstream.ConsumeContext
+	woken  atomic.Int64
+
+	mu           sync.Mutex
+	sent         []string       // push-behaviour invitations created
+	rings, stops map[string]int // requests seen per invitation
+	rng          *rnd.Rand
+}
+
+// preparePush gives every asleep user a client that is not logged in, with
+// a push target registered, and starts the simulated gateway.
+func (r *run) preparePush(ctx context.Context) error {
+	ps := &pushSim{r: r, byUser: map[string]*user{}, rings: map[string]int{}, stops: map[string]int{},
+		rng: rnd.New(rnd.NewPCG(r.cfg.seed, 0x9054))}
+	for _, u := range r.pool.all {
+		if !u.asleep {
+			continue
+		}
+		device := "d1"
+		cl, err := client.New(u.nc, u.id, device, client.WithHandler(r.handler(u, device)), client.WithRemember(keepDone))
+		if err != nil {
+			return err
+		}
+		if _, err := cl.RegisterPush(ctx, protocol.PlatformHTTP, "loadgen-"+u.id, "loadgen", time.Hour); err != nil {
+			cl.Close()
+			return fmt.Errorf("register a push target for %s: %w", u.id, err)
+		}
+		u.mu.Lock()
+		u.cl, u.device = cl, device
+		u.mu.Unlock()
+		ps.byUser[u.id] = u
+	}
+	if len(ps.byUser) == 0 {
+		return nil
+	}
+	js, err := jetstream.New(r.conns[0])
+	if err != nil {
+		return err
+	}
+	cons, err := js.OrderedConsumer(ctx, subjects.PushStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjects.AllPushRequests()}, DeliverPolicy: jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("push behaviour: read %s (brokers with --push, and JetStream access for loadgen): %w", subjects.PushStream, err)
+	}
+	if ps.cc, err = cons.Consume(ps.handle); err != nil {
+		return err
+	}
+	r.push = ps
+	return nil
+}
+
+// handle is one push request: counted, and a RING wakes its callee later.
+func (ps *pushSim) handle(m jetstream.Msg) {
+	req, err := protocol.DecodePushRequest(m.Data())
+	if err != nil {
+		ps.r.st.note("undecodable push request")
+		return
+	}
+	if !strings.HasPrefix(req.Invitation.ID, ps.r.runID+"-") {
+		return // another run's
+	}
+	ps.mu.Lock()
+	var delay time.Duration
+	if req.Kind == protocol.PushRing {
+		ps.rings[req.Invitation.ID]++
+		delay = ps.r.cfg.wakeMin + time.Duration(ps.rng.Int64N(int64(ps.r.cfg.wakeMax-ps.r.cfg.wakeMin)+1))
+	} else {
+		ps.stops[req.Invitation.ID]++
+	}
+	ps.mu.Unlock()
+	if req.Kind != protocol.PushRing {
+		return
+	}
+	u := ps.byUser[req.User]
+	if u == nil {
+		ps.r.st.note("push request for a user that is not asleep")
+		return
+	}
+	ps.r.later(delay, func() { ps.wake(u) })
+}
+
+// wake is what the phone does on the push: log in. The invitation is in the
+// login reply, and rings.
+func (ps *pushSim) wake(u *user) {
+	cl, _ := u.client()
+	if ps.r.do("login", cl.Login) == nil {
+		ps.woken.Add(1)
+		ps.r.pool.loggedIn.Add(1)
+	}
+}
+
+// created records a push-behaviour invitation that exists.
+func (ps *pushSim) created(id string) {
+	ps.mu.Lock()
+	ps.sent = append(ps.sent, id)
+	ps.mu.Unlock()
+}
+
+// fallAsleep logs an asleep callee out once its invitation is over (the
+// app goes back to sleep: its client is closed, its push target stays) and
+// makes it idle again with a fresh client, as a restarted app would have.
+func (r *run) fallAsleep(u *user) {
+	cl, device := u.client()
+	if r.do("logout", cl.Logout) == nil {
+		r.pool.loggedIn.Add(-1)
+	}
+	next, err := client.New(u.nc, u.id, device, client.WithHandler(r.handler(u, device)), client.WithRemember(keepDone))
+	if err != nil {
+		r.st.note("asleep callee left out: " + err.Error())
+		return
+	}
+	u.mu.Lock()
+	u.cl = next
+	u.mu.Unlock()
+	r.pool.release(u, time.Now())
+}
+
+// check: every push invitation made exactly one RING and, once it ended,
+// exactly one STOP. Requests may trail the outcome by a moment: wait up to
+// 10 s for them.
+func (ps *pushSim) check() *pushReport {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ps.mu.Lock()
+		bad := 0
+		for _, id := range ps.sent {
+			if ps.rings[id] != 1 || ps.stops[id] != 1 {
+				bad++
+			}
+		}
+		if bad == 0 || time.Now().After(deadline) {
+			rep := &pushReport{Invitations: int64(len(ps.sent)), Woken: ps.woken.Load()}
+			for _, id := range ps.sent {
+				rep.Requests += int64(ps.rings[id])
+				rep.StopRequests += int64(ps.stops[id])
+				if ps.rings[id] != 1 {
+					ps.r.tr.violate(vPushRing, "%s: %d RING push requests, want 1", id, ps.rings[id])
+				}
+				if ps.stops[id] != 1 {
+					ps.r.tr.violate(vPushStop, "%s: %d STOP push requests after it ended, want 1", id, ps.stops[id])
+				}
+			}
+			ps.mu.Unlock()
+			ps.cc.Stop()
+			return rep
+		}
+		ps.mu.Unlock()
+		time.Sleep(200 * time.Millisecond) // polling counters, not synchronising
+	}
+}
