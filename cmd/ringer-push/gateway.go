@@ -3,9 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 
+	"github.com/ringer-dev/ringer/internal/signature"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -250,7 +248,7 @@ func (g *gateway) deliver(ctx context.Context, req *protocol.PushRequest, d prot
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("Ringer-Push-Id", req.ID)
 	if len(g.cfg.secret) > 0 {
-		hreq.Header.Set("Ringer-Signature", sign(g.cfg.secret, g.now(), body))
+		hreq.Header.Set(signature.Header, signature.Sign(g.cfg.secret, g.now(), body))
 	}
 	start := time.Now()
 	resp, err := g.http.Do(hreq)
@@ -272,16 +270,6 @@ func (g *gateway) deliver(ctx context.Context, req *protocol.PushRequest, d prot
 		g.deliveries.WithLabelValues(string(d.Platform), "rejected").Inc()
 		return fmt.Errorf("HTTP %d", code)
 	}
-}
-
-// sign is the Ringer-Signature header of body sent at t:
-// t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<body>">.
-func sign(secret []byte, t time.Time, body []byte) string {
-	ts := strconv.FormatInt(t.Unix(), 10)
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	return "t=" + ts + ",v1=" + hex.EncodeToString(mac.Sum(nil))
 }
 
 // deadLetter copies m to the user's dead-letter subject (in the push

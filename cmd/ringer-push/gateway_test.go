@@ -2,16 +2,11 @@ package main
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"strconv"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +18,7 @@ import (
 
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/internal/signature"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -49,8 +45,8 @@ func newEndpoint(t *testing.T, secret string, status func(d delivery, n int) int
 	e := &endpoint{secret: []byte(secret), status: status, got: make(chan attempt, 100)}
 	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
-		if !verify(e.secret, r.Header.Get("Ringer-Signature"), body, time.Now()) {
-			t.Errorf("delivery with a bad signature %q", r.Header.Get("Ringer-Signature"))
+		if err := signature.Verify(e.secret, r.Header.Get(signature.Header), body, time.Now(), 5*time.Minute); err != nil {
+			t.Errorf("delivery with a bad signature %q: %v", r.Header.Get(signature.Header), err)
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
@@ -73,30 +69,6 @@ func newEndpoint(t *testing.T, secret string, status func(d delivery, n int) int
 	}))
 	t.Cleanup(e.Close)
 	return e
-}
-
-// verify is the check docs/push.md gives app backends: the signature is
-// HMAC-SHA256 over "<t>.<body>", and t is recent.
-func verify(secret []byte, header string, body []byte, now time.Time) bool {
-	var ts, sig string
-	for _, part := range strings.Split(header, ",") {
-		k, v, _ := strings.Cut(part, "=")
-		switch k {
-		case "t":
-			ts = v
-		case "v1":
-			sig = v
-		}
-	}
-	t, err := strconv.ParseInt(ts, 10, 64)
-	if err != nil || now.Sub(time.Unix(t, 0)).Abs() > 5*time.Minute {
-		return false
-	}
-	mac := hmac.New(sha256.New, secret)
-	mac.Write([]byte(ts + "."))
-	mac.Write(body)
-	want := hex.EncodeToString(mac.Sum(nil))
-	return hmac.Equal([]byte(sig), []byte(want))
 }
 
 // next waits for the endpoint's next delivery.

@@ -33,6 +33,9 @@ const help = `commands:
   list                       live invitations and calls (sync)
   history [n]                your last n finished calls and invitations (10)
   missed [n]                 your last n missed calls (10)
+  push <platform> <token>    register this device for pushes (apns, fcm, webpush, http);
+                             after 'quit', invitations to you become push requests
+  push off                   unregister it
   quit                       log out and exit`
 
 func main() {
@@ -236,6 +239,25 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 		if len(page.Calls) == 0 {
 			fmt.Fprintf(out, "  no %s yet\n", map[string]string{"history": "finished calls", "missed": "missed calls"}[verb])
 		}
+	case "push":
+		if err := need(1); err != nil {
+			return err
+		}
+		if args[0] == "off" {
+			if err := c.UnregisterPush(ctx); err != nil {
+				return err
+			}
+			fmt.Fprintln(out, "push target removed")
+			return nil
+		}
+		if err := need(2); err != nil {
+			return err
+		}
+		reg, err := c.RegisterPush(ctx, protocol.Platform(args[0]), args[1], "", 0)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "device %s registered for %s pushes until %s\n", reg.Device, reg.Platform, time.UnixMilli(reg.ExpiresAt).Format("Jan 2 15:04"))
 	case "help":
 		fmt.Fprintln(out, help)
 	case "quit", "exit":
