@@ -78,3 +78,32 @@ type PushRequest struct {
 	// registered devices that had no live session; for STOP, all of them.
 	Devices []PushTarget `msgpack:"devices"`
 }
+
+// PushDelivery is what a push gateway (cmd/ringer-push) POSTs, as JSON, to
+// the endpoint of one device's platform: one push request for one device
+// (docs/push.md).
+type PushDelivery struct {
+	ID          string     `json:"id"`
+	Kind        PushKind   `json:"kind"`
+	User        string     `json:"user"`
+	CollapseKey string     `json:"collapseKey"`
+	Deadline    int64      `json:"deadline,omitempty"`
+	Device      PushTarget `json:"device"`
+	Invitation  Invitation `json:"invitation"`
+}
+
+// Deliveries splits r into one delivery per device.
+func (r *PushRequest) Deliveries() []PushDelivery {
+	out := make([]PushDelivery, len(r.Devices))
+	for i, d := range r.Devices {
+		out[i] = PushDelivery{ID: r.ID, Kind: r.Kind, User: r.User, CollapseKey: r.CollapseKey,
+			Deadline: r.Deadline, Device: d, Invitation: r.Invitation}
+	}
+	return out
+}
+
+// Request is the push request d was cut from, for its one device.
+func (d *PushDelivery) Request() *PushRequest {
+	return &PushRequest{ID: d.ID, Kind: d.Kind, User: d.User, CollapseKey: d.CollapseKey,
+		Deadline: d.Deadline, Invitation: d.Invitation, Devices: []PushTarget{d.Device}}
+}

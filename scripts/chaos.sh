@@ -13,8 +13,12 @@
 # dist/chaos/<project>/.
 #
 # Usage: scripts/chaos.sh [--duration 90s] [--rate 50] [--users 200]
-#                         [--faults kill,stop,pause] [--no-build] [--no-loadgen]
+#                         [--faults kill,stop,pause] [--push] [--no-build] [--no-loadgen]
 #   --faults      which faults, in order (default all three)
+#   --push        also push-woken callees: ringer-push delivers the brokers'
+#                 push requests to loadgen (--push-listen), whose asleep
+#                 callees log in when woken; each must make one RING and
+#                 one STOP request (loadgen's invariants)
 #   --no-build    use the existing ringer/*:dev images
 #   --no-loadgen  inject the faults without load (tests the script itself)
 # Bounded: about duration + 3 min (build, start, loadgen's 60 s drain, teardown).
@@ -22,7 +26,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1 FAULT_LIST=kill,stop,pause
+DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1 FAULT_LIST=kill,stop,pause PUSH=0
 DRAIN=60          # loadgen --drain, seconds
 PRESENCE_TTL=5    # brokerd --presence-ttl in deploy/chaos.override.yml
 
@@ -41,6 +45,7 @@ while [[ $# -gt 0 ]]; do
 	--rate) RATE=${2:?}; shift 2 ;;
 	--users) USERS=${2:?}; shift 2 ;;
 	--faults) FAULT_LIST=${2:?}; shift 2 ;;
+	--push) PUSH=1; shift ;;
 	--no-build) BUILD=0; shift ;;
 	--no-loadgen) LOAD=0; shift ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -110,6 +115,15 @@ wait_healthy() { # TIMEOUT_S SERVICE... ; prints the seconds it took
 }
 
 SERVICES=(nats1 nats2 nats3 brokerd1 brokerd2 brokerd3)
+LG_ARGS=()
+LG_RUN=()
+if ((PUSH)); then
+	# ringer-push (with its push-sink dependency, unused here) delivers to
+	# loadgen, reachable as "loadgen" (run --use-aliases).
+	SERVICES+=(push-sink ringer-push)
+	LG_ARGS=(--mix accept=50,refuse=15,cancel=10,ignore=5,offline=5,busy=10,disconnect=5,push=15 --push-listen :8090)
+	LG_RUN=(--use-aliases -e RINGER_PUSH_SECRET=dev-only-not-a-secret)
+fi
 if ((BUILD)); then
 	if ((LOAD)); then scripts/build-images.sh; else scripts/build-images.sh || true; fi
 fi
@@ -117,7 +131,7 @@ fi
 log "starting cluster $PROJECT"
 dc up -d "${SERVICES[@]}" 2>>"$OUT/compose-up.log" || die "docker-compose up failed (see $OUT/compose-up.log)"
 for s in "${SERVICES[@]}"; do CID[$s]=$(dc ps -q "$s"); done
-took=$(wait_healthy 120 "${SERVICES[@]}") || {
+took=$(wait_healthy 120 "${SERVICES[@]:0:6}") || {
 	dc ps >&2
 	die "cluster not healthy after 120s"
 }
@@ -128,8 +142,8 @@ log "cluster healthy in ${took}s"
 URLS=nats://loadgen:loadgen@nats1:4222,nats://loadgen:loadgen@nats2:4222,nats://loadgen:loadgen@nats3:4222
 LG_RC=0
 if ((LOAD)); then
-	dc run --rm -T --no-deps loadgen --nats "$URLS" --users "$USERS" --rate "$RATE" \
-		--duration "${DURATION}s" --drain "${DRAIN}s" --short-timeouts --json \
+	dc run --rm -T --no-deps "${LG_RUN[@]}" loadgen --nats "$URLS" --users "$USERS" --rate "$RATE" \
+		--duration "${DURATION}s" --drain "${DRAIN}s" --short-timeouts --json "${LG_ARGS[@]}" \
 		>"$OUT/loadgen.out" 2>"$OUT/loadgen.err" &
 	LG_PID=$!
 	# Align our clock with loadgen's t= on its first progress line.
@@ -263,6 +277,7 @@ echo "throughput: $(num throughput_per_s)/s, accepted $(num accepted_per_s)/s," 
 	"completed $(num completed) of $invitations in $(num duration_s)s"
 echo "outcomes: $(obj outcomes)"
 echo "errors: $(obj errors)"
+if ((PUSH)); then echo "push: $(grep -o '"push": *{"invitations"[^}]*}' <<<"$report" | sed 's/^[^:]*: *//')"; fi
 if [[ ${violations:-1} != 0 ]]; then
 	echo "violation samples: $(obj violation_samples | cut -c1-2000)"
 fi

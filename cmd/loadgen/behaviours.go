@@ -133,7 +133,7 @@ func (r *run) onRing(u *user, ri *client.RemoteInvitation) {
 		return
 	}
 	r.st.record(stSendToRing, now.Sub(sendAt))
-	if engage {
+	if engage && !u.asleep { // busy collisions aim at callees that stay connected
 		r.pool.engage(u)
 	}
 	if failed {
@@ -307,6 +307,12 @@ func (r *run) completed(s *invState) {
 	r.st.completed.Add(1)
 	r.disengage(s)
 	now := time.Now()
+	if s.p.b == bPush {
+		r.tr.mu.Lock()
+		outcome := s.outcome
+		r.tr.mu.Unlock()
+		r.push.ended(s.id, outcome)
+	}
 	if r.cfg.historyReads > 0 && float64(s.p.i%1000) < r.cfg.historyReads*1000 {
 		// A user looking at the call log right after a call: the read goes
 		// through a throw-away client (history needs no session).

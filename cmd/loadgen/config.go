@@ -139,6 +139,10 @@ type config struct {
 	// wake an asleep callee (push behaviour): uniform in between.
 	wakeMin, wakeMax time.Duration
 	historyReads     float64 // share of finished invitations after which the callee reads its history
+	// pushListen, if set, is where loadgen serves a push gateway's
+	// deliveries (POST /push, as ringer-push sends them) instead of reading
+	// the push stream itself; pushSecretEnv names the signature key.
+	pushListen, pushSecretEnv string
 
 	presenceTTL time.Duration // embedded broker only
 	replicas    int           // embedded: 1 server, or a 3-node cluster with R3
@@ -167,6 +171,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: invitations in flight at once (each slot starts the next when its invitation completes); excludes --rate")
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long to start invitations")
 	fs.StringVar(&mixStr, "mix", defaultMix, "behaviour weights: accept, refuse, cancel, ignore, offline, busy, disconnect, push")
+	fs.StringVar(&c.pushListen, "push-listen", "", "push behaviour: serve ringer-push's deliveries on this address (POST /push) instead of reading RINGER_PUSH with JetStream (a deployment where loadgen has no JetStream access)")
+	fs.StringVar(&c.pushSecretEnv, "push-secret-env", "RINGER_PUSH_SECRET", "push behaviour with --push-listen: environment variable holding the key deliveries are signed with (none: not checked)")
 	fs.Float64Var(&c.historyReads, "history-reads", 0, "share (0..1) of finished invitations after which the callee reads the newest page of its history (latency stage history_read)")
 	fs.DurationVar(&c.wakeMin, "push-wake-min", 500*time.Millisecond, "push behaviour: shortest time from a push request to the woken callee's login")
 	fs.DurationVar(&c.wakeMax, "push-wake-max", 3*time.Second, "push behaviour: longest time from a push request to the woken callee's login")

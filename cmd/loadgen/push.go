@@ -3,8 +3,13 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	rnd "math/rand/v2"
+	"net"
+	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -13,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/signature"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -23,6 +29,10 @@ type pushReport struct {
 	Requests     int64 `json:"requests"`      // RING requests seen for them
 	StopRequests int64 `json:"stop_requests"` // STOP requests seen for them
 	Woken        int64 `json:"woken"`         // asleep callees the simulated gateway logged in
+	Duplicates   int64 `json:"duplicates"`    // requests delivered more than once (at least once)
+	// RingsDropped: through a gateway (--push-listen), RINGs never
+	// delivered because their invitation timed out first (allowed).
+	RingsDropped int64 `json:"rings_dropped,omitempty"`
 }
 
 // pushSim reads the push stream as a gateway would, and wakes the callee of
@@ -30,19 +40,23 @@ type pushReport struct {
 type pushSim struct {
 	r      *run
 	byUser map[string]*user
-	cc     jetstream.ConsumeContext
+	stop   func() // stops reading requests
 	woken  atomic.Int64
 
 	mu           sync.Mutex
 	sent         []string       // push-behaviour invitations created
 	rings, stops map[string]int // requests seen per invitation
+	seen         map[string]bool
+	duplicates   int64             // requests delivered again (at least once)
+	outcomes     map[string]string // push-behaviour invitations' outcomes
+	viaGateway   bool              // --push-listen: requests arrive through ringer-push
 	rng          *rnd.Rand
 }
 
 // preparePush gives every asleep user a client that is not logged in, with
 // a push target registered, and starts the simulated gateway.
 func (r *run) preparePush(ctx context.Context) error {
-	ps := &pushSim{r: r, byUser: map[string]*user{}, rings: map[string]int{}, stops: map[string]int{},
+	ps := &pushSim{r: r, byUser: map[string]*user{}, rings: map[string]int{}, stops: map[string]int{}, seen: map[string]bool{}, outcomes: map[string]string{},
 		rng: rnd.New(rnd.NewPCG(r.cfg.seed, 0x9054))}
 	for _, u := range r.pool.all {
 		if !u.asleep {
@@ -65,6 +79,14 @@ func (r *run) preparePush(ctx context.Context) error {
 	if len(ps.byUser) == 0 {
 		return nil
 	}
+	if r.cfg.pushListen != "" {
+		ps.viaGateway = true
+		if err := ps.listen(r.cfg.pushListen, []byte(os.Getenv(r.cfg.pushSecretEnv))); err != nil {
+			return err
+		}
+		r.push = ps
+		return nil
+	}
 	js, err := jetstream.New(r.conns[0])
 	if err != nil {
 		return err
@@ -73,26 +95,72 @@ func (r *run) preparePush(ctx context.Context) error {
 		FilterSubjects: []string{subjects.AllPushRequests()}, DeliverPolicy: jetstream.DeliverNewPolicy,
 	})
 	if err != nil {
-		return fmt.Errorf("push behaviour: read %s (brokers with --push, and JetStream access for loadgen): %w", subjects.PushStream, err)
+		return fmt.Errorf("push behaviour: read %s (brokers with --push, and JetStream access for loadgen, or --push-listen): %w", subjects.PushStream, err)
 	}
-	if ps.cc, err = cons.Consume(ps.handle); err != nil {
+	cc, err := cons.Consume(func(m jetstream.Msg) {
+		req, err := protocol.DecodePushRequest(m.Data())
+		if err != nil {
+			ps.r.st.note("undecodable push request")
+			return
+		}
+		ps.handle(req)
+	})
+	if err != nil {
 		return err
 	}
+	ps.stop = cc.Stop
 	r.push = ps
 	return nil
 }
 
-// handle is one push request: counted, and a RING wakes its callee later.
-func (ps *pushSim) handle(m jetstream.Msg) {
-	req, err := protocol.DecodePushRequest(m.Data())
+// listen serves a gateway's deliveries (cmd/ringer-push's JSON, one per
+// device) on addr: the real gateway in the loop.
+func (ps *pushSim) listen(addr string, secret []byte) error {
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		ps.r.st.note("undecodable push request")
-		return
+		return fmt.Errorf("push behaviour: --push-listen: %w", err)
 	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+		if err != nil {
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		if len(secret) > 0 {
+			if err := signature.Verify(secret, req.Header.Get(signature.Header), body, time.Now(), 5*time.Minute); err != nil {
+				ps.r.st.note("push delivery with a bad signature")
+				w.WriteHeader(http.StatusUnauthorized)
+				return
+			}
+		}
+		var d protocol.PushDelivery
+		if err := json.Unmarshal(body, &d); err != nil || d.ID == "" {
+			ps.r.st.note("undecodable push delivery")
+			w.WriteHeader(http.StatusBadRequest)
+			return
+		}
+		ps.handle(d.Request())
+		w.WriteHeader(http.StatusNoContent)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	ps.stop = func() { _ = srv.Close() }
+	return nil
+}
+
+// handle is one push request: counted once per id (a gateway delivers at
+// least once: a repeat is a duplicate, not a second request), and a RING
+// wakes its callee later.
+func (ps *pushSim) handle(req *protocol.PushRequest) {
 	if !strings.HasPrefix(req.Invitation.ID, ps.r.runID+"-") {
 		return // another run's
 	}
 	ps.mu.Lock()
+	if ps.seen[req.ID] {
+		ps.duplicates++
+		ps.mu.Unlock()
+		return
+	}
+	ps.seen[req.ID] = true
 	var delay time.Duration
 	if req.Kind == protocol.PushRing {
 		ps.rings[req.Invitation.ID]++
@@ -129,6 +197,21 @@ func (ps *pushSim) created(id string) {
 	ps.mu.Unlock()
 }
 
+// ended records a push-behaviour invitation's outcome.
+func (ps *pushSim) ended(id, outcome string) {
+	ps.mu.Lock()
+	ps.outcomes[id] = outcome
+	ps.mu.Unlock()
+}
+
+// ringMissed reports whether id may lack its RING: through a gateway, a
+// RING that could not be delivered before its deadline (a frozen node held
+// it) is dropped by design, and the invitation then timed out unanswered.
+func (ps *pushSim) ringMissed(id string) bool {
+	o := ps.outcomes[id]
+	return ps.viaGateway && (o == string(protocol.ReasonPeerOffline) || o == string(protocol.ReasonPeerNoResponse))
+}
+
 // fallAsleep logs an asleep callee out once its invitation is over (the
 // app goes back to sleep: its client is closed, its push target stays) and
 // makes it idle again with a fresh client, as a restarted app would have.
@@ -157,24 +240,27 @@ func (ps *pushSim) check() *pushReport {
 		ps.mu.Lock()
 		bad := 0
 		for _, id := range ps.sent {
-			if ps.rings[id] != 1 || ps.stops[id] != 1 {
+			if (ps.rings[id] != 1 && !ps.ringMissed(id)) || ps.stops[id] != 1 {
 				bad++
 			}
 		}
 		if bad == 0 || time.Now().After(deadline) {
-			rep := &pushReport{Invitations: int64(len(ps.sent)), Woken: ps.woken.Load()}
+			rep := &pushReport{Invitations: int64(len(ps.sent)), Woken: ps.woken.Load(), Duplicates: ps.duplicates}
 			for _, id := range ps.sent {
 				rep.Requests += int64(ps.rings[id])
 				rep.StopRequests += int64(ps.stops[id])
-				if ps.rings[id] != 1 {
-					ps.r.tr.violate(vPushRing, "%s: %d RING push requests, want 1", id, ps.rings[id])
+				switch {
+				case ps.rings[id] == 0 && ps.ringMissed(id):
+					rep.RingsDropped++
+				case ps.rings[id] != 1:
+					ps.r.tr.violate(vPushRing, "%s: %d RING push requests, want 1 (outcome %s)", id, ps.rings[id], ps.outcomes[id])
 				}
 				if ps.stops[id] != 1 {
-					ps.r.tr.violate(vPushStop, "%s: %d STOP push requests after it ended, want 1", id, ps.stops[id])
+					ps.r.tr.violate(vPushStop, "%s: %d STOP push requests after it ended, want 1 (outcome %s)", id, ps.stops[id], ps.outcomes[id])
 				}
 			}
 			ps.mu.Unlock()
-			ps.cc.Stop()
+			ps.stop()
 			return rep
 		}
 		ps.mu.Unlock()

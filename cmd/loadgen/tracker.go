@@ -305,6 +305,9 @@ func (s *invState) needs(r role) bool {
 	if r == roleCallee && (s.p.b == bOffline || s.outcome == outRefusedBusy) {
 		return false // never logged in; a busy callee is not disturbed
 	}
+	if r == roleCallee && s.p.b == bPush && s.ringAt.IsZero() {
+		return false // asleep, and not woken while it rang: a missed call
+	}
 	return true
 }
 

@@ -41,18 +41,6 @@ type config struct {
 	ackWait             time.Duration
 }
 
-// delivery is the JSON body POSTed to an endpoint: one push request for
-// one device (docs/push.md).
-type delivery struct {
-	ID          string              `json:"id"`
-	Kind        protocol.PushKind   `json:"kind"`
-	User        string              `json:"user"`
-	CollapseKey string              `json:"collapseKey"`
-	Deadline    int64               `json:"deadline,omitempty"`
-	Device      protocol.PushTarget `json:"device"`
-	Invitation  protocol.Invitation `json:"invitation"`
-}
-
 // gateway consumes push requests and delivers them over HTTP.
 type gateway struct {
 	cfg  config
@@ -165,19 +153,19 @@ func (g *gateway) handle(ctx context.Context, m jetstream.Msg) {
 		return
 	}
 	retry := false
-	for _, d := range req.Devices {
-		if g.delivered(req.ID, d.Device) {
+	for _, d := range req.Deliveries() {
+		if g.delivered(req.ID, d.Device.Device) {
 			continue
 		}
-		switch err := g.deliver(ctx, req, d); {
+		switch err := g.deliver(ctx, &d); {
 		case err == nil:
-			g.markDelivered(req.ID, d.Device)
+			g.markDelivered(req.ID, d.Device.Device)
 		case errors.Is(err, errRetry):
 			retry = true
-			log.Warn().Err(err).Str("device", d.Device).Msg("push delivery failed; will retry")
+			log.Warn().Err(err).Str("device", d.Device.Device).Msg("push delivery failed; will retry")
 		default:
-			g.markDelivered(req.ID, d.Device) // rejected: retrying cannot help
-			log.Warn().Err(err).Str("device", d.Device).Msg("push delivery rejected")
+			g.markDelivered(req.ID, d.Device.Device) // rejected: retrying cannot help
+			log.Warn().Err(err).Str("device", d.Device.Device).Msg("push delivery rejected")
 		}
 	}
 	if !retry {
@@ -229,45 +217,45 @@ func (g *gateway) markDelivered(id, device string) {
 // unreachable, slow, overloaded (429) or failing (5xx).
 var errRetry = errors.New("retryable")
 
-// deliver POSTs req for one device to its platform's endpoint.
-func (g *gateway) deliver(ctx context.Context, req *protocol.PushRequest, d protocol.PushTarget) error {
-	url, ok := g.cfg.endpoints[d.Platform]
+// deliver POSTs d to its device's platform's endpoint.
+func (g *gateway) deliver(ctx context.Context, d *protocol.PushDelivery) error {
+	platform := d.Device.Platform
+	url, ok := g.cfg.endpoints[platform]
 	if !ok {
 		url, ok = g.cfg.endpoints["default"]
 	}
 	if !ok {
-		g.deliveries.WithLabelValues(string(d.Platform), "no_endpoint").Inc()
-		return fmt.Errorf("no endpoint for platform %q", d.Platform)
+		g.deliveries.WithLabelValues(string(platform), "no_endpoint").Inc()
+		return fmt.Errorf("no endpoint for platform %q", platform)
 	}
-	body, _ := json.Marshal(delivery{ID: req.ID, Kind: req.Kind, User: req.User, CollapseKey: req.CollapseKey,
-		Deadline: req.Deadline, Device: d, Invitation: req.Invitation})
+	body, _ := json.Marshal(d)
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
 	hreq.Header.Set("Content-Type", "application/json")
-	hreq.Header.Set("Ringer-Push-Id", req.ID)
+	hreq.Header.Set("Ringer-Push-Id", d.ID)
 	if len(g.cfg.secret) > 0 {
 		hreq.Header.Set(signature.Header, signature.Sign(g.cfg.secret, g.now(), body))
 	}
 	start := time.Now()
 	resp, err := g.http.Do(hreq)
-	g.latency.WithLabelValues(string(d.Platform)).Observe(time.Since(start).Seconds())
+	g.latency.WithLabelValues(string(platform)).Observe(time.Since(start).Seconds())
 	if err != nil {
-		g.deliveries.WithLabelValues(string(d.Platform), "retry").Inc()
+		g.deliveries.WithLabelValues(string(platform), "retry").Inc()
 		return fmt.Errorf("%w: %v", errRetry, err)
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
 	switch code := resp.StatusCode; {
 	case code >= 200 && code < 300:
-		g.deliveries.WithLabelValues(string(d.Platform), "ok").Inc()
+		g.deliveries.WithLabelValues(string(platform), "ok").Inc()
 		return nil
 	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
-		g.deliveries.WithLabelValues(string(d.Platform), "retry").Inc()
+		g.deliveries.WithLabelValues(string(platform), "retry").Inc()
 		return fmt.Errorf("%w: HTTP %d", errRetry, code)
 	default:
-		g.deliveries.WithLabelValues(string(d.Platform), "rejected").Inc()
+		g.deliveries.WithLabelValues(string(platform), "rejected").Inc()
 		return fmt.Errorf("HTTP %d", code)
 	}
 }

@@ -26,7 +26,7 @@ import (
 // attempt is one POST the test's endpoint received.
 type attempt struct {
 	at time.Time
-	d  delivery
+	d  protocol.PushDelivery
 }
 
 // endpoint is a real HTTP server standing in for an APNs/FCM adapter: it
@@ -35,13 +35,13 @@ type attempt struct {
 type endpoint struct {
 	*httptest.Server
 	secret   []byte
-	status   func(d delivery, n int) int // n: how many times this id was seen before
+	status   func(d protocol.PushDelivery, n int) int // n: how many times this id was seen before
 	mu       sync.Mutex
 	attempts []attempt
 	got      chan attempt
 }
 
-func newEndpoint(t *testing.T, secret string, status func(d delivery, n int) int) *endpoint {
+func newEndpoint(t *testing.T, secret string, status func(d protocol.PushDelivery, n int) int) *endpoint {
 	e := &endpoint{secret: []byte(secret), status: status, got: make(chan attempt, 100)}
 	e.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
@@ -50,7 +50,7 @@ func newEndpoint(t *testing.T, secret string, status func(d delivery, n int) int
 			w.WriteHeader(http.StatusUnauthorized)
 			return
 		}
-		var d delivery
+		var d protocol.PushDelivery
 		if err := json.Unmarshal(body, &d); err != nil || r.Header.Get("Ringer-Push-Id") != d.ID {
 			t.Errorf("delivery %q: %v", body, err)
 		}
@@ -124,7 +124,7 @@ func testConfig(url string) config {
 		timeout: 2 * time.Second, maxDeliver: 3, backoff: 50 * time.Millisecond, maxBackoff: 200 * time.Millisecond, ackWait: 5 * time.Second}
 }
 
-func ok(delivery, int) int { return http.StatusOK }
+func ok(protocol.PushDelivery, int) int { return http.StatusOK }
 
 func TestGatewayWakesTheCallee(t *testing.T) {
 	env := ringertest.Start(t, ringertest.TestConfig())
@@ -162,7 +162,7 @@ func TestGatewayWakesTheCallee(t *testing.T) {
 func TestGatewayRetriesWithBackoff(t *testing.T) {
 	env := ringertest.Start(t, ringertest.TestConfig())
 	// The ring fails twice (a 503, then a 429), then goes through.
-	ep := newEndpoint(t, "s3cret", func(d delivery, n int) int {
+	ep := newEndpoint(t, "s3cret", func(d protocol.PushDelivery, n int) int {
 		if d.Kind == protocol.PushRing && n < 2 {
 			return []int{http.StatusServiceUnavailable, http.StatusTooManyRequests}[n]
 		}
@@ -198,7 +198,7 @@ func TestGatewayRetriesWithBackoff(t *testing.T) {
 
 func TestGatewayDeadLettersWhatNeverGoesThrough(t *testing.T) {
 	env := ringertest.Start(t, ringertest.TestConfig())
-	ep := newEndpoint(t, "s3cret", func(delivery, int) int { return http.StatusInternalServerError })
+	ep := newEndpoint(t, "s3cret", func(protocol.PushDelivery, int) int { return http.StatusInternalServerError })
 	cfg := testConfig(ep.URL)
 	cfg.backoff, cfg.maxBackoff = 20*time.Millisecond, 40*time.Millisecond
 	startGateway(t, env, cfg)
@@ -231,7 +231,7 @@ func TestGatewayDeadLettersWhatNeverGoesThrough(t *testing.T) {
 
 func TestGatewayNeitherRetriesARejectionNorRingsPastTheDeadline(t *testing.T) {
 	env := ringertest.Start(t, ringertest.TestConfig())
-	ep := newEndpoint(t, "s3cret", func(d delivery, _ int) int {
+	ep := newEndpoint(t, "s3cret", func(d protocol.PushDelivery, _ int) int {
 		switch {
 		case d.Kind == protocol.PushStop:
 			return http.StatusOK
