@@ -189,24 +189,90 @@ func (b *Broker) putManualBusy(ctx context.Context, user string, busy bool) (boo
 
 // putLineFlag sets one flag of user's line to v with compare-and-set.
 func (b *Broker) putLineFlag(ctx context.Context, user string, flag func(*store.Line) *bool, v bool) error {
+	_, err := b.updateLine(ctx, user, func(l *store.Line) (bool, error) {
+		if *flag(l) == v {
+			return false, nil
+		}
+		*flag(l) = v
+		return true, nil
+	})
+	return err
+}
+
+// updateLine applies change to user's line with compare-and-set, reading
+// it again after a conflict; change says whether it changed anything (or
+// refuses with an error). It returns the line as it now is.
+func (b *Broker) updateLine(ctx context.Context, user string, change func(*store.Line) (bool, error)) (store.Line, error) {
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		backoff(attempt)
 		line, rev, err := b.store.GetLine(ctx, user)
 		if err != nil && !errors.Is(err, store.ErrNotFound) {
-			return err
+			return store.Line{}, err
 		}
-		if *flag(&line) == v {
-			return nil
+		changed, err := change(&line)
+		if err != nil || !changed {
+			return line, err
 		}
-		*flag(&line) = v
 		if _, err := b.store.Commit(ctx, store.PutLine(user, line, rev)); errors.Is(err, store.ErrConflict) {
 			continue
 		} else if err != nil {
-			return err
+			return store.Line{}, err
 		}
-		return nil
+		return line, nil
 	}
-	return store.ErrConflict
+	return store.Line{}, store.ErrConflict
+}
+
+// block adds req.Peer to the acting user's block list: that caller's
+// invitations are refused as busy, without ringing, from now on.
+func (b *Broker) block(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := b.checkPeer(c); err != nil {
+		return protocol.Reply{}, err
+	}
+	line, err := b.updateLine(ctx, c.user, func(l *store.Line) (bool, error) {
+		if slices.Contains(l.Blocked, c.req.Peer) {
+			return false, nil
+		}
+		if len(l.Blocked) >= b.cfg.MaxBlocked {
+			return false, protocol.Errorf(protocol.CodeResourceExhausted, "%s blocks %d users, the most allowed: unblock one first", c.user, len(l.Blocked))
+		}
+		l.Blocked = append(l.Blocked, c.req.Peer)
+		return true, nil
+	})
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{Blocked: line.Blocked}, nil
+}
+
+// unblock removes req.Peer from the acting user's block list.
+func (b *Broker) unblock(ctx context.Context, c *command) (protocol.Reply, error) {
+	if err := b.checkPeer(c); err != nil {
+		return protocol.Reply{}, err
+	}
+	line, err := b.updateLine(ctx, c.user, func(l *store.Line) (bool, error) {
+		i := slices.Index(l.Blocked, c.req.Peer)
+		if i < 0 {
+			return false, nil
+		}
+		l.Blocked = slices.Delete(l.Blocked, i, i+1)
+		return true, nil
+	})
+	if err != nil {
+		return protocol.Reply{}, err
+	}
+	return protocol.Reply{Blocked: line.Blocked}, nil
+}
+
+// checkPeer validates the user a block or unblock names.
+func (b *Broker) checkPeer(c *command) error {
+	if err := subjects.ValidateID(c.req.Peer); err != nil {
+		return protocol.Errorf(protocol.CodeInvalidArgument, "peer: %v", err)
+	}
+	if c.req.Peer == c.user {
+		return protocol.Errorf(protocol.CodeInvalidArgument, "%s cannot block itself", c.user)
+	}
+	return nil
 }
 
 // pushFlag is the Push flag of a line.

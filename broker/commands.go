@@ -237,6 +237,10 @@ func (b *Broker) handle(ctx context.Context, c *command) (protocol.Reply, error)
 		return b.register(ctx, c)
 	case subjects.VerbUnregister:
 		return b.unregister(ctx, c)
+	case subjects.VerbBlock:
+		return b.block(ctx, c)
+	case subjects.VerbUnblock:
+		return b.unblock(ctx, c)
 	case subjects.VerbAck:
 		return b.act(ctx, c, lifecycle.Ack)
 	case subjects.VerbAccept:

@@ -125,6 +125,8 @@ type Config struct {
 	PushTTL, MaxPushTTL time.Duration
 	// MaxPushDevices bounds a user's registered push targets.
 	MaxPushDevices int
+	// MaxBlocked bounds a user's block list.
+	MaxBlocked int
 }
 
 // Journal is the configuration of the history and export streams.
@@ -175,6 +177,7 @@ func DefaultConfig() Config {
 		PushTTL:          30 * 24 * time.Hour,
 		MaxPushTTL:       90 * 24 * time.Hour,
 		MaxPushDevices:   10,
+		MaxBlocked:       100,
 	}
 }
 
@@ -234,6 +237,8 @@ func (c Config) Validate() error {
 		return bad("push ttl %s < 1m, or max push ttl %s < push ttl", c.PushTTL, c.MaxPushTTL)
 	case c.MaxPushDevices < 1 || c.MaxPushDevices > maxDevicesLimit:
 		return bad("max push devices %d not in 1..%d", c.MaxPushDevices, maxDevicesLimit)
+	case c.MaxBlocked < 1 || c.MaxBlocked > maxBlockedLimit:
+		return bad("max blocked %d not in 1..%d", c.MaxBlocked, maxBlockedLimit)
 	case c.HistoryMaxBytes < 0:
 		return bad("history max bytes %d < 0", c.HistoryMaxBytes)
 	case c.Timeouts.MaxDuration < 0:
@@ -251,6 +256,11 @@ func (c Config) Validate() error {
 // in one multi-get, which JetStream caps at 1024 subjects (beyond, it lists
 // the keys: slower), and racing logins can overshoot the cap a little.
 const maxDevicesLimit = 100
+
+// maxBlockedLimit bounds MaxBlocked: the block list lives in the user's line,
+// which every send to or from the user rewrites, and a record is at most
+// 64 KiB (500 ids of 64 bytes: 33 KiB).
+const maxBlockedLimit = 500
 
 // maxViewLen bounds the encoded size of one invitation view (a login or
 // sync reply lists each live one): its fields at their limits plus the

@@ -71,7 +71,11 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	}
 	// 3. A finished invitation enters both parties' histories.
 	if rec.Finished() && !rec.Quiet {
-		if err := b.journal.Append(ctx, &rec.Invitation); err != nil {
+		parties := []string{rec.Caller, rec.Callee}
+		if rec.Blocked {
+			parties = parties[:1] // the callee does not want to hear of it
+		}
+		if err := b.journal.Append(ctx, &rec.Invitation, parties...); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("history append failed; will retry")
 			b.nak(m, "projector")
 			return

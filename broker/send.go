@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -125,7 +126,8 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		// The callee is busy if a claim makes it so, or if as many
 		// invitations as a line keeps are already waiting for it; the caller
 		// may have at most MaxOutgoing invitations and calls of its own.
-		busy := lines[0].Manual || store.AnyBusy(held[0]) || len(held[0])-store.Outgoing(held[0]) >= b.cfg.MaxIncoming
+		blocked := slices.Contains(lines[0].Blocked, c.user)
+		busy := blocked || lines[0].Manual || store.AnyBusy(held[0]) || len(held[0])-store.Outgoing(held[0]) >= b.cfg.MaxIncoming
 		tooMany := store.Outgoing(held[1]) >= b.cfg.MaxOutgoing
 		if (busy || tooMany) && !checkInv && (b.store.Replicated() || b.store.Caching()) {
 			// A busy refusal is final, and so is a refusal for too many
@@ -149,6 +151,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		// A busy callee gets a finished REFUSED(BUSY) record and no claim;
 		// otherwise both lines are claimed before the invitation exists.
 		rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.ChannelID, now)
+		rec.Blocked = blocked
 		cctx, cancel := ctx, context.CancelFunc(func() {})
 		if busy {
 			if err := session.wait(); err != nil {

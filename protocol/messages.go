@@ -85,6 +85,8 @@ type Request struct {
 	Missed bool   `msgpack:"missed,omitempty"`
 	// Push is the acting device's push target (register).
 	Push *PushTarget `msgpack:"push,omitempty"`
+	// Peer is the user to block or unblock.
+	Peer string `msgpack:"peer,omitempty"`
 }
 
 // Timeouts are per-invitation overrides, in milliseconds; zero keeps the
@@ -108,6 +110,8 @@ type Reply struct {
 	Cursor string       `msgpack:"cursor,omitempty"`
 	// Push is the registered push target (register), with its ExpiresAt.
 	Push *PushTarget `msgpack:"push,omitempty"`
+	// Blocked is the user's block list (block, unblock).
+	Blocked []string `msgpack:"blocked,omitempty"`
 }
 
 // Session is the login/heartbeat reply: how long the session lives without a

@@ -44,13 +44,15 @@ const (
 	VerbHistory    = "history"
 	VerbRegister   = "register"
 	VerbUnregister = "unregister"
+	VerbBlock      = "block"
+	VerbUnblock    = "unblock"
 )
 
 // Verbs lists every command verb, in documentation order.
 var Verbs = []string{
 	VerbLogin, VerbHeartbeat, VerbLogout, VerbSend, VerbCancel, VerbAck,
 	VerbAccept, VerbRefuse, VerbAckAccept, VerbHangup, VerbSync, VerbBusy, VerbGet,
-	VerbHistory, VerbRegister, VerbUnregister,
+	VerbHistory, VerbRegister, VerbUnregister, VerbBlock, VerbUnblock,
 }
 
 func knownVerb(v string) bool {

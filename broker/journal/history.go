@@ -20,12 +20,12 @@ import (
 var ErrBadCursor = errors.New("journal: malformed cursor")
 
 // Append writes inv, which has just finished, into the history of each of
-// its parties: two writes, in flight together. Each entry's message id is
-// <id>.<user>, so a projector that redoes this after a crash writes nothing
-// new.
-func (j *Journal) Append(ctx context.Context, inv *protocol.Invitation) error {
-	var futures [2]jetstream.PubAckFuture
-	for i, user := range [2]string{inv.Caller, inv.Callee} {
+// users (its parties): the writes in flight together. Each entry's message
+// id is <id>.<user>, so a projector that redoes this after a crash writes
+// nothing new.
+func (j *Journal) Append(ctx context.Context, inv *protocol.Invitation, users ...string) error {
+	futures := make([]jetstream.PubAckFuture, len(users))
+	for i, user := range users {
 		rec := protocol.CallRecordOf(inv, user)
 		data, err := msgpack.Marshal(&rec)
 		if err != nil {

@@ -35,7 +35,7 @@ func TestAppendTwiceIsOnce(t *testing.T) {
 	ctx := context.Background()
 	inv := protocol.Invitation{ID: "inv1", Caller: "alice", Callee: "bob", State: protocol.StateCanceled, CreatedAt: 1, EndedAt: 2}
 	for range 3 {
-		if err := j.Append(ctx, &inv); err != nil {
+		if err := j.Append(ctx, &inv, inv.Caller, inv.Callee); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -63,12 +63,12 @@ func TestHistoryIsBoundedPerUser(t *testing.T) {
 	ctx := context.Background()
 	for i := range 5 {
 		inv := protocol.Invitation{ID: "a" + string(rune('0'+i)), Caller: "alice", Callee: "bob", State: protocol.StateFailed, EndedAt: int64(i)}
-		if err := j.Append(ctx, &inv); err != nil {
+		if err := j.Append(ctx, &inv, inv.Caller, inv.Callee); err != nil {
 			t.Fatal(err)
 		}
 	}
 	inv := protocol.Invitation{ID: "c0", Caller: "carol", Callee: "dave", State: protocol.StateFailed}
-	if err := j.Append(ctx, &inv); err != nil {
+	if err := j.Append(ctx, &inv, inv.Caller, inv.Callee); err != nil {
 		t.Fatal(err)
 	}
 	page, err := j.Read(ctx, "alice", "", 10, false)

@@ -28,6 +28,10 @@ type Record struct {
 	// Push: the callee had push targets when the invitation was sent, so
 	// the projector looks for them (package push); copied from the line.
 	Push bool `msgpack:"push,omitempty"`
+	// Blocked: refused because the callee blocked the caller. On the wire
+	// it is a busy refusal (the caller is not told); the callee's history
+	// does not list it.
+	Blocked bool `msgpack:"blocked,omitempty"`
 }
 
 // Timeouts are the durations that bound each waiting state.

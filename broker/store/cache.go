@@ -107,7 +107,9 @@ func (c *cache) line(user string) (Line, uint64, bool) {
 	if !ok {
 		return Line{}, 0, false
 	}
-	return cl.line.WithClaims(slices.Clone(cl.line.Claims)), cl.rev, true
+	l := cl.line.WithClaims(slices.Clone(cl.line.Claims))
+	l.Blocked = slices.Clone(l.Blocked)
+	return l, cl.rev, true
 }
 
 // putLine keeps l at rev (an empty line: deleted, rev is the marker's).
@@ -118,5 +120,7 @@ func (c *cache) putLine(user string, l Line, rev uint64) {
 	if old, ok := c.lines.Peek(user); ok && old.rev > rev {
 		return
 	}
-	c.lines.Add(user, cachedLine{line: l.WithClaims(slices.Clone(l.Claims)), rev: rev})
+	l = l.WithClaims(slices.Clone(l.Claims))
+	l.Blocked = slices.Clone(l.Blocked)
+	c.lines.Add(user, cachedLine{line: l, rev: rev})
 }

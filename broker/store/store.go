@@ -48,6 +48,9 @@ type Line struct {
 	// cleared by the unregister of the last one; a flag outliving targets
 	// that expired costs one empty read per invitation.
 	Push bool `msgpack:"push,omitempty"`
+	// Blocked are the callers the user refuses for good (block): their
+	// invitations are refused as busy without ringing.
+	Blocked []string `msgpack:"blocked,omitempty"`
 }
 
 // WithClaims returns l with claims c and its flags.
@@ -292,10 +295,10 @@ func PutInvitation(r lifecycle.Record, expect uint64) Write {
 // session stays, so that the bucket does not keep one per user forever.
 const markerTTL = 10 * time.Minute
 
-// PutLine is a Write of a user's line; a line with no claim and no flag
-// becomes a delete.
+// PutLine is a Write of a user's line; a line with no claim, no flag and no
+// blocked caller becomes a delete.
 func PutLine(user string, l Line, expect uint64) Write {
-	if len(l.Claims) == 0 && !l.Manual && !l.Push {
+	if len(l.Claims) == 0 && !l.Manual && !l.Push && len(l.Blocked) == 0 {
 		return Write{Key: subjects.LineKey(user), Delete: true, ExpectRev: expect, TTL: markerTTL, lineOf: user}
 	}
 	return Write{Key: subjects.LineKey(user), Value: l, ExpectRev: expect, lineOf: user}

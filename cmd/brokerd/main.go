@@ -78,6 +78,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.cfg.PushTTL, "push-ttl", o.cfg.PushTTL, "how long a push registration lasts when the device asks for no TTL")
 	fs.DurationVar(&o.cfg.MaxPushTTL, "max-push-ttl", o.cfg.MaxPushTTL, "longest push registration a device may ask for")
 	fs.IntVar(&o.cfg.MaxPushDevices, "max-push-devices", o.cfg.MaxPushDevices, "devices with a push target per user (1..100)")
+	fs.IntVar(&o.cfg.MaxBlocked, "max-blocked", o.cfg.MaxBlocked, "callers one user may block (1..500)")
 	fs.Int64Var(&o.cfg.HistoryMaxBytes, "history-max-bytes", o.cfg.HistoryMaxBytes, "largest size of the history stream in bytes (0 = unbounded); beyond, the oldest entries go")
 	fs.DurationVar(&o.cfg.ClaimGrace, "claim-grace", o.cfg.ClaimGrace, "how long a line claim whose invitation was never written keeps the line busy")
 	fs.IntVar(&o.cfg.CacheSize, "cache-size", o.cfg.CacheSize, "invitation and line records kept in memory to skip reads (0 = no cache)")

@@ -36,6 +36,7 @@ const help = `commands:
   push <platform> <token>    register this device for pushes (apns, fcm, webpush, http);
                              after 'quit', invitations to you become push requests
   push off                   unregister it
+  block <user>, unblock <user>  refuse a caller for good (they get "busy"), or not
   quit                       log out and exit`
 
 func main() {
@@ -238,6 +239,22 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 		}
 		if len(page.Calls) == 0 {
 			fmt.Fprintf(out, "  no %s yet\n", map[string]string{"history": "finished calls", "missed": "missed calls"}[verb])
+		}
+	case "block", "unblock":
+		if err := need(1); err != nil {
+			return err
+		}
+		f := c.Block
+		if verb == "unblock" {
+			f = c.Unblock
+		}
+		list, err := f(ctx, args[0])
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "blocked: %s\n", strings.Join(append([]string{}, list...), ", "))
+		if len(list) == 0 {
+			fmt.Fprintln(out, "  nobody")
 		}
 	case "push":
 		if err := need(1); err != nil {
