@@ -17,30 +17,17 @@ import (
 // PutPushTarget stores device's push target for ttl (whole seconds,
 // rounded up), replacing any it had.
 func (s *Store) PutPushTarget(ctx context.Context, user string, t protocol.PushTarget, ttl time.Duration) error {
-	m := nats.NewMsg(subjects.KVSubject(subjects.PushKey(user, t.Device)))
-	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
 	t.TTLMs = 0
-	var err error
-	if m.Data, err = msgpack.Marshal(&t); err != nil {
+	data, err := msgpack.Marshal(&t)
+	if err != nil {
 		return fmt.Errorf("store: encode push target: %w", err)
 	}
-	s.stats.writes.Add(1)
-	if _, err := s.publish(ctx, m); err != nil {
-		return mapPubErr(err, "push target")
-	}
-	return nil
+	return s.putExpiring(ctx, subjects.PushKey(user, t.Device), data, ttl, "push target")
 }
 
 // DeletePushTarget removes device's push target (unregister).
 func (s *Store) DeletePushTarget(ctx context.Context, user, device string) error {
-	m := nats.NewMsg(subjects.KVSubject(subjects.PushKey(user, device)))
-	m.Header.Set("KV-Operation", "DEL")
-	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(markerTTL))
-	s.stats.writes.Add(1)
-	if _, err := s.publish(ctx, m); err != nil {
-		return mapPubErr(err, "push target delete")
-	}
-	return nil
+	return s.deleteKey(ctx, subjects.PushKey(user, device), "push target delete")
 }
 
 // PushTargets returns user's registered push targets, in one JetStream round

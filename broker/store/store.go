@@ -379,23 +379,34 @@ func isFull(e *jetstream.APIError) bool {
 // ttl unless refreshed. ttl is rounded up to whole seconds (JetStream's TTL
 // granularity).
 func (s *Store) PutSession(ctx context.Context, user, device string, ttl time.Duration) error {
-	m := nats.NewMsg(subjects.KVSubject(subjects.SessionKey(user, device)))
-	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
-	s.stats.writes.Add(1)
-	if _, err := s.publish(ctx, m); err != nil {
-		return mapPubErr(err, "session")
-	}
-	return nil
+	return s.putExpiring(ctx, subjects.SessionKey(user, device), nil, ttl, "session")
 }
 
 // DeleteSession removes a session (logout).
 func (s *Store) DeleteSession(ctx context.Context, user, device string) error {
-	m := nats.NewMsg(subjects.KVSubject(subjects.SessionKey(user, device)))
+	return s.deleteKey(ctx, subjects.SessionKey(user, device), "session delete")
+}
+
+// putExpiring writes data under key (no compare-and-set) for ttl.
+func (s *Store) putExpiring(ctx context.Context, key string, data []byte, ttl time.Duration, what string) error {
+	m := nats.NewMsg(subjects.KVSubject(key))
+	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
+	m.Data = data
+	s.stats.writes.Add(1)
+	if _, err := s.publish(ctx, m); err != nil {
+		return mapPubErr(err, what)
+	}
+	return nil
+}
+
+// deleteKey writes key's delete marker, which itself expires after markerTTL.
+func (s *Store) deleteKey(ctx context.Context, key, what string) error {
+	m := nats.NewMsg(subjects.KVSubject(key))
 	m.Header.Set("KV-Operation", "DEL")
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(markerTTL))
 	s.stats.writes.Add(1)
 	if _, err := s.publish(ctx, m); err != nil {
-		return mapPubErr(err, "session delete")
+		return mapPubErr(err, what)
 	}
 	return nil
 }
