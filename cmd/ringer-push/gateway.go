@@ -46,6 +46,7 @@ type gateway struct {
 	cfg  config
 	js   jetstream.JetStream
 	http *http.Client
+	apns *apnsSender // nil: apns devices go to the endpoints like the others
 	log  zerolog.Logger
 	now  func() time.Time
 
@@ -56,9 +57,10 @@ type gateway struct {
 	mu   sync.Mutex
 	done map[string]map[string]bool
 
-	requests   *prometheus.CounterVec
-	deliveries *prometheus.CounterVec
-	latency    *prometheus.HistogramVec
+	requests     *prometheus.CounterVec
+	unregistered prometheus.Counter
+	deliveries   *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
 }
 
 func newGateway(js jetstream.JetStream, cfg config, log zerolog.Logger, reg prometheus.Registerer) *gateway {
@@ -70,14 +72,18 @@ func newGateway(js jetstream.JetStream, cfg config, log zerolog.Logger, reg prom
 		}, []string{"kind", "result"}),
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ringer_push", Name: "deliveries_total",
-			Help: "HTTP deliveries to endpoints, by platform and result (ok, retry, rejected, no_endpoint).",
+			Help: "Deliveries (to APNs, or to an HTTP endpoint), by platform and result (ok, retry, rejected, gone: token dead and unregistered, no_endpoint).",
 		}, []string{"platform", "result"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: "ringer_push", Name: "delivery_seconds", Help: "Time of one HTTP delivery, by platform.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"platform"}),
 	}
-	reg.MustRegister(g.requests, g.deliveries, g.latency)
+	g.unregistered = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "ringer_push", Name: "unregistered_total",
+		Help: "Devices unregistered from Ringer because their platform said the token was dead.",
+	})
+	reg.MustRegister(g.requests, g.deliveries, g.latency, g.unregistered)
 	return g
 }
 
@@ -152,17 +158,25 @@ func (g *gateway) handle(ctx context.Context, m jetstream.Msg) {
 		g.deadLetter(ctx, m, req.User, "retries exhausted")
 		return
 	}
-	retry := false
+	retry, after := false, time.Duration(0)
 	for _, d := range req.Deliveries() {
 		if g.delivered(req.ID, d.Device.Device) {
 			continue
 		}
-		switch err := g.deliver(ctx, &d); {
+		err := g.deliver(ctx, &d)
+		var ra *retryAfter
+		switch {
 		case err == nil:
 			g.markDelivered(req.ID, d.Device.Device)
-		case errors.Is(err, errRetry):
-			retry = true
+		case errors.As(err, &ra):
+			retry, after = true, max(after, ra.after)
 			log.Warn().Err(err).Str("device", d.Device.Device).Msg("push delivery failed; will retry")
+		case errors.Is(err, errGone):
+			g.markDelivered(req.ID, d.Device.Device)
+			log.Info().Err(err).Str("device", d.Device.Device).Msg("push token dead: unregistering the device")
+			if err := g.unregister(ctx, req.User, d.Device); err != nil {
+				log.Warn().Err(err).Str("device", d.Device.Device).Msg("dead push token not unregistered")
+			}
 		default:
 			g.markDelivered(req.ID, d.Device.Device) // rejected: retrying cannot help
 			log.Warn().Err(err).Str("device", d.Device.Device).Msg("push delivery rejected")
@@ -172,7 +186,8 @@ func (g *gateway) handle(ctx context.Context, m jetstream.Msg) {
 		g.finish(req, m, "delivered")
 		return
 	}
-	wait := min(g.cfg.backoff<<(meta.NumDelivered-1), g.cfg.maxBackoff)
+	// The endpoint's Retry-After, if longer than the backoff, wins.
+	wait := max(min(g.cfg.backoff<<(meta.NumDelivered-1), g.cfg.maxBackoff), after)
 	if g.expired(req, wait) {
 		g.finish(req, m, "expired")
 		log.Info().Msg("ring request would be past its deadline at the next attempt: given up")
@@ -213,13 +228,39 @@ func (g *gateway) markDelivered(id, device string) {
 	g.done[id][device] = true
 }
 
-// errRetry marks a delivery worth trying again: the endpoint was
-// unreachable, slow, overloaded (429) or failing (5xx).
-var errRetry = errors.New("retryable")
+// retryAfter marks a delivery worth trying again — the endpoint was
+// unreachable, slow, overloaded (429) or failing (5xx) — not before after
+// (0: the gateway's backoff).
+type retryAfter struct {
+	after time.Duration
+	err   error
+}
 
-// deliver POSTs d to its device's platform's endpoint.
+func (r *retryAfter) Error() string { return "retryable: " + r.err.Error() }
+func (r *retryAfter) Unwrap() error { return r.err }
+
+// retry wraps err as worth retrying after the Retry-After header of resp
+// (seconds), if any.
+func retry(err error, h http.Header) error {
+	secs, _ := strconv.Atoi(h.Get("Retry-After"))
+	return &retryAfter{after: time.Duration(max(secs, 0)) * time.Second, err: err}
+}
+
+// errGone: the platform says the token is dead (the app was removed, or
+// the token replaced): the device is unregistered in Ringer.
+var errGone = errors.New("push token is no longer valid")
+
+// deliver sends d: to APNs itself for an apns device when the gateway has
+// APNs credentials, else as a POST to the device's platform's endpoint.
 func (g *gateway) deliver(ctx context.Context, d *protocol.PushDelivery) error {
 	platform := d.Device.Platform
+	if platform == protocol.PlatformAPNs && g.apns != nil {
+		start := time.Now()
+		err := g.apns.send(ctx, d)
+		g.latency.WithLabelValues(string(platform)).Observe(time.Since(start).Seconds())
+		g.deliveries.WithLabelValues(string(platform), resultOf(err)).Inc()
+		return err
+	}
 	url, ok := g.cfg.endpoints[platform]
 	if !ok {
 		url, ok = g.cfg.endpoints["default"]
@@ -242,22 +283,36 @@ func (g *gateway) deliver(ctx context.Context, d *protocol.PushDelivery) error {
 	resp, err := g.http.Do(hreq)
 	g.latency.WithLabelValues(string(platform)).Observe(time.Since(start).Seconds())
 	if err != nil {
-		g.deliveries.WithLabelValues(string(platform), "retry").Inc()
-		return fmt.Errorf("%w: %v", errRetry, err)
+		err = &retryAfter{err: err}
+	} else {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		_ = resp.Body.Close()
+		switch code := resp.StatusCode; {
+		case code >= 200 && code < 300:
+		case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
+			err = retry(fmt.Errorf("HTTP %d", code), resp.Header)
+		case code == http.StatusGone:
+			err = fmt.Errorf("%w: HTTP %d", errGone, code)
+		default:
+			err = fmt.Errorf("HTTP %d", code)
+		}
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	_ = resp.Body.Close()
-	switch code := resp.StatusCode; {
-	case code >= 200 && code < 300:
-		g.deliveries.WithLabelValues(string(platform), "ok").Inc()
-		return nil
-	case code == http.StatusTooManyRequests || code == http.StatusRequestTimeout || code >= 500:
-		g.deliveries.WithLabelValues(string(platform), "retry").Inc()
-		return fmt.Errorf("%w: HTTP %d", errRetry, code)
-	default:
-		g.deliveries.WithLabelValues(string(platform), "rejected").Inc()
-		return fmt.Errorf("HTTP %d", code)
+	g.deliveries.WithLabelValues(string(platform), resultOf(err)).Inc()
+	return err
+}
+
+// resultOf is the deliveries metric's result for a delivery's error.
+func resultOf(err error) string {
+	var ra *retryAfter
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &ra):
+		return "retry"
+	case errors.Is(err, errGone):
+		return "gone"
 	}
+	return "rejected"
 }
 
 // deadLetter copies m to the user's dead-letter subject (in the push

@@ -98,6 +98,13 @@ func (e *endpoint) count(id string) int {
 // startGateway runs a gateway against env until the test ends.
 func startGateway(t *testing.T, env *ringertest.Env, cfg config) *gateway {
 	t.Helper()
+	return startGatewayWith(t, env, cfg, func(*gateway) {})
+}
+
+// startGatewayWith is startGateway with setup applied to the gateway
+// before it starts.
+func startGatewayWith(t *testing.T, env *ringertest.Env, cfg config, setup func(*gateway)) *gateway {
+	t.Helper()
 	js, err := jetstream.New(natstest.Connect(t, env.URL))
 	if err != nil {
 		t.Fatal(err)
@@ -107,6 +114,7 @@ func startGateway(t *testing.T, env *ringertest.Env, cfg config) *gateway {
 		log = zerolog.New(zerolog.NewTestWriter(t))
 	}
 	g := newGateway(js, cfg, log, prometheus.NewRegistry())
+	setup(g)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- g.consume(ctx) }()
@@ -281,4 +289,9 @@ func TestGatewayNeitherRetriesARejectionNorRingsPastTheDeadline(t *testing.T) {
 	if n := testutil.ToFloat64(g.requests.WithLabelValues("RING", "expired")); n != 1 {
 		t.Fatalf("expired ring requests: %g", n)
 	}
+}
+
+// testutilCount is the deliveries counter of platform and result.
+func testutilCount(g *gateway, platform, result string) float64 {
+	return testutil.ToFloat64(g.deliveries.WithLabelValues(platform, result))
 }

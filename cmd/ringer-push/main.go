@@ -76,6 +76,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.DurationVar(&cfg.backoff, "backoff", 500*time.Millisecond, "wait before the second attempt; doubles each time")
 	fs.DurationVar(&cfg.maxBackoff, "max-backoff", 30*time.Second, "longest wait between attempts")
 	fs.DurationVar(&cfg.ackWait, "ack-wait", 30*time.Second, "how long a request held by a gateway that died waits before another takes it")
+	var ac apnsConfig
+	fs.StringVar(&ac.keyFile, "apns-key-file", os.Getenv("RINGER_APNS_KEY_FILE"), "APNs token-auth key (.p8): with it, apns devices are pushed to Apple directly (env RINGER_APNS_KEY_FILE)")
+	fs.StringVar(&ac.keyID, "apns-key-id", os.Getenv("RINGER_APNS_KEY_ID"), "the key's id (env RINGER_APNS_KEY_ID)")
+	fs.StringVar(&ac.teamID, "apns-team-id", os.Getenv("RINGER_APNS_TEAM_ID"), "the Apple developer team id (env RINGER_APNS_TEAM_ID)")
+	fs.BoolVar(&ac.production, "apns-production", false, "push to api.push.apple.com (default: the sandbox, for development builds)")
 	metricsAddr := fs.String("metrics", ":9103", "address of /metrics (empty: none)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -86,8 +91,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	switch {
-	case len(eps) == 0:
-		return errors.New("no --endpoint: say where deliveries go, e.g. --endpoint default=http://push-adapter:8080/push")
+	case len(eps) == 0 && ac.keyFile == "":
+		return errors.New("no --endpoint and no --apns-key-file: say where deliveries go, e.g. --endpoint default=http://push-adapter:8080/push")
+	case ac.keyFile != "" && (ac.keyID == "" || ac.teamID == ""):
+		return errors.New("--apns-key-file needs --apns-key-id and --apns-team-id")
 	case cfg.maxDeliver < 1 || cfg.backoff <= 0 || cfg.maxBackoff < cfg.backoff || cfg.timeout <= 0 || cfg.ackWait < cfg.timeout:
 		return errors.New("need --max-deliver ≥ 1, 0 < --backoff ≤ --max-backoff, --timeout > 0 and --ack-wait ≥ --timeout")
 	}
@@ -123,7 +130,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		defer srv.Close()
 	}
 	g := newGateway(js, cfg, log, reg)
-	log.Info().Str("version", buildinfo.Get().Version).Str("endpoints", eps.String()).Bool("signed", len(cfg.secret) > 0).Msg("ringer-push starting")
+	if ac.keyFile != "" {
+		if g.apns, err = newAPNs(ac); err != nil {
+			return err
+		}
+	}
+	log.Info().Str("version", buildinfo.Get().Version).Str("endpoints", eps.String()).Bool("signed", len(cfg.secret) > 0).
+		Bool("apns", g.apns != nil).Bool("apns_production", ac.production).Str("apns_key_id", ac.keyID).Msg("ringer-push starting")
 	// The stream is the brokers' to create: wait for it.
 	for {
 		err := g.consume(ctx)
