@@ -47,6 +47,7 @@ type gateway struct {
 	js   jetstream.JetStream
 	http *http.Client
 	apns *apnsSender // nil: apns devices go to the endpoints like the others
+	fcm  *fcmSender  // nil: fcm devices go to the endpoints like the others
 	log  zerolog.Logger
 	now  func() time.Time
 
@@ -250,13 +251,20 @@ func retry(err error, h http.Header) error {
 // the token replaced): the device is unregistered in Ringer.
 var errGone = errors.New("push token is no longer valid")
 
-// deliver sends d: to APNs itself for an apns device when the gateway has
-// APNs credentials, else as a POST to the device's platform's endpoint.
+// deliver sends d: to APNs or FCM itself when the gateway has that
+// platform's credentials, else as a POST to the device's platform's endpoint.
 func (g *gateway) deliver(ctx context.Context, d *protocol.PushDelivery) error {
 	platform := d.Device.Platform
-	if platform == protocol.PlatformAPNs && g.apns != nil {
+	var direct func() error
+	switch {
+	case platform == protocol.PlatformAPNs && g.apns != nil:
+		direct = func() error { return g.apns.send(ctx, d) }
+	case platform == protocol.PlatformFCM && g.fcm != nil:
+		direct = func() error { return g.fcm.send(ctx, d, g.now()) }
+	}
+	if direct != nil {
 		start := time.Now()
-		err := g.apns.send(ctx, d)
+		err := direct()
 		g.latency.WithLabelValues(string(platform)).Observe(time.Since(start).Seconds())
 		g.deliveries.WithLabelValues(string(platform), resultOf(err)).Inc()
 		return err

@@ -1,10 +1,11 @@
 // Command ringer-push is Ringer's reference push gateway: it consumes the
 // push requests brokers put on the RINGER_PUSH stream (a RING when an
 // invitation finds a callee device without a connection, a STOP when it
-// stops ringing) and POSTs each, once per device, as JSON to an HTTP
-// endpoint per platform, with retries, exponential backoff, a dead-letter
-// subject and Prometheus metrics (docs/push.md). Behind those endpoints sit
-// the adapters to APNs and FCM.
+// stops ringing) and delivers each, once per device: to APNs (VoIP pushes,
+// token auth) and FCM (HTTP v1, data messages) itself when given their
+// credentials, else as JSON POSTed to an HTTP endpoint per platform; with
+// retries, exponential backoff and Retry-After, dead tokens unregistered in
+// Ringer, a dead-letter subject and Prometheus metrics (docs/push.md).
 package main
 
 import (
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	fs.StringVar(&ac.keyID, "apns-key-id", os.Getenv("RINGER_APNS_KEY_ID"), "the key's id (env RINGER_APNS_KEY_ID)")
 	fs.StringVar(&ac.teamID, "apns-team-id", os.Getenv("RINGER_APNS_TEAM_ID"), "the Apple developer team id (env RINGER_APNS_TEAM_ID)")
 	fs.BoolVar(&ac.production, "apns-production", false, "push to api.push.apple.com (default: the sandbox, for development builds)")
+	fcmCreds := fs.String("fcm-credentials", os.Getenv("RINGER_FCM_CREDENTIALS"), "a Firebase service account's JSON key file: with it, fcm devices are pushed through FCM HTTP v1 directly (env RINGER_FCM_CREDENTIALS)")
+	fcmEndpoint := fs.String("fcm-endpoint", "https://fcm.googleapis.com", "FCM's API endpoint")
 	metricsAddr := fs.String("metrics", ":9103", "address of /metrics (empty: none)")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	if err := fs.Parse(args); err != nil {
@@ -91,8 +94,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	switch {
-	case len(eps) == 0 && ac.keyFile == "":
-		return errors.New("no --endpoint and no --apns-key-file: say where deliveries go, e.g. --endpoint default=http://push-adapter:8080/push")
+	case len(eps) == 0 && ac.keyFile == "" && *fcmCreds == "":
+		return errors.New("no --endpoint, --apns-key-file or --fcm-credentials: say where deliveries go, e.g. --endpoint default=http://push-adapter:8080/push")
 	case ac.keyFile != "" && (ac.keyID == "" || ac.teamID == ""):
 		return errors.New("--apns-key-file needs --apns-key-id and --apns-team-id")
 	case cfg.maxDeliver < 1 || cfg.backoff <= 0 || cfg.maxBackoff < cfg.backoff || cfg.timeout <= 0 || cfg.ackWait < cfg.timeout:
@@ -135,8 +138,18 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			return err
 		}
 	}
+	if *fcmCreds != "" {
+		creds, err := os.ReadFile(*fcmCreds)
+		if err != nil {
+			return fmt.Errorf("fcm: %w", err)
+		}
+		if g.fcm, err = newFCM(ctx, creds, *fcmEndpoint, &http.Client{Timeout: cfg.timeout}); err != nil {
+			return err
+		}
+	}
 	log.Info().Str("version", buildinfo.Get().Version).Str("endpoints", eps.String()).Bool("signed", len(cfg.secret) > 0).
-		Bool("apns", g.apns != nil).Bool("apns_production", ac.production).Str("apns_key_id", ac.keyID).Msg("ringer-push starting")
+		Bool("apns", g.apns != nil).Bool("apns_production", ac.production).Str("apns_key_id", ac.keyID).
+		Bool("fcm", g.fcm != nil).Msg("ringer-push starting")
 	// The stream is the brokers' to create: wait for it.
 	for {
 		err := g.consume(ctx)
