@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v4"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/sideshow/apns2/token"
 
 	"github.com/ringer-dev/ringer/internal/natstest"
@@ -26,6 +27,7 @@ import (
 
 // apnsCall is one request the fake APNs received.
 type apnsCall struct {
+	at            time.Time
 	token, bearer string
 	header        http.Header
 	payload       struct{ Ringer protocol.PushDelivery }
@@ -62,7 +64,7 @@ func newFakeAPNs(t *testing.T, answer func(c apnsCall, n int) (int, string)) *fa
 func (f *fakeAPNs) serve(w http.ResponseWriter, r *http.Request) {
 	dev, ok := strings.CutPrefix(r.URL.Path, "/3/device/")
 	bearer, _ := strings.CutPrefix(r.Header.Get("authorization"), "bearer ")
-	c := apnsCall{token: dev, bearer: bearer, header: r.Header.Clone()}
+	c := apnsCall{at: time.Now(), token: dev, bearer: bearer, header: r.Header.Clone()}
 	body, _ := io.ReadAll(r.Body)
 	switch {
 	case r.ProtoMajor != 2 || r.Method != http.MethodPost || !ok:
@@ -109,11 +111,15 @@ func (f *fakeAPNs) next(t *testing.T) apnsCall {
 	return apnsCall{}
 }
 
-// startAPNsGateway runs a gateway whose apns devices go to f.
-func startAPNsGateway(t *testing.T, env *ringertest.Env, f *fakeAPNs) *gateway {
+// startAPNsGateway runs a gateway whose apns devices go to f (with
+// testConfig, changed by tune if given).
+func startAPNsGateway(t *testing.T, env *ringertest.Env, f *fakeAPNs, tune ...func(*config)) *gateway {
 	t.Helper()
 	cfg := testConfig("")
 	cfg.endpoints = nil
+	for _, fn := range tune {
+		fn(&cfg)
+	}
 	g := startGatewayWith(t, env, cfg, func(g *gateway) {
 		g.apns = newAPNsWithKey(apnsConfig{host: f.URL}, &token.Token{AuthKey: f.key, KeyID: "KEY123", TeamID: "TEAM456"})
 		g.apns.client.HTTPClient = f.Client() // trusts the test server's certificate, speaks HTTP/2
@@ -230,4 +236,53 @@ func TestAPNsDeadTokenUnregistersTheDevice(t *testing.T) {
 	if targets, err := st.PushTargets(ctx, "bob"); err != nil || len(targets) != 2 {
 		t.Fatalf("a re-registered device was unregistered for its old token: %+v, %v", targets, err)
 	}
+}
+
+// APNs failing (500) until the invitation is over: retried with the
+// backoff, never pushed after its deadline, counted as expired.
+func TestAPNsStopsRetryingARingPastItsDeadline(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	f := newFakeAPNs(t, func(c apnsCall, _ int) (int, string) {
+		if c.payload.Ringer.Kind == protocol.PushStop {
+			return http.StatusOK, ""
+		}
+		return http.StatusInternalServerError, "InternalServerError"
+	})
+	g := startAPNsGateway(t, env, f, func(c *config) {
+		c.maxDeliver, c.backoff, c.maxBackoff = 1000, 200*time.Millisecond, 200*time.Millisecond
+	})
+	ctx := ringertest.Ctx(t)
+	if _, err := env.NewClient("bob", "iphone").RegisterPush(ctx, protocol.PlatformAPNs, "a1b2c3", "com.example.app", 0); err != nil {
+		t.Fatal(err)
+	}
+	alice := env.Login("alice", "phone")
+	li := alice.CreateLocalInvitation("bob")
+	li.Timeouts = &protocol.Timeouts{OfflineMs: 1000}
+	if err := li.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "Failure "+li.ID)
+	var rings []apnsCall
+	for {
+		c := f.next(t)
+		if c.payload.Ringer.Kind == protocol.PushStop {
+			break
+		}
+		rings = append(rings, c)
+	}
+	deadline := time.UnixMilli(li.Invitation().CreatedAt + 1000)
+	if len(rings) < 2 {
+		t.Fatalf("%d ring attempts before the deadline, want retries", len(rings))
+	}
+	for _, c := range rings {
+		if c.at.After(deadline.Add(50 * time.Millisecond)) {
+			t.Errorf("a ring pushed %s after its deadline", c.at.Sub(deadline))
+		}
+	}
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		if n := testutil.ToFloat64(g.requests.WithLabelValues("RING", "expired")); n != 1 {
+			return fmt.Errorf("expired rings: %g", n)
+		}
+		return nil
+	})
 }
