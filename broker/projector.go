@@ -72,8 +72,8 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	// 3. A finished invitation enters both parties' histories.
 	if rec.Finished() && !rec.Quiet {
 		parties := []string{rec.Caller, rec.Callee}
-		if rec.Blocked {
-			parties = parties[:1] // the callee does not want to hear of it
+		if rec.Blocked || rec.Reason == protocol.ReasonMerged {
+			parties = parties[:1] // the callee does not want to hear of it, or has the call it placed
 		}
 		if err := b.journal.Append(ctx, &rec.Invitation, parties...); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("history append failed; will retry")

@@ -123,6 +123,25 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if err != nil {
 			return protocol.Reply{}, err
 		}
+		// Glare: the callee is calling the caller right now. Both want the
+		// same call: accept the callee's invitation on the caller's behalf
+		// instead of ringing a second one (docs/protocol.md, "Glare"). If
+		// the callee's send is still under way (its claim is there, its
+		// invitation not yet), see sendingToMe.
+		mineLanded := slices.ContainsFunc(lines[1].Claims, func(cl store.Claim) bool { return cl.ID == id })
+		if held[0], err = sendingToMe(held[0], c.user, req.Callee, mineLanded); err != nil {
+			time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond) // its invitation is a write away
+			checkInv = true
+			continue
+		}
+		if into, ringing := glare(held[0], c.user, req.Device); into != "" {
+			rep, again, err := b.merge(ctx, c, id, into, ringing, invRev, session)
+			if again {
+				checkInv = true
+				continue
+			}
+			return rep, err
+		}
 		// The callee is busy if a claim makes it so, or if as many
 		// invitations as a line keeps are already waiting for it; the caller
 		// may have at most MaxOutgoing invitations and calls of its own.
@@ -226,7 +245,9 @@ func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Li
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := lines[i].WithClaims(append(store.Claims(held[i]), c))
+			mine := c
+			mine.Peer, mine.Out = parties[1-i], i == 1 // parties: callee, caller
+			l := lines[i].WithClaims(append(store.Claims(held[i]), mine))
 			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
 		}()
 	}
@@ -351,4 +372,94 @@ func (b *Broker) validateSend(c *command) error {
 		return protocol.Errorf(protocol.CodeInvalidArgument, "channelId: not UTF-8")
 	}
 	return nil
+}
+
+// glare finds, among the callee's claims that hold, the callee's own
+// invitation to caller: one that still rings (ringing: to be accepted), or
+// one this device of the caller has accepted already (a merge whose reply
+// was lost, or a call the two already have).
+func glare(held []store.Held, caller, device string) (id string, ringing bool) {
+	for _, h := range held {
+		inv := h.Invitation
+		if !h.Outgoing || inv.ID == "" || inv.Callee != caller {
+			continue
+		}
+		switch {
+		case inv.State == protocol.StateSent || inv.State == protocol.StateReceived:
+			return inv.ID, true
+		case inv.CalleeDevice == device && (inv.State == protocol.StateAccepting || inv.Live() && inv.State == protocol.StateAccepted):
+			return inv.ID, false
+		}
+	}
+	return "", false
+}
+
+// merge resolves a glare: the caller's device accepts the callee's
+// invitation into (unless it did already), then the send's own invitation
+// is recorded as CANCELED/MERGED pointing at it — in that order, so that a
+// retried send finds either the accepted invitation (and records the
+// merge) or the merge itself. again: the views it decided on changed
+// (into ended meanwhile, or the id was written by a racing retry): decide
+// again from fresh reads.
+func (b *Broker) merge(ctx context.Context, c *command, id, into string, ringing bool, invRev uint64, session *sessionCheck) (_ protocol.Reply, again bool, _ error) {
+	if err := session.wait(); err != nil {
+		return protocol.Reply{}, false, err
+	}
+	if ringing {
+		_, err := b.transition(ctx, into, lifecycle.Action{Kind: lifecycle.Accept, User: c.user, Device: c.req.Device})
+		var pe *protocol.Error
+		if errors.As(err, &pe) {
+			return protocol.Reply{}, true, nil // it was canceled, accepted elsewhere, timed out: look again
+		}
+		if err != nil {
+			return protocol.Reply{}, false, err
+		}
+	} else {
+		// Accepted by this device already, says a view that may be stale
+		// (the cache, a follower): the leader must say it still is.
+		cur, _, err := b.store.GetInvitationFresh(ctx, into)
+		if err != nil && !errors.Is(err, store.ErrNotFound) {
+			return protocol.Reply{}, false, err
+		}
+		if err != nil || !cur.Live() || cur.CalleeDevice != c.req.Device || cur.State == protocol.StateSent || cur.State == protocol.StateReceived {
+			return protocol.Reply{}, true, nil
+		}
+	}
+	rec := lifecycle.NewMerged(id, c.user, c.req.Device, c.req.Callee, c.req.ChannelID, into, b.now())
+	rev, err := b.store.Commit(ctx, b.putInvitation(rec, invRev))
+	if errors.Is(err, store.ErrConflict) {
+		return protocol.Reply{}, true, nil
+	}
+	if err != nil {
+		return protocol.Reply{}, false, err
+	}
+	rec.Revision = rev
+	b.metrics.transition(rec, "send")
+	withInvitation(c.logged(b.log.Info()), &rec).Str("into", into).Msg("glare: merged into the callee's invitation")
+	return protocol.Reply{Invitation: view(rec)}, false, nil
+}
+
+// errWaitGlare: the callee is mid-send to the caller and wins the tie.
+var errWaitGlare = errors.New("broker: the callee's invitation to the caller is being sent")
+
+// sendingToMe looks among the callee's held claims for one of the callee's
+// own sends to caller that is not written yet. Such a send may be past its
+// own look for glare (it claimed both lines before this one claimed any):
+// this send waits for its invitation and merges into it (errWaitGlare:
+// look again) — unless both are waiting for each other, each having landed
+// the claim on its own line and lost the other's: then the caller whose id
+// sorts first goes on (the claim is dropped from held), and the other send,
+// still waiting, merges into its invitation. mineLanded: this send's claim
+// is on the caller's line already.
+func sendingToMe(held []store.Held, caller, callee string, mineLanded bool) ([]store.Held, error) {
+	i := slices.IndexFunc(held, func(h store.Held) bool {
+		return h.Invitation.ID == "" && h.Claim.Out && h.Claim.Peer == caller
+	})
+	switch {
+	case i < 0:
+		return held, nil
+	case mineLanded && caller < callee:
+		return slices.Delete(slices.Clone(held), i, i+1), nil
+	}
+	return held, errWaitGlare
 }

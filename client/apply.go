@@ -159,7 +159,11 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fire
 			once(firedRefused, func() { h.OnLocalInvitationRefused(li, inv.Response) })
 		}
 	case protocol.StateCanceled:
-		if h.OnLocalInvitationCanceled != nil {
+		if inv.Reason == protocol.ReasonMerged {
+			if h.OnLocalInvitationMerged != nil {
+				once(firedCanceled, func() { h.OnLocalInvitationMerged(li, inv.MergedInto) })
+			}
+		} else if h.OnLocalInvitationCanceled != nil {
 			once(firedCanceled, func() { h.OnLocalInvitationCanceled(li) })
 		}
 	case protocol.StateFailed:

@@ -19,6 +19,12 @@ type Handler struct {
 	OnLocalInvitationRefused        func(li *LocalInvitation, response string)
 	OnLocalInvitationCanceled       func(li *LocalInvitation)
 	OnLocalInvitationFailure        func(li *LocalInvitation, reason protocol.Reason)
+	// OnLocalInvitationMerged: the callee was calling this user at the
+	// same moment (glare); instead of ringing them, this device accepted
+	// their invitation, into — whose RemoteInvitation callbacks follow
+	// (OnRemoteInvitationAccepted when the call starts). li ends CANCELED
+	// with reason MERGED; OnLocalInvitationCanceled does not fire.
+	OnLocalInvitationMerged func(li *LocalInvitation, into string)
 
 	// Callee side (on every device of the callee).
 	OnRemoteInvitationReceived func(ri *RemoteInvitation)
@@ -121,6 +127,13 @@ func (li *LocalInvitation) Send(ctx context.Context) error {
 	}
 	li.mu.Unlock()
 	c.apply(*rep.Invitation, "")
+	if into := rep.Invitation.MergedInto; into != "" {
+		// Glare: the call is the callee's invitation, which this device
+		// accepted. Track it now (its events may have been missed).
+		if _, err := c.Get(ctx, into); err != nil && !transient(err) {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -40,6 +40,9 @@ type Invitation struct {
 	AnsweredAt   int64     `msgpack:"answeredAt,omitempty" json:"answeredAt,omitempty"` // accept or refuse
 	EndedAt      int64     `msgpack:"endedAt,omitempty" json:"endedAt,omitempty"`       // terminal state, or call end
 	Deadline     int64     `msgpack:"deadline,omitempty" json:"deadline,omitempty"`     // when the broker will resolve the current state by itself
+	// MergedInto is, for an invitation CANCELED with reason MERGED, the
+	// callee's invitation to the caller that the send accepted instead.
+	MergedInto string `msgpack:"mergedInto,omitempty" json:"mergedInto,omitempty"`
 }
 
 // RoleOf returns the role of user in inv, or "" if user is not a party.

@@ -62,6 +62,7 @@ const (
 	ReasonAcceptFailure    Reason = "ACCEPT_FAILURE"    // FAILED: the caller never acknowledged the accept
 	ReasonHangup           Reason = "HANGUP"            // call ended by a party
 	ReasonMaxDuration      Reason = "MAX_DURATION"      // call ended by the broker's maximum call duration
+	ReasonMerged           Reason = "MERGED"            // CANCELED: the callee was calling the caller at that moment (glare); the caller accepted that invitation instead (mergedInto)
 )
 
 // EventType names an event published on a user's events subject.

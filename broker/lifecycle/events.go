@@ -51,6 +51,9 @@ func Events(r Record) []Notice {
 		}
 		return []Notice{caller(protocol.EventRefused), callee(protocol.EventRefused)}
 	case protocol.StateCanceled:
+		if inv.Reason == protocol.ReasonMerged {
+			return []Notice{caller(protocol.EventCanceled)} // never rang: the callee has the call it placed
+		}
 		return []Notice{caller(protocol.EventCanceled), callee(protocol.EventCanceled)}
 	case protocol.StateFailed:
 		return []Notice{caller(protocol.EventFailure), callee(protocol.EventFailure)}

@@ -111,6 +111,20 @@ func NewBusy(id, caller, callerDevice, callee, channelID string, now time.Time) 
 	}}
 }
 
+// NewMerged builds the record of an invitation that did not ring because
+// its callee was calling the caller at that moment (glare): the send
+// accepted the callee's invitation, into, instead. Like a busy refusal it
+// never rang and holds no line; it tells the caller where the call went.
+func NewMerged(id, caller, callerDevice, callee, channelID, into string, now time.Time) Record {
+	ms := now.UnixMilli()
+	return Record{Invitation: protocol.Invitation{
+		ID: id, Caller: caller, CallerDevice: callerDevice, Callee: callee,
+		ChannelID: channelID, MergedInto: into,
+		State: protocol.StateCanceled, Reason: protocol.ReasonMerged,
+		CreatedAt: ms, EndedAt: ms,
+	}}
+}
+
 // Apply computes the effect of a on r at time now. It returns the next record
 // and changed=true when something must be written; changed=false with a nil
 // error means the action already took effect (an idempotent retry) and r is

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/protocol"
 )
 
 // LineRules are what decides how long a claim holds (a broker's
@@ -30,6 +31,9 @@ type Held struct {
 	// Outgoing: the line's user is the caller (a claim whose invitation is
 	// not written yet counts as outgoing: its sender is mid-send).
 	Outgoing bool
+	// Invitation is the claim's invitation as read (zero if not written
+	// yet): a send looks in it for glare.
+	Invitation protocol.Invitation
 }
 
 // Holding returns the claims of user's line l that stay on it, in order:
@@ -66,6 +70,7 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 		keep[i] = rec.RoleOf(user) != "" && lifecycle.HoldsLines(rec)
 		held[i].Busy = lifecycle.Busies(rec, user, now, rules.Unreceived)
 		held[i].Outgoing = rec.Caller == user
+		held[i].Invitation = rec.Invitation
 	}
 	var wg sync.WaitGroup
 	for i, c := range l.Claims {

@@ -66,6 +66,11 @@ type Claim struct {
 	// A claim is written before its invitation; while the invitation is
 	// missing the claim holds for a grace period, then counts as abandoned.
 	At int64 `msgpack:"at"`
+	// Peer is the invitation's other party, and Out whether the line's user
+	// is its caller: a send that finds the callee mid-send to the caller
+	// (a claim not written yet) resolves the glare with them.
+	Peer string `msgpack:"peer,omitempty"`
+	Out  bool   `msgpack:"out,omitempty"`
 }
 
 // IDs returns the invitation ids the line's claims refer to.

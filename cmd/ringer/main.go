@@ -88,6 +88,9 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 		},
 		OnLocalInvitationRefused:  func(li *client.LocalInvitation, r string) { say("%s refused %s: %q", li.Callee, li.ID, r) },
 		OnLocalInvitationCanceled: func(li *client.LocalInvitation) { say("you canceled %s", li.ID) },
+		OnLocalInvitationMerged: func(li *client.LocalInvitation, into string) {
+			say("%s was calling you at that moment: you accepted their call %s instead", li.Callee, into)
+		},
 		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
 			say("invitation %s to %s failed: %s", li.ID, li.Callee, reason)
 		},

@@ -117,6 +117,14 @@ func TestTwoTerminalTour(t *testing.T) {
 	alice.expect(t, `bob refused \S+: "busy"`)
 	bob.send("unblock alice")
 	bob.expect(t, "nobody")
+	// Glare: bob calls alice while her call to him rings: one call.
+	alice.send("invite bob you there?")
+	id4 := bob.expect(t, `INCOMING from alice: "you there\?" — 'accept (\S+)'`)[1]
+	bob.send("invite alice")
+	bob.expect(t, "alice was calling you at that moment: you accepted their call "+id4)
+	alice.expect(t, `bob accepted `+id4)
+	alice.send("hangup " + id4)
+	bob.expect(t, "call "+id4+" ended: alice hung up")
 	bob.send("busy maybe")
 	bob.expect(t, "say on or off")
 	bob.send("busy on")

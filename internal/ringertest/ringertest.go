@@ -190,6 +190,7 @@ func (r *Recorder) Handler() client.Handler {
 		},
 		OnLocalInvitationRefused:  func(li *client.LocalInvitation, resp string) { r.add("Refused %s %s", li.ID, resp) },
 		OnLocalInvitationCanceled: func(li *client.LocalInvitation) { r.add("Canceled %s", li.ID) },
+		OnLocalInvitationMerged:   func(li *client.LocalInvitation, into string) { r.add("Merged %s into %s", li.ID, into) },
 		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
 			r.add("Failure %s %s", li.ID, reason)
 		},
