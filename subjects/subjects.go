@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode/utf8"
 )
 
 // Prefix is the versioned root of every public Ringer subject.
@@ -78,7 +79,12 @@ func ValidateID(s string) error {
 		switch {
 		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_':
 		default:
-			return fmt.Errorf("%w: byte %q at %d (allowed: A-Z a-z 0-9 - _)", ErrInvalidID, c, i)
+			// Name the character as typed ('é', not the first byte of
+			// its UTF-8 encoding); a byte that is not UTF-8, as a byte.
+			if r, n := utf8.DecodeRuneInString(s[i:]); r != utf8.RuneError || n > 1 {
+				return fmt.Errorf("%w: %q at byte %d (allowed: A-Z a-z 0-9 - _)", ErrInvalidID, r, i)
+			}
+			return fmt.Errorf("%w: byte 0x%02x at %d, not UTF-8 (allowed: A-Z a-z 0-9 - _)", ErrInvalidID, c, i)
 		}
 	}
 	return nil

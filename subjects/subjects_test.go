@@ -52,6 +52,12 @@ func TestValidateID(t *testing.T) {
 			t.Errorf("%q: %v, want ErrInvalidID", bad, err)
 		}
 	}
+	// The error names the character as typed, or the byte if it is not UTF-8.
+	for id, want := range map[string]string{"Zoë": `'ë' at byte 2`, "a\xffb": `byte 0xff at 1`, "a.b": `'.' at byte 1`} {
+		if err := ValidateID(id); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want it to say %s", id, err, want)
+		}
+	}
 }
 
 func TestParseCommand(t *testing.T) {
