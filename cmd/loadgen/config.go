@@ -116,6 +116,7 @@ type config struct {
 	rate          float64 // open loop, invitations/s; 0 with concurrency 0 = idle users only
 	concurrency   int     // closed loop
 	duration      time.Duration
+	count         int64 // --count: stop starting invitations after this many (0: none)
 	mix           mix
 	shortTimeouts bool
 	timeouts      map[string]time.Duration // --timeouts overrides: offline, expire, accept
@@ -169,7 +170,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.users, "users", 200, "simulated users (callers and callees; offline callees are a share of them)")
 	fs.Float64Var(&c.rate, "rate", 50, "open loop: invitations started per second (0 with no --concurrency: only log users in and idle)")
 	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: invitations in flight at once (each slot starts the next when its invitation completes); excludes --rate")
-	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long to start invitations")
+	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long to start invitations (with --count and no --duration: until the count is reached)")
+	fs.Int64Var(&c.count, "count", 0, "stop starting invitations after this many (like sipp -m); 0: none")
 	fs.StringVar(&mixStr, "mix", defaultMix, "behaviour weights: accept, refuse, cancel, ignore, offline, busy, disconnect, push")
 	fs.StringVar(&c.pushListen, "push-listen", "", "push behaviour: serve ringer-push's deliveries on this address (POST /push) instead of reading RINGER_PUSH with JetStream (a deployment where loadgen has no JetStream access)")
 	fs.StringVar(&c.pushSecretEnv, "push-secret-env", "RINGER_PUSH_SECRET", "push behaviour with --push-listen: environment variable holding the key deliveries are signed with (none: not checked)")
@@ -210,6 +212,14 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	}
 	if c.version {
 		return c, nil
+	}
+	if c.count < 0 {
+		return nil, usageError{errors.New("--count must not be negative")}
+	}
+	durationSet := false
+	fs.Visit(func(f *flag.Flag) { durationSet = durationSet || f.Name == "duration" })
+	if c.count > 0 && !durationSet {
+		c.duration = 24 * time.Hour // the count decides
 	}
 	if fs.NArg() > 0 {
 		return nil, usageError{fmt.Errorf("unexpected arguments %q", fs.Args())}

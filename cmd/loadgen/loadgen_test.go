@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestWorkloadEmbedded runs every behaviour for a few seconds against an
@@ -112,7 +113,7 @@ func TestWorkloadEmbedded(t *testing.T) {
 		t.Errorf("no push-woken callee accepted: %v", byB["push"])
 	}
 
-	progress := regexp.MustCompile(`^progress t=\d+ started=\d+ completed=\d+ rate=\d+(\.\d+)? inflight=\d+ errors=\d+$`)
+	progress := regexp.MustCompile(`^progress t=\d+ started=\d+ completed=\d+ rate=\d+(\.\d+)? inflight=\d+ errors=\d+ done=\d+% eta=\d+$`)
 	n := 0
 	for _, l := range strings.Split(stderr.String(), "\n") {
 		if strings.HasPrefix(l, "progress") {
@@ -171,13 +172,22 @@ func TestFlags(t *testing.T) {
 	if c.shortTimeouts || c.rate != 0 || c.baselineConcurrency != 8 {
 		t.Errorf("--nats defaults: short %v rate %g baseline conc %d", c.shortTimeouts, c.rate, c.baselineConcurrency)
 	}
+	// --count alone decides when the window ends; with --duration, the
+	// first reached does.
+	if c, err = parseConfig([]string{"--count", "500"}, &errw); err != nil || c.count != 500 || c.duration < time.Hour {
+		t.Errorf("--count 500: count %d duration %s, %v", c.count, c.duration, err)
+	}
+	if c, err = parseConfig([]string{"--count", "500", "--duration", "3s"}, &errw); err != nil || c.duration != 3*time.Second {
+		t.Errorf("--count 500 --duration 3s: duration %s, %v", c.duration, err)
+	}
 	c, err = parseConfig([]string{"--timeouts", "expire=150s, offline=5s"}, &errw)
 	if err != nil || c.timeouts["expire"].Seconds() != 150 || c.timeouts["offline"].Seconds() != 5 {
 		t.Errorf("--timeouts: %v %v", c.timeouts, err)
 	}
 	for _, bad := range [][]string{{"--rate", "5", "--concurrency", "2"}, {"--users", "1"}, {"--mix", "x=1"}, {"extra"},
 		{"--timeouts", "nap=1s"}, {"--timeouts", "expire=soon"}, {"--replicas", "2"}, {"--brokers", "0"},
-		{"--cache-size", "-2"}, {"--gc-floor", "-1"}} {
+		{"--cache-size", "-2"}, {"--gc-floor", "-1"}, {"--count", "-1"}, {"--history-reads", "2"},
+		{"--push-wake-min", "3s", "--push-wake-max", "1s"}} {
 		if _, err := parseConfig(bad, &errw); err == nil {
 			t.Errorf("parseConfig(%q) accepted", bad)
 		}

@@ -9,10 +9,12 @@ import (
 
 // progress prints, every second until stopped,
 //
-//	progress t=<seconds> started=<n> completed=<n> rate=<per_s> inflight=<n> errors=<n>
+//	progress t=<seconds> started=<n> completed=<n> rate=<per_s> inflight=<n> errors=<n> done=<percent> eta=<seconds>
 //
-// where rate is completions per second over the last interval. The format is
-// parsed by scripts: do not change it. It also integrates the number of
+// where rate is completions per second over the last interval, done how far
+// the load window is (of --count started invitations, else of --duration)
+// and eta the seconds left of it at the current pace. Scripts parse it as
+// key=value pairs: add fields at the end only. It also integrates the number of
 // logged-in users over time, to estimate the heartbeat writes of the run.
 type progress struct {
 	r     *run
@@ -45,8 +47,10 @@ func (p *progress) loop() {
 			done := p.r.st.completed.Load()
 			rate := float64(done-lastDone) / now.Sub(last).Seconds()
 			p.integrate(last, now)
-			fmt.Fprintf(p.r.errw, "progress t=%d started=%d completed=%d rate=%.1f inflight=%d errors=%d\n",
-				int(now.Sub(p.start).Round(time.Second).Seconds()), p.r.st.started.Load(), done, rate, p.r.tr.inFlight(), p.r.st.errs.Load())
+			started := p.r.st.started.Load()
+			pct, eta := p.window(now, started)
+			fmt.Fprintf(p.r.errw, "progress t=%d started=%d completed=%d rate=%.1f inflight=%d errors=%d done=%d%% eta=%d\n",
+				int(now.Sub(p.start).Round(time.Second).Seconds()), started, done, rate, p.r.tr.inFlight(), p.r.st.errs.Load(), pct, eta)
 			last, lastDone = now, done
 		}
 	}
@@ -65,4 +69,19 @@ func (p *progress) end() float64 {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.userSeconds
+}
+
+// window is how far the load window is at now, in percent, and the seconds
+// it has left: by --count at the pace so far, else by --duration.
+func (p *progress) window(now time.Time, started int64) (pct, eta int) {
+	elapsed := now.Sub(p.start).Seconds()
+	if c := p.r.cfg.count; c > 0 {
+		pct = int(min(100*started/c, 100))
+		if started > 0 && started < c {
+			eta = int(float64(c-started)*elapsed/float64(started) + 0.5)
+		}
+		return pct, eta
+	}
+	total := p.r.cfg.duration.Seconds()
+	return int(min(100*elapsed/total, 100)), int(max(total-elapsed, 0))
 }

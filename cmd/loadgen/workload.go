@@ -261,6 +261,9 @@ func (r *run) openLoop(start, end time.Time) {
 				return
 			}
 		}
+		if r.countReached() {
+			return
+		}
 		r.st.record(stScheduleLag, time.Since(due))
 		if r.tr.inFlight() >= r.cfg.maxInflight {
 			r.st.skipped.Add(1)
@@ -290,6 +293,9 @@ func (r *run) closedLoop(end time.Time) {
 			defer stop.Stop()
 			for time.Now().Before(end) && r.ctx.Err() == nil {
 				i := r.next.Add(1) - 1
+				if r.cfg.count > 0 && int64(i) >= r.cfg.count {
+					return
+				}
 				s := r.start(i)
 				for s == nil { // no idle users yet (cool-down): try the same plan again shortly
 					select {
@@ -322,4 +328,9 @@ func (r *run) drain(limit time.Duration) {
 	for r.tr.inFlight() > 0 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// countReached reports whether --count invitations were planned already.
+func (r *run) countReached() bool {
+	return r.cfg.count > 0 && int64(r.next.Load()) >= r.cfg.count
 }
