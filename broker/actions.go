@@ -301,6 +301,9 @@ func (b *Broker) get(ctx context.Context, c *command) (protocol.Reply, error) {
 
 // history pages through the acting user's history (journal.Read).
 func (b *Broker) history(ctx context.Context, c *command) (protocol.Reply, error) {
+	if !b.cfg.History {
+		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "history is turned off on this deployment (brokerd --history=false)")
+	}
 	limit := c.req.Limit
 	switch {
 	case limit == 0:

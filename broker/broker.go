@@ -114,8 +114,10 @@ func (b *Broker) Start(ctx context.Context) error {
 	b.store = st
 
 	js := st.JetStream()
-	if err := journal.Provision(ctx, js, b.cfg.Journal()); err != nil {
-		return err
+	if b.cfg.History {
+		if err := journal.Provision(ctx, js, b.cfg.Journal()); err != nil {
+			return err
+		}
 	}
 	b.journal = journal.New(b.nc, js, b.cfg.HistorySize)
 	if b.cfg.Push {

@@ -109,7 +109,10 @@ type Config struct {
 	// Size limits, in bytes.
 	MaxContent, MaxResponse, MaxChannelID int
 
-	// History: how many finished invitations each user's history keeps,
+	// History turns the users' call histories on: two stream writes per
+	// finished invitation (docs/architecture.md, "History").
+	History bool
+	// How many finished invitations each user's history keeps,
 	// for how long, and a cap on the whole history stream (the oldest
 	// entries go first; 0: unbounded).
 	HistorySize      int
@@ -170,6 +173,7 @@ func DefaultConfig() Config {
 		MaxResponse:    protocol.MaxResponseLen,
 		MaxChannelID:   protocol.MaxChannelIDLen,
 
+		History:          true,
 		HistorySize:      100,
 		HistoryRetention: 30 * 24 * time.Hour,
 		HistoryMaxBytes:  1 << 30,

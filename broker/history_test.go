@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/ringer-dev/ringer/client"
@@ -198,3 +199,19 @@ func TestHistoryBadRequests(t *testing.T) {
 		}
 	}
 }
+
+func TestHistoryCanBeTurnedOff(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.History = false
+	env := ringertest.Start(t, cfg)
+	alice := env.Login("alice", "phone")
+	li := alice.Invite(t, "bob")
+	if err := li.Cancel(ringertest.Ctx(t)); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "Canceled "+li.ID)
+	if _, err := alice.History(ringertest.Ctx(t), "", 0); !errors.Is(err, client.ErrInvalidArgument) || !strings.Contains(err.Error(), "--history=false") {
+		t.Fatalf("history with --history=false: %v", err)
+	}
+}
+

@@ -70,7 +70,7 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		}
 	}
 	// 3. A finished invitation enters both parties' histories.
-	if rec.Finished() && !rec.Quiet {
+	if b.cfg.History && rec.Finished() && !rec.Quiet {
 		parties := []string{rec.Caller, rec.Callee}
 		if rec.Blocked || rec.Reason == protocol.ReasonMerged {
 			parties = parties[:1] // the callee does not want to hear of it, or has the call it placed

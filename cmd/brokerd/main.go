@@ -72,6 +72,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.cfg.MaxDevices, "max-devices", o.cfg.MaxDevices, "devices one user may have logged in at once")
 	fs.Int64Var(&o.cfg.StoreMaxBytes, "store-max-bytes", o.cfg.StoreMaxBytes, "largest size of Ringer's bucket in bytes (0 = unbounded); writes beyond are refused")
 	fs.DurationVar(&o.cfg.Retention, "retention", o.cfg.Retention, "how long finished invitations stay readable (get, retried sends)")
+	fs.BoolVar(&o.cfg.History, "history", o.cfg.History, "keep each user's call history (two stream writes per finished invitation)")
 	fs.IntVar(&o.cfg.HistorySize, "history-size", o.cfg.HistorySize, "finished invitations kept in each user's history (1..1000; every history read fetches up to this many)")
 	fs.DurationVar(&o.cfg.HistoryRetention, "history-retention", o.cfg.HistoryRetention, "how long a history entry stays")
 	fs.BoolVar(&o.cfg.Push, "push", o.cfg.Push, "put push requests on the RINGER_PUSH stream for devices registered for pushes (docs/push.md)")

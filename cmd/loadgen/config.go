@@ -116,7 +116,9 @@ type config struct {
 	rate          float64 // open loop, invitations/s; 0 with concurrency 0 = idle users only
 	concurrency   int     // closed loop
 	duration      time.Duration
-	count         int64 // --count: stop starting invitations after this many (0: none)
+	count         int64  // --count: stop starting invitations after this many (0: none)
+	csvPath       string // --csv: a row a second
+	htmlPath      string // --html: the report with its charts
 	mix           mix
 	shortTimeouts bool
 	timeouts      map[string]time.Duration // --timeouts overrides: offline, expire, accept
@@ -172,6 +174,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.concurrency, "concurrency", 0, "closed loop: invitations in flight at once (each slot starts the next when its invitation completes); excludes --rate")
 	fs.DurationVar(&c.duration, "duration", 20*time.Second, "how long to start invitations (with --count and no --duration: until the count is reached)")
 	fs.Int64Var(&c.count, "count", 0, "stop starting invitations after this many (like sipp -m); 0: none")
+	fs.StringVar(&c.csvPath, "csv", "", "write a CSV row every second to this file while the run goes: t, started, completed, rate, inflight, errors, and the second's send→ring and accept→accepted p50/p99 (ms) and counts")
+	fs.StringVar(&c.htmlPath, "html", "", "write the report to this self-contained HTML file, with charts of throughput and latency per second (nothing to fetch to view it)")
 	fs.StringVar(&mixStr, "mix", defaultMix, "behaviour weights: accept, refuse, cancel, ignore, offline, busy, disconnect, push")
 	fs.StringVar(&c.pushListen, "push-listen", "", "push behaviour: serve ringer-push's deliveries on this address (POST /push) instead of reading RINGER_PUSH with JetStream (a deployment where loadgen has no JetStream access)")
 	fs.StringVar(&c.pushSecretEnv, "push-secret-env", "RINGER_PUSH_SECRET", "push behaviour with --push-listen: environment variable holding the key deliveries are signed with (none: not checked)")

@@ -23,8 +23,9 @@ func TestWorkloadEmbedded(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	dir := t.TempDir()
 	traceFile, profileFile := filepath.Join(dir, "run.trace"), filepath.Join(dir, "run.pprof")
+	csvFile, htmlFile := filepath.Join(dir, "run.csv"), filepath.Join(dir, "run.html")
 	code := realMain([]string{
-		"--trace", traceFile, "--cpuprofile", profileFile,
+		"--trace", traceFile, "--cpuprofile", profileFile, "--csv", csvFile, "--html", htmlFile,
 		"--duration", "4s", "--rate", "40", "--users", "120", "--seed", "7", "--brokers", "2",
 		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1,push=1",
 		"--push-wake-min", "100ms", "--push-wake-max", "500ms", "--history-reads", "0.2",
@@ -40,6 +41,20 @@ func TestWorkloadEmbedded(t *testing.T) {
 		if fi, err := os.Stat(f); err != nil || fi.Size() == 0 {
 			t.Errorf("%s: not written (%v)", f, err)
 		}
+	}
+
+	// A CSV row a second, and a self-contained HTML report with charts.
+	if raw, err := os.ReadFile(csvFile); err != nil {
+		t.Error(err)
+	} else if rows := strings.Split(strings.TrimSpace(string(raw)), "\n"); len(rows) < 4 ||
+		!strings.HasPrefix(rows[0], "t,started,completed,rate,") || strings.Count(rows[2], ",") != strings.Count(rows[0], ",") {
+		t.Errorf("--csv file:\n%s", raw)
+	}
+	if raw, err := os.ReadFile(htmlFile); err != nil {
+		t.Error(err)
+	} else if page := string(raw); !strings.Contains(page, "<polyline") || !strings.Contains(page, "Send → ring") ||
+		!strings.Contains(page, "Outcomes") || strings.Contains(page, "<script") || strings.Contains(page, "<link") {
+		t.Errorf("--html file is not the self-contained report with charts (%d bytes)", len(page))
 	}
 
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")

@@ -64,6 +64,12 @@ func realMain(args []string, stdout, stderr io.Writer) int {
 	} else {
 		writeText(stdout, res)
 	}
+	if cfg.htmlPath != "" {
+		if err := writeHTMLReport(cfg.htmlPath, res); err != nil {
+			fmt.Fprintln(stderr, "loadgen: --html:", err)
+			return 3
+		}
+	}
 	if res.Violations > 0 {
 		return 1
 	}
@@ -124,6 +130,14 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		}
 	}()
 	r := newRun(cfg, conns, errw)
+	if r.tl, err = newTimeline(cfg.csvPath); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if cerr := r.tl.close(); cerr != nil && err == nil {
+			err = fmt.Errorf("--csv: %w", cerr)
+		}
+	}()
 	defer r.stop()
 
 	var base *baselineResult
@@ -218,6 +232,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	}
 	res = r.result(base, windowEnd.Sub(start), drained.Sub(windowEnd))
 	res.Push = push
+	res.timeline = r.tl
 	res.CPUSeconds, res.GCCycles = cpu.Seconds(), gcs
 	if res.Completed > 0 {
 		res.CPUMsPerInvitation = float64(cpu.Microseconds()) / 1000 / float64(res.Completed)

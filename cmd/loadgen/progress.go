@@ -49,8 +49,15 @@ func (p *progress) loop() {
 			p.integrate(last, now)
 			started := p.r.st.started.Load()
 			pct, eta := p.window(now, started)
+			t, inflight, errs := int(now.Sub(p.start).Round(time.Second).Seconds()), p.r.tr.inFlight(), p.r.st.errs.Load()
 			fmt.Fprintf(p.r.errw, "progress t=%d started=%d completed=%d rate=%.1f inflight=%d errors=%d done=%d%% eta=%d\n",
-				int(now.Sub(p.start).Round(time.Second).Seconds()), started, done, rate, p.r.tr.inFlight(), p.r.st.errs.Load(), pct, eta)
+				t, started, done, rate, inflight, errs, pct, eta)
+			if p.r.tl != nil {
+				s := sample{T: t, Started: started, Completed: done, Rate: rate, Inflight: inflight, Errors: errs}
+				s.RingP50, s.RingP99, s.RingCount = p.r.st.take(stSendToRing)
+				s.AcceptP50, s.AcceptP99, s.AcceptCount = p.r.st.take(stAcceptToAccepted)
+				p.r.tl.add(s)
+			}
 			last, lastDone = now, done
 		}
 	}

@@ -67,6 +67,8 @@ type result struct {
 	// Push: the push behaviour's requests and wake-ups (with a push weight
 	// in the mix).
 	Push *pushReport `json:"push,omitempty"`
+
+	timeline *timeline // the run's samples, for --html
 }
 
 // storeReport is the embedded broker's JetStream round trips

@@ -36,7 +36,8 @@ type stats struct {
 
 	mu          sync.Mutex
 	hists       map[string]*hdrhistogram.Histogram
-	early       map[string]int64 // negative latencies (clock skew or an early timer), recorded as 0
+	recent      map[string]*hdrhistogram.Histogram // a few stages since the last take (the timeline)
+	early       map[string]int64                   // negative latencies (clock skew or an early timer), recorded as 0
 	outcomes    map[string]int64
 	byBehaviour map[string]map[string]int64 // behaviour → outcome → count
 	errors      map[string]int64            // code → count
@@ -53,6 +54,10 @@ func newStats() *stats {
 	for _, st := range stageOrder {
 		s.hists[st] = hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
 	}
+	s.recent = map[string]*hdrhistogram.Histogram{}
+	for _, st := range []string{stSendToRing, stAcceptToAccepted} {
+		s.recent[st] = hdrhistogram.New(1, int64(time.Hour/time.Microsecond), 3)
+	}
 	return s
 }
 
@@ -66,6 +71,20 @@ func (s *stats) record(stage string, d time.Duration) {
 		us = 0
 	}
 	_ = s.hists[stage].RecordValue(us) // beyond an hour: dropped
+	if h := s.recent[stage]; h != nil {
+		_ = h.RecordValue(us)
+	}
+}
+
+// take returns p50 and p99 (ms) and the count of stage's latencies since
+// the last take, and starts afresh.
+func (s *stats) take(stage string) (p50, p99 float64, n int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h := s.recent[stage]
+	p50, p99, n = float64(h.ValueAtQuantile(50))/1000, float64(h.ValueAtQuantile(99))/1000, h.TotalCount()
+	h.Reset()
+	return p50, p99, n
 }
 
 // note counts something worth reporting that is not an invariant violation.

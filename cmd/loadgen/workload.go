@@ -32,7 +32,8 @@ type run struct {
 	bg     sync.WaitGroup // r.later callbacks
 	starts sync.WaitGroup // open-loop start goroutines
 
-	push *pushSim // the push behaviour's gateway, if the mix has it
+	push *pushSim  // the push behaviour's gateway, if the mix has it
+	tl   *timeline // a sample a second (--csv, --html)
 
 	sessionTTL, heartbeatMs atomic.Int64 // what the broker said at login
 	next                    atomic.Uint64
