@@ -214,4 +214,3 @@ func TestHistoryCanBeTurnedOff(t *testing.T) {
 		t.Fatalf("history with --history=false: %v", err)
 	}
 }
-
