@@ -100,16 +100,7 @@ func (f *fakeAPNs) serve(w http.ResponseWriter, r *http.Request) {
 	f.got <- c
 }
 
-func (f *fakeAPNs) next(t *testing.T) apnsCall {
-	t.Helper()
-	select {
-	case c := <-f.got:
-		return c
-	case <-time.After(ringertest.Wait):
-		t.Fatal("no APNs request")
-	}
-	return apnsCall{}
-}
+func (f *fakeAPNs) next(t *testing.T) apnsCall { t.Helper(); return receive(t, f.got, "APNs request") }
 
 // startAPNsGateway runs a gateway whose apns devices go to f (with
 // testConfig, changed by tune if given).

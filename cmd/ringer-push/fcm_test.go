@@ -120,16 +120,7 @@ func (f *fakeFCM) send(w http.ResponseWriter, r *http.Request) {
 	f.got <- c
 }
 
-func (f *fakeFCM) next(t *testing.T) fcmCall {
-	t.Helper()
-	select {
-	case c := <-f.got:
-		return c
-	case <-time.After(ringertest.Wait):
-		t.Fatal("no FCM message")
-	}
-	return fcmCall{}
-}
+func (f *fakeFCM) next(t *testing.T) fcmCall { t.Helper(); return receive(t, f.got, "FCM message") }
 
 func startFCMGateway(t *testing.T, env *ringertest.Env, f *fakeFCM) *gateway {
 	t.Helper()

@@ -71,17 +71,21 @@ func newEndpoint(t *testing.T, secret string, status func(d protocol.PushDeliver
 	return e
 }
 
-// next waits for the endpoint's next delivery.
-func (e *endpoint) next(t *testing.T) attempt {
+// receive waits for the next value on ch (what a test server received).
+func receive[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	select {
-	case a := <-e.got:
-		return a
+	case v := <-ch:
+		return v
 	case <-time.After(ringertest.Wait):
-		t.Fatal("no delivery")
+		t.Fatalf("no %s within %s", what, ringertest.Wait)
 	}
-	return attempt{}
+	var zero T
+	return zero
 }
+
+// next waits for the endpoint's next delivery.
+func (e *endpoint) next(t *testing.T) attempt { t.Helper(); return receive(t, e.got, "delivery") }
 
 func (e *endpoint) count(id string) int {
 	e.mu.Lock()
