@@ -165,6 +165,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	var err error
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = usage(fs, stderr)
 	var mixStr string
 	var seed int64
 	fs.BoolVar(&c.version, "version", false, "print the version and exit")

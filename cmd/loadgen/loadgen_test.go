@@ -4,6 +4,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -167,6 +169,37 @@ func TestParseMix(t *testing.T) {
 		if _, err := parseMix(bad); err == nil {
 			t.Errorf("parseMix(%q) accepted", bad)
 		}
+	}
+}
+
+// --help explains every field the JSON report has.
+func TestHelpExplainsEveryReportField(t *testing.T) {
+	var errw bytes.Buffer
+	if _, err := parseConfig([]string{"--help"}, &errw); !errors.Is(err, flag.ErrHelp) {
+		t.Fatal(err)
+	}
+	help := errw.String()
+	raw, err := json.Marshal(&result{Baseline: &baselineResult{}, BrokerStore: &storeReport{}, Push: &pushReport{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(raw, &fields); err != nil {
+		t.Fatal(err)
+	}
+	explained := strings.Join(func() (ns []string) {
+		for _, f := range reportFields {
+			ns = append(ns, f[0])
+		}
+		return ns
+	}(), ", ")
+	for k := range fields {
+		if !regexp.MustCompile(`\b` + k + `\b`).MatchString(explained) {
+			t.Errorf("report field %q is not explained by --help", k)
+		}
+	}
+	if !strings.Contains(help, "-count") || !strings.Contains(help, "The report") {
+		t.Errorf("--help:\n%s", help)
 	}
 }
 
