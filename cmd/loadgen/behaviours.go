@@ -33,6 +33,18 @@ func (r *run) handler(u *user, device string) client.Handler {
 		OnLocalInvitationCanceled: func(li *client.LocalInvitation) {
 			r.observe(li.ID, roleCaller, outCanceled, li.Invitation())
 		},
+		OnLocalInvitationMerged: func(li *client.LocalInvitation, into string) {
+			// Glare: the callee was calling this user — in loadgen only an
+			// invitation whose send "failed" (timed out) but was executed,
+			// still ringing. The send accepted it: a call nobody here
+			// tracks, ended at once so that no line stays held.
+			r.observe(li.ID, roleCaller, outMerged, li.Invitation())
+			r.st.note("glare: merged into an untracked invitation (a send that timed out but was executed)")
+			r.later(0, func() {
+				cl, _ := u.client()
+				_ = r.do("hangup", func(ctx context.Context) error { return cl.Hangup(ctx, into) })
+			})
+		},
 		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
 			r.observe(li.ID, roleCaller, string(reason), li.Invitation())
 		},

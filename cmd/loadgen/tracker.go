@@ -34,6 +34,7 @@ const (
 	outRefusedBusy = "REFUSED_BUSY"
 	outCanceled    = "CANCELED"
 	outSendFailed  = "SEND_FAILED" // Send returned an error: the invitation may not exist
+	outMerged      = "MERGED"      // glare: the callee was calling the caller; the send accepted that instead
 )
 
 // outcomeOf names the outcome of a terminal view ("" if it is not terminal).
@@ -302,8 +303,8 @@ func (s *invState) needs(r role) bool {
 	if s.obs[r].closed || s.sendFailed {
 		return false
 	}
-	if r == roleCallee && (s.p.b == bOffline || s.outcome == outRefusedBusy) {
-		return false // never logged in; a busy callee is not disturbed
+	if r == roleCallee && (s.p.b == bOffline || s.outcome == outRefusedBusy || s.outcome == outMerged) {
+		return false // never logged in; a busy callee is not disturbed; a merged invitation never rang
 	}
 	if r == roleCallee && s.p.b == bPush && s.ringAt.IsZero() {
 		return false // asleep, and not woken while it rang: a missed call
