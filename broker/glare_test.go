@@ -1,11 +1,12 @@
 package broker_test
 
 import (
-	"context"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
@@ -116,5 +117,23 @@ func TestGlareTrueRaces(t *testing.T) {
 		waitFree(t, env, "alice", "bob")
 	}
 	t.Logf("%d races: alice's invitation was the call %d times, bob's %d", rounds, aliceWon, rounds-aliceWon)
-	_ = context.Background
+}
+
+// A send from bob to alice was abandoned after its claims (its broker died):
+// alice's send to bob waits a moment for that invitation, then treats the
+// claim as any claim whose invitation is not written — busy, until the
+// claim grace — rather than failing.
+func TestGlareWithAnAbandonedSendIsBusy(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	alice := env.Login("alice", "phone")
+	env.Login("bob", "phone")
+	putClaims(t, env.Brokers[0].Store(), "bob", store.Claim{ID: "ghost", At: time.Now().UnixMilli(), Peer: "alice", Out: true})
+	start := time.Now()
+	inv := alice.Invite(t, "bob").Invitation()
+	if inv.State != protocol.StateRefused || inv.Reason != protocol.ReasonBusy {
+		t.Fatalf("alice's send while bob's abandoned send to her holds his line: %+v, want a busy refusal", inv)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("the send took %s", took)
+	}
 }

@@ -61,7 +61,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	// when a write conflicts are the lines re-read through the leader and
 	// the invitation read: it may be a retried send, an id taken by someone
 	// else, or an expired record's marker.
-	checkInv, conflicts := false, 0
+	checkInv, conflicts, glareWaits := false, 0, 0
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		backoff(conflicts) // only writers that collided wait; a busy verdict is confirmed at once
 		var (
@@ -129,11 +129,15 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		// the callee's send is still under way (its claim is there, its
 		// invitation not yet), see sendingToMe.
 		mineLanded := slices.ContainsFunc(lines[1].Claims, func(cl store.Claim) bool { return cl.ID == id })
-		if held[0], err = sendingToMe(held[0], c.user, req.Callee, mineLanded); err != nil {
-			time.Sleep(time.Duration(attempt+1) * 2 * time.Millisecond) // its invitation is a write away
+		if held[0], err = sendingToMe(held[0], c.user, req.Callee, mineLanded); err != nil && glareWaits < maxGlareWaits {
+			glareWaits++
+			time.Sleep(time.Duration(glareWaits) * 2 * time.Millisecond) // its invitation is a write away
 			checkInv = true
 			continue
 		}
+		// (Waited long enough: that send was abandoned — its sender died or
+		// gave up — and its claim makes the callee busy, as any claim whose
+		// invitation is not written yet does, until the claim grace.)
 		if into, ringing := glare(held[0], c.user, req.Device); into != "" {
 			rep, again, err := b.merge(ctx, c, id, into, ringing, invRev, session)
 			if again {
@@ -438,6 +442,11 @@ func (b *Broker) merge(ctx context.Context, c *command, id, into string, ringing
 	withInvitation(c.logged(b.log.Info()), &rec).Str("into", into).Msg("glare: merged into the callee's invitation")
 	return protocol.Reply{Invitation: view(rec)}, false, nil
 }
+
+// maxGlareWaits bounds how long a send waits for the callee's racing
+// invitation to be written (2+4+…+16 ms): a live sender writes it within a
+// few ms of its claims.
+const maxGlareWaits = 8
 
 // errWaitGlare: the callee is mid-send to the caller and wins the tie.
 var errWaitGlare = errors.New("broker: the callee's invitation to the caller is being sent")
