@@ -77,6 +77,31 @@ func TestWireFieldNames(t *testing.T) {
 			t.Errorf("request lacks field %q: %v", k, m)
 		}
 	}
+	// The v1.1 fields: history paging, push targets, block lists, glare.
+	for _, tc := range []struct {
+		v    any
+		keys []string
+	}{
+		{&Request{Device: "d", Limit: 5, Cursor: "9", Missed: true, Push: &PushTarget{Platform: PlatformFCM, Token: "t", App: "a", TTLMs: 1}, Peer: "p"},
+			[]string{"limit", "cursor", "missed", "push", "peer"}},
+		{&Reply{Calls: []CallRecord{{ID: "i"}}, Cursor: "3", Push: &PushTarget{Device: "d"}, Blocked: []string{"p"}},
+			[]string{"calls", "cursor", "push", "blocked"}},
+		{&Invitation{ID: "i", MergedInto: "j"}, []string{"id", "mergedInto"}},
+		{&CallRecord{ID: "i", Direction: Incoming, Peer: "p", Missed: true, DurationMs: 1, EndedAt: 2, Cursor: "5"},
+			[]string{"id", "direction", "peer", "missed", "durationMs", "endedAt", "cursor"}},
+		{&PushRequest{ID: "i.ring", Kind: PushRing, User: "u", CollapseKey: "i", Deadline: 1, Devices: []PushTarget{{Device: "d"}}},
+			[]string{"id", "kind", "user", "collapseKey", "invitation", "deadline", "devices"}},
+	} {
+		var m map[string]any
+		if err := msgpack.Unmarshal(MustMarshal(tc.v), &m); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range tc.keys {
+			if _, ok := m[k]; !ok {
+				t.Errorf("%T lacks field %q: %v", tc.v, k, m)
+			}
+		}
+	}
 }
 
 func TestDecodeRejects(t *testing.T) {
