@@ -172,6 +172,18 @@ N=${#WANT[@]}
 W=$((DURATION / (N + 1))) HOLD=$((2 * DURATION / (3 * (N + 1))))
 ((HOLD > PRESENCE_TTL)) || die "the pause would not outlast the presence TTL"
 FAULTS=() # "name inject_s recover_s"
+# docker pause can fail once for the engine's own reasons ("OCI runtime pause
+# failed: unable to freeze", seen in CI on 2026-12-03): try again, briefly,
+# before giving up on the run.
+pause_retrying() {
+	local try
+	for try in 1 2 3; do
+		docker pause "$1" && return 0
+		log "docker pause failed (try $try); retrying"
+		sleep 1
+	done
+	return 1
+}
 fault() { # NAME START_S NEXT_S INJECT-CMD RECOVER-CMD SERVICE
 	local name=$1 at=$2 next=$3 inject=$4 recover=$5 svc=$6 t1 t2 limit
 	sleep_until "$at"
@@ -199,7 +211,7 @@ for i in "${!WANT[@]}"; do
 	stop) fault stop-nats2 "$at" "$next" \
 		'docker stop -t 10 "${CID[nats2]}"' 'docker start "${CID[nats2]}"' nats2 ;;
 	pause) fault pause-nats3 "$at" "$next" \
-		'PAUSED=${CID[nats3]}; docker pause "$PAUSED"' 'docker unpause "$PAUSED"; PAUSED=' nats3 ;;
+		'PAUSED=${CID[nats3]}; pause_retrying "$PAUSED"' 'docker unpause "$PAUSED"; PAUSED=' nats3 ;;
 	esac
 done
 
