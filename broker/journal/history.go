@@ -2,7 +2,6 @@ package journal
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -12,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -93,47 +93,23 @@ func (j *Journal) Read(ctx context.Context, user, cursor string, limit int, miss
 // entries reads every entry of user's history, oldest first, each with its
 // stream sequence as cursor.
 func (j *Journal) entries(ctx context.Context, user string) ([]protocol.CallRecord, error) {
-	req, _ := json.Marshal(struct {
+	req := struct {
 		NextFor  string `json:"next_by_subj"`
 		Batch    int    `json:"batch"`
 		MaxBytes int    `json:"max_bytes"`
-	}{subjects.History(user), j.size, 4 << 20})
-	inbox := j.nc.NewRespInbox()
-	sub, err := j.nc.SubscribeSync(inbox)
-	if err != nil {
-		return nil, fmt.Errorf("journal: history of %s: %w", user, err)
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	prefix := j.js.Options().APIPrefix
-	if prefix == "" {
-		prefix = jetstream.DefaultAPIPrefix
-	}
-	if err := j.nc.PublishRequest(prefix+"DIRECT.GET."+subjects.HistoryStream, inbox, req); err != nil {
-		return nil, fmt.Errorf("journal: history of %s: %w", user, err)
-	}
+	}{subjects.History(user), j.size, 4 << 20}
 	var out []protocol.CallRecord
-	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("journal: history of %s: %w", user, err)
-		}
-		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {
-			switch status {
-			case "204": // end of the batch
-				return out, nil
-			case "404": // no entry at all
-				return nil, nil
-			case "503":
-				return nil, fmt.Errorf("journal: history of %s: %w", user, nats.ErrNoResponders)
-			default:
-				return nil, fmt.Errorf("journal: history of %s: status %s %s", user, status, m.Header.Get("Description"))
-			}
-		}
+	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, func(m *nats.Msg) error {
 		var e protocol.CallRecord
 		if err := msgpack.Unmarshal(m.Data, &e); err != nil {
-			return nil, fmt.Errorf("journal: history of %s: undecodable entry: %w", user, err)
+			return fmt.Errorf("undecodable entry: %w", err)
 		}
 		e.Cursor = m.Header.Get(jetstream.SequenceHeader)
 		out = append(out, e)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal: history of %s: %w", user, err)
 	}
+	return out, nil
 }

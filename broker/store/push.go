@@ -43,7 +43,7 @@ func (s *Store) PushTargets(ctx context.Context, user string) ([]protocol.PushTa
 		out = append(out, t)
 		return nil
 	})
-	if errors.Is(err, errTooMany) {
+	if errors.Is(err, ErrTooMany) {
 		err = fmt.Errorf("more than %d push targets", maxSessionsAnswer)
 	}
 	if err != nil {

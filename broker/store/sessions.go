@@ -2,10 +2,8 @@ package store
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -17,9 +15,6 @@ import (
 // ErrStale: the replica that answered a read had not yet applied a change
 // the caller knows of; ask again.
 var ErrStale = errors.New("store: stale read")
-
-// errTooMany: more keys match than a multi-get answers.
-var errTooMany = errors.New("store: too many keys for one multi-get")
 
 // maxSessionsAnswer bounds one Sessions answer: JetStream's multi-get
 // serves at most 1024 subjects, and a user's devices are capped far below.
@@ -65,7 +60,7 @@ func (s *Store) Sessions(ctx context.Context, user string, seen uint64) ([]strin
 			attempt--
 			err = gerr
 			continue
-		case errors.Is(gerr, errTooMany):
+		case errors.Is(gerr, ErrTooMany):
 			// More session keys than one multi-get answers (devices past
 			// the cap, logged in by racing logins): list them.
 			return s.sessionsListed(ctx, user)
@@ -106,45 +101,16 @@ func (s *Store) sessions(ctx context.Context, user string) (live []string, upTo 
 // replica had (0 when it found no key at all).
 func (s *Store) multiLast(ctx context.Context, filter string, each func(*nats.Msg) error) (upTo uint64, err error) {
 	s.stats.reads.Add(1)
-	req, _ := json.Marshal(struct {
+	req := struct {
 		MultiLast []string `json:"multi_last"`
 		Batch     int      `json:"batch"`
-	}{[]string{filter}, maxSessionsAnswer})
-	inbox := s.nc.NewRespInbox()
-	sub, err := s.nc.SubscribeSync(inbox)
-	if err != nil {
-		return 0, err
-	}
-	defer func() { _ = sub.Unsubscribe() }()
-	if err := s.nc.PublishRequest(directGet(s.js, subjects.BucketStream), inbox, req); err != nil {
-		return 0, err
-	}
-	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return 0, err
+	}{[]string{filter}, maxSessionsAnswer}
+	return DirectBatch(ctx, s.nc, s.js, subjects.BucketStream, req, func(m *nats.Msg) error {
+		if m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
+			return nil
 		}
-		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {
-			switch status {
-			case "204": // end of the answer
-				upTo, _ := strconv.ParseUint(m.Header.Get("Nats-UpTo-Sequence"), 10, 64)
-				return upTo, nil
-			case "404": // no key at all
-				return 0, nil
-			case "413":
-				return 0, errTooMany
-			case "503":
-				return 0, nats.ErrNoResponders
-			default:
-				return 0, fmt.Errorf("status %s %s", status, m.Header.Get("Description"))
-			}
-		}
-		if m.Header.Get("KV-Operation") == "" && m.Header.Get("Nats-Marker-Reason") == "" {
-			if err := each(m); err != nil {
-				return 0, err
-			}
-		}
-	}
+		return each(m)
+	})
 }
 
 // sessionsListed lists user's live sessions with a key listing (an ordered
@@ -167,13 +133,4 @@ func (s *Store) sessionsListed(ctx context.Context, user string) ([]string, erro
 		}
 	}
 	return live, nil
-}
-
-// directGet is the subject of the stream's direct get API.
-func directGet(js jetstream.JetStream, stream string) string {
-	prefix := js.Options().APIPrefix
-	if prefix == "" {
-		prefix = jetstream.DefaultAPIPrefix
-	}
-	return prefix + "DIRECT.GET." + stream
 }
