@@ -59,23 +59,6 @@ func AllPushRequests() string { return pushRequest + "*" }
 // on: ringer.v1.push.dead.<user>.
 func PushDeadLetters(user string) string { return pushDead + user }
 
-// ParsePushKey extracts user and device from a push.<user>.<device> key
-// or its $KV subject.
-func ParsePushKey(key string) (user, device string, err error) {
-	rest, _ := strings.CutPrefix(key, kvPrefix)
-	rest, ok := strings.CutPrefix(rest, pushPrefix)
-	if ok {
-		user, device, ok = strings.Cut(rest, ".")
-	}
-	if !ok {
-		return "", "", fmt.Errorf("%w: %q is not a push key", ErrInvalidSubject, key)
-	}
-	if err := ValidateID(user); err != nil {
-		return "", "", err
-	}
-	return user, device, ValidateID(device)
-}
-
 // History is the subject of user's history entries: ringer.v1.history.<user>.
 func History(user string) string { return history + user }
 

@@ -64,8 +64,11 @@ func KindOf(inv *protocol.Invitation) (protocol.PushKind, bool) {
 			return "", false
 		}
 		return protocol.PushStop, true
+	case protocol.StateCanceled:
+		// A merged invitation (glare) never rang anyone either.
+		return protocol.PushStop, inv.Reason != protocol.ReasonMerged
 	}
-	return protocol.PushStop, true // ACCEPTING, CANCELED, FAILED
+	return protocol.PushStop, true // ACCEPTING, FAILED
 }
 
 // Request builds the push request of kind for inv: for RING, to the
