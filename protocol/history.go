@@ -48,6 +48,14 @@ type CallRecord struct {
 // moment it enters its parties' histories.
 func (inv *Invitation) Finished() bool { return !inv.Live() }
 
+// NeverRang reports whether inv ended at its send without ringing the
+// callee: refused as busy (or blocked), or merged into the callee's own
+// invitation (glare). The callee is told nothing of it, and no push
+// request is made for it.
+func (inv *Invitation) NeverRang() bool {
+	return inv.Reason == ReasonBusy || inv.Reason == ReasonMerged
+}
+
 // CallRecordOf is inv as user (a party) sees it in the history.
 func CallRecordOf(inv *Invitation, user string) CallRecord {
 	r := CallRecord{

@@ -45,16 +45,15 @@ func Events(r Record) []Notice {
 		// The caller learns ACCEPTED from its ackaccept reply, but a reply can
 		// be lost: the event makes the call's start at-least-once for both.
 		return []Notice{caller(protocol.EventAccepted), callee(protocol.EventAccepted)}
-	case protocol.StateRefused:
-		if inv.Reason == protocol.ReasonBusy {
-			return []Notice{caller(protocol.EventRefused)} // the busy callee is not disturbed
+	case protocol.StateRefused, protocol.StateCanceled:
+		t := protocol.EventRefused
+		if inv.State == protocol.StateCanceled {
+			t = protocol.EventCanceled
 		}
-		return []Notice{caller(protocol.EventRefused), callee(protocol.EventRefused)}
-	case protocol.StateCanceled:
-		if inv.Reason == protocol.ReasonMerged {
-			return []Notice{caller(protocol.EventCanceled)} // never rang: the callee has the call it placed
+		if inv.NeverRang() { // a busy callee is not disturbed; a merged one has the call it placed
+			return []Notice{caller(t)}
 		}
-		return []Notice{caller(protocol.EventCanceled), callee(protocol.EventCanceled)}
+		return []Notice{caller(t), callee(t)}
 	case protocol.StateFailed:
 		return []Notice{caller(protocol.EventFailure), callee(protocol.EventFailure)}
 	}

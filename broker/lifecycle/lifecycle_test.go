@@ -282,6 +282,7 @@ func TestEvents(t *testing.T) {
 		{at(protocol.StateRefused, ""), "alice:Refused bob:Refused "},
 		{NewBusy("i", "alice", "a1", "bob", "", t0), "alice:Refused "},
 		{at(protocol.StateCanceled, ""), "alice:Canceled bob:Canceled "},
+		{NewMerged("i", "alice", "a1", "bob", "", "j", t0), "alice:Canceled "}, // glare: bob has his own call
 		{at(protocol.StateFailed, ""), "alice:Failure bob:Failure "},
 	} {
 		if got := names(tc.r); got != tc.want {

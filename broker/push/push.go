@@ -53,9 +53,8 @@ func KindOf(inv *protocol.Invitation) (protocol.PushKind, bool) {
 		return protocol.PushRing, true
 	case protocol.StateReceived:
 		return "", false // a device answered; the asleep ones were pushed at SENT
-	case protocol.StateRefused:
-		// A busy refusal never rang anyone.
-		return protocol.PushStop, inv.Reason != protocol.ReasonBusy
+	case protocol.StateRefused, protocol.StateCanceled:
+		return protocol.PushStop, !inv.NeverRang() // busy, blocked, merged: nothing rang
 	case protocol.StateAccepted:
 		// A call's STOP was asked at ACCEPTING; its end asks again only if
 		// that may not have been seen (the whole call fitted in the dedupe
@@ -64,9 +63,6 @@ func KindOf(inv *protocol.Invitation) (protocol.PushKind, bool) {
 			return "", false
 		}
 		return protocol.PushStop, true
-	case protocol.StateCanceled:
-		// A merged invitation (glare) never rang anyone either.
-		return protocol.PushStop, inv.Reason != protocol.ReasonMerged
 	}
 	return protocol.PushStop, true // ACCEPTING, FAILED
 }
