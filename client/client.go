@@ -120,6 +120,13 @@ type Client struct {
 	clockOffset atomic.Int64
 	clockKnown  atomic.Bool
 	replies     replies // see exchange
+	// lv watches the connection's commands (liveness.go); set at Login.
+	lv atomic.Pointer[liveness]
+	// aware (unix ms): when the client last knew it was hearing every event
+	// (its login, a heartbeat or a resync that succeeded); a resync catches
+	// up from the history since then (catchUp), and again from catchUpFrom
+	// at the next heartbeat that succeeds.
+	aware, catchUpFrom atomic.Int64
 }
 
 // New returns a client for user's device on nc. It does no I/O: call Login.
@@ -183,10 +190,12 @@ func (c *Client) Login(ctx context.Context) (err error) {
 	if err := c.nc.FlushWithContext(ctx); err != nil {
 		return err
 	}
+	asked := time.Now()
 	rep, err := c.request(ctx, subjects.VerbLogin, &protocol.Request{})
 	if err != nil {
 		return err
 	}
+	c.aware.CompareAndSwap(0, asked.UnixMilli())
 	c.mu.Lock()
 	if rep.Session != nil {
 		c.session = *rep.Session
@@ -243,15 +252,23 @@ func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
 				// also brings back what was missed.
 				err = c.relogin(ctx)
 			}
-			if err != nil {
+			switch {
+			case err != nil:
 				// While heartbeats fail (a NATS node hung or cut off from
 				// the others, JetStream without a leader), events may be
 				// lost on a connection that never drops, so no reconnect
 				// will resync: the first heartbeat that succeeds does
 				// (protocol.md §6.7).
 				c.resyncDue.Store(true)
-			} else if c.resyncDue.Swap(false) && c.Resync(ctx) != nil {
-				c.resyncDue.Store(true) // again at the next heartbeat
+			case c.resyncDue.Swap(false):
+				if c.Resync(ctx) != nil {
+					c.resyncDue.Store(true) // again at the next heartbeat
+				}
+			default:
+				if from := c.catchUpFrom.Swap(0); from != 0 && c.catchUp(ctx, from) != nil {
+					c.catchUpFrom.CompareAndSwap(0, from)
+				}
+				c.aware.Store(time.Now().UnixMilli())
 			}
 			c.reconcile(ctx, time.Now())
 			cancel()
@@ -405,6 +422,21 @@ func (c *Client) contradicts(verb, id string, err error) bool {
 			(inv.State == protocol.StateAccepting || inv.State == protocol.StateAccepted)
 }
 
+// watch tells the connection's liveness how a command went: answered (any
+// reply but UNAVAILABLE), or not (no reply by its deadline, or UNAVAILABLE:
+// the broker could not reach its store).
+func (c *Client) watch(answered bool) {
+	lv := c.lv.Load()
+	if lv == nil {
+		return
+	}
+	if answered {
+		lv.answered(time.Now())
+	} else {
+		lv.unanswered(c.nc, time.Now())
+	}
+}
+
 // request sends one command and decodes the reply; a typed error reply is
 // returned as *protocol.Error.
 func (c *Client) request(ctx context.Context, verb string, req *protocol.Request) (*protocol.Reply, error) {
@@ -432,6 +464,9 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 		return err
 	})
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			c.watch(false)
+		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, fmt.Errorf("%w: no broker is serving %s", ErrUnavailable, subj)
 		}
@@ -441,6 +476,7 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 	if err != nil {
 		return nil, err
 	}
+	c.watch(rep.Error == nil || rep.Error.Code != protocol.CodeUnavailable)
 	if rep.Session != nil {
 		c.learnClock(rep.Session.NowMs, sent, time.Now())
 	}

@@ -98,6 +98,10 @@ func (c *Client) CreateLocalInvitation(callee string) *LocalInvitation {
 
 // Send sends the invitation. A busy callee is not an error: the invitation
 // ends as REFUSED with response "busy" (OnLocalInvitationRefused fires).
+// A send that gets no answer, or UNAVAILABLE, is sent again (the same id:
+// it creates one invitation whatever reached the broker) until ctx ends,
+// so that a NATS server that froze or was cut off costs a send time, not
+// the call (see liveness.go).
 func (li *LocalInvitation) Send(ctx context.Context) error {
 	c := li.c
 	li.mu.Lock()
@@ -114,7 +118,7 @@ func (li *LocalInvitation) Send(ctx context.Context) error {
 		t.local = li
 	}
 	c.mu.Unlock()
-	rep, err := c.request(ctx, subjects.VerbSend, &protocol.Request{
+	rep, err := c.requestRetrying(ctx, subjects.VerbSend, &protocol.Request{
 		ID: id, Callee: li.Callee, Content: li.Content, ChannelID: li.ChannelID, Timeouts: li.Timeouts,
 	})
 	if err != nil {

@@ -21,6 +21,7 @@ var (
 )
 
 type fanout struct {
+	lv                       liveness
 	clients                  map[*Client]bool
 	prevReconnect, prevClose nats.ConnHandler
 	prevDisconnect           nats.ConnErrHandler
@@ -59,6 +60,7 @@ func watchReconnects(c *Client) {
 			}
 		})
 		nc.SetDisconnectErrHandler(func(conn *nats.Conn, err error) {
+			f.lv.dropped()
 			if f.prevDisconnect != nil {
 				f.prevDisconnect(conn, err)
 			}
@@ -76,6 +78,7 @@ func watchReconnects(c *Client) {
 		})
 	}
 	f.clients[c] = true
+	c.lv.Store(&f.lv)
 }
 
 func unwatchReconnects(c *Client) {
@@ -96,7 +99,7 @@ func (c *Client) resyncInBackground() {
 	c.mu.Unlock()
 	go func() {
 		defer c.bg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), 4*DefaultTimeout)
+		ctx, cancel := c.background(4 * DefaultTimeout)
 		defer cancel()
 		if err := c.Resync(ctx); err != nil {
 			c.resyncDue.Store(true) // the heartbeats try again
@@ -104,10 +107,27 @@ func (c *Client) resyncInBackground() {
 	}()
 }
 
+// background is a context for the client's own work: it ends after d, or
+// when the client is closed.
+func (c *Client) background(d time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	go func() {
+		select {
+		case <-c.quit:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // Resync recovers whatever the device missed (it runs by itself after every
-// reconnect): every live invitation and call, plus the final state of any
-// invitation this client still believed live that has since ended.
+// reconnect): every live invitation and call, the final state of any
+// invitation this client still believed live that has since ended, and
+// (catchUp) the final state of incoming invitations that rang and ended
+// while the client could not hear of them.
 func (c *Client) Resync(ctx context.Context) error {
+	started := time.Now()
 	live, err := c.Sync(ctx)
 	if err != nil {
 		return err
@@ -129,7 +149,64 @@ func (c *Client) Resync(ctx context.Context) error {
 			return err
 		}
 	}
+	if since := c.aware.Load() - c.blindSpot().Milliseconds(); c.aware.Load() != 0 {
+		if err := c.catchUp(ctx, since); err != nil {
+			return err
+		}
+		// Once more at the next heartbeat: an invitation that ended just
+		// before the sync may not be in the history yet (the projector
+		// appends it a moment after the end).
+		c.catchUpFrom.Store(since)
+	}
+	c.aware.Store(started.UnixMilli())
 	return nil
+}
+
+// catchUpPage is how much of the history a catch-up reads: the invitations
+// a device can miss in one outage, with room to spare.
+const catchUpPage = 50
+
+// catchUp gets every incoming invitation in the user's history that ended
+// at or after since (unix ms) and that this client never saw: it rang while
+// the client could not be told (its NATS server froze or was cut off, events
+// lost on the way) and ended before the client resynced, so Sync, which
+// lists live invitations, does not have it. Get brings its final state and
+// fires its callback (OnRemoteInvitationCanceled, …Failure, …Refused or
+// …HandledElsewhere; not …Received: it no longer rings). A broker run with
+// history off offers nothing to catch up from.
+func (c *Client) catchUp(ctx context.Context, since int64) error {
+	page, err := c.History(ctx, "", catchUpPage)
+	if errors.Is(err, ErrInvalidArgument) {
+		return nil // history is off
+	}
+	if err != nil {
+		return err
+	}
+	for _, rec := range page.Calls {
+		if rec.EndedAt < since {
+			break // newest first
+		}
+		if rec.Direction != protocol.Incoming {
+			continue // outgoing: this device tracks its own (Resync's stale gets)
+		}
+		c.mu.Lock()
+		_, seen := c.tracked[rec.ID]
+		c.mu.Unlock()
+		if seen {
+			continue
+		}
+		if _, err := c.Get(ctx, rec.ID); err != nil && !isGone(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// blindSpot is how long before the last moment the client knew it was
+// hearing everything (aware) it may already have been deaf: events lost
+// just before a heartbeat that still got through.
+func (c *Client) blindSpot() time.Duration {
+	return time.Duration(c.Session().HeartbeatMs)*time.Millisecond + overdue
 }
 
 // isGone: the invitation expired from the broker's retention meanwhile.

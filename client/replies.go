@@ -2,9 +2,11 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nuid"
@@ -93,13 +95,31 @@ func (c *Client) exchange(ctx context.Context, subj string, data []byte) (*nats.
 	m := nats.NewMsg(subj)
 	m.Header.Set(subjects.ReplyHeader, token)
 	m.Data = data
+	// A connection that drops (or that liveness leaves) loses the command
+	// or its reply: give up on it at once, so that a retry can go through
+	// the next server, instead of waiting for ctx.
+	var moved <-chan struct{}
+	lv := c.lv.Load()
+	if lv != nil {
+		moved = lv.generation()
+	}
 	if err := c.nc.PublishMsg(m); err != nil {
 		return nil, err
 	}
-	select {
-	case reply := <-ch:
-		return reply, nil
-	case <-ctx.Done():
-		return nil, ctx.Err()
+	slow := time.NewTimer(probeAfter)
+	defer slow.Stop()
+	for {
+		select {
+		case reply := <-ch:
+			return reply, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-moved:
+			return nil, fmt.Errorf("%w: the connection to NATS dropped with %s in flight", ErrUnavailable, subj)
+		case <-slow.C:
+			if lv != nil {
+				lv.check(c.nc) // is the server still there?
+			}
+		}
 	}
 }

@@ -107,7 +107,12 @@ type Client struct {
 // NewClient creates (without logging in) user's device on its own connection.
 func (e *Env) NewClient(user, device string, opts ...client.Option) *Client {
 	e.T.Helper()
-	nc := natstest.Connect(e.T, e.URL, nats.Name(user+"/"+device))
+	return e.NewClientOn(natstest.Connect(e.T, e.URL, nats.Name(user+"/"+device)), user, device, opts...)
+}
+
+// NewClientOn creates (without logging in) user's device on nc.
+func (e *Env) NewClientOn(nc *nats.Conn, user, device string, opts ...client.Option) *Client {
+	e.T.Helper()
 	rec := NewRecorder()
 	c, err := client.New(nc, user, device, append([]client.Option{client.WithHandler(rec.Handler())}, opts...)...)
 	if err != nil {
@@ -120,7 +125,18 @@ func (e *Env) NewClient(user, device string, opts ...client.Option) *Client {
 // Login creates and logs in user's device.
 func (e *Env) Login(user, device string, opts ...client.Option) *Client {
 	e.T.Helper()
-	c := e.NewClient(user, device, opts...)
+	return e.login(e.NewClient(user, device, opts...))
+}
+
+// LoginOn creates and logs in user's device on nc.
+func (e *Env) LoginOn(nc *nats.Conn, user, device string, opts ...client.Option) *Client {
+	e.T.Helper()
+	return e.login(e.NewClientOn(nc, user, device, opts...))
+}
+
+func (e *Env) login(c *Client) *Client {
+	e.T.Helper()
+	user, device := c.User(), c.Device()
 	ctx, cancel := context.WithTimeout(context.Background(), Wait)
 	defer cancel()
 	if err := c.Login(ctx); err != nil {

@@ -1,0 +1,108 @@
+package broker_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/internal/ringertest"
+)
+
+// The SDK's side of a NATS server that hangs or is cut off (client/liveness.go):
+// the device's connection reaches the server through a proxy that the test
+// freezes, so bytes stop both ways and the connection stays open, as with a
+// docker pause or a half-open network path. The connection's second URL is
+// the same server, directly: "another server" for the client.
+
+// frozenPath connects through a proxy to env's server, with env's server as
+// the next URL to try.
+func frozenPath(t *testing.T, env *ringertest.Env, name string) (*nats.Conn, *natstest.Proxy) {
+	t.Helper()
+	p := natstest.NewProxy(t, strings.TrimPrefix(env.URL, "nats://"))
+	nc := natstest.Connect(t, p.URL()+","+env.URL, nats.Name(name), nats.DontRandomize(),
+		nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
+	if got := nc.ConnectedUrl(); got != p.URL() {
+		t.Fatalf("set-up: connected to %s, not through the proxy", got)
+	}
+	return nc, p
+}
+
+// A send whose server froze is sent again through another server within the
+// send's own context: it costs time, not the call.
+func TestSendGetsThroughAFrozenServer(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.PresenceTTL = time.Minute // no heartbeat during the test: the send alone finds the fault
+	env := ringertest.Start(t, cfg)
+	nc, proxy := frozenPath(t, env, "alice/phone")
+	alice := env.LoginOn(nc, "alice", "phone")
+	bob := env.Login("bob", "phone")
+
+	proxy.Freeze()
+	li := alice.CreateLocalInvitation("bob")
+	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := li.Send(ctx); err != nil {
+		t.Fatalf("send through a frozen server, after %s: %v", time.Since(start).Round(time.Millisecond), err)
+	}
+	t.Logf("sent in %s, through %s", time.Since(start).Round(time.Millisecond), nc.ConnectedUrl())
+	if nc.ConnectedUrl() == proxy.URL() {
+		t.Fatal("the client is still on the frozen server")
+	}
+	bob.Rec.WaitRemote(t, li.ID)
+}
+
+// A device whose server froze misses the ring and the cancel of an
+// invitation that starts and ends meanwhile; its next heartbeat gets no
+// answer, the client leaves the server, and its resync finds the
+// invitation in the history: the callback for its end fires.
+func TestADeviceOnAFrozenServerLearnsWhatItMissed(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.PresenceTTL = 3 * time.Second // a heartbeat every second
+	cfg.Timeouts.Offline = time.Minute
+	env := ringertest.Start(t, cfg)
+	alice := env.Login("alice", "phone")
+	nc, proxy := frozenPath(t, env, "bob/phone")
+	bob := env.LoginOn(nc, "bob", "phone")
+
+	proxy.Freeze()
+	li := alice.Invite(t, "bob") // rings: bob's session is alive
+	ctx := ringertest.Ctx(t)
+	if err := li.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "Canceled "+li.ID)
+
+	bob.Rec.Wait(t, "RemoteCanceled "+li.ID)
+	if nc.ConnectedUrl() == proxy.URL() {
+		t.Fatal("bob learnt it on the frozen server?")
+	}
+	if n := bob.Rec.Count("RemoteCanceled " + li.ID); n != 1 {
+		t.Fatalf("bob was told %d times", n)
+	}
+}
+
+// A server that answers its pings but through which no command gets an
+// answer (cut off from every broker, as a NATS node cut off from the others
+// is) is left too, after a few seconds of unanswered heartbeats.
+func TestADeviceLeavesAServerThatAnswersNothing(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.PresenceTTL = 3 * time.Second
+	env := ringertest.Start(t, cfg)
+	bob := env.Login("bob", "phone")
+	ctx := ringertest.Ctx(t)
+	if err := env.Brokers[0].Shutdown(ctx); err != nil { // no broker answers; the server does
+		t.Fatal(err)
+	}
+	start := time.Now()
+	bob.Rec.Wait(t, "Connection "+client.ConnectionReconnecting.String())
+	t.Logf("left the server after %s", time.Since(start).Round(time.Millisecond))
+	if err := bob.NC.FlushTimeout(time.Second); err != nil {
+		t.Fatalf("set-up: the server stopped answering pings: %v", err)
+	}
+}
