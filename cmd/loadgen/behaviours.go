@@ -174,6 +174,13 @@ func (r *run) onCallStarted(ri *client.RemoteInvitation) {
 	if s == nil {
 		return
 	}
+	r.tr.mu.Lock()
+	if s.ri == nil {
+		// Accepted without ringing here first: a glare send accepted it on
+		// this user's behalf while its ring was lost (a NATS node that hung).
+		s.ri = ri
+	}
+	r.tr.mu.Unlock()
 	if r.tr.terminal(s, roleCallee, outAccepted, ri.Invitation(), time.Now()) {
 		r.completed(s)
 	}
@@ -274,13 +281,12 @@ func (r *run) hangup(s *invState) {
 		by = roleCallee
 	}
 	s.hangupAt, s.hangupBy = time.Now(), by
-	ri := s.ri
 	r.tr.mu.Unlock()
+	party := s.caller
 	if by == roleCallee {
-		_ = r.do("hangup", func(ctx context.Context) error { return ri.Hangup(ctx) })
-		return
+		party = s.callee
 	}
-	cl, _ := s.caller.client()
+	cl, _ := party.client()
 	_ = r.do("hangup", func(ctx context.Context) error { return cl.Hangup(ctx, s.id) })
 }
 
