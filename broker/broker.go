@@ -63,6 +63,9 @@ type Broker struct {
 	fullAt atomic.Int64
 	// refusedLogAt is when a refused reply subject was last logged (Unix ns).
 	refusedLogAt atomic.Int64
+	// bg runs the broker's own loops (colocate) until stopBG.
+	bg     sync.WaitGroup
+	stopBG context.CancelFunc
 }
 
 // fullFor is how long after a write refused for lack of space the broker
@@ -170,6 +173,12 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.sub = sub
 	b.started = true
+	if b.cfg.LeaderCheck > 0 && b.store.Replicated() {
+		bgctx, cancel := context.WithCancel(context.Background())
+		b.stopBG = cancel
+		b.bg.Add(1)
+		go b.colocate(bgctx)
+	}
 	b.metrics.gauges(b.census, b.Check)
 	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")
 	return nil
@@ -263,6 +272,10 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	b.stopped = true
 	sub, consumers, pools := b.sub, b.consumers, b.pools
 	b.mu.Unlock()
+	if b.stopBG != nil {
+		b.stopBG()
+		b.bg.Wait()
+	}
 
 	if sub != nil {
 		_ = sub.Drain()

@@ -33,6 +33,10 @@ type Config struct {
 	// AckWait: how long in-flight projector/timer/presence work of a broker
 	// that died stays invisible before another broker redoes it.
 	AckWait time.Duration
+	// LeaderCheck: how often a broker of a replicated deployment checks that
+	// the Raft groups a call depends on are led by the bucket's leader, and
+	// moves those that are not (leaders.go). 0 never does.
+	LeaderCheck time.Duration
 
 	// Timeouts are the defaults applied to every invitation (Agora's: 30 s
 	// offline/no-response, 60 s expire, 10 s accept-ack; no call limit).
@@ -149,6 +153,7 @@ func DefaultConfig() Config {
 		ShedLatency: 50 * time.Millisecond,
 		Replicas:    1,
 		AckWait:     5 * time.Second,
+		LeaderCheck: 5 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
 			Expire:  60 * time.Second,
@@ -202,6 +207,8 @@ func (c Config) Validate() error {
 		return bad("replicas %d not in 1..5", c.Replicas)
 	case c.AckWait < 100*time.Millisecond:
 		return bad("ack wait %s < 100ms", c.AckWait)
+	case c.LeaderCheck != 0 && c.LeaderCheck < 100*time.Millisecond:
+		return bad("leader check %s: 0 (off) or at least 100ms", c.LeaderCheck)
 	case c.MinTimeout <= 0 || c.MaxTimeout < c.MinTimeout:
 		return bad("timeout bounds [%s, %s]", c.MinTimeout, c.MaxTimeout)
 	case c.PresenceTTL < time.Second:

@@ -26,6 +26,7 @@ type Metrics struct {
 	repliesRefused prometheus.Counter
 	timerLateness  prometheus.Histogram
 	pushRequests   *prometheus.CounterVec
+	leaderMoves    *prometheus.CounterVec
 }
 
 func newMetrics() *Metrics {
@@ -59,6 +60,9 @@ func newMetrics() *Metrics {
 		pushRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "push_requests_total", Help: "Push requests put on the push stream for gateways, by kind (RING, STOP; at least once: the stream drops repeats).",
 		}, []string{"kind"}),
+		leaderMoves: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "leader_moves_total", Help: "Raft groups this broker asked to hand their leadership to the bucket's leader (--leader-check), by group.",
+		}, []string{"group"}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
@@ -79,7 +83,7 @@ func newMetrics() *Metrics {
 	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {
 		m.pushRequests.WithLabelValues(string(kind))
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -110,6 +114,8 @@ func (m *Metrics) shed() {
 	m.sheds.Inc()
 	m.commands.WithLabelValues("send", "UNAVAILABLE").Inc()
 }
+
+func (m *Metrics) leaderMoved(group string) { m.leaderMoves.WithLabelValues(group).Inc() }
 
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 

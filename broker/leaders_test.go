@@ -1,0 +1,62 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/internal/ringertest"
+)
+
+// The Raft groups a call depends on gather on the server that leads the
+// bucket, and a group moved elsewhere comes back (broker/leaders.go), so
+// that a node that hangs stalls calls only if it leads the bucket.
+func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
+	c, cfg := clusterR3(t)
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	off := cfg
+	off.Name, off.LeaderCheck = "b0", 0 // leaves leaders where they are
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, off))
+	st := env.Brokers[0].Store()
+
+	// Set-up: the projector's consumer led by another server than the bucket.
+	var bucket, other string
+	g := store.Group{Stream: store.Bucket.Stream, Consumer: store.ConsumerProjector}
+	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
+		var err error
+		if bucket, err = st.Leader(ctx, store.Bucket); err != nil {
+			return err
+		}
+		other = c.Servers[0].Name()
+		if other == bucket {
+			other = c.Servers[1].Name()
+		}
+		if l, err := st.Leader(ctx, g); err != nil || l == other {
+			return err
+		}
+		if err := st.MoveLeader(ctx, g, other); err != nil {
+			return err
+		}
+		return fmt.Errorf("moving %s to %s", g, other)
+	})
+	t.Logf("%s led by %s, the bucket by %s", g, other, bucket)
+
+	on := cfg
+	on.Name, on.LeaderCheck = "b1", 200*time.Millisecond
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, on))
+	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
+		want, err := st.Leader(ctx, store.Bucket)
+		if err != nil {
+			return err
+		}
+		for _, g := range store.Groups {
+			if l, err := st.Leader(ctx, g); err != nil || l != want {
+				return fmt.Errorf("%s led by %q (%v), the bucket by %s", g, l, err, want)
+			}
+		}
+		return nil
+	})
+}
