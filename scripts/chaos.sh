@@ -4,7 +4,12 @@
 # user's cluster; no host ports), runs loadgen for --duration and meanwhile
 #   1. kill -9 brokerd1, later start it again;
 #   2. stop nats2 (SIGTERM), later start it again;
-#   3. pause nats3 for longer than the presence TTL (5 s), then unpause;
+#   3. pause a NATS node that does not lead Ringer's bucket (KV_RINGER) for
+#      longer than the presence TTL (5 s), then unpause;
+# or, named with --faults, a pause of the node that leads the bucket, or a
+# network partition that cuts one node's routes to the others while its
+# clients stay connected to it (a follower of the bucket, or its leader,
+# left in the minority);
 # then prints throughput before/during/after each fault from loadgen's
 # progress lines, loadgen's outcomes and invariant violations, and as its
 # last line exactly: violations=N invitations=M
@@ -14,7 +19,15 @@
 #
 # Usage: scripts/chaos.sh [--duration 90s] [--rate 50] [--users 200]
 #                         [--faults kill,stop,pause] [--push] [--no-build] [--no-loadgen]
-#   --faults      which faults, in order (default all three)
+#   --faults      which faults, in order (default kill,stop,pause), of:
+#                 kill              kill -9 brokerd1
+#                 stop              stop nats2 (SIGTERM)
+#                 pause             docker pause a node that does not lead
+#                                   KV_RINGER (nats3 unless it does)
+#                 pause-leader      docker pause the leader of KV_RINGER
+#                 partition         cut a node that does not lead KV_RINGER
+#                                   off the route network (its clients stay)
+#                 partition-leader  the same for the leader of KV_RINGER
 #   --push        also push-woken callees: ringer-push delivers the brokers'
 #                 push requests to loadgen (--push-listen), whose asleep
 #                 callees log in when woken; each must make one RING and
@@ -54,7 +67,10 @@ while [[ $# -gt 0 ]]; do
 done
 IFS=, read -r -a WANT <<<"$FAULT_LIST"
 for f in "${WANT[@]}"; do
-	case $f in kill | stop | pause) ;; *) die "unknown fault $f (kill, stop, pause)" ;; esac
+	case $f in
+	kill | stop | pause | pause-leader | partition | partition-leader) ;;
+	*) die "unknown fault $f (kill, stop, pause, pause-leader, partition, partition-leader)" ;;
+	esac
 done
 [[ $DURATION =~ ^[0-9]+$ && $DURATION -ge $((12 * (${#WANT[@]} + 1))) ]] ||
 	die "--duration must be at least $((12 * (${#WANT[@]} + 1)))s for ${#WANT[@]} faults"
@@ -80,12 +96,13 @@ sleep_until() { # seconds since T0
 	if ((ms > 0)); then sleep "$(awk -v m="$ms" 'BEGIN { print m / 1000 }')"; fi
 }
 
-LG_PID= PAUSED=
+LG_PID= PAUSED= CUT=
 cleanup() {
 	local rc=$?
 	trap - EXIT INT TERM
 	if [[ -n $LG_PID ]]; then kill "$LG_PID" 2>/dev/null || true; fi
 	if [[ -n $PAUSED ]]; then docker unpause "$PAUSED" >/dev/null 2>&1 || true; fi
+	if [[ -n $CUT ]]; then reconnect_routes "$CUT" >/dev/null 2>&1 || true; fi
 	echo "chaos.sh: tearing down $PROJECT (logs in $OUT)" >&2
 	dc logs --no-color >"$OUT/compose.log" 2>&1 || true
 	dc down -v --remove-orphans -t 5 >/dev/null 2>&1 || true
@@ -184,10 +201,30 @@ pause_retrying() {
 	done
 	return 1
 }
+# The node that leads Ringer's bucket now: the last "new stream leader" line,
+# which nats-server prints on the node that became leader.
+leader_of() { # STREAM -> nats1 | nats2 | nats3
+	local s
+	for s in nats1 nats2 nats3; do
+		docker logs "${CID[$s]}" 2>&1 | grep -F "new stream leader for 'BROKER > $1'" |
+			tail -n 1 | awk -v s="$s" '{ print $2 "T" $3, s }' || true
+	done | sort | tail -n 1 | awk '{ print $2 }'
+}
+follower_of() { # STREAM -> a node that does not lead it (nats3 unless it does)
+	local l
+	l=$(leader_of "$1")
+	if [[ $l == nats3 ]]; then echo nats2; else echo nats3; fi
+}
+# A partition: the node leaves the route network, so its routes to the others
+# break while its clients (on the default network) stay connected to it.
+ROUTES_NET=${PROJECT}_routes
+cut_routes() { docker network disconnect "$ROUTES_NET" "${CID[$1]}"; }
+reconnect_routes() { docker network connect --alias "$1-route" "$ROUTES_NET" "${CID[$1]}"; }
+TARGET= # the node a fault acts on
 fault() { # NAME START_S NEXT_S INJECT-CMD RECOVER-CMD SERVICE
 	local name=$1 at=$2 next=$3 inject=$4 recover=$5 svc=$6 t1 t2 limit
 	sleep_until "$at"
-	log "FAULT $name: $inject"
+	log "FAULT $name: $inject (KV_RINGER leader: $(leader_of KV_RINGER))"
 	t1=$(lt)
 	eval "$inject" >/dev/null
 	sleep_until $((at + HOLD))
@@ -210,8 +247,19 @@ for i in "${!WANT[@]}"; do
 		'docker kill -s KILL "${CID[brokerd1]}"' 'docker start "${CID[brokerd1]}"' brokerd1 ;;
 	stop) fault stop-nats2 "$at" "$next" \
 		'docker stop -t 10 "${CID[nats2]}"' 'docker start "${CID[nats2]}"' nats2 ;;
-	pause) fault pause-nats3 "$at" "$next" \
-		'PAUSED=${CID[nats3]}; pause_retrying "$PAUSED"' 'docker unpause "$PAUSED"; PAUSED=' nats3 ;;
+	pause | pause-leader | partition | partition-leader)
+		# The target is chosen a second before the fault, by its role.
+		sleep_until $((at - 1))
+		case ${WANT[$i]} in
+		*-leader) TARGET=$(leader_of KV_RINGER) role=leader ;;
+		*) TARGET=$(follower_of KV_RINGER) role=follower ;;
+		esac
+		case ${WANT[$i]} in
+		pause*) fault "pause-$TARGET-($role)" "$at" "$next" \
+			'PAUSED=${CID[$TARGET]}; pause_retrying "$PAUSED"' 'docker unpause "$PAUSED"; PAUSED=' "$TARGET" ;;
+		*) fault "partition-$TARGET-($role)" "$at" "$next" \
+			'cut_routes "$TARGET"; CUT=$TARGET' 'reconnect_routes "$CUT"; CUT=' "$TARGET" ;;
+		esac ;;
 	esac
 done
 
