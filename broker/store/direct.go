@@ -19,42 +19,69 @@ var ErrTooMany = errors.New("store: too many messages for one direct get")
 // of the answer in order. It returns the last stream sequence the answering
 // replica had (0 when nothing matched: a 404 is an empty answer, not an
 // error); ErrTooMany for a 413, nats.ErrNoResponders for a 503.
+//
+// Any replica answers, and one on a NATS node that hangs does not: an
+// attempt that has had no answer at all after replicaWait is made again
+// (another replica, most likely) for as long as ctx allows.
 func DirectBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, req any, each func(*nats.Msg) error) (upTo uint64, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
 	}
+	for {
+		upTo, answered, err := directBatch(ctx, nc, js, stream, body, each)
+		if answered || !errors.Is(err, errNoAnswer) {
+			return upTo, err
+		}
+	}
+}
+
+// errNoAnswer: an attempt of DirectBatch had no answer within replicaWait.
+var errNoAnswer = errors.New("store: no answer from a replica")
+
+// directBatch is one attempt of DirectBatch; answered reports whether any
+// of the answer came (then it is not made again: each saw part of it).
+func directBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, body []byte, each func(*nats.Msg) error) (upTo uint64, answered bool, err error) {
 	inbox := nc.NewRespInbox()
 	sub, err := nc.SubscribeSync(inbox)
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := nc.PublishRequest(directGet(js, stream), inbox, body); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	for {
-		m, err := sub.NextMsgWithContext(ctx)
-		if err != nil {
-			return 0, err
+		wait, cancel := ctx, context.CancelFunc(func() {})
+		if !answered {
+			wait, cancel = context.WithTimeout(ctx, replicaWait)
 		}
+		m, err := sub.NextMsgWithContext(wait)
+		cancel()
+		if err != nil {
+			if !answered && ctx.Err() == nil {
+				return 0, false, errNoAnswer
+			}
+			return 0, answered, err
+		}
+		answered = true
 		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {
 			switch status {
 			case "204": // end of the answer
 				upTo, _ := strconv.ParseUint(m.Header.Get("Nats-UpTo-Sequence"), 10, 64)
-				return upTo, nil
+				return upTo, true, nil
 			case "404": // nothing matched
-				return 0, nil
+				return 0, true, nil
 			case "413":
-				return 0, ErrTooMany
+				return 0, true, ErrTooMany
 			case "503":
-				return 0, nats.ErrNoResponders
+				return 0, true, nats.ErrNoResponders
 			default:
-				return 0, fmt.Errorf("status %s %s", status, m.Header.Get("Description"))
+				return 0, true, fmt.Errorf("status %s %s", status, m.Header.Get("Description"))
 			}
 		}
 		if err := each(m); err != nil {
-			return 0, err
+			return 0, true, err
 		}
 	}
 }

@@ -259,9 +259,33 @@ func (s *Store) get(ctx context.Context, key string) ([]byte, uint64, error) {
 	return s.getFrom(ctx, s.bucket, key)
 }
 
+// replicaWait bounds a direct get on a replicated bucket: past it (or on a
+// 503) the read goes to the leader instead. Any replica answers a direct get,
+// and one on a NATS node that hangs does not, while the others keep routing
+// a share of the gets to it until they drop its routes (~3 s with the route
+// liveness of deploy/nats/cluster.conf): without this bound those reads
+// waited for the command's deadline.
+const replicaWait = 500 * time.Millisecond
+
 func (s *Store) getFrom(ctx context.Context, from jetstream.Stream, key string) ([]byte, uint64, error) {
 	s.stats.reads.Add(1)
-	m, err := from.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
+	var (
+		m   *jetstream.RawStreamMsg
+		err error
+	)
+	if from == s.bucket && s.Replicated() {
+		rctx, cancel := context.WithTimeout(ctx, replicaWait)
+		m, err = from.GetLastMsgForSubject(rctx, subjects.KVSubject(key))
+		cancel()
+		var apiErr *jetstream.APIError
+		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) ||
+			errors.As(err, &apiErr) && apiErr.Code == 503) {
+			s.stats.reads.Add(1)
+			m, err = s.leader.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
+		}
+	} else {
+		m, err = from.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
+	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			return nil, 0, ErrNotFound
