@@ -172,8 +172,11 @@ func startHint(err error) string {
 // brokerConn opens the broker's connection to NATS at url.
 func brokerConn(o *options, url string, log zerolog.Logger) (*nats.Conn, error) {
 	opts := append([]nats.Option{nats.Name("ringer-broker " + o.name), nats.MaxReconnects(-1),
-		// Notice a frozen server in seconds, not the 2 min default.
-		nats.PingInterval(2 * time.Second), nats.MaxPingsOutstanding(2),
+		// Notice a frozen server in 2-3 s, not the 2 min default: while the
+		// broker's server hangs, so does every command it serves (chaos
+		// runs: 2 s x 2 let all three brokers, on the node that froze, stall
+		// for 5-6 s).
+		nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats disconnected") }),
 		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected") }),
