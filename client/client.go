@@ -377,14 +377,16 @@ func (c *Client) Hangup(ctx context.Context, id string) error {
 }
 
 // act sends a command about an invitation and applies the resulting view.
-// A reply that contradicts this client's view (contradicts) is asked again,
-// backing off, for as long as ctx allows (at most DefaultTimeout) before it
-// is returned.
+// A transient failure (no answer, UNAVAILABLE), or a reply that contradicts
+// this client's view (contradicts), is asked again, backing off, for as
+// long as ctx allows (at most DefaultTimeout) before it is returned.
 func (c *Client) act(ctx context.Context, verb, id, response string) error {
 	ctx, cancel := withDefaultTimeout(ctx)
 	defer cancel()
 	for attempt := 1; ; attempt++ {
-		rep, err := c.request(ctx, verb, &protocol.Request{ID: id, Response: response})
+		// Acting twice is a success with the same result for the same
+		// device, so a transient failure is retried (requestRetrying).
+		rep, err := c.requestRetrying(ctx, verb, &protocol.Request{ID: id, Response: response})
 		if c.contradicts(verb, id, err) {
 			select {
 			case <-ctx.Done():
