@@ -49,3 +49,27 @@ func TestTrackerForgetsCompletedInvitations(t *testing.T) {
 		t.Error("the invitation in flight is not reported unfinished")
 	}
 }
+
+// A timeout is checked against the deadline of the state it ended: an
+// ACCEPT_FAILURE before the ACCEPTING deadline is a violation, but one
+// before the deadline of a RECEIVED view (the ACCEPTING view lost with its
+// event and the accept's reply: a chaos run on 2026-12-03) is not.
+func TestTrackerChecksATimeoutAgainstItsOwnState(t *testing.T) {
+	for _, tc := range []struct {
+		last protocol.State
+		want int64
+	}{{protocol.StateAccepting, 1}, {protocol.StateReceived, 0}} {
+		tr := newTracker(newStats())
+		s := &invState{id: "x", p: plan{b: bAccept}, caller: &user{id: "a"}, callee: &user{id: "b"}}
+		tr.register(s)
+		tr.mu.Lock()
+		tr.viewLocked(s, protocol.Invitation{ID: "x", State: tc.last, Revision: 3, Deadline: 10_000})
+		tr.mu.Unlock()
+		failed := protocol.Invitation{ID: "x", State: protocol.StateFailed, Reason: protocol.ReasonAcceptFailure, Revision: 4, EndedAt: 9_345}
+		tr.terminal(s, roleCaller, string(protocol.ReasonAcceptFailure), failed, time.Now())
+		tr.terminal(s, roleCallee, string(protocol.ReasonAcceptFailure), failed, time.Now())
+		if n, kinds, _ := tr.violations(); n != tc.want || n > 0 && kinds[vTimerEarly] != 1 {
+			t.Errorf("last view %s: %d violations (%v), want %d", tc.last, n, kinds, tc.want)
+		}
+	}
+}
