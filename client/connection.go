@@ -131,10 +131,16 @@ func (c *Client) deadline(dl time.Time) int64 {
 	return dl.UnixMilli() + c.clockOffset.Load()
 }
 
+// maxClockRTT: a reply that took longer than this to come back (a server
+// that froze meanwhile) says too little about when the broker read its
+// clock; it updates a known offset no more.
+const maxClockRTT = 500 * time.Millisecond
+
 // learnClock takes the broker's clock from a reply that carried it: the
-// offset is the broker's time minus the middle of the request's round trip.
+// offset is the broker's time minus the middle of the request's round trip,
+// which is off by up to half the round trip.
 func (c *Client) learnClock(brokerMs int64, sent, received time.Time) {
-	if brokerMs == 0 {
+	if brokerMs == 0 || received.Sub(sent) > maxClockRTT && c.clockKnown.Load() {
 		return
 	}
 	mid := (sent.UnixMilli() + received.UnixMilli()) / 2
