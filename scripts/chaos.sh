@@ -18,8 +18,8 @@
 # dist/chaos/<project>/.
 #
 # Usage: scripts/chaos.sh [--duration 90s] [--rate 50] [--users 200]
-#                         [--faults kill,stop,pause] [--push] [--no-build] [--no-loadgen]
-#   --faults      which faults, in order (default kill,stop,pause), of:
+#                         [--faults kill,stop,pause,partition] [--push] [--no-build] [--no-loadgen]
+#   --faults      which faults, in order (default kill,stop,pause,partition), of:
 #                 kill              kill -9 brokerd1
 #                 stop              stop nats2 (SIGTERM)
 #                 pause             docker pause a node that does not lead
@@ -39,7 +39,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1 FAULT_LIST=kill,stop,pause PUSH=0
+DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1 FAULT_LIST=kill,stop,pause,partition PUSH=0
 DRAIN=60          # loadgen --drain, seconds
 PRESENCE_TTL=5    # brokerd --presence-ttl in deploy/chaos.override.yml
 
