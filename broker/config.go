@@ -153,7 +153,7 @@ func DefaultConfig() Config {
 		ShedLatency: 50 * time.Millisecond,
 		Replicas:    1,
 		AckWait:     5 * time.Second,
-		LeaderCheck: 5 * time.Second,
+		LeaderCheck: 2 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
 			Expire:  60 * time.Second,
