@@ -109,7 +109,10 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "ringer-push").Logger()
 
-	opts := []nats.Option{nats.Name("ringer-push"), nats.MaxReconnects(-1)}
+	opts := []nats.Option{nats.Name("ringer-push"), nats.MaxReconnects(-1),
+		// Like brokerd: leave a frozen server in 2-3 s (docs/cluster.md,
+		// "Gray failures"), not after nats.go's default 4 minutes.
+		nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2), nats.ReconnectWait(250 * time.Millisecond)}
 	if *ca != "" {
 		opts = append(opts, nats.RootCAs(*ca))
 	}
