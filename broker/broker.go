@@ -173,11 +173,15 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.sub = sub
 	b.started = true
-	if b.cfg.LeaderCheck > 0 && b.store.Replicated() {
+	if b.store.Replicated() {
 		bgctx, cancel := context.WithCancel(context.Background())
 		b.stopBG = cancel
 		b.bg.Add(1)
-		go b.colocate(bgctx)
+		go b.watchServer(bgctx)
+		if b.cfg.LeaderCheck > 0 {
+			b.bg.Add(1)
+			go b.colocate(bgctx)
+		}
 	}
 	b.metrics.gauges(b.census, b.Check)
 	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")

@@ -27,6 +27,7 @@ type Metrics struct {
 	timerLateness  prometheus.Histogram
 	pushRequests   *prometheus.CounterVec
 	leaderMoves    *prometheus.CounterVec
+	serversLeft    prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -63,6 +64,9 @@ func newMetrics() *Metrics {
 		leaderMoves: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "leader_moves_total", Help: "Raft groups this broker asked to hand their leadership to the bucket's leader (--leader-check), by group.",
 		}, []string{"group"}),
+		serversLeft: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "nats_servers_left_total", Help: "Times this broker left its NATS server because every write had failed for seconds (a server cut off from the cluster, or a cluster-wide election).",
+		}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
@@ -83,7 +87,7 @@ func newMetrics() *Metrics {
 	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {
 		m.pushRequests.WithLabelValues(string(kind))
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -114,6 +118,8 @@ func (m *Metrics) shed() {
 	m.sheds.Inc()
 	m.commands.WithLabelValues("send", "UNAVAILABLE").Inc()
 }
+
+func (m *Metrics) serverLeft() { m.serversLeft.Inc() }
 
 func (m *Metrics) leaderMoved(group string) { m.leaderMoves.WithLabelValues(group).Inc() }
 

@@ -30,11 +30,17 @@ func (s *Store) publish(ctx context.Context, m *nats.Msg) (uint64, error) {
 		resp, err = s.nc.RequestMsgWithContext(ctx, m)
 	}
 	if errors.Is(err, nats.ErrNoResponders) {
-		return 0, jetstream.ErrNoStreamResponse
+		err = jetstream.ErrNoStreamResponse
 	}
 	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			now := time.Now().UnixNano()
+			s.failing.CompareAndSwap(0, now)
+			s.lastFail.Store(now)
+		}
 		return 0, err
 	}
+	s.failing.Store(0) // the stream answered
 	return parsePubAck(resp.Data)
 }
 

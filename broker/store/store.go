@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -99,6 +100,9 @@ type Store struct {
 	// stats counts every request this store makes to JetStream, for the
 	// KV budget in docs/architecture.md.
 	stats Stats
+	// failing: when writes started failing without a success since (Unix
+	// ns; 0: the last write went through). See WritesFailingFor.
+	failing, lastFail atomic.Int64
 }
 
 // Option configures a Store.
@@ -362,6 +366,18 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	}
 	s.remember(w, rev)
 	return rev, nil
+}
+
+// WritesFailing reports for how long every write has failed (no answer,
+// no stream leader reachable) and how long ago the last one did; 0, 0 if
+// the last write was answered (stored, or refused by the stream: a
+// conflict, a full store).
+func (s *Store) WritesFailing() (failingFor, sinceLast time.Duration) {
+	first, last := s.failing.Load(), s.lastFail.Load()
+	if first == 0 {
+		return 0, 0
+	}
+	return time.Since(time.Unix(0, first)), time.Since(time.Unix(0, last))
 }
 
 // remember caches what a successful write wrote.

@@ -1,0 +1,43 @@
+package broker
+
+import (
+	"context"
+	"time"
+)
+
+// A NATS server cut off from the others (a partition) still answers its
+// clients' pings, so a broker connected to it stays there, and every write
+// it makes fails (the bucket's leader is out of reach) while reads of the
+// server's own replica still succeed, stale. The broker watches its writes
+// instead: when every write has failed for cutOffAfter, the last one just
+// now, it leaves for another server (ForceReconnect), at most once per
+// minMove. A cluster-wide stall (a leader election) makes each broker move
+// once too, which costs a reconnect.
+const (
+	cutOffAfter = 3 * time.Second
+	minMove     = 10 * time.Second
+)
+
+// watchServer runs the check every 500 ms until ctx ends.
+func (b *Broker) watchServer(ctx context.Context) {
+	defer b.bg.Done()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	var moved time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		failing, last := b.store.WritesFailing()
+		if failing < cutOffAfter || last > time.Second || time.Since(moved) < minMove {
+			continue
+		}
+		moved = time.Now()
+		b.log.Warn().Dur("failing", failing).Str("server", b.nc.ConnectedServerName()).
+			Msg("every write failed for seconds: leaving this NATS server for another (cut off from the cluster?)")
+		b.metrics.serverLeft()
+		_ = b.nc.ForceReconnect()
+	}
+}
