@@ -426,16 +426,20 @@ func (c *Client) contradicts(verb, id string, err error) bool {
 
 // watch tells the connection's liveness how a command went: answered (any
 // reply but UNAVAILABLE), or not (no reply by its deadline, or UNAVAILABLE:
-// the broker could not reach its store).
-func (c *Client) watch(answered bool) {
+// the broker could not reach its store). A read answered proves little: a
+// broker on a server cut off from the others still reads that server's
+// replica of the bucket (stale), while every write fails; so only the
+// answer to a command that writes counts as the connection working.
+func (c *Client) watch(verb string, answered bool) {
 	lv := c.lv.Load()
 	if lv == nil {
 		return
 	}
-	if answered {
-		lv.answered(time.Now())
-	} else {
+	switch {
+	case !answered:
 		lv.unanswered(c.nc, time.Now())
+	case verb != subjects.VerbGet && verb != subjects.VerbSync && verb != subjects.VerbHistory:
+		lv.answered(time.Now())
 	}
 }
 
@@ -467,7 +471,7 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 	})
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			c.watch(false)
+			c.watch(verb, false)
 		}
 		if errors.Is(err, nats.ErrNoResponders) {
 			return nil, fmt.Errorf("%w: no broker is serving %s", ErrUnavailable, subj)
@@ -478,7 +482,7 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 	if err != nil {
 		return nil, err
 	}
-	c.watch(rep.Error == nil || rep.Error.Code != protocol.CodeUnavailable)
+	c.watch(verb, rep.Error == nil || rep.Error.Code != protocol.CodeUnavailable)
 	if rep.Session != nil {
 		c.learnClock(rep.Session.NowMs, sent, time.Now())
 	}
