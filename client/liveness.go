@@ -25,9 +25,10 @@ import (
 // PONG (probeTimeout); a server that does not give one is left for another
 // (ForceReconnect; commands in flight give up at once and a retried send
 // goes through the next server; the resync after the reconnect recovers
-// what was missed). A server that answers its pings while no command gets through
-// (stallReconnect) is left too: for a client, a server cut off from the
-// brokers is as good as a frozen one. A cluster-wide stall (a JetStream
+// what was missed). A server that answers its pings while no command that
+// writes gets through for stallReconnect, counted from the first one it
+// swallowed, is left too: for a client, a server cut off from the others
+// is as good as a frozen one. A cluster-wide stall (a JetStream
 // leader election) also makes a client move, at most once per
 // minReconnectGap, which costs one reconnect and one resync.
 const (
@@ -42,12 +43,12 @@ type liveness struct {
 	mu        sync.Mutex
 	gen       chan struct{} // closed when the connection drops; then replaced
 	probing   bool
-	lastReply time.Time // the last command answered (any reply, errors included)
+	lastReply time.Time // the last command that writes answered (see Client.watch)
 	firstMiss time.Time // the first command unanswered since lastReply; zero if none
 	moved     time.Time // the last ForceReconnect
 }
 
-// answered records that a command got a reply on nc.
+// answered records that a command that writes got a reply on nc.
 func (l *liveness) answered(now time.Time) {
 	l.mu.Lock()
 	l.lastReply, l.firstMiss = now, time.Time{}
@@ -75,24 +76,28 @@ func (l *liveness) dropped() {
 	}
 }
 
-// check probes the server, unless a probe is under way.
-func (l *liveness) check(nc *nats.Conn) {
-	l.mu.Lock()
-	start := !l.probing
-	l.probing = true
-	l.mu.Unlock()
-	if start {
-		go l.probe(nc)
-	}
-}
-
 // unanswered records a command that got no reply in time (or none that
 // moved it on: UNAVAILABLE, the broker could not reach its store) and
 // decides whether the server is worth probing or leaving.
 func (l *liveness) unanswered(nc *nats.Conn, now time.Time) {
+	l.miss(nc, now, now)
+}
+
+// waiting records a command sent at sent and still unanswered at now
+// (probeAfter and every probeAfter since): it counts as a miss from when it
+// was sent, so a server through which nothing gets is left stallReconnect
+// after the first command it swallowed, not after that command's timeout.
+func (l *liveness) waiting(nc *nats.Conn, sent, now time.Time) {
+	l.miss(nc, sent, now)
+}
+
+func (l *liveness) miss(nc *nats.Conn, at, now time.Time) {
 	l.mu.Lock()
+	if at.Before(l.lastReply) {
+		at = l.lastReply // something got through since it was sent
+	}
 	if l.firstMiss.IsZero() || now.Sub(l.firstMiss) > 10*stallReconnect {
-		l.firstMiss = now // the first miss, or one long enough ago to be another story
+		l.firstMiss = at // the first miss, or one long enough ago to be another story
 	}
 	stalled := now.Sub(l.firstMiss) >= stallReconnect && now.Sub(l.moved) >= minReconnectGap
 	probe := !l.probing && !stalled

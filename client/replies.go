@@ -106,7 +106,8 @@ func (c *Client) exchange(ctx context.Context, subj string, data []byte) (*nats.
 	if err := c.nc.PublishMsg(m); err != nil {
 		return nil, err
 	}
-	slow := time.NewTimer(probeAfter)
+	sent := time.Now()
+	slow := time.NewTicker(probeAfter)
 	defer slow.Stop()
 	for {
 		select {
@@ -116,9 +117,9 @@ func (c *Client) exchange(ctx context.Context, subj string, data []byte) (*nats.
 			return nil, ctx.Err()
 		case <-moved:
 			return nil, fmt.Errorf("%w: the connection to NATS dropped with %s in flight", ErrUnavailable, subj)
-		case <-slow.C:
+		case now := <-slow.C:
 			if lv != nil {
-				lv.check(c.nc) // is the server still there?
+				lv.waiting(c.nc, sent, now) // is the server still there, and does anything get through?
 			}
 		}
 	}
