@@ -32,6 +32,9 @@ type Record struct {
 	// it is a busy refusal (the caller is not told); the callee's history
 	// does not list it.
 	Blocked bool `msgpack:"blocked,omitempty"`
+	// Chain: a step per revision of this invitation, its own last (see
+	// Step); kept by store.PutInvitation.
+	Chain []Step `msgpack:"chain,omitempty"`
 }
 
 // Timeouts are the durations that bound each waiting state.

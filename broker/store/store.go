@@ -319,8 +319,11 @@ type Write struct {
 // WithTTL returns w with a TTL.
 func (w Write) WithTTL(d time.Duration) Write { w.TTL = d; return w }
 
-// PutInvitation is a Write of an invitation record.
+// PutInvitation is a Write of an invitation record over revision expect
+// (0: a new record). It extends the record's chain of revisions
+// (lifecycle.Record.Chained), which the export reads.
 func PutInvitation(r lifecycle.Record, expect uint64) Write {
+	r.Chain = r.Chained(expect, time.Now().UnixMilli())
 	return Write{Key: subjects.InvitationKey(r.ID), Value: r, ExpectRev: expect}
 }
 
