@@ -123,6 +123,14 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 	}
 	b.journal = journal.New(b.nc, js, b.cfg.HistorySize)
+	if b.cfg.Export {
+		if err := journal.ProvisionExport(ctx, js, b.cfg.Replicas, b.cfg.ExportRetention); err != nil {
+			return err
+		}
+		if err := b.journal.BindExport(ctx); err != nil {
+			return err
+		}
+	}
 	if b.cfg.Push {
 		if err := push.Provision(ctx, js, b.cfg.Replicas); err != nil {
 			return err

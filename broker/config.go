@@ -123,6 +123,13 @@ type Config struct {
 	HistoryRetention time.Duration
 	HistoryMaxBytes  int64
 
+	// Export appends every transition of every invitation to the export
+	// stream (package journal, docs/protocol.md "Export"): per committed
+	// revision a read and a write, done by the projector; kept for
+	// ExportRetention.
+	Export          bool
+	ExportRetention time.Duration
+
 	// Push turns on push requests: a RING for the callee's registered
 	// devices that hold no connection when an invitation is sent, a STOP
 	// when it stops ringing (package push).
@@ -181,6 +188,7 @@ func DefaultConfig() Config {
 		History:          true,
 		HistorySize:      100,
 		HistoryRetention: 30 * 24 * time.Hour,
+		ExportRetention:  7 * 24 * time.Hour,
 		HistoryMaxBytes:  1 << 30,
 		Push:             true,
 		PushTTL:          30 * 24 * time.Hour,
@@ -244,6 +252,8 @@ func (c Config) Validate() error {
 		return bad("history size %d not in %d..%d", c.HistorySize, journal.MinHistorySize, journal.MaxHistorySize)
 	case c.HistoryRetention < time.Minute:
 		return bad("history retention %s < 1m", c.HistoryRetention)
+	case c.ExportRetention < time.Minute:
+		return bad("export retention %s < 1m", c.ExportRetention)
 	case c.PushTTL < time.Minute || c.MaxPushTTL < c.PushTTL:
 		return bad("push ttl %s < 1m, or max push ttl %s < push ttl", c.PushTTL, c.MaxPushTTL)
 	case c.MaxPushDevices < 1 || c.MaxPushDevices > maxDevicesLimit:

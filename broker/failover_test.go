@@ -39,7 +39,9 @@ type traffic struct {
 	// (zero: not at all). A callee cut off for longer than the no-response
 	// window never acks the ring, so an invitation live in that time may
 	// end PEER_NO_RESPONSE without ringing: its one, documented outcome.
-	cutOff  time.Duration
+	cutOff time.Duration
+	// export: the brokers export (Config.Export); check it too.
+	export  bool
 	faultAt atomic.Int64 // unix ms
 
 	mu       sync.Mutex
@@ -252,6 +254,9 @@ func (tr *traffic) check(t *testing.T, ps []party) {
 	}
 	ringertest.WaitFree(t, tr.env.Brokers[len(tr.env.Brokers)-1].Store(), users...)
 	checkJournal(t, tr.env.URL, finals)
+	if tr.export {
+		checkExport(t, tr.env.URL, finals)
+	}
 	sort.Slice(tr.lateness, func(i, j int) bool { return tr.lateness[i] < tr.lateness[j] })
 	if n := len(tr.lateness); n > 0 {
 		p50, max := tr.lateness[n/2], tr.lateness[n-1]
@@ -271,13 +276,14 @@ func (tr *traffic) check(t *testing.T, ps []party) {
 func TestKillBrokerMidTraffic(t *testing.T) {
 	s := natstest.RunServer(t)
 	cfg := ringertest.TestConfig()
+	cfg.Export = true
 	env := &ringertest.Env{T: t, URL: s.ClientURL()}
 	for i := 0; i < 3; i++ {
 		c := cfg
 		c.Name = fmt.Sprintf("b%d", i)
 		env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, c))
 	}
-	tr := &traffic{env: env, pairs: 12, rounds: 6}
+	tr := &traffic{env: env, pairs: 12, rounds: 6, export: true}
 	tr.run(t, func() {
 		t.Log("killing broker b0")
 		env.Brokers[0].Kill()
@@ -299,6 +305,7 @@ func clusterR3(t *testing.T) (*natstest.Cluster, broker.Config) {
 // A three-node JetStream cluster with R3 state loses one server during traffic.
 func TestClusterNodeLoss(t *testing.T) {
 	c, cfg := clusterR3(t)
+	cfg.Export = true
 	env := &ringertest.Env{T: t, URL: c.URLs()}
 	for i := 0; i < 2; i++ {
 		bc := cfg
@@ -316,7 +323,7 @@ func TestClusterNodeLoss(t *testing.T) {
 	// A callee whose node stops reconnects to another, and its resync fails
 	// until the election is over; a ring sent meanwhile is lost, and the
 	// invitation can time out first (CI saw 3 of 28 end so).
-	tr := &traffic{env: env, pairs: 8, rounds: 5, lateBound: 1500*time.Millisecond + 9*time.Second, cutOff: 15 * time.Second}
+	tr := &traffic{env: env, pairs: 8, rounds: 5, lateBound: 1500*time.Millisecond + 9*time.Second, cutOff: 15 * time.Second, export: true}
 	tr.run(t, func() {
 		t.Logf("stopping NATS node %s", c.Servers[0].Name())
 		c.Stop(0)

@@ -6,11 +6,13 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // checkJournal checks that each party's history lists each of the finished
@@ -48,4 +50,83 @@ func checkJournal(t *testing.T, url string, finals []protocol.Invitation) {
 		return nil
 	})
 	t.Logf("history: each of %d invitations in both parties' histories once", len(finals))
+}
+
+// exported reads the export subject of invitation id, oldest first.
+func exported(ctx context.Context, js jetstream.JetStream, id string) ([]protocol.Transition, error) {
+	cons, err := js.OrderedConsumer(ctx, subjects.ExportStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjects.Export(id)}})
+	if err != nil {
+		return nil, err
+	}
+	var out []protocol.Transition
+	for {
+		batch, err := cons.FetchNoWait(100)
+		if err != nil {
+			return nil, err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var tr protocol.Transition
+			if err := msgpack.Unmarshal(m.Data(), &tr); err != nil {
+				return nil, err
+			}
+			out = append(out, tr)
+		}
+		if err := batch.Error(); err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return out, nil
+		}
+	}
+}
+
+// checkTransitions checks one invitation's export: each revision once, in
+// order, each naming the one before it, ending with final.
+func checkTransitions(id string, got []protocol.Transition, final protocol.Invitation) error {
+	if len(got) == 0 {
+		return fmt.Errorf("%s: nothing exported", id)
+	}
+	var prev uint64
+	for i, tr := range got {
+		if tr.V != protocol.ExportVersion || tr.ID != id || tr.Previous != prev || tr.Revision <= prev {
+			return fmt.Errorf("%s: transition %d of %d is %+v after revision %d", id, i+1, len(got), tr, prev)
+		}
+		prev = tr.Revision
+	}
+	last := got[len(got)-1]
+	if last.Revision != final.Revision || last.State != final.State || last.Reason != final.Reason || last.CallState != final.CallState {
+		return fmt.Errorf("%s: last exported %d %s/%s/%s, final %d %s/%s/%s", id, last.Revision, last.State, last.Reason,
+			last.CallState, final.Revision, final.State, final.Reason, final.CallState)
+	}
+	return nil
+}
+
+// checkExport checks that the export holds every finished invitation's
+// transitions once each, in order (checkTransitions).
+func checkExport(t *testing.T, url string, finals []protocol.Invitation) {
+	t.Helper()
+	js, err := jetstream.New(natstest.Connect(t, url))
+	if err != nil {
+		t.Fatal(err)
+	}
+	transitions := 0
+	natstest.Eventually(t, 2*ringertest.Wait, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)
+		defer cancel()
+		transitions = 0
+		for _, f := range finals {
+			got, err := exported(ctx, js, f.ID)
+			if err != nil {
+				return err
+			}
+			if err := checkTransitions(f.ID, got, f); err != nil {
+				return err
+			}
+			transitions += len(got)
+		}
+		return nil
+	})
+	t.Logf("export: %d invitations, %d transitions, each once and in order", len(finals), transitions)
 }

@@ -89,6 +89,14 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 			return
 		}
 	}
+	// 5. Every transition the invitation's export subject lacks.
+	if b.cfg.Export && !rec.Quiet {
+		if err := b.journal.Export(ctx, &rec); err != nil {
+			withInvitation(b.log.Warn(), &rec).Err(err).Msg("export failed; will retry")
+			b.nak(m, "projector")
+			return
+		}
+	}
 	if !rec.Live() && !rec.Quiet && meta.NumDelivered == 1 {
 		b.metrics.outcome(rec)
 	}

@@ -72,3 +72,29 @@ func CallRecordOf(inv *Invitation, user string) CallRecord {
 	}
 	return r
 }
+
+// ExportVersion is the version of Transition's schema.
+const ExportVersion = 1
+
+// Transition is one committed revision of an invitation as the export
+// stream holds it (docs/protocol.md, "Export"): one message per revision
+// on ringer.v1.export.<id>, oldest first, each exactly once.
+type Transition struct {
+	V  int    `msgpack:"v"` // ExportVersion
+	ID string `msgpack:"id"`
+	// Revision is the bucket revision this transition committed; Previous
+	// the invitation's revision before it (0 for its first), so that a
+	// reader can check it has every one.
+	Revision  uint64    `msgpack:"revision"`
+	Previous  uint64    `msgpack:"previous"`
+	State     State     `msgpack:"state"`
+	CallState CallState `msgpack:"callState,omitempty"`
+	Reason    Reason    `msgpack:"reason,omitempty"`
+	At        int64     `msgpack:"at"` // Unix ms of the commit (the committing broker's clock)
+	// The parties, as of the invitation's newest revision when exported.
+	Caller       string `msgpack:"caller"`
+	CallerDevice string `msgpack:"callerDevice,omitempty"`
+	Callee       string `msgpack:"callee"`
+	CalleeDevice string `msgpack:"calleeDevice,omitempty"`
+	ChannelID    string `msgpack:"channelId,omitempty"`
+}

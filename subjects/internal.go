@@ -21,6 +21,9 @@ const (
 	HistoryStream = "RINGER_HISTORY"
 	// PushStream holds push requests for gateways, and their dead letters.
 	PushStream = "RINGER_PUSH"
+	// ExportStream holds every transition of every invitation, one subject
+	// per invitation, for app backends (docs/protocol.md, "Export").
+	ExportStream = "RINGER_EXPORT"
 )
 
 const (
@@ -37,7 +40,14 @@ const (
 	pushAll      = Prefix + ".push.>"
 	pushRequest  = Prefix + ".push.req."
 	pushDead     = Prefix + ".push.dead."
+	export       = Prefix + ".export."
 )
+
+// Export is the export subject of invitation id: ringer.v1.export.<id>.
+func Export(id string) string { return export + id }
+
+// ExportSubjects matches every invitation's export subject.
+func ExportSubjects() string { return export + "*" }
 
 // PushKey is the KV key of one device's push target: push.<user>.<device>.
 func PushKey(user, device string) string { return pushPrefix + user + "." + device }

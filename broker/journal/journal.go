@@ -1,5 +1,6 @@
 // Package journal keeps what outlives an invitation: each user's call
-// history, appended by the projector when an invitation finishes.
+// history, appended by the projector when an invitation finishes, and the
+// export of every transition of every invitation for app backends.
 package journal
 
 import (
@@ -73,6 +74,8 @@ type Journal struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
 	size int
+	// export and exportLeader are the export stream (BindExport).
+	export, exportLeader jetstream.Stream
 }
 
 // New returns a journal on nc whose streams were provisioned with a

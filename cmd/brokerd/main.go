@@ -75,6 +75,8 @@ func parseFlags(args []string) (*options, error) {
 	fs.BoolVar(&o.cfg.History, "history", o.cfg.History, "keep each user's call history (two stream writes per finished invitation)")
 	fs.IntVar(&o.cfg.HistorySize, "history-size", o.cfg.HistorySize, "finished invitations kept in each user's history (1..1000; every history read fetches up to this many)")
 	fs.DurationVar(&o.cfg.HistoryRetention, "history-retention", o.cfg.HistoryRetention, "how long a history entry stays")
+	fs.BoolVar(&o.cfg.Export, "export", o.cfg.Export, "append every transition of every invitation to the RINGER_EXPORT stream, once each and in order (docs/protocol.md, \"Export\"); a read and a write per transition")
+	fs.DurationVar(&o.cfg.ExportRetention, "export-retention", o.cfg.ExportRetention, "how long an exported transition stays")
 	fs.BoolVar(&o.cfg.Push, "push", o.cfg.Push, "put push requests on the RINGER_PUSH stream for devices registered for pushes (docs/push.md)")
 	fs.DurationVar(&o.cfg.PushTTL, "push-ttl", o.cfg.PushTTL, "how long a push registration lasts when the device asks for no TTL")
 	fs.DurationVar(&o.cfg.MaxPushTTL, "max-push-ttl", o.cfg.MaxPushTTL, "longest push registration a device may ask for")

@@ -69,6 +69,7 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 	if cfg.cacheSize >= 0 {
 		bcfg.CacheSize = cfg.cacheSize
 	}
+	bcfg.Export = cfg.export
 	log := zerolog.Nop()
 	if cfg.brokerLog {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: logw, TimeFormat: time.TimeOnly}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
