@@ -8,9 +8,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // The SDK's side of a NATS server that hangs or is cut off (client/liveness.go):
@@ -104,5 +106,48 @@ func TestADeviceLeavesAServerThatAnswersNothing(t *testing.T) {
 	t.Logf("left the server after %s", time.Since(start).Round(time.Millisecond))
 	if err := bob.NC.FlushTimeout(time.Second); err != nil {
 		t.Fatalf("set-up: the server stopped answering pings: %v", err)
+	}
+}
+
+// A device answered NOT_FOUND for an invitation it has seen live (a replica
+// behind, or the deposed leader of a server cut off from the others still
+// answering) counts those answers as none: after a few seconds of them it
+// leaves its server. Here the record is removed for a while, as a stale
+// store would show it.
+func TestADeviceLeavesAServerThatDeniesWhatItSaw(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.CacheSize = 0
+	cfg.PresenceTTL = time.Minute // no heartbeat: the refuse alone tells
+	cfg.Timeouts.Expire = 30 * time.Second
+	env := ringertest.Start(t, cfg)
+	alice, bob := env.Login("alice", "phone"), env.Login("bob", "phone")
+	li := alice.Invite(t, "bob")
+	ri := bob.Rec.WaitRemote(t, li.ID)
+	alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
+
+	st := env.Brokers[0].Store()
+	ctx := ringertest.Ctx(t)
+	rec, rev, err := st.GetInvitationFresh(ctx, li.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := st.Commit(ctx, store.Write{Key: subjects.InvitationKey(li.ID), Delete: true, ExpectRev: rev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := make(chan error, 1)
+	go func() {
+		rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		refused <- ri.Refuse(rctx, "no")
+	}()
+	start := time.Now()
+	bob.Rec.Wait(t, "Connection "+client.ConnectionReconnecting.String())
+	t.Logf("left after %s of denials", time.Since(start).Round(time.Millisecond))
+	if _, err := st.Commit(ctx, store.PutInvitation(rec, gone)); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-refused; err != nil {
+		t.Fatalf("refuse: %v", err)
 	}
 }

@@ -412,13 +412,10 @@ func (c *Client) act(ctx context.Context, verb, id, response string) error {
 // live (live invitations are never removed), and "not accepted yet"
 // (INVALID_ARGUMENT) to an ackaccept after it saw the accept.
 func (c *Client) contradicts(verb, id string, err error) bool {
-	if err == nil {
+	if err == nil || !c.seesLive(id) {
 		return false
 	}
-	inv, ok := c.Invitation(id)
-	if !ok || inv.Revision == 0 || !inv.Live() {
-		return false
-	}
+	inv, _ := c.Invitation(id)
 	return errors.Is(err, ErrNotFound) ||
 		verb == subjects.VerbAckAccept && errors.Is(err, ErrInvalidArgument) &&
 			(inv.State == protocol.StateAccepting || inv.State == protocol.StateAccepted)
@@ -441,6 +438,18 @@ func (c *Client) watch(verb string, answered bool) {
 	case verb != subjects.VerbGet && verb != subjects.VerbSync && verb != subjects.VerbHistory:
 		lv.answered(time.Now())
 	}
+}
+
+// seesLive reports whether this client has seen invitation id live: a
+// NOT_FOUND for it is a stale answer (live invitations are never removed),
+// from a replica behind, or from a server cut off from the others whose
+// deposed stream leader still answers (liveness.go counts it as no answer).
+func (c *Client) seesLive(id string) bool {
+	if id == "" {
+		return false
+	}
+	inv, ok := c.Invitation(id)
+	return ok && inv.Revision != 0 && inv.Live()
 }
 
 // request sends one command and decodes the reply; a typed error reply is
@@ -482,7 +491,8 @@ func (c *Client) request(ctx context.Context, verb string, req *protocol.Request
 	if err != nil {
 		return nil, err
 	}
-	c.watch(verb, rep.Error == nil || rep.Error.Code != protocol.CodeUnavailable)
+	c.watch(verb, rep.Error == nil || rep.Error.Code != protocol.CodeUnavailable &&
+		!(rep.Error.Code == protocol.CodeNotFound && c.seesLive(req.ID)))
 	if rep.Session != nil {
 		c.learnClock(rep.Session.NowMs, sent, time.Now())
 	}
