@@ -31,7 +31,7 @@ func TestWorkloadEmbedded(t *testing.T) {
 		"--duration", "4s", "--rate", "40", "--users", "120", "--seed", "7", "--brokers", "2",
 		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1,push=1",
 		"--push-wake-min", "100ms", "--push-wake-max", "500ms", "--history-reads", "0.2",
-		"--short-timeouts", "--think", "50ms", "--hold", "100ms", "--drain", "25s",
+		"--short-timeouts", "--think", "50ms", "--hold", "100ms", "--drain", "25s", "--export",
 		"--baseline", "--baseline-duration", "300ms", "--baseline-concurrency", "4",
 		"--json",
 		"--gc-floor", "0", // a test binary under -race keeps Go's pacing (the race detector's shadow grows with the heap)
@@ -100,6 +100,12 @@ func TestWorkloadEmbedded(t *testing.T) {
 		}
 	}
 
+	// --export: every invitation's transitions on the export stream, once
+	// and chained to its outcome (a broken chain is also a violation).
+	if ex, _ := res["export"].(map[string]any); ex == nil || ex["invitations"] != res["invitations"] ||
+		ex["events"].(float64) < 2*ex["invitations"].(float64) || ex["missing"].(float64) != 0 || ex["duplicates"].(float64) != 0 {
+		t.Errorf("export report %v for %v invitations", res["export"], res["invitations"])
+	}
 	if !strings.Contains(stderr.String(), "and 2 broker(s)") {
 		t.Errorf("--brokers 2: the embedded deployment is not announced with two brokers")
 	}

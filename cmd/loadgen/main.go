@@ -230,8 +230,15 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	if r.push != nil {
 		push = r.push.check()
 	}
+	var export *exportReport
+	if env != nil && cfg.export {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		export = r.checkExport(cctx, env.store().JetStream())
+		cancel()
+	}
 	res = r.result(base, windowEnd.Sub(start), drained.Sub(windowEnd))
 	res.Push = push
+	res.Export = export
 	res.timeline = r.tl
 	res.CPUSeconds, res.GCCycles = cpu.Seconds(), gcs
 	if res.Completed > 0 {

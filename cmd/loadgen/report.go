@@ -67,6 +67,8 @@ type result struct {
 	// Push: the push behaviour's requests and wake-ups (with a push weight
 	// in the mix).
 	Push *pushReport `json:"push,omitempty"`
+	// Export: --export, what the export stream held for the run.
+	Export *exportReport `json:"export,omitempty"`
 
 	timeline *timeline // the run's samples, for --html
 }

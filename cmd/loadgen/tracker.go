@@ -150,8 +150,10 @@ const (
 	vLeftBusy       = "user_left_busy"
 	vLeftBusyLine   = "user_line_not_released"
 	vUnknownOutcome = "terminal_view_without_outcome"
-	vPushRing       = "push_ring_not_once" // an invitation to an asleep callee made no RING push request, or several
-	vPushStop       = "push_stop_not_once" // it ended without exactly one STOP push request
+	vExportMissing  = "export_transition_missing" // --export: an invitation's exported transitions do not chain to its outcome
+	vExportTwice    = "export_transition_twice"   // --export: a transition exported twice
+	vPushRing       = "push_ring_not_once"        // an invitation to an asleep callee made no RING push request, or several
+	vPushStop       = "push_stop_not_once"        // it ended without exactly one STOP push request
 )
 
 // violateLocked records one broken invariant; t.mu must be held.

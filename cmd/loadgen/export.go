@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// exportReport is what the export stream (--export, embedded) held for the
+// run's invitations.
+type exportReport struct {
+	Invitations int64 `json:"invitations"` // invitations of this run with transitions exported
+	Events      int64 `json:"events"`      // transitions exported for them
+	// Missing: invitations whose exported transitions do not chain (one
+	// does not name the one before it) or do not end with the outcome
+	// loadgen saw. Duplicates: transitions exported more than once.
+	Missing    int64 `json:"missing"`
+	Duplicates int64 `json:"duplicates"`
+}
+
+// checkExport reads the whole export stream once, keeps this run's
+// invitations (their ids carry the run's prefix), and checks each: every
+// transition once, each naming the one before it, the last being the
+// terminal revision loadgen saw when it still tracks the invitation.
+//
+// The projector exports a moment after each commit, so a check that finds
+// something missing is made again, every second for up to exportSettle,
+// before it counts.
+func (r *run) checkExport(ctx context.Context, js jetstream.JetStream) *exportReport {
+	for tries := exportSettle / time.Second; ; tries-- {
+		rep, problems := r.readExport(ctx, js)
+		if len(problems) == 0 || tries <= 0 || ctx.Err() != nil {
+			for _, p := range problems {
+				r.tr.violate(p.kind, "%s", p.what)
+			}
+			return rep
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// exportSettle bounds how long checkExport waits for the last exports.
+const exportSettle = 10 * time.Second
+
+// exportProblem is a violation checkExport would report.
+type exportProblem struct{ kind, what string }
+
+func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportReport, []exportProblem) {
+	rep := &exportReport{}
+	var problems []exportProblem
+	problem := func(kind, format string, args ...any) {
+		problems = append(problems, exportProblem{kind, fmt.Sprintf(format, args...)})
+	}
+	cons, err := js.OrderedConsumer(ctx, subjects.ExportStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		problem(vExportMissing, "export: cannot read %s: %v", subjects.ExportStream, err)
+		return rep, problems
+	}
+	byID := map[string][]protocol.Transition{}
+	for {
+		batch, err := cons.FetchNoWait(1000)
+		if err != nil {
+			problem(vExportMissing, "export: read: %v", err)
+			return rep, problems
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var t protocol.Transition
+			if err := msgpack.Unmarshal(m.Data(), &t); err != nil {
+				problem(vExportMissing, "export: undecodable transition on %s: %v", m.Subject(), err)
+				continue
+			}
+			if strings.HasPrefix(t.ID, r.runID+"-") {
+				byID[t.ID] = append(byID[t.ID], t)
+			}
+		}
+		if n == 0 || batch.Error() != nil || ctx.Err() != nil {
+			break
+		}
+	}
+	for id, ts := range byID {
+		rep.Invitations++
+		rep.Events += int64(len(ts))
+		seen := map[uint64]bool{}
+		var prev uint64
+		broken := false
+		for _, t := range ts {
+			if seen[t.Revision] {
+				rep.Duplicates++
+				problem(vExportTwice, "%s: revision %d exported twice", id, t.Revision)
+				continue
+			}
+			seen[t.Revision] = true
+			if t.Previous != prev || t.Revision <= prev {
+				broken = true
+			}
+			prev = t.Revision
+		}
+		if s := r.tr.get(id); s != nil && s.done && !s.sendFailed && s.terminal.Revision != 0 && s.terminal.Revision > prev {
+			broken = true // the outcome loadgen saw is not exported
+		}
+		if broken {
+			rep.Missing++
+			problem(vExportMissing, "%s: exported transitions do not chain to the outcome: %+v", id, ts)
+		}
+	}
+	return rep, problems
+}
