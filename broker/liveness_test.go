@@ -8,11 +8,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
-	"github.com/ringer-dev/ringer/subjects"
 )
 
 // The SDK's side of a NATS server that hangs or is cut off (client/liveness.go):
@@ -125,16 +123,7 @@ func TestADeviceLeavesAServerThatDeniesWhatItSaw(t *testing.T) {
 	ri := bob.Rec.WaitRemote(t, li.ID)
 	alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
 
-	st := env.Brokers[0].Store()
-	ctx := ringertest.Ctx(t)
-	rec, rev, err := st.GetInvitationFresh(ctx, li.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gone, err := st.Commit(ctx, store.Write{Key: subjects.InvitationKey(li.ID), Delete: true, ExpectRev: rev})
-	if err != nil {
-		t.Fatal(err)
-	}
+	restore := hide(t, env.Brokers[0].Store(), li.ID)
 	refused := make(chan error, 1)
 	go func() {
 		rctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -144,9 +133,7 @@ func TestADeviceLeavesAServerThatDeniesWhatItSaw(t *testing.T) {
 	start := time.Now()
 	bob.Rec.Wait(t, "Connection "+client.ConnectionReconnecting.String())
 	t.Logf("left after %s of denials", time.Since(start).Round(time.Millisecond))
-	if _, err := st.Commit(ctx, store.PutInvitation(rec, gone)); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	if err := <-refused; err != nil {
 		t.Fatalf("refuse: %v", err)
 	}

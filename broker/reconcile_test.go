@@ -77,14 +77,7 @@ func TestActionsRetryAStaleNotFound(t *testing.T) {
 
 	st := env.Brokers[0].Store()
 	ctx := ringertest.Ctx(t)
-	rec, rev, err := st.GetInvitationFresh(ctx, li.ID)
-	if err != nil {
-		t.Fatal(err)
-	}
-	gone, err := st.Commit(ctx, store.Write{Key: subjects.InvitationKey(li.ID), Delete: true, ExpectRev: rev})
-	if err != nil {
-		t.Fatal(err)
-	}
+	restore := hide(t, st, li.ID)
 	denied := watchErrorReplies(t, env.URL, "no invitation "+li.ID)
 	refused := make(chan error, 1)
 	go func() { refused <- ri.Refuse(ctx, "no") }()
@@ -93,9 +86,7 @@ func TestActionsRetryAStaleNotFound(t *testing.T) {
 	case <-time.After(ringertest.Wait):
 		t.Fatal("the broker never denied the refuse")
 	}
-	if _, err := st.Commit(ctx, store.PutInvitation(rec, gone)); err != nil {
-		t.Fatal(err)
-	}
+	restore()
 	select {
 	case err := <-refused:
 		if err != nil {
@@ -142,5 +133,26 @@ func TestEndedInvitationsAreForgottenAfterRemember(t *testing.T) {
 	}
 	if _, err := client.New(alice.NC, "alice", "tablet", client.WithRemember(0)); !errors.Is(err, client.ErrInvalidOption) {
 		t.Errorf("WithRemember(0): %v, want ErrInvalidOption", err)
+	}
+}
+
+// hide deletes invitation id's record, as a store that is behind shows it
+// (NOT_FOUND), and returns what puts it back.
+func hide(t *testing.T, st *store.Store, id string) (restore func()) {
+	t.Helper()
+	ctx := ringertest.Ctx(t)
+	rec, rev, err := st.GetInvitationFresh(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := st.Commit(ctx, store.Write{Key: subjects.InvitationKey(id), Delete: true, ExpectRev: rev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func() {
+		t.Helper()
+		if _, err := st.Commit(ctx, store.PutInvitation(rec, gone)); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
