@@ -224,7 +224,7 @@ TARGET= # the node a fault acts on
 fault() { # NAME START_S NEXT_S INJECT-CMD RECOVER-CMD SERVICE
 	local name=$1 at=$2 next=$3 inject=$4 recover=$5 svc=$6 t1 t2 limit
 	sleep_until "$at"
-	log "FAULT $name: $inject (KV_RINGER leader: $(leader_of KV_RINGER))"
+	log "FAULT $name: $inject"
 	t1=$(lt)
 	eval "$inject" >/dev/null
 	sleep_until $((at + HOLD))
@@ -248,8 +248,9 @@ for i in "${!WANT[@]}"; do
 	stop) fault stop-nats2 "$at" "$next" \
 		'docker stop -t 10 "${CID[nats2]}"' 'docker start "${CID[nats2]}"' nats2 ;;
 	pause | pause-leader | partition | partition-leader)
-		# The target is chosen a second before the fault, by its role.
-		sleep_until $((at - 1))
+		# The target is chosen by its role a few seconds before the fault:
+		# reading the nodes' logs takes a moment once they are long.
+		sleep_until $((at - 4))
 		case ${WANT[$i]} in
 		*-leader) TARGET=$(leader_of KV_RINGER) role=leader ;;
 		*) TARGET=$(follower_of KV_RINGER) role=follower ;;
