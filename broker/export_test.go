@@ -7,6 +7,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
@@ -46,15 +47,17 @@ func TestExportHasEveryTransitionOnce(t *testing.T) {
 		all = append(all, sent{li.ID, []uint64{first, final.Revision}, final})
 	}
 
-	js, err := jetstream.New(natstest.Connect(t, env.URL))
+	nc := natstest.Connect(t, env.URL)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	exp := journal.New(nc, js, journal.MaxHistorySize)
 	natstest.Eventually(t, ringertest.Wait, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)
 		defer cancel()
 		for _, s := range all {
-			got, err := exported(ctx, js, s.id)
+			got, err := exp.Exported(ctx, s.id)
 			if err != nil {
 				return err
 			}

@@ -6,13 +6,11 @@ import (
 	"testing"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
-	"github.com/ringer-dev/ringer/subjects"
 )
 
 // checkJournal checks that each party's history lists each of the finished
@@ -52,36 +50,6 @@ func checkJournal(t *testing.T, url string, finals []protocol.Invitation) {
 	t.Logf("history: each of %d invitations in both parties' histories once", len(finals))
 }
 
-// exported reads the export subject of invitation id, oldest first.
-func exported(ctx context.Context, js jetstream.JetStream, id string) ([]protocol.Transition, error) {
-	cons, err := js.OrderedConsumer(ctx, subjects.ExportStream, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subjects.Export(id)}})
-	if err != nil {
-		return nil, err
-	}
-	var out []protocol.Transition
-	for {
-		batch, err := cons.FetchNoWait(100)
-		if err != nil {
-			return nil, err
-		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var tr protocol.Transition
-			if err := msgpack.Unmarshal(m.Data(), &tr); err != nil {
-				return nil, err
-			}
-			out = append(out, tr)
-		}
-		if err := batch.Error(); err != nil {
-			return nil, err
-		}
-		if n == 0 {
-			return out, nil
-		}
-	}
-}
-
 // checkTransitions checks one invitation's export: each revision once, in
 // order, each naming the one before it, ending with final.
 func checkTransitions(id string, got []protocol.Transition, final protocol.Invitation) error {
@@ -107,17 +75,19 @@ func checkTransitions(id string, got []protocol.Transition, final protocol.Invit
 // transitions once each, in order (checkTransitions).
 func checkExport(t *testing.T, url string, finals []protocol.Invitation) {
 	t.Helper()
-	js, err := jetstream.New(natstest.Connect(t, url))
+	nc := natstest.Connect(t, url)
+	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	exp := journal.New(nc, js, journal.MaxHistorySize)
 	transitions := 0
 	natstest.Eventually(t, 2*ringertest.Wait, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)
 		defer cancel()
 		transitions = 0
 		for _, f := range finals {
-			got, err := exported(ctx, js, f.ID)
+			got, err := exp.Exported(ctx, f.ID)
 			if err != nil {
 				return err
 			}

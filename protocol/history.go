@@ -80,21 +80,21 @@ const ExportVersion = 1
 // stream holds it (docs/protocol.md, "Export"): one message per revision
 // on ringer.v1.export.<id>, oldest first, each exactly once.
 type Transition struct {
-	V  int    `msgpack:"v"` // ExportVersion
-	ID string `msgpack:"id"`
+	V  int    `msgpack:"v" json:"v"` // ExportVersion
+	ID string `msgpack:"id" json:"id"`
 	// Revision is the bucket revision this transition committed; Previous
 	// the invitation's revision before it (0 for its first), so that a
 	// reader can check it has every one.
-	Revision  uint64    `msgpack:"revision"`
-	Previous  uint64    `msgpack:"previous"`
-	State     State     `msgpack:"state"`
-	CallState CallState `msgpack:"callState,omitempty"`
-	Reason    Reason    `msgpack:"reason,omitempty"`
-	At        int64     `msgpack:"at"` // Unix ms of the commit (the committing broker's clock)
+	Revision  uint64    `msgpack:"revision" json:"revision"`
+	Previous  uint64    `msgpack:"previous" json:"previous"`
+	State     State     `msgpack:"state" json:"state"`
+	CallState CallState `msgpack:"callState,omitempty" json:"callState,omitempty"`
+	Reason    Reason    `msgpack:"reason,omitempty" json:"reason,omitempty"`
+	At        int64     `msgpack:"at" json:"at"` // Unix ms of the commit (the committing broker's clock)
 	// The parties, as of the invitation's newest revision when exported.
-	Caller       string `msgpack:"caller"`
-	CallerDevice string `msgpack:"callerDevice,omitempty"`
-	Callee       string `msgpack:"callee"`
-	CalleeDevice string `msgpack:"calleeDevice,omitempty"`
-	ChannelID    string `msgpack:"channelId,omitempty"`
+	Caller       string `msgpack:"caller" json:"caller"`
+	CallerDevice string `msgpack:"callerDevice,omitempty" json:"callerDevice,omitempty"`
+	Callee       string `msgpack:"callee" json:"callee"`
+	CalleeDevice string `msgpack:"calleeDevice,omitempty" json:"calleeDevice,omitempty"`
+	ChannelID    string `msgpack:"channelId,omitempty" json:"channelId,omitempty"`
 }

@@ -24,6 +24,8 @@ const (
 	// ExportStream holds every transition of every invitation, one subject
 	// per invitation, for app backends (docs/protocol.md, "Export").
 	ExportStream = "RINGER_EXPORT"
+	// WebhookDeadStream holds the transitions a webhook relay gave up on.
+	WebhookDeadStream = "RINGER_WEBHOOK_DEAD"
 )
 
 const (
@@ -41,6 +43,7 @@ const (
 	pushRequest  = Prefix + ".push.req."
 	pushDead     = Prefix + ".push.dead."
 	export       = Prefix + ".export."
+	webhookDead  = Prefix + ".webhook.dead."
 )
 
 // Export is the export subject of invitation id: ringer.v1.export.<id>.
@@ -48,6 +51,13 @@ func Export(id string) string { return export + id }
 
 // ExportSubjects matches every invitation's export subject.
 func ExportSubjects() string { return export + "*" }
+
+// WebhookDead is where a webhook relay puts a transition of invitation id
+// it gave up on: ringer.v1.webhook.dead.<id>.
+func WebhookDead(id string) string { return webhookDead + id }
+
+// WebhookDeadSubjects matches every dead-lettered transition.
+func WebhookDeadSubjects() string { return webhookDead + "*" }
 
 // PushKey is the KV key of one device's push target: push.<user>.<device>.
 func PushKey(user, device string) string { return pushPrefix + user + "." + device }

@@ -9,8 +9,10 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -157,3 +159,29 @@ func isWrongLast(err error) bool {
 	var apiErr *jetstream.APIError
 	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164)
 }
+
+// Exported reads the transitions exported for invitation id, oldest first,
+// with one batched direct get (at most maxExported).
+func (j *Journal) Exported(ctx context.Context, id string) ([]protocol.Transition, error) {
+	req := struct {
+		NextFor  string `json:"next_by_subj"`
+		Batch    int    `json:"batch"`
+		MaxBytes int    `json:"max_bytes"`
+	}{subjects.Export(id), maxExported, 4 << 20}
+	var out []protocol.Transition
+	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.ExportStream, req, func(m *nats.Msg) error {
+		var t protocol.Transition
+		if err := msgpack.Unmarshal(m.Data, &t); err != nil {
+			return fmt.Errorf("undecodable transition: %w", err)
+		}
+		out = append(out, t)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("journal: export of %s: %w", id, err)
+	}
+	return out, nil
+}
+
+// maxExported bounds Exported: far more transitions than an invitation has.
+const maxExported = 1000
