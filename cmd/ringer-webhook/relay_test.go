@@ -197,3 +197,21 @@ func revisions(ts []protocol.Transition) []string {
 func sameRevisions(a, b []protocol.Transition) bool {
 	return strings.Join(revisions(a), " ") == strings.Join(revisions(b), " ") && sort.SliceIsSorted(a, func(i, j int) bool { return a[i].Revision < a[j].Revision })
 }
+
+// Bad flags are refused at once, each with what to give instead.
+func TestRunRefusesBadFlags(t *testing.T) {
+	for _, args := range [][]string{
+		{}, {"--endpoint", "ftp://backend/hook"}, {"--endpoint", "http://backend/hook", "--tries", "0"},
+		{"--endpoint", "http://backend/hook", "--backoff", "2s", "--max-backoff", "1s"},
+		{"--endpoint", "http://backend/hook", "--replay-from", "yesterday"},
+	} {
+		err := run(context.Background(), args, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), "--") {
+			t.Errorf("%q: %v", args, err)
+		}
+	}
+	var out strings.Builder
+	if err := run(context.Background(), []string{"--version"}, &out); err != nil || !strings.Contains(out.String(), "ringer-webhook") {
+		t.Errorf("--version: %q, %v", out.String(), err)
+	}
+}
