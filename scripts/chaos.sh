@@ -91,8 +91,9 @@ log() { printf '%s [%6.1fs] %s\n' "$(date +%T)" "$(lt)" "$*" >&2; }
 now_ms() { date +%s%3N; }
 T0=$(now_ms) # loadgen's t=0, in ms since the epoch; reset once loadgen runs
 lt() { awk -v n="$(now_ms)" -v t0="$T0" 'BEGIN { printf "%.1f", (n - t0) / 1000 }'; }
-sleep_until() { # seconds since T0
-	local ms=$((T0 + $1 * 1000 - $(now_ms)))
+sleep_until() { sleep_until_ms $(($1 * 1000)); } # seconds since T0
+sleep_until_ms() {                                 # ms since T0
+	local ms=$((T0 + $1 - $(now_ms)))
 	if ((ms > 0)); then sleep "$(awk -v m="$ms" 'BEGIN { print m / 1000 }')"; fi
 }
 
@@ -227,7 +228,10 @@ fault() { # NAME START_S NEXT_S INJECT-CMD RECOVER-CMD SERVICE
 	log "FAULT $name: $inject"
 	t1=$(lt)
 	eval "$inject" >/dev/null
-	sleep_until $((at + HOLD))
+	# Held HOLD s from when it was injected: a schedule running late (a
+	# service slow to come back, docker slow under load) shifts the fault,
+	# it does not shorten it.
+	sleep_until_ms $(awk -v t="$t1" -v h="$HOLD" 'BEGIN { printf "%.0f", (t + h) * 1000 }')
 	log "RECOVER $name: $recover"
 	t2=$(lt)
 	eval "$recover" >/dev/null
