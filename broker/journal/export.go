@@ -115,14 +115,16 @@ func (j *Journal) Export(ctx context.Context, rec *lifecycle.Record) error {
 // subj (0, 0 if none). fresh asks the stream leader (after a conflict: a
 // replica's direct get may lag).
 func (j *Journal) lastExported(ctx context.Context, subj string, fresh bool) (rev, seq uint64, err error) {
-	st := j.export
-	if fresh {
-		st = j.exportLeader
-	}
-	if st == nil {
+	if j.export == nil {
 		return 0, 0, errors.New("journal: export stream not bound")
 	}
-	m, err := st.GetLastMsgForSubject(ctx, subj)
+	var m *jetstream.RawStreamMsg
+	if fresh {
+		m, err = j.exportLeader.GetLastMsgForSubject(ctx, subj)
+	} else {
+		// Any replica, but not one on a node that hangs (store.GetLast).
+		m, _, err = store.GetLast(ctx, j.export, j.exportLeader, subj)
+	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return 0, 0, nil
 	}

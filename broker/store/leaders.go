@@ -38,6 +38,7 @@ var Groups = []Group{
 	{Stream: subjects.TimerStream, Consumer: ConsumerTimers},
 	{Stream: subjects.HistoryStream},
 	{Stream: subjects.PushStream},
+	{Stream: subjects.ExportStream},
 }
 
 // ErrNoLeader: the group has no leader now (an election), or is not

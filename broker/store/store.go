@@ -271,6 +271,22 @@ func (s *Store) get(ctx context.Context, key string) ([]byte, uint64, error) {
 // waited for the command's deadline.
 const replicaWait = 500 * time.Millisecond
 
+// GetLast reads the last message on subj from any replica (direct), or,
+// when none answers within replicaWait (or one answers 503), from the
+// stream's leader (leader: a handle without direct gets); fellBack says
+// whether it had to.
+func GetLast(ctx context.Context, direct, leader jetstream.Stream, subj string) (m *jetstream.RawStreamMsg, fellBack bool, err error) {
+	rctx, cancel := context.WithTimeout(ctx, replicaWait)
+	m, err = direct.GetLastMsgForSubject(rctx, subj)
+	cancel()
+	var apiErr *jetstream.APIError
+	if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) || errors.As(err, &apiErr) && apiErr.Code == 503) {
+		m, err = leader.GetLastMsgForSubject(ctx, subj)
+		return m, true, err
+	}
+	return m, false, err
+}
+
 func (s *Store) getFrom(ctx context.Context, from jetstream.Stream, key string) ([]byte, uint64, error) {
 	s.stats.reads.Add(1)
 	var (
@@ -278,14 +294,10 @@ func (s *Store) getFrom(ctx context.Context, from jetstream.Stream, key string) 
 		err error
 	)
 	if from == s.bucket && s.Replicated() {
-		rctx, cancel := context.WithTimeout(ctx, replicaWait)
-		m, err = from.GetLastMsgForSubject(rctx, subjects.KVSubject(key))
-		cancel()
-		var apiErr *jetstream.APIError
-		if ctx.Err() == nil && (errors.Is(err, context.DeadlineExceeded) ||
-			errors.As(err, &apiErr) && apiErr.Code == 503) {
+		var fellBack bool
+		m, fellBack, err = GetLast(ctx, from, s.leader, subjects.KVSubject(key))
+		if fellBack {
 			s.stats.reads.Add(1)
-			m, err = s.leader.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
 		}
 	} else {
 		m, err = from.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
