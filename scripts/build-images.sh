@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Builds the docker-compose cluster's images without any registry:
 #   1. static binaries into dist/ (CGO_ENABLED=0, -trimpath):
-#      brokerd, loadgen, ringer-push, ringer-sink, healthcheck, and
+#      brokerd, loadgen, ringer-push, ringer-webhook, ringer-sink, healthcheck, and
 #      nats-server from the nats-server/v2 module version pinned in go.mod;
 #   2. FROM-scratch images ringer/nats-server:dev, ringer/brokerd:dev,
-#      ringer/ringer-push:dev (with ringer-sink) and ringer/loadgen:dev
+#      ringer/ringer-push:dev (with ringer-webhook and ringer-sink) and ringer/loadgen:dev
 #      (deploy/*.Dockerfile), each built from a staged
 #      context dist/ctx/<image>/ holding only the files it copies.
 # If ./cmd/loadgen does not compile, the other images are still built and the
@@ -28,10 +28,11 @@ gobuild() { # gobuild OUTPUT PACKAGE
 }
 
 mkdir -p dist
-log "go build: healthcheck, brokerd, ringer-push, ringer-sink, nats-server (module version from go.mod)"
+log "go build: healthcheck, brokerd, ringer-push, ringer-webhook, ringer-sink, nats-server (module version from go.mod)"
 gobuild healthcheck ./cmd/healthcheck
 gobuild brokerd ./cmd/brokerd
 gobuild ringer-push ./cmd/ringer-push
+gobuild ringer-webhook ./cmd/ringer-webhook
 gobuild ringer-sink ./cmd/ringer-sink
 gobuild nats-server github.com/nats-io/nats-server/v2
 log "go build: loadgen"
@@ -77,7 +78,7 @@ ctx=$(stage brokerd brokerd healthcheck)
 log "docker build ringer/brokerd:$TAG"
 docker build -q -f deploy/brokerd.Dockerfile -t "ringer/brokerd:$TAG" "$ctx" >&2
 
-ctx=$(stage ringer-push ringer-push ringer-sink)
+ctx=$(stage ringer-push ringer-push ringer-webhook ringer-sink)
 log "docker build ringer/ringer-push:$TAG"
 docker build -q -f deploy/ringer-push.Dockerfile -t "ringer/ringer-push:$TAG" "$ctx" >&2
 

@@ -158,10 +158,13 @@ log "cluster healthy in ${took}s"
 # Load. loadgen prints "progress t=<s> started= completed= rate= inflight= errors="
 # to stderr every second and one JSON report as the last line of stdout.
 URLS=nats://loadgen:loadgen@nats1:4222,nats://loadgen:loadgen@nats2:4222,nats://loadgen:loadgen@nats3:4222
+# The brokers export (deploy/chaos.override.yml): loadgen checks, as the
+# broker account, that every invitation's transitions are there once each.
+BROKER_URLS=nats://broker:broker@nats1:4222,nats://broker:broker@nats2:4222,nats://broker:broker@nats3:4222
 LG_RC=0
 if ((LOAD)); then
 	dc run --rm -T --no-deps "${LG_RUN[@]}" loadgen --nats "$URLS" --users "$USERS" --rate "$RATE" \
-		--duration "${DURATION}s" --drain "${DRAIN}s" --short-timeouts --json "${LG_ARGS[@]}" \
+		--duration "${DURATION}s" --drain "${DRAIN}s" --short-timeouts --json --export-nats "$BROKER_URLS" "${LG_ARGS[@]}" \
 		>"$OUT/loadgen.out" 2>"$OUT/loadgen.err" &
 	LG_PID=$!
 	# Align our clock with loadgen's t= on its first progress line.
@@ -342,6 +345,7 @@ echo "throughput: $(num throughput_per_s)/s, accepted $(num accepted_per_s)/s," 
 	"completed $(num completed) of $invitations in $(num duration_s)s"
 echo "outcomes: $(obj outcomes)"
 echo "errors: $(obj errors)"
+echo "export: $(grep -o '"export": *{"invitations"[^}]*}' <<<"$report" | sed 's/^[^:]*: *//')"
 if ((PUSH)); then echo "push: $(grep -o '"push": *{"invitations"[^}]*}' <<<"$report" | sed 's/^[^:]*: *//')"; fi
 if [[ ${violations:-1} != 0 ]]; then
 	echo "violation samples: $(obj violation_samples | cut -c1-2000)"

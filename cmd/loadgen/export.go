@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -116,4 +117,21 @@ func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportRe
 		}
 	}
 	return rep, problems
+}
+
+// exportJetStream is where the run's export is read: the embedded brokers'
+// JetStream with --export, the broker account at --export-nats, or nil.
+func exportJetStream(env *embeddedEnv, cfg *config) (jetstream.JetStream, func(), error) {
+	switch {
+	case env != nil && cfg.export:
+		return env.store().JetStream(), func() {}, nil
+	case cfg.exportNATS != "":
+		nc, err := nats.Connect(cfg.exportNATS, nats.Name("loadgen export check"))
+		if err != nil {
+			return nil, nil, err
+		}
+		js, err := jetstream.New(nc)
+		return js, nc.Close, err
+	}
+	return nil, nil, nil
 }

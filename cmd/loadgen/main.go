@@ -231,10 +231,13 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		push = r.push.check()
 	}
 	var export *exportReport
-	if env != nil && cfg.export {
+	if js, done, err := exportJetStream(env, cfg); err != nil {
+		r.tr.violate(vExportMissing, "export: cannot check it: %v", err)
+	} else if js != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		export = r.checkExport(cctx, env.store().JetStream())
+		export = r.checkExport(cctx, js)
 		cancel()
+		done()
 	}
 	res = r.result(base, windowEnd.Sub(start), drained.Sub(windowEnd))
 	res.Push = push
