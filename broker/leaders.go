@@ -12,8 +12,8 @@ import (
 )
 
 // A call depends on several Raft groups: the bucket's stream, the
-// projector, presence and timer consumers, and the timer, history and push
-// streams. Each elects its own leader, so in a three-node cluster every node
+// projector, presence and timer consumers, and the timer, history, push and
+// export streams (store.Groups). Each elects its own leader, so in a three-node cluster every node
 // soon leads some of them, and a node that hangs or is cut off stalls every
 // group it leads for a Raft election (4–9 s in nats-server 2.15, not
 // configurable): whichever node it is, calls stop. Gathered on the node that
