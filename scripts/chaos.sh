@@ -18,7 +18,7 @@
 # dist/chaos/<project>/.
 #
 # Usage: scripts/chaos.sh [--duration 90s] [--rate 50] [--users 200]
-#                         [--faults kill,stop,pause,partition] [--push] [--no-build] [--no-loadgen]
+#                         [--faults kill,stop,pause,partition] [--push] [--webhook] [--no-build] [--no-loadgen]
 #   --faults      which faults, in order (default kill,stop,pause,partition), of:
 #                 kill              kill -9 brokerd1
 #                 stop              stop nats2 (SIGTERM)
@@ -32,6 +32,9 @@
 #                 push requests to loadgen (--push-listen), whose asleep
 #                 callees log in when woken; each must make one RING and
 #                 one STOP request (loadgen's invariants)
+#   --webhook     also the webhook relay: ringer-webhook delivers the
+#                 exported transitions to loadgen (--webhook-listen), which
+#                 checks each invitation's arrive signed, in order, all of them
 #   --no-build    use the existing ringer/*:dev images
 #   --no-loadgen  inject the faults without load (tests the script itself)
 # Bounded: about duration + 3 min (build, start, loadgen's 60 s drain, teardown).
@@ -39,7 +42,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1 FAULT_LIST=kill,stop,pause,partition PUSH=0
+DURATION=90 RATE=50 USERS=200 BUILD=1 LOAD=1 FAULT_LIST=kill,stop,pause,partition PUSH=0 WEBHOOK=0
 DRAIN=60          # loadgen --drain, seconds
 PRESENCE_TTL=5    # brokerd --presence-ttl in deploy/chaos.override.yml
 
@@ -59,6 +62,7 @@ while [[ $# -gt 0 ]]; do
 	--users) USERS=${2:?}; shift 2 ;;
 	--faults) FAULT_LIST=${2:?}; shift 2 ;;
 	--push) PUSH=1; shift ;;
+	--webhook) WEBHOOK=1; shift ;;
 	--no-build) BUILD=0; shift ;;
 	--no-loadgen) LOAD=0; shift ;;
 	-h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -141,6 +145,11 @@ if ((PUSH)); then
 	SERVICES+=(push-sink ringer-push)
 	LG_ARGS=(--mix accept=50,refuse=15,cancel=10,ignore=5,offline=5,busy=10,disconnect=5,push=15 --push-listen :8090)
 	LG_RUN=(--use-aliases -e RINGER_PUSH_SECRET=dev-only-not-a-secret)
+fi
+if ((WEBHOOK)); then
+	SERVICES+=(ringer-webhook)
+	LG_ARGS+=(--webhook-listen :8091)
+	LG_RUN=(--use-aliases -e RINGER_WEBHOOK_SECRET=dev-only-not-a-secret -e RINGER_PUSH_SECRET=dev-only-not-a-secret)
 fi
 if ((BUILD)); then
 	if ((LOAD)); then scripts/build-images.sh; else scripts/build-images.sh || true; fi
@@ -346,6 +355,7 @@ echo "throughput: $(num throughput_per_s)/s, accepted $(num accepted_per_s)/s," 
 echo "outcomes: $(obj outcomes)"
 echo "errors: $(obj errors)"
 echo "export: $(grep -o '"export": *{"invitations"[^}]*}' <<<"$report" | sed 's/^[^:]*: *//')"
+if ((WEBHOOK)); then echo "webhook: $(grep -o '"webhook": *{"delivered"[^}]*}' <<<"$report" | sed 's/^[^:]*: *//')"; fi
 if ((PUSH)); then echo "push: $(grep -o '"push": *{"invitations"[^}]*}' <<<"$report" | sed 's/^[^:]*: *//')"; fi
 if [[ ${violations:-1} != 0 ]]; then
 	echo "violation samples: $(obj violation_samples | cut -c1-2000)"

@@ -153,7 +153,10 @@ type config struct {
 	cacheSize   int           // embedded: the brokers' --cache-size (-1: their default)
 	export      bool          // embedded: the brokers' --export
 	exportNATS  string        // against a deployment: the broker account's URL, to check its export
-	brokerLog   bool
+	// webhookListen, if set, is where loadgen serves a webhook relay's
+	// deliveries (and checks them); webhookSecretEnv names its HMAC key.
+	webhookListen, webhookSecretEnv string
+	brokerLog                       bool
 
 	gcFloor                       int // MiB, see internal/gcfloor
 	cpuprofile, memprofile, trace string
@@ -207,6 +210,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
 	fs.BoolVar(&c.export, "export", false, "embedded mode: the brokers export every transition (brokerd --export), to measure what it costs; the run then checks the export")
+	fs.StringVar(&c.webhookListen, "webhook-listen", "", "serve a webhook relay's deliveries on this address (POST; point ringer-webhook --endpoint at it) and check them: signed, each invitation's in order, every exported transition delivered")
+	fs.StringVar(&c.webhookSecretEnv, "webhook-secret-env", "RINGER_WEBHOOK_SECRET", "environment variable holding the webhook relay's HMAC key (none: signatures are not checked)")
 	fs.StringVar(&c.exportNATS, "export-nats", "", "against a deployment whose brokers run with --export: a NATS URL of the broker account (the one with JetStream), to check the export at the end")
 	fs.BoolVar(&c.brokerLog, "broker-log", false, "embedded broker: log warnings and errors to stderr")
 	fs.IntVar(&c.gcFloor, "gc-floor", gcfloor.DefaultMiB, "MiB the heap may reach before Go's garbage collector runs, as brokerd's --gc-floor (this process hosts thousands of simulated clients, and embedded, NATS and the broker: each collection of that heap takes 0.1-0.5 s on two cores and shows in the latencies measured, see gc_cycles; 2048 keeps a run of 20 s at 500/s free of them, at some CPU); 0 = Go's default; an explicit GOGC wins")

@@ -34,14 +34,14 @@ type exportReport struct {
 // The projector exports a moment after each commit, so a check that finds
 // something missing is made again, every second for up to exportSettle,
 // before it counts.
-func (r *run) checkExport(ctx context.Context, js jetstream.JetStream) *exportReport {
+func (r *run) checkExport(ctx context.Context, js jetstream.JetStream) (*exportReport, map[string][]protocol.Transition) {
 	for tries := exportSettle / time.Second; ; tries-- {
-		rep, problems := r.readExport(ctx, js)
+		rep, byID, problems := r.readExport(ctx, js)
 		if len(problems) == 0 || tries <= 0 || ctx.Err() != nil {
 			for _, p := range problems {
 				r.tr.violate(p.kind, "%s", p.what)
 			}
-			return rep
+			return rep, byID
 		}
 		select {
 		case <-ctx.Done():
@@ -56,7 +56,7 @@ const exportSettle = 10 * time.Second
 // exportProblem is a violation checkExport would report.
 type exportProblem struct{ kind, what string }
 
-func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportReport, []exportProblem) {
+func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportReport, map[string][]protocol.Transition, []exportProblem) {
 	rep := &exportReport{}
 	var problems []exportProblem
 	problem := func(kind, format string, args ...any) {
@@ -65,14 +65,14 @@ func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportRe
 	cons, err := js.OrderedConsumer(ctx, subjects.ExportStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		problem(vExportMissing, "export: cannot read %s: %v", subjects.ExportStream, err)
-		return rep, problems
+		return rep, nil, problems
 	}
 	byID := map[string][]protocol.Transition{}
 	for {
 		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
 			problem(vExportMissing, "export: read: %v", err)
-			return rep, problems
+			return rep, nil, problems
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -116,7 +116,7 @@ func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportRe
 			problem(vExportMissing, "%s: exported transitions do not chain to the outcome: %+v", id, ts)
 		}
 	}
-	return rep, problems
+	return rep, byID, problems
 }
 
 // exportJetStream is where the run's export is read: the embedded brokers'

@@ -30,6 +30,7 @@ import (
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/buildinfo"
 	"github.com/ringer-dev/ringer/internal/gcfloor"
+	"github.com/ringer-dev/ringer/protocol"
 )
 
 func main() {
@@ -166,6 +167,9 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	if err := r.preparePush(setup); err != nil {
 		return nil, err
 	}
+	if err := r.startWebhooks(); err != nil {
+		return nil, err
+	}
 	fmt.Fprintf(errw, "loadgen: %d users logged in in %.1fs; %s for %s, mix %s\n", r.pool.loggedIn.Load(), time.Since(loginStart).Seconds(), cfg.mode(), cfg.duration, cfg.mix)
 
 	var before store.StatsSnapshot
@@ -231,17 +235,23 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		push = r.push.check()
 	}
 	var export *exportReport
+	var exported map[string][]protocol.Transition
 	if js, done, err := exportJetStream(env, cfg); err != nil {
 		r.tr.violate(vExportMissing, "export: cannot check it: %v", err)
 	} else if js != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		export = r.checkExport(cctx, js)
+		export, exported = r.checkExport(cctx, js)
 		cancel()
 		done()
+	}
+	var webhook *webhookReport
+	if r.webhooks != nil {
+		webhook = r.webhooks.check(exported)
 	}
 	res = r.result(base, windowEnd.Sub(start), drained.Sub(windowEnd))
 	res.Push = push
 	res.Export = export
+	res.Webhook = webhook
 	res.timeline = r.tl
 	res.CPUSeconds, res.GCCycles = cpu.Seconds(), gcs
 	if res.Completed > 0 {

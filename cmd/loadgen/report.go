@@ -69,6 +69,8 @@ type result struct {
 	Push *pushReport `json:"push,omitempty"`
 	// Export: --export, what the export stream held for the run.
 	Export *exportReport `json:"export,omitempty"`
+	// Webhook: --webhook-listen, what a webhook relay delivered.
+	Webhook *webhookReport `json:"webhook,omitempty"`
 
 	timeline *timeline // the run's samples, for --html
 }

@@ -150,10 +150,12 @@ const (
 	vLeftBusy       = "user_left_busy"
 	vLeftBusyLine   = "user_line_not_released"
 	vUnknownOutcome = "terminal_view_without_outcome"
-	vExportMissing  = "export_transition_missing" // --export: an invitation's exported transitions do not chain to its outcome
-	vExportTwice    = "export_transition_twice"   // --export: a transition exported twice
-	vPushRing       = "push_ring_not_once"        // an invitation to an asleep callee made no RING push request, or several
-	vPushStop       = "push_stop_not_once"        // it ended without exactly one STOP push request
+	vExportMissing  = "export_transition_missing"  // --export: an invitation's exported transitions do not chain to its outcome
+	vExportTwice    = "export_transition_twice"    // --export: a transition exported twice
+	vWebhookOrder   = "webhook_out_of_order"       // --webhook-listen: a transition delivered after a later one of its invitation (or badly signed)
+	vWebhookMissing = "webhook_transition_missing" // --webhook-listen: an exported transition never delivered
+	vPushRing       = "push_ring_not_once"         // an invitation to an asleep callee made no RING push request, or several
+	vPushStop       = "push_stop_not_once"         // it ended without exactly one STOP push request
 )
 
 // violateLocked records one broken invariant; t.mu must be held.

@@ -32,8 +32,10 @@ type run struct {
 	bg     sync.WaitGroup // r.later callbacks
 	starts sync.WaitGroup // open-loop start goroutines
 
-	push *pushSim  // the push behaviour's gateway, if the mix has it
-	tl   *timeline // a sample a second (--csv, --html)
+	push *pushSim // the push behaviour's gateway, if the mix has it
+	// webhooks receives a webhook relay's deliveries (--webhook-listen).
+	webhooks *webhookSink
+	tl       *timeline // a sample a second (--csv, --html)
 
 	sessionTTL, heartbeatMs atomic.Int64 // what the broker said at login
 	next                    atomic.Uint64
