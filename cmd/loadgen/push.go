@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	rnd "math/rand/v2"
 	"net"
 	"net/http"
@@ -121,17 +120,11 @@ func (ps *pushSim) listen(addr string, secret []byte) error {
 		return fmt.Errorf("push behaviour: --push-listen: %w", err)
 	}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+		body, err := signature.ReadVerified(req, secret, 1<<20, time.Now(), 5*time.Minute)
 		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
+			ps.r.st.note("push delivery unread or badly signed")
+			w.WriteHeader(http.StatusUnauthorized)
 			return
-		}
-		if len(secret) > 0 {
-			if err := signature.Verify(secret, req.Header.Get(signature.Header), body, time.Now(), 5*time.Minute); err != nil {
-				ps.r.st.note("push delivery with a bad signature")
-				w.WriteHeader(http.StatusUnauthorized)
-				return
-			}
 		}
 		var d protocol.PushDelivery
 		if err := json.Unmarshal(body, &d); err != nil || d.ID == "" {

@@ -3,7 +3,6 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -49,17 +48,11 @@ func (r *run) startWebhooks() error {
 	secret := []byte(os.Getenv(r.cfg.webhookSecretEnv))
 	ws := &webhookSink{r: r, last: map[string]uint64{}, seen: map[string]bool{}}
 	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(req.Body, 1<<20))
+		body, err := signature.ReadVerified(req, secret, 1<<20, time.Now(), 5*time.Minute)
 		if err != nil {
-			w.WriteHeader(http.StatusBadRequest)
+			r.tr.violate(vWebhookOrder, "webhook delivery %s unread or badly signed: %v", req.Header.Get("Ringer-Event-Id"), err)
+			w.WriteHeader(http.StatusUnauthorized)
 			return
-		}
-		if len(secret) > 0 {
-			if err := signature.Verify(secret, req.Header.Get(signature.Header), body, time.Now(), 5*time.Minute); err != nil {
-				r.tr.violate(vWebhookOrder, "webhook delivery %s with a bad signature: %v", req.Header.Get("Ringer-Event-Id"), err)
-				w.WriteHeader(http.StatusUnauthorized)
-				return
-			}
 		}
 		var t protocol.Transition
 		if err := json.Unmarshal(body, &t); err != nil || t.ID == "" {

@@ -25,10 +25,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/ringer-dev/ringer/internal/buildinfo"
+	"github.com/ringer-dev/ringer/internal/relay"
 	"github.com/ringer-dev/ringer/protocol"
 )
 
@@ -109,14 +109,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "ringer-push").Logger()
 
-	opts := []nats.Option{nats.Name("ringer-push"), nats.MaxReconnects(-1),
-		// Like brokerd: leave a frozen server in 2-3 s (docs/cluster.md,
-		// "Gray failures"), not after nats.go's default 4 minutes.
-		nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2), nats.ReconnectWait(250 * time.Millisecond)}
-	if *ca != "" {
-		opts = append(opts, nats.RootCAs(*ca))
-	}
-	nc, err := nats.Connect(*natsURL, opts...)
+	nc, err := relay.Connect(*natsURL, "ringer-push", *ca)
 	if err != nil {
 		return err
 	}
@@ -126,15 +119,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	if *metricsAddr != "" {
-		srv := &http.Server{Addr: *metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error().Err(err).Msg("metrics server")
-			}
-		}()
-		defer srv.Close()
-	}
+	defer relay.ServeMetrics(*metricsAddr, reg, log)()
 	g := newGateway(js, cfg, log, reg)
 	if ac.keyFile != "" {
 		if g.apns, err = newAPNs(ac); err != nil {
@@ -153,17 +138,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	log.Info().Str("version", buildinfo.Get().Version).Str("endpoints", eps.String()).Bool("signed", len(cfg.secret) > 0).
 		Bool("apns", g.apns != nil).Bool("apns_production", ac.production).Str("apns_key_id", ac.keyID).
 		Bool("fcm", g.fcm != nil).Msg("ringer-push starting")
-	// The stream is the brokers' to create: wait for it.
-	for {
-		err := g.consume(ctx)
-		if err == nil || ctx.Err() != nil {
-			return nil
-		}
-		log.Warn().Err(err).Msg("not consuming yet; retrying in 2 s")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(2 * time.Second):
-		}
-	}
+	relay.KeepConsuming(ctx, log, g.consume)
+	return nil
 }

@@ -62,18 +62,16 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 func handler(secret []byte, out io.Writer) http.Handler {
 	var mu sync.Mutex
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
-		if err != nil || r.Method != http.MethodPost {
+		if r.Method != http.MethodPost {
 			http.Error(w, "POST a body", http.StatusBadRequest)
 			return
 		}
-		signed := len(secret) > 0
-		if signed {
-			if err := signature.Verify(secret, r.Header.Get(signature.Header), body, time.Now(), 5*time.Minute); err != nil {
-				http.Error(w, err.Error(), http.StatusUnauthorized)
-				return
-			}
+		body, err := signature.ReadVerified(r, secret, 1<<20, time.Now(), 5*time.Minute)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
 		}
+		signed := len(secret) > 0
 		line := struct {
 			At     time.Time       `json:"at"`
 			Path   string          `json:"path"`

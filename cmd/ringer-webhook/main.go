@@ -12,7 +12,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net/http"
 	"net/url"
 	"os"
 	"os/signal"
@@ -23,10 +22,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/rs/zerolog"
 
 	"github.com/ringer-dev/ringer/internal/buildinfo"
+	"github.com/ringer-dev/ringer/internal/relay"
 )
 
 func main() {
@@ -88,12 +87,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	log := zerolog.New(os.Stderr).Level(lvl).With().Timestamp().Str("service", "ringer-webhook").Logger()
 
-	opts := []nats.Option{nats.Name("ringer-webhook"), nats.MaxReconnects(-1),
-		nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2), nats.ReconnectWait(250 * time.Millisecond)}
-	if *ca != "" {
-		opts = append(opts, nats.RootCAs(*ca))
-	}
-	nc, err := nats.Connect(*natsURL, opts...)
+	nc, err := relay.Connect(*natsURL, "ringer-webhook", *ca)
 	if err != nil {
 		return err
 	}
@@ -103,14 +97,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return err
 	}
 	reg := prometheus.NewRegistry()
-	if *metricsAddr != "" && *replayFrom == "" {
-		srv := &http.Server{Addr: *metricsAddr, Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error().Err(err).Msg("metrics server")
-			}
-		}()
-		defer srv.Close()
+	if *replayFrom == "" {
+		defer relay.ServeMetrics(*metricsAddr, reg, log)()
 	}
 	r := newRelay(js, cfg, log, reg)
 	log.Info().Str("version", buildinfo.Get().Version).Str("endpoint", cfg.endpoint).Bool("signed", len(cfg.secret) > 0).Msg("ringer-webhook starting")
@@ -120,17 +108,6 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if *replayFrom != "" {
 		return r.replay(ctx, from, fromSeq)
 	}
-	// The export stream is the brokers' to create: wait for it.
-	for {
-		err := r.consume(ctx)
-		if err == nil || ctx.Err() != nil {
-			return nil
-		}
-		log.Warn().Err(err).Msg("not consuming yet; retrying in 2 s")
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-time.After(2 * time.Second):
-		}
-	}
+	relay.KeepConsuming(ctx, log, r.consume)
+	return nil
 }

@@ -42,9 +42,9 @@ type config struct {
 	ackWait    time.Duration
 }
 
-// relay delivers exported transitions to the app's endpoint: each
+// webhookRelay delivers exported transitions to the app's endpoint: each
 // invitation's in revision order, each at least once, signed.
-type relay struct {
+type webhookRelay struct {
 	cfg  config
 	js   jetstream.JetStream
 	http *http.Client
@@ -55,8 +55,8 @@ type relay struct {
 	latency    prometheus.Histogram
 }
 
-func newRelay(js jetstream.JetStream, cfg config, log zerolog.Logger, reg prometheus.Registerer) *relay {
-	r := &relay{cfg: cfg, js: js, http: &http.Client{Timeout: cfg.timeout}, log: log, now: time.Now,
+func newRelay(js jetstream.JetStream, cfg config, log zerolog.Logger, reg prometheus.Registerer) *webhookRelay {
+	r := &webhookRelay{cfg: cfg, js: js, http: &http.Client{Timeout: cfg.timeout}, log: log, now: time.Now,
 		deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "ringer_webhook", Name: "deliveries_total",
 			Help: "Webhook attempts, by result (ok; retry: a network error, 408, 429 or 5xx; rejected: another 4xx; dead_letter: given up).",
@@ -71,7 +71,7 @@ func newRelay(js jetstream.JetStream, cfg config, log zerolog.Logger, reg promet
 }
 
 // provision creates the dead-letter stream (idempotent).
-func (r *relay) provision(ctx context.Context) error {
+func (r *webhookRelay) provision(ctx context.Context) error {
 	_, err := r.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        subjects.WebhookDeadStream,
 		Description: "Ringer webhook relay: transitions it gave up delivering",
@@ -85,7 +85,7 @@ func (r *relay) provision(ctx context.Context) error {
 // consume delivers from the shared durable consumer until ctx ends. A new
 // consumer starts with the transitions exported from now on (--replay-from
 // delivers older ones).
-func (r *relay) consume(ctx context.Context) error {
+func (r *webhookRelay) consume(ctx context.Context) error {
 	cons, err := r.js.CreateOrUpdateConsumer(ctx, subjects.ExportStream, jetstream.ConsumerConfig{
 		Durable:       Consumer,
 		Description:   "ringer-webhook relays: exported transitions to the app's endpoint",
@@ -103,7 +103,7 @@ func (r *relay) consume(ctx context.Context) error {
 // replay delivers every transition exported since from (or from sequence
 // seq), through an ephemeral consumer, and returns once it has delivered
 // what the stream held when it started.
-func (r *relay) replay(ctx context.Context, from time.Time, seq uint64) error {
+func (r *webhookRelay) replay(ctx context.Context, from time.Time, seq uint64) error {
 	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &from}
 	if seq > 0 {
 		cfg = jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverByStartSequencePolicy, OptStartSeq: seq}
@@ -140,7 +140,7 @@ func (r *relay) replay(ctx context.Context, from time.Time, seq uint64) error {
 }
 
 // run hands a consumer's messages to the shards until ctx ends.
-func (r *relay) run(ctx context.Context, cons jetstream.Consumer, what string) error {
+func (r *webhookRelay) run(ctx context.Context, cons jetstream.Consumer, what string) error {
 	shards := r.startShards(ctx)
 	cc, err := cons.Consume(shards.send, jetstream.PullHeartbeat(time.Second))
 	if err != nil {
@@ -163,7 +163,7 @@ type shards struct {
 	wg sync.WaitGroup
 }
 
-func (r *relay) startShards(ctx context.Context) *shards {
+func (r *webhookRelay) startShards(ctx context.Context) *shards {
 	s := &shards{}
 	for range max(r.cfg.shards, 1) {
 		ch := make(chan jetstream.Msg, 64)
@@ -196,7 +196,7 @@ func (s *shards) close() {
 // handle delivers one transition, retrying with backoff (and keeping the
 // message in progress meanwhile, so nothing overtakes it), and dead-letters
 // it after cfg.tries attempts or a rejection.
-func (r *relay) handle(ctx context.Context, m jetstream.Msg) {
+func (r *webhookRelay) handle(ctx context.Context, m jetstream.Msg) {
 	var t protocol.Transition
 	if err := msgpack.Unmarshal(m.Data(), &t); err != nil {
 		r.log.Error().Err(err).Str("subject", m.Subject()).Msg("undecodable transition")
@@ -248,7 +248,7 @@ type rejected struct{ status int }
 func (e *rejected) Error() string { return "rejected with HTTP " + strconv.Itoa(e.status) }
 
 // post sends one signed delivery.
-func (r *relay) post(ctx context.Context, id string, body []byte) error {
+func (r *webhookRelay) post(ctx context.Context, id string, body []byte) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, r.cfg.endpoint, bytes.NewReader(body))
@@ -279,7 +279,7 @@ func (r *relay) post(ctx context.Context, id string, body []byte) error {
 
 // deadLetter copies the transition to ringer.v1.webhook.dead.<id> with the
 // reason, then acks it. If the copy fails it is left unacked (redelivered).
-func (r *relay) deadLetter(ctx context.Context, m jetstream.Msg, id, why string) {
+func (r *webhookRelay) deadLetter(ctx context.Context, m jetstream.Msg, id, why string) {
 	if id == "" {
 		id = "unknown"
 	}

@@ -78,7 +78,7 @@ func (b *backend) delivered(id string) []protocol.Transition {
 	return append([]protocol.Transition(nil), b.got[id]...)
 }
 
-func testRelay(t *testing.T, js jetstream.JetStream, endpoint string) *relay {
+func testRelay(t *testing.T, js jetstream.JetStream, endpoint string) *webhookRelay {
 	cfg := config{endpoint: endpoint, secret: secret, timeout: 2 * time.Second, tries: 4,
 		backoff: 10 * time.Millisecond, maxBackoff: 50 * time.Millisecond, shards: 4, ackWait: 10 * time.Second}
 	return newRelay(js, cfg, zerolog.Nop(), prometheus.NewRegistry())

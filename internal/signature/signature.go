@@ -8,6 +8,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -60,4 +62,20 @@ func Verify(secret []byte, header string, body []byte, now time.Time, tolerance 
 		return ErrMismatch
 	}
 	return nil
+}
+
+// ReadVerified reads r's body (at most limit bytes) and, when secret is not
+// empty, verifies its Header against it (Verify, at the time now): what a
+// receiver of Ringer's gateways does first.
+func ReadVerified(r *http.Request, secret []byte, limit int64, now time.Time, tolerance time.Duration) ([]byte, error) {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit))
+	if err != nil {
+		return nil, err
+	}
+	if len(secret) > 0 {
+		if err := Verify(secret, r.Header.Get(Header), body, now, tolerance); err != nil {
+			return body, err
+		}
+	}
+	return body, nil
 }

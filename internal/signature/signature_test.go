@@ -2,6 +2,9 @@ package signature
 
 import (
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 )
@@ -32,5 +35,26 @@ func TestSignVerify(t *testing.T) {
 		if err := Verify(tc.secret, tc.header, []byte(tc.body), tc.now, 5*time.Minute); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", name, err, tc.want)
 		}
+	}
+}
+
+// A receiver reads the body and checks its signature in one step; without a
+// secret it only reads.
+func TestReadVerified(t *testing.T) {
+	secret, body, now := []byte("s3cret"), `{"id":"x"}`, time.Unix(1764770501, 0)
+	req := func(header string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/hook", strings.NewReader(body))
+		r.Header.Set(Header, header)
+		return r
+	}
+	got, err := ReadVerified(req(Sign(secret, now, []byte(body))), secret, 1<<10, now, time.Minute)
+	if err != nil || string(got) != body {
+		t.Fatalf("signed: %q, %v", got, err)
+	}
+	if _, err := ReadVerified(req(Sign([]byte("other"), now, []byte(body))), secret, 1<<10, now, time.Minute); !errors.Is(err, ErrMismatch) {
+		t.Fatalf("another key: %v", err)
+	}
+	if got, err := ReadVerified(req(""), nil, 1<<10, now, time.Minute); err != nil || string(got) != body {
+		t.Fatalf("no secret: %q, %v", got, err)
 	}
 }
