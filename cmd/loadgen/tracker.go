@@ -37,24 +37,6 @@ const (
 	outMerged      = "MERGED"      // glare: the callee was calling the caller; the send accepted that instead
 )
 
-// outcomeOf names the outcome of a terminal view ("" if it is not terminal).
-func outcomeOf(inv protocol.Invitation) string {
-	switch inv.State {
-	case protocol.StateAccepted:
-		return outAccepted
-	case protocol.StateRefused:
-		if inv.Reason == protocol.ReasonBusy {
-			return outRefusedBusy
-		}
-		return outRefused
-	case protocol.StateCanceled:
-		return outCanceled
-	case protocol.StateFailed:
-		return string(inv.Reason)
-	}
-	return ""
-}
-
 // expected is the outcome each behaviour aims at; anything else is counted
 // as unexpected (a race the workload lost, not a broker fault by itself).
 var expected = map[behaviour]string{
