@@ -1,5 +1,10 @@
 package protocol
 
+import (
+	"errors"
+	"fmt"
+)
+
 // Direction says who called whom, from the reading user's side.
 type Direction string
 
@@ -97,4 +102,22 @@ type Transition struct {
 	Callee       string `msgpack:"callee" json:"callee"`
 	CalleeDevice string `msgpack:"calleeDevice,omitempty" json:"calleeDevice,omitempty"`
 	ChannelID    string `msgpack:"channelId,omitempty" json:"channelId,omitempty"`
+}
+
+// ErrBrokenChain: an invitation's transitions, as read from the export, do
+// not follow one another (one is missing, repeated or out of order).
+var ErrBrokenChain = errors.New("protocol: exported transitions do not chain")
+
+// CheckChain checks one invitation's transitions, oldest first: the first
+// names no previous revision, and each names the one before it. It is the
+// check a reader of the export makes to know it has them all.
+func CheckChain(ts []Transition) error {
+	var prev uint64
+	for i, t := range ts {
+		if t.Previous != prev || t.Revision <= prev {
+			return fmt.Errorf("%w: transition %d of %d (revision %d) names %d, after %d", ErrBrokenChain, i+1, len(ts), t.Revision, t.Previous, prev)
+		}
+		prev = t.Revision
+	}
+	return nil
 }

@@ -94,21 +94,15 @@ func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportRe
 		rep.Invitations++
 		rep.Events += int64(len(ts))
 		seen := map[uint64]bool{}
-		var prev uint64
-		broken := false
 		for _, t := range ts {
 			if seen[t.Revision] {
 				rep.Duplicates++
 				problem(vExportTwice, "%s: revision %d exported twice", id, t.Revision)
-				continue
 			}
 			seen[t.Revision] = true
-			if t.Previous != prev || t.Revision <= prev {
-				broken = true
-			}
-			prev = t.Revision
 		}
-		if s := r.tr.get(id); s != nil && s.done && !s.sendFailed && s.terminal.Revision != 0 && s.terminal.Revision > prev {
+		broken := protocol.CheckChain(ts) != nil
+		if s := r.tr.get(id); s != nil && s.done && !s.sendFailed && s.terminal.Revision != 0 && s.terminal.Revision > ts[len(ts)-1].Revision {
 			broken = true // the outcome loadgen saw is not exported
 		}
 		if broken {
