@@ -40,7 +40,9 @@ func (s *Store) publish(ctx context.Context, m *nats.Msg) (uint64, error) {
 		}
 		return 0, err
 	}
-	s.failing.Store(0) // the stream answered
+	if s.failing.Load() != 0 { // a load, not a store, on every write: no cache line bouncing between workers
+		s.failing.Store(0) // the stream answered
+	}
 	return parsePubAck(resp.Data)
 }
 
