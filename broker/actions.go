@@ -32,7 +32,7 @@ func (b *Broker) act(ctx context.Context, c *command, kind lifecycle.Kind) (prot
 	if err != nil {
 		return protocol.Reply{}, err
 	}
-	return protocol.Reply{Invitation: view(rec)}, nil
+	return protocol.Reply{Invitation: viewFor(rec, c.user)}, nil
 }
 
 // transition is the compare-and-set loop every state change goes through:
@@ -99,6 +99,12 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 		// One key, even at the end of an invitation or call: its line claims
 		// stop holding the moment the record says so (store.Holding).
 		next = lifecycle.Finished(next)
+		if joins(rec, next, a.User) {
+			// A callee joins a JOIN call late, or again: its line first.
+			if err := b.claimJoin(ctx, next, a.User); err != nil {
+				return rec, false, err
+			}
+		}
 		rev, err = b.store.Commit(ctx, b.putInvitation(next, rev))
 		if fromCache && (err == nil || errors.Is(err, store.ErrConflict)) {
 			b.store.CacheOutcome(err != nil)
@@ -158,8 +164,8 @@ func (b *Broker) liveOf(ctx context.Context, user string) ([]protocol.Invitation
 		if rec.RoleOf(user) == "" {
 			continue
 		}
-		if rec = b.settleOverdue(ctx, rec); rec.Live() {
-			invs = append(invs, rec.Invitation)
+		if rec = b.settleOverdue(ctx, rec); lifecycle.HoldsLine(rec, user) {
+			invs = append(invs, rec.Invitation.For(user))
 		}
 	}
 	return invs, line.Manual, nil
@@ -296,7 +302,7 @@ func (b *Broker) get(ctx context.Context, c *command) (protocol.Reply, error) {
 		// not learn which ones are in use.
 		return protocol.Reply{}, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", c.req.ID)
 	}
-	return protocol.Reply{Invitation: view(b.settleOverdue(ctx, rec))}, nil
+	return protocol.Reply{Invitation: viewFor(b.settleOverdue(ctx, rec), c.user)}, nil
 }
 
 // history pages through the acting user's history (journal.Read).

@@ -224,7 +224,12 @@ func (b *Broker) handle(ctx context.Context, c *command) (protocol.Reply, error)
 	case subjects.VerbLogout:
 		return b.logout(ctx, c)
 	case subjects.VerbSend:
+		if len(c.req.Callees) > 0 || c.req.Mode != protocol.ModeOne {
+			return b.sendGroup(ctx, c)
+		}
 		return b.send(ctx, c)
+	case subjects.VerbInvite:
+		return b.invite(ctx, c)
 	case subjects.VerbSync:
 		return b.sync(ctx, c)
 	case subjects.VerbBusy:

@@ -67,6 +67,9 @@ type Config struct {
 	// MaxIncoming is how many invitations a line keeps waiting for one
 	// callee; a sender beyond is refused as busy.
 	MaxIncoming int
+	// MaxCallees bounds a group invitation's callees, at the send and
+	// with those invited later (1..protocol.MaxCallees).
+	MaxCallees int
 	// UnreceivedHold is how long an invitation that no device of its callee
 	// has received (SENT) keeps the callee busy; after it the invitation
 	// still waits for the callee for its offline window, but other callers
@@ -178,6 +181,7 @@ func DefaultConfig() Config {
 		CommandBurst:   100,
 		MaxOutgoing:    4,
 		MaxIncoming:    8,
+		MaxCallees:     protocol.DefaultMaxCallees,
 		UnreceivedHold: 10 * time.Second,
 		MaxDevices:     10,
 		CacheSize:      20000,
@@ -232,6 +236,10 @@ func (c Config) Validate() error {
 	case (c.MaxOutgoing+c.MaxIncoming+1)*maxViewLen(c) > protocol.MaxReplyLen:
 		return bad("max outgoing %d + max incoming %d invitations of %d bytes do not fit a %d-byte reply",
 			c.MaxOutgoing, c.MaxIncoming, maxViewLen(c), protocol.MaxReplyLen)
+	case c.MaxCallees < 1 || c.MaxCallees > protocol.MaxCallees:
+		return bad("max callees %d not in 1..%d", c.MaxCallees, protocol.MaxCallees)
+	case maxViewLen(c) > protocol.MaxEventLen:
+		return bad("an invitation of %d bytes (content, channel id, %d callees) does not fit a %d-byte event", maxViewLen(c), c.MaxCallees, protocol.MaxEventLen)
 	case c.UnreceivedHold < 0:
 		return bad("unreceived hold %s < 0", c.UnreceivedHold)
 	case c.MaxDevices < 1 || c.MaxDevices > maxDevicesLimit:
@@ -287,7 +295,10 @@ const maxBlockedLimit = 500
 // sync reply lists each live one): its fields at their limits plus the
 // ids, times and msgpack keys.
 func maxViewLen(c Config) int {
-	return c.MaxContent + c.MaxResponse + c.MaxChannelID + 4*subjects.MaxIDLen + 512
+	// A group's view carries its legs instead of a 1:1 response (its
+	// winner's response is a leg's, at most MaxLegResponseLen).
+	legs := c.MaxCallees * (2*subjects.MaxIDLen + protocol.MaxLegResponseLen + 160)
+	return c.MaxContent + max(c.MaxResponse, legs) + c.MaxChannelID + 4*subjects.MaxIDLen + 512
 }
 
 // LineRules is how long claims hold (store.Holding, store.Busy).

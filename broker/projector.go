@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
@@ -72,7 +73,10 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	// 3. A finished invitation enters both parties' histories.
 	if b.cfg.History && rec.Finished() && !rec.Quiet {
 		parties := []string{rec.Caller, rec.Callee}
-		if rec.Blocked || rec.Reason == protocol.ReasonMerged {
+		switch {
+		case rec.Group():
+			parties = append(parties[:1], rang(&rec.Invitation)...)
+		case rec.Blocked || rec.Reason == protocol.ReasonMerged:
 			parties = parties[:1] // the callee does not want to hear of it, or has the call it placed
 		}
 		if err := b.journal.Append(ctx, &rec.Invitation, parties...); err != nil {
@@ -82,8 +86,8 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		}
 	}
 	// 4. Push requests for the callee's devices that hold no connection.
-	if b.cfg.Push && rec.Push && !rec.Quiet {
-		if err := b.pushFor(ctx, &rec.Invitation); err != nil {
+	if b.cfg.Push && (rec.Push || len(rec.PushTo) > 0) && !rec.Quiet {
+		if err := b.pushGroup(ctx, &rec); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("push request failed; will retry")
 			b.nak(m, "projector")
 			return
@@ -130,5 +134,36 @@ func (b *Broker) pushFor(ctx context.Context, inv *protocol.Invitation) error {
 		return err
 	}
 	b.metrics.pushRequests.WithLabelValues(string(kind)).Inc()
+	return nil
+}
+
+// rang lists the callees of a group invitation that it rang: all but
+// those refused as busy (or blocked) at the send or an invite.
+func rang(inv *protocol.Invitation) []string {
+	var out []string
+	for _, l := range inv.Legs {
+		if l.Reason != protocol.ReasonBusy {
+			out = append(out, l.User)
+		}
+	}
+	return out
+}
+
+// pushGroup makes the push requests of one revision: the callee's of a
+// 1:1 invitation, or for a group, those of every callee with push
+// targets whose leg this revision changed, each from its own view.
+func (b *Broker) pushGroup(ctx context.Context, rec *lifecycle.Record) error {
+	if !rec.Group() {
+		return b.pushFor(ctx, &rec.Invitation)
+	}
+	for _, u := range rec.PushTo {
+		if !slices.Contains(rec.Touched, u) {
+			continue
+		}
+		v := rec.Invitation.For(u)
+		if err := b.pushFor(ctx, &v); err != nil {
+			return err
+		}
+	}
 	return nil
 }

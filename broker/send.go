@@ -119,10 +119,11 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			}
 			return protocol.Reply{}, protocol.Errorf(protocol.CodeAlreadySent, "invitation id %s is taken", id)
 		}
-		held, err := b.holding(ctx, parties, lines, id, checkInv)
+		heldAll, err := b.holding(ctx, parties[:], lines[:], id, checkInv)
 		if err != nil {
 			return protocol.Reply{}, err
 		}
+		held := [2][]store.Held(heldAll)
 		// Glare: the callee is calling the caller right now. Both want the
 		// same call: accept the callee's invitation on the caller's behalf
 		// instead of ringing a second one (docs/protocol.md, "Glare"). If
@@ -192,7 +193,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			}
 			if !early {
 				if serr := session.wait(); serr != nil {
-					b.unclaim(ctx, parties, lines, revs, held, id)
+					b.unclaim(ctx, parties[:], lines[:], revs[:], held[:], id)
 					return protocol.Reply{}, serr
 				}
 			}
@@ -240,26 +241,39 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 // lines' new revisions (0 where the write failed), and store.ErrConflict if
 // either line changed since it was read.
 func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, c store.Claim) ([2]uint64, error) {
-	var (
-		errs    [2]error
-		newRevs [2]uint64
-		wg      sync.WaitGroup
-	)
-	for i := range parties {
+	callee, caller := c, c
+	callee.Peer, caller.Peer, caller.Out = parties[1], parties[0], true
+	newRevs, err := b.claimLines(ctx, parties[:], lines[:], revs[:], held[:], []store.Claim{callee, caller})
+	return [2]uint64(newRevs), err
+}
+
+// claimLines writes the lines of users in parallel, each with the claims
+// of it that still hold (held) plus claims[i]; a line whose claim has no
+// id is left alone. It returns the lines' new revisions (0 where nothing
+// was written), and store.ErrConflict if any line changed since it was
+// read (the claims that landed stay: they are the invitation's).
+func (b *Broker) claimLines(ctx context.Context, users []string, lines []store.Line, revs []uint64, held [][]store.Held, claims []store.Claim) ([]uint64, error) {
+	errs := make([]error, len(users))
+	newRevs := make([]uint64, len(users))
+	var wg sync.WaitGroup
+	for i := range users {
+		if claims[i].ID == "" {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			mine := c
-			mine.Peer, mine.Out = parties[1-i], i == 1 // parties: callee, caller
-			l := lines[i].WithClaims(append(store.Claims(held[i]), mine))
-			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i]))
+			l := lines[i].WithClaims(append(store.Claims(held[i]), claims[i]))
+			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(users[i], l, revs[i]))
 		}()
 	}
 	wg.Wait()
-	if errors.Is(errs[0], store.ErrConflict) || errors.Is(errs[1], store.ErrConflict) {
-		return newRevs, store.ErrConflict
+	for _, err := range errs {
+		if errors.Is(err, store.ErrConflict) {
+			return newRevs, store.ErrConflict
+		}
 	}
-	return newRevs, errors.Join(errs[0], errs[1])
+	return newRevs, errors.Join(errs...)
 }
 
 // unclaim takes back the claims of invitation id that claim wrote (revs:
@@ -267,9 +281,9 @@ func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Li
 // will not create its invitation. It is best effort: a line written again
 // meanwhile keeps the claim, which then holds for ClaimGrace at most, like
 // the claim of a sender that died.
-func (b *Broker) unclaim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, id string) {
+func (b *Broker) unclaim(ctx context.Context, users []string, lines []store.Line, revs []uint64, held [][]store.Held, id string) {
 	var wg sync.WaitGroup
-	for i := range parties {
+	for i := range users {
 		if revs[i] == 0 {
 			continue
 		}
@@ -277,8 +291,8 @@ func (b *Broker) unclaim(ctx context.Context, parties [2]string, lines [2]store.
 		go func() {
 			defer wg.Done()
 			l := lines[i].WithClaims(store.Claims(held[i]))
-			if _, err := b.store.Commit(ctx, store.PutLine(parties[i], l, revs[i])); err != nil {
-				b.log.Debug().Err(err).Str("id", id).Str("user", parties[i]).Msg("claim not taken back; it lapses after the claim grace")
+			if _, err := b.store.Commit(ctx, store.PutLine(users[i], l, revs[i])); err != nil {
+				b.log.Debug().Err(err).Str("id", id).Str("user", users[i]).Msg("claim not taken back; it lapses after the claim grace")
 			}
 		}()
 	}
@@ -323,21 +337,19 @@ func (s *sessionCheck) wait() error {
 	return nil
 }
 
-// holding resolves the claims on the parties' lines (callee first, then
-// caller; in parallel): the claims that still hold, minus the invitation's
-// own (a retried send finds its earlier claims).
-func (b *Broker) holding(ctx context.Context, parties [2]string, lines [2]store.Line, id string, fresh bool) ([2][]store.Held, error) {
-	var (
-		held [2][]store.Held
-		errs [2]error
-		wg   sync.WaitGroup
-	)
+// holding resolves the claims on the users' lines (in parallel): the
+// claims that still hold, minus the invitation's own (a retried send finds
+// its earlier claims).
+func (b *Broker) holding(ctx context.Context, users []string, lines []store.Line, id string, fresh bool) ([][]store.Held, error) {
+	held := make([][]store.Held, len(users))
+	errs := make([]error, len(users))
+	var wg sync.WaitGroup
 	now := b.now()
-	for i := range parties {
+	for i := range users {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cs, err := b.store.Holding(ctx, parties[i], lines[i], now, b.cfg.LineRules(), fresh)
+			cs, err := b.store.Holding(ctx, users[i], lines[i], now, b.cfg.LineRules(), fresh)
 			for _, c := range cs {
 				if c.ID != id {
 					held[i] = append(held[i], c)
@@ -347,7 +359,7 @@ func (b *Broker) holding(ctx context.Context, parties [2]string, lines [2]store.
 		}()
 	}
 	wg.Wait()
-	return held, errors.Join(errs[0], errs[1])
+	return held, errors.Join(errs...)
 }
 
 func (b *Broker) validateSend(c *command) error {
@@ -358,6 +370,11 @@ func (b *Broker) validateSend(c *command) error {
 	if req.Callee == c.user {
 		return protocol.Errorf(protocol.CodeInvalidArgument, "cannot invite yourself")
 	}
+	return b.validateBody(req)
+}
+
+// validateBody checks what every send carries besides its callees.
+func (b *Broker) validateBody(req *protocol.Request) error {
 	if req.ID != "" {
 		if err := subjects.ValidateID(req.ID); err != nil {
 			return protocol.Errorf(protocol.CodeInvalidArgument, "id: %v", err)

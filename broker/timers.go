@@ -86,10 +86,10 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 	}
 	if committed {
 		b.metrics.timerFired(now.Sub(time.UnixMilli(rec.Deadline)))
-		if rec.State == protocol.StateSent {
-			// Its callee never came: nothing else may ever write that
-			// line again, so drop the claims that no longer hold now.
-			b.tidyLine(ctx, rec.Callee)
+		// A callee that never came: nothing else may ever write that line
+		// again, so drop the claims that no longer hold now.
+		for _, u := range unreached(rec, now) {
+			b.tidyLine(ctx, u)
 		}
 	}
 	_ = m.Ack()
@@ -125,12 +125,14 @@ func (b *Broker) tidyLine(ctx context.Context, user string) {
 // it again.
 func (b *Broker) timeout(ctx context.Context, rec lifecycle.Record, fromLeader bool) (lifecycle.Record, bool, error) {
 	a := lifecycle.Action{Kind: lifecycle.Timeout}
-	if rec.State == protocol.StateSent {
-		live, err := b.store.Sessions(ctx, rec.Callee, 0)
+	for _, u := range unreached(rec, b.now()) {
+		live, err := b.store.Sessions(ctx, u, 0)
 		if err != nil {
 			return lifecycle.Record{}, false, err
 		}
-		a.CalleeOnline = len(live) > 0
+		if len(live) > 0 {
+			a.CalleeOnline, a.Online = true, append(a.Online, u)
+		}
 	}
 	var read *lifecycle.Record
 	if fromLeader {
@@ -170,4 +172,23 @@ func (b *Broker) settleOverdue(ctx context.Context, rec lifecycle.Record) lifecy
 		withInvitation(b.log.Warn(), &rec).Dur("late", late).Msg("deadline passed without its timer; timed out on read")
 	}
 	return next
+}
+
+// unreached lists the callees whose invitation (or group leg) no device
+// received and whose deadline is due at now: a timeout ends them
+// PEER_NO_RESPONSE if they have a live session, PEER_OFFLINE if not.
+func unreached(rec lifecycle.Record, now time.Time) []string {
+	if !rec.Group() {
+		if rec.State == protocol.StateSent {
+			return []string{rec.Callee}
+		}
+		return nil
+	}
+	var out []string
+	for _, l := range rec.Legs {
+		if l.State == protocol.StateSent && l.Deadline != 0 && l.Deadline <= now.UnixMilli() {
+			out = append(out, l.User)
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +30,7 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 		return
 	}
 	t := c.track(inv.ID)
+	before := t.inv.Legs
 	// A finished invitation is stored without its content (and a call that
 	// ended without the accept's response): keep what this device saw.
 	if inv.Content == "" {
@@ -51,8 +53,19 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 		e := protocol.Event{Type: ev, Role: role, Invitation: inv}
 		calls = append(calls, func() { h.OnEvent(e) })
 	}
+	if inv.Group() && h.OnGroupUpdated != nil {
+		calls = append(calls, func() { h.OnGroupUpdated(inv) })
+	}
 	if role == protocol.RoleCaller {
+		n := len(calls)
 		ackAccept = c.applyCaller(t, inv, once, h)
+		if li := t.local; inv.CallerDevice == c.device && h.OnLocalInvitationLegChanged != nil {
+			var legs []func()
+			for _, l := range legChanges(before, inv.Legs) {
+				legs = append(legs, func() { h.OnLocalInvitationLegChanged(li, l) })
+			}
+			calls = slices.Insert(calls, n, legs...) // before the invitation's own
+		}
 	} else {
 		ack = c.applyCallee(t, inv, once, h)
 	}
@@ -128,6 +141,9 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fire
 	li := t.local
 	if li == nil { // e.g. the app restarted and synced: rebuild the handle
 		li = &LocalInvitation{c: c, Callee: inv.Callee, ID: inv.ID, Content: inv.Content, ChannelID: inv.ChannelID, sent: true}
+		if inv.Group() {
+			li.Mode, li.Callees = inv.Mode, inv.Callees()
+		}
 		t.local = li
 	}
 	li.mu.Lock()
@@ -151,7 +167,9 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fire
 		if h.OnLocalInvitationAccepted != nil {
 			once(firedAccepted, func() { h.OnLocalInvitationAccepted(li, inv.Response) })
 		}
-		if inv.CallState == protocol.CallEnded && h.OnCallEnded != nil {
+		// A JOIN call's caller is out of it when it left, though the
+		// call may go on.
+		if (inv.CallState == protocol.CallEnded || inv.CallerLeftAt != 0) && h.OnCallEnded != nil {
 			once(firedEnded, func() { h.OnCallEnded(inv) })
 		}
 	case protocol.StateRefused:

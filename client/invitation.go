@@ -25,6 +25,12 @@ type Handler struct {
 	// (OnRemoteInvitationAccepted when the call starts). li ends CANCELED
 	// with reason MERGED; OnLocalInvitationCanceled does not fire.
 	OnLocalInvitationMerged func(li *LocalInvitation, into string)
+	// OnLocalInvitationLegChanged: a callee of a group invitation changed
+	// (received, refused, joined, left, timed out, answered elsewhere…);
+	// leg is its new state. It fires once per change, before the
+	// invitation's own callbacks (Accepted when a FIRST callee wins or a
+	// JOIN call starts, Refused or Failure when no callee is left).
+	OnLocalInvitationLegChanged func(li *LocalInvitation, leg protocol.Leg)
 
 	// Callee side (on every device of the callee).
 	OnRemoteInvitationReceived func(ri *RemoteInvitation)
@@ -35,6 +41,12 @@ type Handler struct {
 	// OnRemoteInvitationHandledElsewhere: another device of this user
 	// accepted (state ACCEPTING/ACCEPTED) or refused (REFUSED) the invitation.
 	OnRemoteInvitationHandledElsewhere func(ri *RemoteInvitation, state protocol.State)
+
+	// OnGroupUpdated: a newer view of a group invitation this user is a
+	// party to (who rings, who is in the call), on every device; a
+	// callee's view is its own leg (protocol.Invitation.For) with every
+	// leg in Legs.
+	OnGroupUpdated func(inv protocol.Invitation)
 
 	// OnCallEnded: a call this device was part of ended (hangup, presence loss
 	// or maximum duration; see inv.Reason and inv.EndedBy).
@@ -78,6 +90,9 @@ const (
 type LocalInvitation struct {
 	c      *Client
 	Callee string
+	// Callees and Mode make it a group invitation (CreateGroupInvitation).
+	Callees []string
+	Mode    protocol.Mode
 	// ID names the invitation; a retried Send with the same ID returns the
 	// same invitation. Empty: Send generates one.
 	ID        string
@@ -120,6 +135,7 @@ func (li *LocalInvitation) Send(ctx context.Context) error {
 	c.mu.Unlock()
 	rep, err := c.requestRetrying(ctx, subjects.VerbSend, &protocol.Request{
 		ID: id, Callee: li.Callee, Content: li.Content, ChannelID: li.ChannelID, Timeouts: li.Timeouts,
+		Callees: li.Callees, Mode: li.Mode,
 	})
 	if err != nil {
 		return err

@@ -3,6 +3,7 @@ package protocol
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"runtime"
 	"strings"
 	"testing"
@@ -227,5 +228,27 @@ func TestDecodeRejectsLengthsBeyondTheData(t *testing.T) {
 		if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 1<<20 {
 			t.Errorf("%s: decoding %d bytes allocated %d bytes", name, len(data), alloc)
 		}
+	}
+}
+
+// A group invitation at every size limit (content, callees at the default
+// bound with the longest ids and responses) fits an event.
+func TestLargestGroupFitsAnEvent(t *testing.T) {
+	long := func(n int) string { return strings.Repeat("x", n) }
+	inv := Invitation{ID: long(64), Caller: long(64), CallerDevice: long(64), Content: long(MaxContentLen),
+		ChannelID: long(MaxChannelIDLen), Mode: ModeJoin, State: StateAccepted, CallState: CallActive}
+	for i := range DefaultMaxCallees {
+		inv.Legs = append(inv.Legs, Leg{User: fmt.Sprintf("%064d", i), Device: long(64), State: StateAccepted,
+			Reason: ReasonAnsweredElsewhere, Response: long(MaxLegResponseLen), InvitedBy: long(64),
+			CreatedAt: 1 << 60, ReceivedAt: 1 << 60, AnsweredAt: 1 << 60, EndedAt: 1 << 60, Deadline: 1 << 60})
+	}
+	ev := Event{Type: EventGroupUpdated, Role: RoleCallee, Invitation: inv}
+	if err := MustEncode(&ev, func(b []byte) error {
+		if len(b) > MaxEventLen {
+			return fmt.Errorf("%d bytes, more than %d", len(b), MaxEventLen)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -41,6 +41,11 @@ type CallRecord struct {
 	CreatedAt  int64  `msgpack:"createdAt"`
 	AnsweredAt int64  `msgpack:"answeredAt,omitempty"` // accept or refuse
 	EndedAt    int64  `msgpack:"endedAt"`
+	// Mode and Peers, for a group invitation: its mode and every callee
+	// (Peer is then the caller for a callee, and for the caller the FIRST
+	// winner, or "").
+	Mode  Mode     `msgpack:"mode,omitempty"`
+	Peers []string `msgpack:"peers,omitempty"`
 	// DurationMs is how long an accepted call lasted: from the accept to
 	// its end. Zero for an invitation that never became a call.
 	DurationMs int64 `msgpack:"durationMs,omitempty"`
@@ -62,7 +67,9 @@ func (inv *Invitation) NeverRang() bool {
 }
 
 // CallRecordOf is inv as user (a party) sees it in the history.
-func CallRecordOf(inv *Invitation, user string) CallRecord {
+func CallRecordOf(full *Invitation, user string) CallRecord {
+	view := full.For(user)
+	inv := &view
 	r := CallRecord{
 		ID: inv.ID, Direction: Outgoing, Peer: inv.Callee, State: inv.State, Reason: inv.Reason,
 		ChannelID: inv.ChannelID, EndedBy: inv.EndedBy,
@@ -71,6 +78,9 @@ func CallRecordOf(inv *Invitation, user string) CallRecord {
 	if user == inv.Callee {
 		r.Direction, r.Peer = Incoming, inv.Caller
 		r.Missed = inv.State != StateAccepted
+	}
+	if inv.Group() {
+		r.Mode, r.Peers = inv.Mode, inv.Callees()
 	}
 	if inv.State == StateAccepted && inv.AnsweredAt > 0 && inv.EndedAt >= inv.AnsweredAt {
 		r.DurationMs = inv.EndedAt - inv.AnsweredAt

@@ -43,6 +43,12 @@ type Invitation struct {
 	// MergedInto is, for an invitation CANCELED with reason MERGED, the
 	// callee's invitation to the caller that the send accepted instead.
 	MergedInto string `msgpack:"mergedInto,omitempty" json:"mergedInto,omitempty"`
+	// Group invitations (Mode FIRST or JOIN): one leg per callee, and when
+	// the caller left a JOIN call (Unix ms; 0: in it, or not joined yet).
+	// Callee is "" until a FIRST invitation's winner accepts.
+	Mode         Mode  `msgpack:"mode,omitempty" json:"mode,omitempty"`
+	Legs         []Leg `msgpack:"legs,omitempty" json:"legs,omitempty"`
+	CallerLeftAt int64 `msgpack:"callerLeftAt,omitempty" json:"callerLeftAt,omitempty"`
 }
 
 // RoleOf returns the role of user in inv, or "" if user is not a party.
@@ -50,7 +56,12 @@ func (inv *Invitation) RoleOf(user string) Role {
 	switch user {
 	case inv.Caller:
 		return RoleCaller
+	case "":
+		return ""
 	case inv.Callee:
+		return RoleCallee
+	}
+	if inv.Leg(user) != nil {
 		return RoleCallee
 	}
 	return ""
@@ -90,6 +101,10 @@ type Request struct {
 	Push *PushTarget `msgpack:"push,omitempty"`
 	// Peer is the user to block or unblock.
 	Peer string `msgpack:"peer,omitempty"`
+	// Callees and Mode make a send a group invitation (Callee empty), and
+	// an invite adds Callees to a live JOIN invitation (ID).
+	Callees []string `msgpack:"callees,omitempty"`
+	Mode    Mode     `msgpack:"mode,omitempty"`
 }
 
 // Timeouts are per-invitation overrides, in milliseconds; zero keeps the

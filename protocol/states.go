@@ -54,15 +54,18 @@ type Reason string
 
 // Reasons (docs/protocol.md, "Reasons").
 const (
-	ReasonNone             Reason = ""
-	ReasonBusy             Reason = "BUSY"              // REFUSED: the callee's line was busy
-	ReasonPeerOffline      Reason = "PEER_OFFLINE"      // FAILED: callee offline for the offline window, or the caller's presence was lost; call: a party's presence was lost
-	ReasonPeerNoResponse   Reason = "PEER_NO_RESPONSE"  // FAILED: callee online but no device acknowledged
-	ReasonInvitationExpire Reason = "INVITATION_EXPIRE" // FAILED: received, nobody acted in time
-	ReasonAcceptFailure    Reason = "ACCEPT_FAILURE"    // FAILED: the caller never acknowledged the accept
-	ReasonHangup           Reason = "HANGUP"            // call ended by a party
-	ReasonMaxDuration      Reason = "MAX_DURATION"      // call ended by the broker's maximum call duration
-	ReasonMerged           Reason = "MERGED"            // CANCELED: the callee was calling the caller at that moment (glare); the caller accepted that invitation instead (mergedInto)
+	ReasonNone              Reason = ""
+	ReasonBusy              Reason = "BUSY"               // REFUSED: the callee's line was busy
+	ReasonPeerOffline       Reason = "PEER_OFFLINE"       // FAILED: callee offline for the offline window, or the caller's presence was lost; call: a party's presence was lost
+	ReasonPeerNoResponse    Reason = "PEER_NO_RESPONSE"   // FAILED: callee online but no device acknowledged
+	ReasonInvitationExpire  Reason = "INVITATION_EXPIRE"  // FAILED: received, nobody acted in time
+	ReasonAcceptFailure     Reason = "ACCEPT_FAILURE"     // FAILED: the caller never acknowledged the accept
+	ReasonHangup            Reason = "HANGUP"             // call ended by a party
+	ReasonMaxDuration       Reason = "MAX_DURATION"       // call ended by the broker's maximum call duration
+	ReasonAnsweredElsewhere Reason = "ANSWERED_ELSEWHERE" // group leg CANCELED: another callee accepted first (FIRST)
+	ReasonCallEnded         Reason = "CALL_ENDED"         // group leg CANCELED: the call ended before this callee answered (JOIN)
+	ReasonLeft              Reason = "LEFT"               // group leg (or JOIN caller): left the call, which went on without it
+	ReasonMerged            Reason = "MERGED"             // CANCELED: the callee was calling the caller at that moment (glare); the caller accepted that invitation instead (mergedInto)
 )
 
 // EventType names an event published on a user's events subject.
@@ -78,6 +81,7 @@ const (
 	EventCanceled       EventType = "Canceled"       // to both
 	EventFailure        EventType = "Failure"        // to both, with reason
 	EventCallEnded      EventType = "CallEnded"      // to both, with reason
+	EventGroupUpdated   EventType = "GroupUpdated"   // group: to the caller and the callees in the call, when a leg changed and no other event says so
 )
 
 // Role says which side of an invitation a user is on.

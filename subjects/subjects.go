@@ -47,13 +47,14 @@ const (
 	VerbUnregister = "unregister"
 	VerbBlock      = "block"
 	VerbUnblock    = "unblock"
+	VerbInvite     = "invite"
 )
 
 // Verbs lists every command verb, in documentation order.
 var Verbs = []string{
 	VerbLogin, VerbHeartbeat, VerbLogout, VerbSend, VerbCancel, VerbAck,
 	VerbAccept, VerbRefuse, VerbAckAccept, VerbHangup, VerbSync, VerbBusy, VerbGet,
-	VerbHistory, VerbRegister, VerbUnregister, VerbBlock, VerbUnblock,
+	VerbHistory, VerbRegister, VerbUnregister, VerbBlock, VerbUnblock, VerbInvite,
 }
 
 func knownVerb(v string) bool {

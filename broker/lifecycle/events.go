@@ -1,6 +1,7 @@
 package lifecycle
 
 import (
+	"slices"
 	"time"
 
 	"github.com/ringer-dev/ringer/protocol"
@@ -19,6 +20,9 @@ type Notice struct {
 func Events(r Record) []Notice {
 	if r.Quiet {
 		return nil
+	}
+	if r.Group() {
+		return groupEvents(r)
 	}
 	inv := r.Invitation
 	to := func(role protocol.Role, t protocol.EventType) Notice {
@@ -60,9 +64,8 @@ func Events(r Record) []Notice {
 	return nil
 }
 
-// HoldsLines reports whether the record holds its parties' lines: a line
-// claim keeps its user busy exactly while this is true, so an invitation's
-// end frees both lines with no write to them.
+// HoldsLines reports whether the record may hold its parties' lines (see
+// HoldsLine for one party's).
 func HoldsLines(r Record) bool {
 	return r.Live() && r.Reason != protocol.ReasonBusy
 }
@@ -75,11 +78,14 @@ func HoldsLines(r Record) bool {
 // not made unreachable by one caller's long offline window; the invitation
 // still waits for it (store-and-forward) and keeps its claim on the line.
 func Busies(r Record, user string, now time.Time, unreceived time.Duration) bool {
-	if !HoldsLines(r) || r.RoleOf(user) == "" {
+	if !HoldsLine(r, user) {
 		return false
 	}
 	if r.State == protocol.StateSent && user == r.Callee && unreceived > 0 {
 		return now.Sub(time.UnixMilli(r.CreatedAt)) < unreceived
+	}
+	if l := r.Leg(user); l != nil && l.State == protocol.StateSent && user != r.Callee && unreceived > 0 {
+		return now.Sub(time.UnixMilli(l.CreatedAt)) < unreceived
 	}
 	return true
 }
@@ -99,4 +105,62 @@ func Finished(r Record) Record {
 		r.Response = ""
 	}
 	return r
+}
+
+// groupEvents: the caller hears of every revision of a group invitation;
+// a callee of those that changed its leg (Touched), of the FIRST
+// winner's call, and of every change while it is in a JOIN call. Each is
+// given its own view (protocol.Invitation.For), and an event type as a
+// 1:1 invitation in that view would (GroupUpdated where none applies).
+func groupEvents(r Record) []Notice {
+	out := []Notice{{User: r.Caller, Event: protocol.Event{Type: callerGroupEvent(r), Role: protocol.RoleCaller, Invitation: r.Invitation}}}
+	for i := range r.Legs {
+		l := &r.Legs[i]
+		touched := slices.Contains(r.Touched, l.User)
+		if !touched && l.User != r.Callee && !(r.Mode == protocol.ModeJoin && l.Joined()) {
+			continue
+		}
+		v := r.Invitation.For(l.User)
+		t := protocol.EventGroupUpdated
+		switch {
+		case !touched && l.User != r.Callee:
+		case v.State == protocol.StateSent:
+			t = protocol.EventInvited
+		case v.State == protocol.StateAccepting:
+			t = protocol.EventAccepting
+		case v.State == protocol.StateAccepted && v.CallState == protocol.CallEnded:
+			t = protocol.EventCallEnded
+		case v.State == protocol.StateAccepted:
+			t = protocol.EventAccepted
+		case v.State == protocol.StateRefused:
+			t = protocol.EventRefused
+		case v.State == protocol.StateCanceled:
+			t = protocol.EventCanceled
+		case v.State == protocol.StateFailed:
+			t = protocol.EventFailure
+		}
+		out = append(out, Notice{User: l.User, Event: protocol.Event{Type: t, Role: protocol.RoleCallee, Invitation: v}})
+	}
+	return out
+}
+
+func callerGroupEvent(r Record) protocol.EventType {
+	switch r.State {
+	case protocol.StateAccepting:
+		return protocol.EventAccepted
+	case protocol.StateAccepted:
+		if r.CallState == protocol.CallEnded {
+			return protocol.EventCallEnded
+		}
+		if r.Mode == protocol.ModeFirst {
+			return protocol.EventAccepted
+		}
+	case protocol.StateRefused:
+		return protocol.EventRefused
+	case protocol.StateCanceled:
+		return protocol.EventCanceled
+	case protocol.StateFailed:
+		return protocol.EventFailure
+	}
+	return protocol.EventGroupUpdated
 }

@@ -4,6 +4,7 @@
 package lifecycle
 
 import (
+	"slices"
 	"time"
 
 	"github.com/ringer-dev/ringer/protocol"
@@ -35,6 +36,15 @@ type Record struct {
 	// Chain: a step per revision of this invitation, its own last (see
 	// Step); kept by store.PutInvitation.
 	Chain []Step `msgpack:"chain,omitempty"`
+	// Touched: the group callees whose leg this revision changed (they are
+	// told; the others are not disturbed again).
+	Touched []string `msgpack:"touched,omitempty"`
+	// CallDeadline: when a JOIN call reaches its maximum duration (Unix
+	// ms; 0: none). Deadline is the earliest of it and the ringing legs'.
+	CallDeadline int64 `msgpack:"callDeadline,omitempty"`
+	// PushTo: the group callees whose lines had push targets at the send
+	// (Push for each leg).
+	PushTo []string `msgpack:"pushTo,omitempty"`
 }
 
 // Timeouts are the durations that bound each waiting state.
@@ -82,6 +92,9 @@ type Action struct {
 	// CalleeOnline tells a Timeout in SENT whether the callee had a live
 	// session (PEER_NO_RESPONSE) or not (PEER_OFFLINE).
 	CalleeOnline bool
+	// Online lists, for a Timeout of a group invitation, the callees with
+	// SENT legs that had a live session.
+	Online []string
 }
 
 // New builds the record of a freshly sent invitation.
@@ -133,12 +146,20 @@ func NewMerged(id, caller, callerDevice, callee, channelID, into string, now tim
 // error means the action already took effect (an idempotent retry) and r is
 // the result. Errors are *protocol.Error.
 func Apply(r Record, a Action, now time.Time) (next Record, changed bool, err error) {
+	if r.Group() {
+		if r.Callee == "" { // a FIRST invitation that is no 1:1 call yet, or a JOIN one
+			return applyGroup(r, a, now)
+		}
+		if l := r.Leg(a.User); l != nil && a.User != r.Callee {
+			return applyLoser(r, a, l)
+		}
+	}
 	role := r.RoleOf(a.User)
 	if a.Kind != Timeout && role == "" {
 		return r, false, protocol.Errorf(protocol.CodeForbidden, "%s is not a party to invitation %s", a.User, r.ID)
 	}
 	next = r
-	next.Rearm, next.Quiet = false, false
+	next.Rearm, next.Quiet, next.Touched = false, false, nil
 	ms := now.UnixMilli()
 
 	switch a.Kind {
@@ -290,6 +311,14 @@ func Apply(r Record, a Action, now time.Time) (next Record, changed bool, err er
 		return r, false, protocol.Errorf(protocol.CodeInternal, "unknown action %d", a.Kind)
 	}
 
+	if r.Group() && !next.Live() {
+		// A FIRST invitation's call (or its accept) ended: so did the
+		// winner's leg.
+		next.Legs = slices.Clone(r.Legs)
+		if l := next.Leg(r.Callee); l != nil {
+			l.EndedAt, l.Reason = next.EndedAt, next.Reason
+		}
+	}
 	armTimer(&next, r)
 	return next, true, nil
 }

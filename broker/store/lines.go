@@ -67,10 +67,13 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 	keep := make([]bool, len(l.Claims))
 	errs := make([]error, len(l.Claims))
 	judge := func(i int, rec lifecycle.Record) {
-		keep[i] = rec.RoleOf(user) != "" && lifecycle.HoldsLines(rec)
+		keep[i] = lifecycle.HoldsLine(rec, user)
 		held[i].Busy = lifecycle.Busies(rec, user, now, rules.Unreceived)
 		held[i].Outgoing = rec.Caller == user
 		held[i].Invitation = rec.Invitation
+		if !keep[i] && rejoining(rec, user, l.Claims[i], now, rules.Grace) {
+			keep[i], held[i].Busy = true, true
+		}
 	}
 	var wg sync.WaitGroup
 	for i, c := range l.Claims {
@@ -161,4 +164,14 @@ func (s *Store) Busy(ctx context.Context, user string, rules LineRules) (busy bo
 	}
 	held, err := s.Holding(ctx, user, l, time.Now(), rules, true)
 	return l.Manual || AnyBusy(held), l, err
+}
+
+// rejoining reports whether c, a claim of a group invitation whose record
+// says user's leg is over, was written after the leg ended and less than
+// grace ago: a late join or a fresh invitation of user into that call is
+// under way (the claim goes first, the record after), so it holds like a
+// claim whose invitation is not written yet.
+func rejoining(rec lifecycle.Record, user string, c Claim, now time.Time, grace time.Duration) bool {
+	l := rec.Leg(user)
+	return rec.Live() && l != nil && l.EndedAt != 0 && c.At >= l.EndedAt && now.Sub(time.UnixMilli(c.At)) < grace
 }

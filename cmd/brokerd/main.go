@@ -67,6 +67,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.Float64Var(&o.cfg.CommandRate, "command-rate", o.cfg.CommandRate, "other commands (login, heartbeat, get, accept, …) one user may make per second per broker, on average (0 = unlimited)")
 	fs.IntVar(&o.cfg.CommandBurst, "command-burst", o.cfg.CommandBurst, "other commands one user may make at once per broker")
 	fs.IntVar(&o.cfg.MaxOutgoing, "max-outgoing", o.cfg.MaxOutgoing, "live invitations and calls one user may have as the caller")
+	fs.IntVar(&o.cfg.MaxCallees, "max-callees", o.cfg.MaxCallees, "callees a group invitation may ring (at the send and invited later)")
 	fs.IntVar(&o.cfg.MaxIncoming, "max-incoming", o.cfg.MaxIncoming, "invitations a line keeps waiting for one callee (more senders are refused as busy)")
 	fs.DurationVar(&o.cfg.UnreceivedHold, "unreceived-hold", o.cfg.UnreceivedHold, "how long an invitation no callee device has received keeps the callee busy (0 = as long as it rings)")
 	fs.IntVar(&o.cfg.MaxDevices, "max-devices", o.cfg.MaxDevices, "devices one user may have logged in at once")

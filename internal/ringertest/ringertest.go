@@ -210,6 +210,9 @@ func (r *Recorder) Handler() client.Handler {
 		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
 			r.add("Failure %s %s", li.ID, reason)
 		},
+		OnLocalInvitationLegChanged: func(li *client.LocalInvitation, l protocol.Leg) {
+			r.add("Leg %s %s %s %s", li.ID, l.User, l.State, l.Reason)
+		},
 		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
 			r.mu.Lock()
 			r.remote[ri.ID()] = ri
