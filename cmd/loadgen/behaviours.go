@@ -20,9 +20,20 @@ func (r *run) handler(u *user, device string) client.Handler {
 				r.tr.event(s, roleOf(ev.Role), device, ev.Invitation)
 			}
 		},
-		OnLocalInvitationReceivedByPeer: func(li *client.LocalInvitation) { r.onReceivedByPeer(li) },
-		OnLocalInvitationAccepted:       func(li *client.LocalInvitation, _ string) { r.onLocalAccepted(li) },
+		OnLocalInvitationReceivedByPeer: func(li *client.LocalInvitation) {
+			if !r.grouped(li.ID, u, "", nil) {
+				r.onReceivedByPeer(li)
+			}
+		},
+		OnLocalInvitationAccepted: func(li *client.LocalInvitation, _ string) {
+			if !r.grouped(li.ID, u, "", nil) {
+				r.onLocalAccepted(li)
+			}
+		},
 		OnLocalInvitationRefused: func(li *client.LocalInvitation, _ string) {
+			if r.grouped(li.ID, u, outRefused, nil) {
+				return
+			}
 			inv := li.Invitation()
 			out := outRefused
 			if inv.Reason == protocol.ReasonBusy {
@@ -31,9 +42,15 @@ func (r *run) handler(u *user, device string) client.Handler {
 			r.observe(li.ID, roleCaller, out, inv)
 		},
 		OnLocalInvitationCanceled: func(li *client.LocalInvitation) {
+			if r.grouped(li.ID, u, outCanceled, nil) {
+				return
+			}
 			r.observe(li.ID, roleCaller, outCanceled, li.Invitation())
 		},
 		OnLocalInvitationMerged: func(li *client.LocalInvitation, into string) {
+			if r.grouped(li.ID, u, outMerged, nil) {
+				return
+			}
 			// Glare: the callee was calling this user — in loadgen only an
 			// invitation whose send "failed" (timed out) but was executed,
 			// still ringing. The send accepted it: a call nobody here
@@ -46,23 +63,47 @@ func (r *run) handler(u *user, device string) client.Handler {
 			})
 		},
 		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
+			if r.grouped(li.ID, u, string(reason), nil) {
+				return
+			}
 			r.observe(li.ID, roleCaller, string(reason), li.Invitation())
 		},
-		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) { r.onRing(u, ri) },
-		OnRemoteInvitationAccepted: func(ri *client.RemoteInvitation) { r.onCallStarted(ri) },
+		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
+			if !r.grouped(ri.ID(), u, "", ri) {
+				r.onRing(u, ri)
+			}
+		},
+		OnRemoteInvitationAccepted: func(ri *client.RemoteInvitation) {
+			if !r.grouped(ri.ID(), u, outAccepted, nil) {
+				r.onCallStarted(ri)
+			}
+		},
 		OnRemoteInvitationRefused: func(ri *client.RemoteInvitation) {
+			if r.grouped(ri.ID(), u, outRefused, nil) {
+				return
+			}
 			r.observe(ri.ID(), roleCallee, outRefused, ri.Invitation())
 		},
 		OnRemoteInvitationCanceled: func(ri *client.RemoteInvitation) {
+			if r.grouped(ri.ID(), u, outCanceled, nil) {
+				return
+			}
 			r.observe(ri.ID(), roleCallee, outCanceled, ri.Invitation())
 		},
 		OnRemoteInvitationFailure: func(ri *client.RemoteInvitation, reason protocol.Reason) {
+			if r.grouped(ri.ID(), u, string(reason), nil) {
+				return
+			}
 			r.observe(ri.ID(), roleCallee, string(reason), ri.Invitation())
 		},
 		OnRemoteInvitationHandledElsewhere: func(*client.RemoteInvitation, protocol.State) {
 			r.st.note("HandledElsewhere (loadgen users have one device)")
 		},
-		OnCallEnded: func(inv protocol.Invitation) { r.onCallEnded(u, inv) },
+		OnCallEnded: func(inv protocol.Invitation) {
+			if !r.grouped(inv.ID, u, outAccepted, nil) {
+				r.onCallEnded(u, inv)
+			}
+		},
 	}
 }
 

@@ -27,11 +27,14 @@ const (
 	bBusy                              // callee is already ringing or in a call → REFUSED/BUSY
 	bDisconnect                        // caller vanishes (no logout) after the ring → callee Failure(PEER_OFFLINE)
 	bPush                              // callee's app is asleep with a push target; the simulated gateway wakes it, it logs in and accepts
+	bGroup                             // a FIRST group invitation to three callees who all accept at once: one wins
+	bGroupJoin                         // a JOIN group invitation: three join, a fourth is invited late, parties leave (one rejoins) until one is left
+	bGlare                             // two users call each other at the same instant: one call, the other invitation merged into it
 	bCarrier                           // internal: makes a callee ring so that a busy collision has a target
 	numMixBehaviours = bCarrier        // behaviours a --mix may weight
 )
 
-var behaviourNames = [...]string{"accept", "refuse", "cancel", "ignore", "offline", "busy", "disconnect", "push", "busy-carrier"}
+var behaviourNames = [...]string{"accept", "refuse", "cancel", "ignore", "offline", "busy", "disconnect", "push", "group", "groupjoin", "glare", "busy-carrier"}
 
 func (b behaviour) String() string { return behaviourNames[b] }
 

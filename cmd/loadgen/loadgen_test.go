@@ -264,3 +264,35 @@ func TestRateWarningSaysWhy(t *testing.T) {
 		t.Errorf("a closed loop warned: %q", w)
 	}
 }
+
+// Group calls and glare run with their invariants, and report their
+// outcomes by name.
+func TestGroupWorkload(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 3 s workload")
+	}
+	t.Setenv("RINGER_NATS", "")
+	var stdout, stderr bytes.Buffer
+	code := realMain([]string{"--duration", "3s", "--rate", "20", "--users", "80", "--seed", "3",
+		"--mix", "group=1,groupjoin=1,glare=1,accept=1", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
+		"--drain", "25s", "--json", "--gc-floor", "0"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res struct {
+		Outcomes   map[string]int64 `json:"outcomes"`
+		Violations int64            `json:"violations"`
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []string{outGroupAnswered, outGroupJoined, outGlareMerged, outAccepted} {
+		if res.Outcomes[o] == 0 {
+			t.Errorf("no %s outcome: %v", o, res.Outcomes)
+		}
+	}
+	if res.Violations != 0 {
+		t.Errorf("%d violations", res.Violations)
+	}
+}

@@ -118,6 +118,9 @@ var invariantLines = []struct {
 	{"no event applied out of revision order (OnEvent, per client)", []string{vOutOfOrder}},
 	{"no timer fired before its deadline", []string{vTimerEarly}},
 	{"no user left busy (sync; line records when embedded)", []string{vLeftBusy, vLeftBusyLine}},
+	{"group: one winner per FIRST invitation; every callee one outcome, the same on all sides", []string{vGroupWinners, vGroupViews, vGroupTwice}},
+	{"group: a JOIN call is on exactly while two or more are in it", []string{vJoinEnd}},
+	{"glare: two users calling each other end up in one call", []string{vGlare}},
 }
 
 // rateWarning says why an open loop started fewer invitations than it

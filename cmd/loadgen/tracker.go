@@ -42,7 +42,7 @@ const (
 var expected = map[behaviour]string{
 	bAccept: outAccepted, bRefuse: outRefused, bCancel: outCanceled, bIgnore: string(protocol.ReasonInvitationExpire),
 	bOffline: string(protocol.ReasonPeerOffline), bBusy: outRefusedBusy, bDisconnect: string(protocol.ReasonPeerOffline),
-	bCarrier: outCanceled, bPush: outAccepted,
+	bCarrier: outCanceled, bPush: outAccepted, bGroup: outGroupAnswered, bGroupJoin: outGroupJoined, bGlare: outGlareMerged,
 }
 
 // rank orders views along the lifecycle, for the event-order check.
@@ -76,6 +76,7 @@ type observer struct {
 // invState is one invitation as loadgen knows it. Guarded by tracker.mu.
 type invState struct {
 	id             string
+	group          string // a group or glare scenario's invitation id (groups.go); id is then the tracker's key only
 	p              plan
 	caller, callee *user
 	li             *client.LocalInvitation
@@ -377,6 +378,22 @@ func (s *invState) timerOutcome() bool {
 		return s.lastState == protocol.StateSent // the offline window ran out; in RECEIVED it is a presence loss
 	}
 	return false
+}
+
+// finish completes a group or glare scenario's invitation, which its own
+// goroutine checked (groups.go), with outcome.
+func (t *tracker) finish(s *invState, outcome string, now time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s.outcome, s.outcomeAt, s.done, s.doneAt = outcome, now, true, now
+	t.inflight--
+	close(s.doneCh)
+	t.finished = append(t.finished, s)
+	t.st.outcome(s.p.b, outcome)
+	t.st.inWindow(now, now)
+	if outcome != expected[s.p.b] {
+		t.st.note(fmt.Sprintf("unexpected outcome: %s ended %s", s.p.b, outcome))
+	}
 }
 
 // failSend completes an invitation whose Send returned an error.

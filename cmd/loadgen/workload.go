@@ -36,6 +36,7 @@ type run struct {
 	// webhooks receives a webhook relay's deliveries (--webhook-listen).
 	webhooks *webhookSink
 	tl       *timeline // a sample a second (--csv, --html)
+	groups   groups    // group and glare scenarios in flight
 
 	sessionTTL, heartbeatMs atomic.Int64 // what the broker said at login
 	next                    atomic.Uint64
@@ -148,6 +149,8 @@ func (r *run) start(i uint64) *invState {
 	id := fmt.Sprintf("%s-%d", r.runID, i)
 	var s *invState
 	switch p.b {
+	case bGroup, bGroupJoin, bGlare:
+		return r.startGroup(i, p, now)
 	case bOffline:
 		us := r.pool.take(1, now)
 		if us == nil {

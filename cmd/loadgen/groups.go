@@ -1,0 +1,447 @@
+// Group calls and glare: scripted scenarios, each on its own goroutine, with their own invariants.
+package main
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// groupCallees is how many callees a group scenario rings (a JOIN one
+// invites one more into its live call).
+const groupCallees = 3
+
+// Group and glare violation kinds.
+const (
+	vGroupWinners = "group_winners_not_one"         // a FIRST invitation with two accepts that succeeded, or a winner the record does not name
+	vGroupViews   = "group_views_differ"            // a callee's own view and the caller's leg of it disagree, or a device's view and the broker's
+	vJoinEnd      = "join_call_end_wrong"           // a JOIN call ended with two parties in it, or lived on with fewer
+	vGlare        = "glare_not_one_call"            // two users calling each other did not end up in exactly one call
+	vGroupTwice   = "group_terminal_callback_twice" // a party got two different terminal callbacks for one group invitation
+)
+
+// Group outcomes, by name in the report.
+const (
+	outGroupAnswered = "GROUP_ANSWERED" // FIRST: one callee won the call
+	outGroupJoined   = "GROUP_JOINED"   // JOIN: the call ran with late join, leave and rejoin, and ended when one was left
+	outGlareMerged   = "GLARE_MERGED"   // glare: one call, the other invitation merged into it
+)
+
+// groupCall is what the scenario of one group (or glare) invitation
+// learns from the parties' callbacks.
+type groupCall struct {
+	mu    sync.Mutex
+	rings map[string]chan *client.RemoteInvitation // per callee: its RemoteInvitation, once
+	saw   map[string][]string                      // per party: distinct terminal callbacks
+}
+
+// groups routes the callbacks of scenario invitations to their scenario.
+type groups struct {
+	mu    sync.Mutex
+	calls map[string]*groupCall
+}
+
+func (g *groups) add(id string, users []*user) *groupCall {
+	gc := &groupCall{rings: map[string]chan *client.RemoteInvitation{}, saw: map[string][]string{}}
+	for _, u := range users {
+		gc.rings[u.id] = make(chan *client.RemoteInvitation, 1)
+	}
+	g.mu.Lock()
+	if g.calls == nil {
+		g.calls = map[string]*groupCall{}
+	}
+	g.calls[id] = gc
+	g.mu.Unlock()
+	return gc
+}
+
+func (g *groups) get(id string) *groupCall {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.calls[id]
+}
+
+func (g *groups) drop(ids ...string) {
+	g.mu.Lock()
+	for _, id := range ids {
+		delete(g.calls, id)
+	}
+	g.mu.Unlock()
+}
+
+// grouped hands a callback to its scenario; false if id is not one.
+// what is the callback ("" for a ring, with ri set).
+func (r *run) grouped(id string, u *user, what string, ri *client.RemoteInvitation) bool {
+	gc := r.groups.get(id)
+	if gc == nil {
+		return false
+	}
+	gc.mu.Lock()
+	defer gc.mu.Unlock()
+	if ri != nil && what == "" {
+		select {
+		case gc.rings[u.id] <- ri:
+		default: // rang before (a resync): once is enough
+		}
+		return true
+	}
+	if what != "" && !slices.Contains(gc.saw[u.id], what) {
+		gc.saw[u.id] = append(gc.saw[u.id], what)
+	}
+	return true
+}
+
+// ring waits for u's ring of a scenario invitation (nil if none came).
+func (gc *groupCall) ring(ctx context.Context, u *user, within time.Duration) *client.RemoteInvitation {
+	t := time.NewTimer(within)
+	defer t.Stop()
+	select {
+	case ri := <-gc.rings[u.id]:
+		return ri
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	return nil
+}
+
+// startGroup takes the users of a group or glare scenario and runs it.
+func (r *run) startGroup(i uint64, p plan, now time.Time) *invState {
+	n := 2
+	switch p.b {
+	case bGroup:
+		n = groupCallees + 1
+	case bGroupJoin:
+		n = groupCallees + 2
+	}
+	us := r.pool.take(n, now)
+	if us == nil {
+		return nil
+	}
+	// The tracker knows the scenario by a key of its own: the parties'
+	// events of the invitation are not a 1:1 invitation's to check.
+	id := fmt.Sprintf("%s-%d", r.runID, i)
+	s := &invState{id: id + "~scenario", group: id, p: p, caller: us[0], callee: us[1]}
+	r.tr.register(s)
+	r.st.started.Add(1)
+	r.bg.Add(1)
+	go func() {
+		defer r.bg.Done()
+		var out string
+		switch p.b {
+		case bGroup:
+			out = r.groupFirst(s, us)
+		case bGroupJoin:
+			out = r.groupJoin(s, us)
+		default:
+			out = r.glare(s, us)
+		}
+		r.tr.finish(s, out, time.Now())
+		r.st.completed.Add(1)
+		for _, u := range us {
+			r.pool.release(u, time.Now())
+		}
+	}()
+	return s
+}
+
+// sendGroup sends the scenario's invitation from us[0] to callees.
+func (r *run) sendGroup(s *invState, mode protocol.Mode, caller *user, callees []*user) (*client.LocalInvitation, *groupCall, error) {
+	gc := r.groups.add(s.group, append([]*user{caller}, callees...))
+	cl, _ := caller.client()
+	ids := make([]string, len(callees))
+	for i, u := range callees {
+		ids[i] = u.id
+	}
+	li := cl.CreateGroupInvitation(mode, ids...)
+	li.ID, li.Content, li.ChannelID, li.Timeouts = s.group, "loadgen "+s.p.b.String(), "ch-"+s.group, r.timeouts(s.p.b)
+	s.sendAt = time.Now()
+	ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+	err := li.Send(ctx)
+	cancel()
+	r.st.record(stSendReply, time.Since(s.sendAt))
+	if err != nil {
+		r.st.cmdError("send", err)
+	}
+	return li, gc, err
+}
+
+// groupFirst: a FIRST invitation to three callees, who all accept at once
+// (after their think time): exactly one accept may succeed, and the
+// record must name that callee; the caller hangs up after the hold.
+func (r *run) groupFirst(s *invState, us []*user) string {
+	li, gc, err := r.sendGroup(s, protocol.ModeFirst, us[0], us[1:])
+	defer r.groups.drop(s.group)
+	if err != nil {
+		r.settle(s.group, us[0], li.Cancel)
+		return outSendFailed
+	}
+	var (
+		wg      sync.WaitGroup
+		mu      sync.Mutex
+		winners []string
+	)
+	for _, u := range us[1:] {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ri := gc.ring(r.ctx, u, 15*time.Second)
+			if ri == nil {
+				return
+			}
+			r.st.record(stSendToRing, time.Since(s.sendAt))
+			time.Sleep(s.p.think)
+			err := r.do("accept", func(ctx context.Context) error { return ri.Accept(ctx, "") })
+			if err == nil {
+				mu.Lock()
+				winners = append(winners, u.id)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if len(winners) > 1 {
+		r.tr.violate(vGroupWinners, "%s: accepts of %v all succeeded", s.group, winners)
+	}
+	out := outGroupAnswered
+	if len(winners) == 0 {
+		out = "GROUP_UNANSWERED" // every ring or accept lost (chaos): say so, do not guess
+		r.settle(s.group, us[0], li.Cancel)
+	} else {
+		time.Sleep(s.p.hold)
+		r.settle(s.group, us[0], li.Leave)
+	}
+	final := r.checkGroup(s, us, gc)
+	if len(winners) == 1 && final.Callee != winners[0] {
+		r.tr.violate(vGroupWinners, "%s: %s's accept succeeded, the record's winner is %q", s.group, winners[0], final.Callee)
+	}
+	return out
+}
+
+// groupJoin: a JOIN invitation to three callees who all join; the caller
+// invites a fourth, who joins late; the caller leaves, one callee leaves
+// and joins again, then the callees leave one by one. After each leave
+// the call must be on exactly while two or more are in it.
+func (r *run) groupJoin(s *invState, us []*user) string {
+	caller, callees, late := us[0], us[1:len(us)-1], us[len(us)-1]
+	li, gc, err := r.sendGroup(s, protocol.ModeJoin, caller, callees)
+	defer r.groups.drop(s.group)
+	if err != nil {
+		r.settle(s.group, caller, li.Cancel)
+		return outSendFailed
+	}
+	gc.mu.Lock()
+	gc.rings[late.id] = make(chan *client.RemoteInvitation, 1)
+	gc.mu.Unlock()
+	joined := map[string]*client.RemoteInvitation{}
+	var mu sync.Mutex
+	join := func(u *user) {
+		ri := gc.ring(r.ctx, u, 15*time.Second)
+		if ri == nil {
+			return
+		}
+		r.st.record(stSendToRing, time.Since(s.sendAt))
+		time.Sleep(s.p.think)
+		if r.do("accept", func(ctx context.Context) error { return ri.Accept(ctx, "") }) == nil {
+			mu.Lock()
+			joined[u.id] = ri
+			mu.Unlock()
+		}
+	}
+	var wg sync.WaitGroup
+	for _, u := range callees {
+		wg.Add(1)
+		go func() { defer wg.Done(); join(u) }()
+	}
+	wg.Wait()
+	if len(joined) == 0 {
+		r.settle(s.group, caller, li.Cancel)
+		r.checkGroup(s, us[:len(us)-1], gc)
+		return "GROUP_UNANSWERED"
+	}
+	if r.do("invite", func(ctx context.Context) error { return li.Invite(ctx, late.id) }) == nil {
+		join(late)
+	}
+	// Who is in the call, as this scenario made it; every leave is checked
+	// against the broker's record.
+	in := 1 + len(joined)
+	leave := func(f func(context.Context) error) {
+		// ALREADY_END: an attempt whose reply was lost took effect.
+		if err := r.do("hangup", f); err != nil && errCode(err) != string(protocol.CodeAlreadyEnd) {
+			return
+		}
+		in--
+		r.checkInCall(s, caller, in)
+	}
+	time.Sleep(s.p.hold)
+	leave(li.Leave)
+	order := slices.Sorted(func(yield func(string) bool) {
+		for u := range joined {
+			if !yield(u) {
+				return
+			}
+		}
+	})
+	if len(order) >= 3 { // one leaves and joins again while the call lives
+		ri := joined[order[0]]
+		leave(ri.Leave)
+		if r.do("accept", func(ctx context.Context) error { return ri.Accept(ctx, "") }) == nil {
+			in++
+			r.checkInCall(s, caller, in)
+		}
+	}
+	for _, u := range order {
+		if in < 2 {
+			break // the call ended when the one before left
+		}
+		leave(joined[u].Leave)
+	}
+	r.checkGroup(s, us, gc)
+	return outGroupJoined
+}
+
+// checkInCall asks the broker (through the caller, who may read a call it
+// left) whether the call is on, and compares with the parties this
+// scenario knows to be in it.
+func (r *run) checkInCall(s *invState, caller *user, in int) {
+	cl, _ := caller.client()
+	var inv protocol.Invitation
+	if r.do("get", func(ctx context.Context) (err error) { inv, err = cl.Get(ctx, s.group); return err }) != nil {
+		return
+	}
+	on := inv.CallState == protocol.CallActive
+	if on != (in >= 2) || inv.InCall() != in && on {
+		r.tr.violate(vJoinEnd, "%s: %d in the call by the scenario, the record: %s with %d", s.group, in, inv.CallState, inv.InCall())
+	}
+}
+
+// glare: two users call each other at the same instant. They must end up
+// in one call: one invitation ACCEPTED, the other CANCELED/MERGED into it.
+func (r *run) glare(s *invState, us []*user) string {
+	a, b := us[0], us[1]
+	ids := [2]string{s.group + "a", s.group + "b"}
+	gc := r.groups.add(ids[0], us)
+	r.groups.mu.Lock()
+	r.groups.calls[ids[1]] = gc
+	r.groups.mu.Unlock()
+	defer r.groups.drop(ids[:]...)
+	var (
+		views [2]protocol.Invitation
+		errs  [2]error
+		wg    sync.WaitGroup
+	)
+	start := make(chan struct{})
+	for i, pair := range [2][2]*user{{a, b}, {b, a}} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cl, _ := pair[0].client()
+			li := cl.CreateLocalInvitation(pair[1].id)
+			li.ID, li.Content, li.Timeouts = ids[i], "loadgen glare", r.timeouts(bGlare)
+			<-start
+			ctx, cancel := context.WithTimeout(r.ctx, 5*time.Second)
+			errs[i] = li.Send(ctx)
+			cancel()
+			views[i] = li.Invitation()
+		}()
+	}
+	s.sendAt = time.Now()
+	close(start)
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		for i, u := range []*user{a, b} {
+			cl, _ := u.client()
+			r.settle(ids[i], u, func(ctx context.Context) error { return cl.Cancel(ctx, ids[i]) })
+		}
+		return outSendFailed
+	}
+	merged := -1
+	for i, v := range views {
+		if v.Reason == protocol.ReasonMerged && v.MergedInto == ids[1-i] {
+			merged = i
+		}
+	}
+	if merged < 0 || views[1-merged].Reason == protocol.ReasonMerged || views[1-merged].Reason == protocol.ReasonBusy {
+		r.tr.violate(vGlare, "%s: the two sends ended %s/%s and %s/%s", s.group, views[0].State, views[0].Reason, views[1].State, views[1].Reason)
+		for i, u := range []*user{a, b} {
+			cl, _ := u.client()
+			r.settle(ids[i], u, func(ctx context.Context) error { return cl.Cancel(ctx, ids[i]) })
+			r.settle(ids[i], u, func(ctx context.Context) error { return cl.Hangup(ctx, ids[i]) })
+		}
+		return "GLARE_" + string(views[0].State)
+	}
+	call := ids[1-merged]
+	time.Sleep(s.p.hold)
+	cl, _ := a.client()
+	r.settle(call, a, func(ctx context.Context) error { return cl.Hangup(ctx, call) })
+	for _, u := range us {
+		if v := r.finalView(u, call); v.Live() || v.State != protocol.StateAccepted {
+			r.tr.violate(vGlare, "%s: %s sees the call %s/%s", s.group, u.id, v.State, v.CallState)
+		}
+	}
+	return outGlareMerged
+}
+
+// settle runs a command that ends (or leaves) an invitation; an answer
+// that it already ended is fine.
+func (r *run) settle(id string, u *user, f func(context.Context) error) {
+	err := r.do("settle", f)
+	if err != nil && errCode(err) != string(protocol.CodeAlreadyEnd) && errCode(err) != string(protocol.CodeAlreadyAccept) {
+		r.st.note("a scenario could not end its invitation: " + errCode(err))
+	}
+}
+
+// finalView waits (up to 20 s: a lost event is caught up at the next
+// heartbeat) for u's device to see invitation id finished, and returns
+// what it sees.
+func (r *run) finalView(u *user, id string) protocol.Invitation {
+	cl, _ := u.client()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		v, ok := cl.Invitation(id)
+		if ok && !v.Live() || time.Now().After(deadline) || r.ctx.Err() != nil {
+			return v
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// checkGroup checks a finished group invitation on every side: each
+// device's view finished, agrees with the broker's record, and each
+// callee's view with the caller's leg of it; no party got two different
+// terminal callbacks. It returns the caller's view.
+func (r *run) checkGroup(s *invState, us []*user, gc *groupCall) protocol.Invitation {
+	caller := r.finalView(us[0], s.group)
+	cl, _ := us[0].client()
+	var rec protocol.Invitation
+	if r.do("get", func(ctx context.Context) (err error) { rec, err = cl.Get(ctx, s.group); return err }) == nil {
+		if rec.Live() {
+			r.tr.violate(vNoTerminal, "%s: still %s/%s at the end of its scenario", s.group, rec.State, rec.CallState)
+		}
+		if caller.Revision != rec.Revision || caller.State != rec.State {
+			r.tr.violate(vGroupViews, "%s: the caller's device sees %s rev %d, the broker %s rev %d", s.group, caller.State, caller.Revision, rec.State, rec.Revision)
+		}
+	}
+	for _, u := range us[1:] {
+		l := rec.Leg(u.id)
+		if l == nil || l.Reason == protocol.ReasonBusy {
+			continue // not invited (the JOIN scenario's late callee, if its invite failed), or never rang
+		}
+		v := r.finalView(u, s.group)
+		if v.Live() || v.State != l.State || v.Reason != l.Reason {
+			r.tr.violate(vGroupViews, "%s: %s's device sees %s %s, the caller's leg of it %s %s", s.group, u.id, v.State, v.Reason, l.State, l.Reason)
+		}
+	}
+	gc.mu.Lock()
+	for u, saw := range gc.saw {
+		if len(saw) > 1 {
+			r.tr.violate(vGroupTwice, "%s: %s got %v", s.group, u, saw)
+		}
+	}
+	gc.mu.Unlock()
+	return rec
+}
