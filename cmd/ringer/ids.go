@@ -96,3 +96,52 @@ func callEnd(inv protocol.Invitation) string {
 	}
 	return string(inv.Reason)
 }
+
+// conference: a JOIN invitation this user is a party to.
+func conference(inv protocol.Invitation) bool { return inv.Mode == protocol.ModeJoin }
+
+// who names an invitation's callees.
+func who(li *client.LocalInvitation) string {
+	if li.Mode == protocol.ModeOne {
+		return li.Callee
+	}
+	return strings.Join(li.Callees, ",")
+}
+
+// others lists a group invitation's callees but one.
+func others(inv protocol.Invitation, but string) string {
+	var out []string
+	for _, u := range inv.Callees() {
+		if u != but {
+			out = append(out, u)
+		}
+	}
+	return strings.Join(out, ",")
+}
+
+// legWords says what became of one callee of a group invitation.
+func legWords(l protocol.Leg) string {
+	switch {
+	case l.State == protocol.StateSent:
+		return l.User + " is invited"
+	case l.State == protocol.StateReceived:
+		return l.User + " is ringing"
+	case l.Joined():
+		return l.User + " is in the call"
+	case l.State == protocol.StateAccepted && l.Reason == protocol.ReasonLeft:
+		return l.User + " left"
+	case l.State == protocol.StateAccepted:
+		return l.User + " is out of the call (" + string(l.Reason) + ")"
+	case l.Reason == protocol.ReasonBusy:
+		return l.User + " is busy"
+	case l.State == protocol.StateRefused:
+		return l.User + " refused"
+	case l.Reason == protocol.ReasonAnsweredElsewhere:
+		return l.User + " stopped ringing (someone else answered)"
+	case l.Reason == protocol.ReasonCallEnded:
+		return l.User + " stopped ringing (the call ended)"
+	case l.State == protocol.StateCanceled:
+		return l.User + " stopped ringing (canceled)"
+	}
+	return l.User + " did not answer (" + string(l.Reason) + ")"
+}

@@ -24,6 +24,11 @@ import (
 
 const help = `commands:
   invite <user> [content]    send an invitation
+  invite <u1,u2,...> [content]  ring several at once: the first to accept gets the call
+  conf <u1,u2,...> [content] a conference: everyone who accepts joins one call
+  add [id] <u1,...>          ring more people into your conference
+  join [id]                  join a conference (also late, or again after leaving)
+  leave [id]                 leave a conference (it goes on while two remain)
   accept [id] [response]     accept an incoming invitation
   refuse [id] [response]     refuse it
   cancel [id]                cancel an invitation you sent
@@ -82,24 +87,51 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 	defer nc.Close()
 	say := func(format string, args ...any) { fmt.Fprintf(out, "\r* "+format+"\n> ", args...) }
 	c, err := client.New(nc, user, device, client.WithHandler(client.Handler{
-		OnLocalInvitationReceivedByPeer: func(li *client.LocalInvitation) { say("%s is ringing (%s)", li.Callee, li.ID) },
-		OnLocalInvitationAccepted: func(li *client.LocalInvitation, r string) {
-			say("%s accepted %s: %q — you are in a call; 'hangup %s' to end it", li.Callee, li.ID, r, li.ID)
+		OnLocalInvitationReceivedByPeer: func(li *client.LocalInvitation) {
+			if li.Mode == protocol.ModeOne {
+				say("%s is ringing (%s)", li.Callee, li.ID)
+			}
 		},
-		OnLocalInvitationRefused:  func(li *client.LocalInvitation, r string) { say("%s refused %s: %q", li.Callee, li.ID, r) },
+		OnLocalInvitationAccepted: func(li *client.LocalInvitation, r string) {
+			if li.Mode == protocol.ModeJoin {
+				say("your conference %s started; 'add %s <user>' to ring more, 'leave %s' to leave", li.ID, li.ID, li.ID)
+				return
+			}
+			say("%s accepted %s: %q — you are in a call; 'hangup %s' to end it", li.Invitation().Callee, li.ID, r, li.ID)
+		},
+		OnLocalInvitationLegChanged: func(li *client.LocalInvitation, l protocol.Leg) { say("%s: %s", li.ID, legWords(l)) },
+		OnLocalInvitationRefused:  func(li *client.LocalInvitation, r string) { say("%s refused %s: %q", who(li), li.ID, r) },
 		OnLocalInvitationCanceled: func(li *client.LocalInvitation) { say("you canceled %s", li.ID) },
 		OnLocalInvitationMerged: func(li *client.LocalInvitation, into string) {
 			say("%s was calling you at that moment: you accepted their call %s instead", li.Callee, into)
 		},
 		OnLocalInvitationFailure: func(li *client.LocalInvitation, reason protocol.Reason) {
-			say("invitation %s to %s failed: %s", li.ID, li.Callee, reason)
+			say("invitation %s to %s failed: %s", li.ID, who(li), reason)
 		},
 		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
-			say("INCOMING from %s: %q — 'accept %s' or 'refuse %s'", ri.CallerID(), ri.Content(), ri.ID(), ri.ID())
+			inv := ri.Invitation()
+			switch inv.Mode {
+			case protocol.ModeFirst:
+				say("INCOMING from %s (also ringing %s; the first to accept gets it): %q — 'accept %s' or 'refuse %s'",
+					ri.CallerID(), others(inv, inv.Callee), ri.Content(), ri.ID(), ri.ID())
+			case protocol.ModeJoin:
+				say("CONFERENCE from %s (with %s): %q — 'join %s' or 'refuse %s'", ri.CallerID(), others(inv, inv.Callee), ri.Content(), ri.ID(), ri.ID())
+			default:
+				say("INCOMING from %s: %q — 'accept %s' or 'refuse %s'", ri.CallerID(), ri.Content(), ri.ID(), ri.ID())
+			}
 		},
 		OnRemoteInvitationAccepted: func(ri *client.RemoteInvitation) { say("call %s with %s started", ri.ID(), ri.CallerID()) },
 		OnRemoteInvitationRefused:  func(ri *client.RemoteInvitation) { say("you refused %s", ri.ID()) },
-		OnRemoteInvitationCanceled: func(ri *client.RemoteInvitation) { say("%s canceled %s", ri.CallerID(), ri.ID()) },
+		OnRemoteInvitationCanceled: func(ri *client.RemoteInvitation) {
+			switch ri.Invitation().Reason {
+			case protocol.ReasonAnsweredElsewhere:
+				say("%s stopped ringing: someone else answered %s's call first", ri.ID(), ri.CallerID())
+			case protocol.ReasonCallEnded:
+				say("%s stopped ringing: the conference ended", ri.ID())
+			default:
+				say("%s canceled %s", ri.CallerID(), ri.ID())
+			}
+		},
 		OnRemoteInvitationFailure: func(ri *client.RemoteInvitation, reason protocol.Reason) {
 			say("invitation %s from %s failed: %s", ri.ID(), ri.CallerID(), reason)
 		},
@@ -161,11 +193,18 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 		return nil
 	}
 	switch verb {
-	case "invite":
+	case "invite", "conf":
 		if err := need(1); err != nil {
 			return err
 		}
 		li := c.CreateLocalInvitation(args[0])
+		if users := strings.Split(args[0], ","); len(users) > 1 || verb == "conf" {
+			mode := protocol.ModeFirst
+			if verb == "conf" {
+				mode = protocol.ModeJoin
+			}
+			li = c.CreateGroupInvitation(mode, users...)
+		}
 		// A NUID's first 12 characters are the same for a whole process:
 		// the channel takes its last 8.
 		li.ID, li.Content, li.ChannelID = nuid.Next(), rest, "room-"+nuid.Next()[14:]
@@ -173,6 +212,28 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 			return err
 		}
 		fmt.Fprintf(out, "invitation %s sent to %s (channel %s); 'cancel %s' to cancel\n", li.ID, args[0], li.ChannelID, li.ID)
+	case "join":
+		id, _, err := target(ctx, c, args, "conference", conference)
+		if err != nil {
+			return err
+		}
+		return c.Accept(ctx, id, "")
+	case "leave":
+		id, _, err := target(ctx, c, args, "conference", conference)
+		if err != nil {
+			return err
+		}
+		return c.Hangup(ctx, id)
+	case "add":
+		if err := need(1); err != nil {
+			return err
+		}
+		users := args[len(args)-1]
+		id, _, err := target(ctx, c, args[:len(args)-1], "conference", conference)
+		if err != nil {
+			return err
+		}
+		return c.Invite(ctx, id, strings.Split(users, ",")...)
 	case "accept", "refuse":
 		id, text, err := target(ctx, c, args, "ringing invitation", ringingForMe(c.User()))
 		if err != nil {

@@ -138,3 +138,39 @@ func TestTwoTerminalTour(t *testing.T) {
 		}
 	}
 }
+
+// Group calls from three terminals: the first to accept wins; then a
+// conference that carol joins, alice adds dave to, and people leave.
+func TestGroupTerminals(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	alice, bob, carol := open(t, env.URL, "alice"), open(t, env.URL, "bob"), open(t, env.URL, "carol")
+	alice.send("invite bob,carol lunch?")
+	id := bob.expect(t, `INCOMING from alice \(also ringing carol; the first to accept gets it\): "lunch\?" — 'accept (\S+)'`)[1]
+	carol.expect(t, `INCOMING from alice \(also ringing bob;`)
+	carol.send("accept")
+	alice.expect(t, id+": bob stopped ringing \\(someone else answered\\)") // a leg's news comes before the invitation's
+	alice.expect(t, `carol accepted `+id)
+	bob.expect(t, id+" stopped ringing: someone else answered alice's call first")
+	alice.send("hangup " + id)
+	carol.expect(t, "call "+id+" ended: alice hung up")
+
+	dave := open(t, env.URL, "dave")
+	alice.send("conf bob,carol standup")
+	conf := bob.expect(t, `CONFERENCE from alice \(with carol\): "standup" — 'join (\S+)'`)[1]
+	bob.send("join")
+	alice.expect(t, conf+": bob is in the call")
+	alice.expect(t, "your conference "+conf+" started")
+	carol.send("join " + conf[:8])
+	alice.expect(t, conf+": carol is in the call")
+	alice.send("add dave")
+	dave.expect(t, `CONFERENCE from alice \(with bob,carol\)`)
+	dave.send("join")
+	alice.expect(t, conf+": dave is in the call")
+	bob.send("leave")
+	alice.expect(t, conf+": bob left")
+	bob.send("leave " + conf)
+	bob.expect(t, "error: .*not in the call")
+	carol.send("leave")
+	dave.send("leave")
+	alice.expect(t, "call "+conf+" ended")
+}
