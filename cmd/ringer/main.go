@@ -100,8 +100,8 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 			say("%s accepted %s: %q — you are in a call; 'hangup %s' to end it", li.Invitation().Callee, li.ID, r, li.ID)
 		},
 		OnLocalInvitationLegChanged: func(li *client.LocalInvitation, l protocol.Leg) { say("%s: %s", li.ID, legWords(l)) },
-		OnLocalInvitationRefused:  func(li *client.LocalInvitation, r string) { say("%s refused %s: %q", who(li), li.ID, r) },
-		OnLocalInvitationCanceled: func(li *client.LocalInvitation) { say("you canceled %s", li.ID) },
+		OnLocalInvitationRefused:    func(li *client.LocalInvitation, r string) { say("%s refused %s: %q", who(li), li.ID, r) },
+		OnLocalInvitationCanceled:   func(li *client.LocalInvitation) { say("you canceled %s", li.ID) },
 		OnLocalInvitationMerged: func(li *client.LocalInvitation, into string) {
 			say("%s was calling you at that moment: you accepted their call %s instead", li.Callee, into)
 		},
