@@ -75,3 +75,69 @@ func Example() {
 	// alice hears: on my way
 	// bob's call ended: HANGUP
 }
+
+// Alice rings Bob and Carol at once; the first to accept gets the call
+// (protocol.ModeFirst), and the other's phone stops ringing with
+// ANSWERED_ELSEWHERE. Alice follows each callee through
+// OnLocalInvitationLegChanged.
+func ExampleClient_CreateGroupInvitation() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ringer, err := brokertest.Start(ctx)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer ringer.Close()
+	nc, err := nats.Connect(ringer.URL)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer nc.Close()
+
+	accepted := make(chan string, 1)
+	stopped := make(chan protocol.Leg, 1)
+	alice, _ := client.New(nc, "alice", "phone", client.WithHandler(client.Handler{
+		OnLocalInvitationAccepted: func(li *client.LocalInvitation, _ string) { accepted <- li.Invitation().Callee },
+		OnLocalInvitationLegChanged: func(li *client.LocalInvitation, leg protocol.Leg) {
+			if leg.State == protocol.StateCanceled {
+				stopped <- leg
+			}
+		},
+	}))
+	rings := map[string]chan *client.RemoteInvitation{"bob": make(chan *client.RemoteInvitation, 1), "carol": make(chan *client.RemoteInvitation, 1)}
+	var callees []*client.Client
+	for _, user := range []string{"bob", "carol"} {
+		c, _ := client.New(nc, user, "phone", client.WithHandler(client.Handler{
+			OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) { rings[user] <- ri },
+		}))
+		defer c.Close()
+		callees = append(callees, c)
+	}
+	defer alice.Close()
+	for _, c := range append(callees, alice) {
+		if err := c.Login(ctx); err != nil {
+			fmt.Println(err)
+			return
+		}
+	}
+
+	inv := alice.CreateGroupInvitation(protocol.ModeFirst, "bob", "carol")
+	if err := inv.Send(ctx); err != nil {
+		fmt.Println(err)
+		return
+	}
+	<-rings["bob"]
+	carol := <-rings["carol"]
+	if err := carol.Accept(ctx, ""); err != nil {
+		fmt.Println(err)
+		return
+	}
+	leg := <-stopped
+	fmt.Printf("%s stops ringing: %s\n", leg.User, leg.Reason)
+	fmt.Println("alice is in a call with", <-accepted)
+	// Output:
+	// bob stops ringing: ANSWERED_ELSEWHERE
+	// alice is in a call with carol
+}

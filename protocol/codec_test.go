@@ -88,6 +88,12 @@ func TestWireFieldNames(t *testing.T) {
 		{&Reply{Calls: []CallRecord{{ID: "i"}}, Cursor: "3", Push: &PushTarget{Device: "d"}, Blocked: []string{"p"}},
 			[]string{"calls", "cursor", "push", "blocked"}},
 		{&Invitation{ID: "i", MergedInto: "j"}, []string{"id", "mergedInto"}},
+		// Group invitations (docs/protocol.md §12).
+		{&Request{Device: "d", Callees: []string{"a"}, Mode: ModeJoin}, []string{"callees", "mode"}},
+		{&Invitation{ID: "i", Mode: ModeFirst, CallerLeftAt: 1, Legs: []Leg{{User: "u"}}}, []string{"mode", "legs", "callerLeftAt"}},
+		{&Leg{User: "u", Device: "d", State: StateSent, Reason: ReasonLeft, Response: "r", InvitedBy: "b", ReceivedAt: 1, AnsweredAt: 1, EndedAt: 1, Deadline: 1},
+			[]string{"user", "device", "state", "reason", "response", "invitedBy", "createdAt", "receivedAt", "answeredAt", "endedAt", "deadline"}},
+		{&CallRecord{ID: "i", Mode: ModeJoin, Peers: []string{"a"}}, []string{"mode", "peers"}},
 		{&CallRecord{ID: "i", Direction: Incoming, Peer: "p", Missed: true, DurationMs: 1, EndedAt: 2, Cursor: "5"},
 			[]string{"id", "direction", "peer", "missed", "durationMs", "endedAt", "cursor"}},
 		{&PushRequest{ID: "i.ring", Kind: PushRing, User: "u", CollapseKey: "i", Deadline: 1, Devices: []PushTarget{{Device: "d"}}},

@@ -137,13 +137,16 @@ wait_healthy() { # TIMEOUT_S SERVICE... ; prints the seconds it took
 }
 
 SERVICES=(nats1 nats2 nats3 brokerd1 brokerd2 brokerd3)
-LG_ARGS=()
+# The mix: loadgen's default, with group calls (FIRST and JOIN) and glare
+# pairs, whose scenarios check their own invariants (cmd/loadgen/groups.go).
+MIX=accept=50,refuse=15,cancel=10,ignore=5,offline=5,busy=10,disconnect=5,group=6,groupjoin=3,glare=3
+LG_ARGS=(--mix "$MIX")
 LG_RUN=()
 if ((PUSH)); then
 	# ringer-push (with its push-sink dependency, unused here) delivers to
 	# loadgen, reachable as "loadgen" (run --use-aliases).
 	SERVICES+=(push-sink ringer-push)
-	LG_ARGS=(--mix accept=50,refuse=15,cancel=10,ignore=5,offline=5,busy=10,disconnect=5,push=15 --push-listen :8090)
+	LG_ARGS=(--mix "$MIX,push=15" --push-listen :8090)
 	LG_RUN=(--use-aliases -e RINGER_PUSH_SECRET=dev-only-not-a-secret)
 fi
 if ((WEBHOOK)); then
