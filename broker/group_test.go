@@ -98,10 +98,31 @@ func TestGroupFirstAcceptRaces(t *testing.T) {
 		cfg.Name = fmt.Sprintf("b%d", i)
 		env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
 	}
+	firstAcceptRaces(t, env, 20)
+}
+
+// The same on a three-node cluster with R3 state, the brokers on
+// different servers: the compare-and-set that picks the winner is the
+// stream leader's, whichever server each accept came through.
+func TestGroupFirstAcceptRacesR3(t *testing.T) {
+	c, cfg := clusterR3(t)
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	for i := range 2 {
+		bc := cfg
+		bc.Name = fmt.Sprintf("b%d", i)
+		env.Brokers = append(env.Brokers, ringertest.StartBroker(t, c.Servers[i].ClientURL(), bc))
+	}
+	for _, s := range c.Servers {
+		ringertest.WaitServing(t, s.ClientURL())
+	}
+	firstAcceptRaces(t, env, 10)
+}
+
+func firstAcceptRaces(t *testing.T, env *ringertest.Env, rounds int) {
 	ctx := ringertest.Ctx(t)
 	alice, bob, carol := env.Login("alice", "p"), env.Login("bob", "p"), env.Login("carol", "p")
 	wins := map[string]int{}
-	for round := range 20 {
+	for round := range rounds {
 		li := sendGroup(t, alice, protocol.ModeFirst, "bob", "carol")
 		rb, rc := bob.Rec.WaitRemote(t, li.ID), carol.Rec.WaitRemote(t, li.ID)
 		var wg sync.WaitGroup
@@ -316,4 +337,71 @@ func TestGroupBadInput(t *testing.T) {
 		t.Fatal(err)
 	}
 	bob.Rec.Wait(t, "RemoteCanceled "+jl.ID)
+}
+
+// A broker dies (its connection cut, as kill -9 does) with group
+// invitations ringing, some of them accepted by two callees at that very
+// moment: each still ends with one winner, the others answered
+// elsewhere, the JOIN ones time out leg by leg on the surviving broker,
+// and no line stays held.
+func TestGroupsSurviveABrokerKill(t *testing.T) {
+	s := natstest.RunServer(t)
+	env := &ringertest.Env{T: t, URL: s.ClientURL()}
+	for i := range 2 {
+		cfg := ringertest.TestConfig()
+		cfg.Name = fmt.Sprintf("b%d", i)
+		env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
+	}
+	ctx := ringertest.Ctx(t)
+	const n = 6
+	var users []string
+	type party struct {
+		caller     *ringertest.Client
+		bob, carol *ringertest.Client
+		first      *client.LocalInvitation
+		join       *client.LocalInvitation
+	}
+	ps := make([]party, n)
+	for i := range ps {
+		p := &ps[i]
+		p.caller = env.Login(fmt.Sprintf("a%d", i), "p")
+		p.bob = env.Login(fmt.Sprintf("b%d", i), "p", client.WithoutAutoAck())
+		p.carol = env.Login(fmt.Sprintf("c%d", i), "p", client.WithoutAutoAck())
+		users = append(users, p.caller.User(), p.bob.User(), p.carol.User(), fmt.Sprintf("d%d", i))
+		p.first = sendGroup(t, p.caller, protocol.ModeFirst, p.bob.User(), p.carol.User())
+		p.join = sendGroup(t, p.caller, protocol.ModeJoin, fmt.Sprintf("d%d", i)) // nobody home: times out
+	}
+	var wg sync.WaitGroup
+	results := make([][2]error, n)
+	for i := range ps {
+		p := &ps[i]
+		rb, rc := p.bob.Rec.WaitRemote(t, p.first.ID), p.carol.Rec.WaitRemote(t, p.first.ID)
+		for k, ri := range []*client.RemoteInvitation{rb, rc} {
+			wg.Add(1)
+			go func() { defer wg.Done(); results[i][k] = ri.Accept(ctx, "") }()
+		}
+		if i == n/2 {
+			env.Brokers[0].Kill()
+		}
+	}
+	wg.Wait()
+	for i, p := range ps {
+		won := 0
+		for _, err := range results[i] {
+			if err == nil {
+				won++
+			} else if code(err) != protocol.CodeAlreadyAccept {
+				t.Fatalf("group %d: accept: %v", i, err)
+			}
+		}
+		if won != 1 {
+			t.Fatalf("group %d: %d accepts succeeded", i, won)
+		}
+		p.caller.Rec.Wait(t, "Accepted "+p.first.ID)
+		if err := p.caller.Hangup(ctx, p.first.ID); err != nil {
+			t.Fatal(err)
+		}
+		p.caller.Rec.Wait(t, "Failure "+p.join.ID+" PEER_OFFLINE")
+	}
+	waitFree(t, &ringertest.Env{T: t, URL: env.URL, Brokers: env.Brokers[1:]}, users...)
 }

@@ -281,3 +281,54 @@ func checkGroupStep(t *testing.T, round int, prev, next Record, a Action) {
 		t.Fatalf("round %d: live %s invitation without a deadline", round, next.State)
 	}
 }
+
+// TestGroupEveryPair applies every action, by every kind of actor (the
+// caller, each callee whatever its leg's state, a stranger), to every
+// situation the table builds, in both modes: each answer is a typed
+// error that changes nothing, or a change that keeps the invariants of
+// TestGroupRandomRaces.
+func TestGroupEveryPair(t *testing.T) {
+	setups := [][]Action{
+		nil, {by(Ack, "bob")}, {by(Refuse, "bob")}, {by(Cancel, "alice")}, {by(Accept, "carol")},
+		{by(Accept, "bob"), by(Accept, "carol")}, {by(Accept, "carol"), by(AckAccept, "alice")},
+		{by(Accept, "bob"), by(Accept, "carol"), by(Hangup, "bob")}, {by(Accept, "bob"), by(Hangup, "bob")},
+		{by(Accept, "bob"), by(Accept, "carol"), by(Hangup, "alice")}, {{Kind: PresenceLost, User: "alice"}},
+	}
+	n := 0
+	for _, mode := range []protocol.Mode{protocol.ModeFirst, protocol.ModeJoin} {
+		for _, setup := range setups {
+			r := NewGroup("g1", "alice", "a1", mode, callees, func(u string) bool { return u == "dave" }, "hi", "ch", timeouts, t0)
+			ok := true
+			for i, a := range setup {
+				next, _, err := Apply(r, a, t0.Add(time.Duration(i+1)*time.Millisecond))
+				if err != nil {
+					ok = false // not a situation of this mode
+					break
+				}
+				r = next
+			}
+			if !ok {
+				continue
+			}
+			for _, k := range Kinds {
+				for _, u := range []string{"alice", "bob", "carol", "dave", "eve"} {
+					for _, at := range []time.Time{t0.Add(time.Second), t0.Add(time.Hour)} {
+						a := Action{Kind: k, User: u, Device: u[:1] + "1", Online: []string{"bob"}}
+						next, changed, err := Apply(r, a, at)
+						n++
+						var pe *protocol.Error
+						switch {
+						case err != nil && !errors.As(err, &pe):
+							t.Fatalf("%s %v: %s by %s: untyped error %v", mode, setup, k, u, err)
+						case err != nil && changed:
+							t.Fatalf("%s %v: %s by %s: error %v with a change", mode, setup, k, u, err)
+						case err == nil && changed:
+							checkGroupStep(t, n, r, next, a)
+						}
+					}
+				}
+			}
+		}
+	}
+	t.Logf("%d (situation, action, actor, time) cases", n)
+}

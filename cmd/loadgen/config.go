@@ -27,8 +27,8 @@ const (
 	bBusy                              // callee is already ringing or in a call → REFUSED/BUSY
 	bDisconnect                        // caller vanishes (no logout) after the ring → callee Failure(PEER_OFFLINE)
 	bPush                              // callee's app is asleep with a push target; the simulated gateway wakes it, it logs in and accepts
-	bGroup                             // a FIRST group invitation to three callees who all accept at once: one wins
-	bGroupJoin                         // a JOIN group invitation: three join, a fourth is invited late, parties leave (one rejoins) until one is left
+	bGroup                             // a FIRST group invitation to --group-callees callees who all accept at once: one wins
+	bGroupJoin                         // a JOIN group invitation: every callee joins, one more is invited late, parties leave (one rejoins) until one is left
 	bGlare                             // two users call each other at the same instant: one call, the other invitation merged into it
 	bCarrier                           // internal: makes a callee ring so that a busy collision has a target
 	numMixBehaviours = bCarrier        // behaviours a --mix may weight
@@ -145,6 +145,7 @@ type config struct {
 	// wake an asleep callee (push behaviour): uniform in between.
 	wakeMin, wakeMax time.Duration
 	historyReads     float64 // share of finished invitations after which the callee reads its history
+	groupCallees     int     // callees of a group or groupjoin invitation
 	// pushListen, if set, is where loadgen serves a push gateway's
 	// deliveries (POST /push, as ringer-push sends them) instead of reading
 	// the push stream itself; pushSecretEnv names the signature key.
@@ -188,6 +189,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&mixStr, "mix", defaultMix, "behaviour weights: accept, refuse, cancel, ignore, offline, busy, disconnect, push")
 	fs.StringVar(&c.pushListen, "push-listen", "", "push behaviour: serve ringer-push's deliveries on this address (POST /push) instead of reading RINGER_PUSH with JetStream (a deployment where loadgen has no JetStream access)")
 	fs.StringVar(&c.pushSecretEnv, "push-secret-env", "RINGER_PUSH_SECRET", "push behaviour with --push-listen: environment variable holding the key deliveries are signed with (none: not checked)")
+	fs.IntVar(&c.groupCallees, "group-callees", 3, "callees of each group and groupjoin invitation (groupjoin invites one more into the call); 1..16")
 	fs.Float64Var(&c.historyReads, "history-reads", 0, "share (0..1) of finished invitations after which the callee reads the newest page of its history (latency stage history_read)")
 	fs.DurationVar(&c.wakeMin, "push-wake-min", 500*time.Millisecond, "push behaviour: shortest time from a push request to the woken callee's login")
 	fs.DurationVar(&c.wakeMax, "push-wake-max", 3*time.Second, "push behaviour: longest time from a push request to the woken callee's login")
@@ -285,6 +287,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{errors.New("--duration must be positive")}
 	case c.drain < 0 || c.think < 0 || c.hold < 0 || c.cooldown < 0:
 		return nil, usageError{errors.New("--drain, --think, --hold and --cooldown must not be negative")}
+	case c.groupCallees < 1 || c.groupCallees > 16:
+		return nil, usageError{errors.New("--group-callees must be 1..16 (a broker's default bound)")}
 	case c.historyReads < 0 || c.historyReads > 1:
 		return nil, usageError{errors.New("--history-reads is a share, 0..1")}
 	case c.wakeMin < 0 || c.wakeMax < c.wakeMin:

@@ -12,10 +12,6 @@ import (
 	"github.com/ringer-dev/ringer/protocol"
 )
 
-// groupCallees is how many callees a group scenario rings (a JOIN one
-// invites one more into its live call).
-const groupCallees = 3
-
 // Group and glare violation kinds.
 const (
 	vGroupWinners = "group_winners_not_one"         // a FIRST invitation with two accepts that succeeded, or a winner the record does not name
@@ -114,9 +110,9 @@ func (r *run) startGroup(i uint64, p plan, now time.Time) *invState {
 	n := 2
 	switch p.b {
 	case bGroup:
-		n = groupCallees + 1
+		n = r.cfg.groupCallees + 1 // a JOIN scenario invites one more into its live call
 	case bGroupJoin:
-		n = groupCallees + 2
+		n = r.cfg.groupCallees + 2
 	}
 	us := r.pool.take(n, now)
 	if us == nil {
@@ -170,7 +166,7 @@ func (r *run) sendGroup(s *invState, mode protocol.Mode, caller *user, callees [
 	return li, gc, err
 }
 
-// groupFirst: a FIRST invitation to three callees, who all accept at once
+// groupFirst: a FIRST invitation to --group-callees callees, who all accept at once
 // (after their think time): exactly one accept may succeed, and the
 // record must name that callee; the caller hangs up after the hold.
 func (r *run) groupFirst(s *invState, us []*user) string {
@@ -222,8 +218,8 @@ func (r *run) groupFirst(s *invState, us []*user) string {
 	return out
 }
 
-// groupJoin: a JOIN invitation to three callees who all join; the caller
-// invites a fourth, who joins late; the caller leaves, one callee leaves
+// groupJoin: a JOIN invitation to --group-callees callees who all join;
+// the caller invites one more, who joins late; the caller leaves, one callee leaves
 // and joins again, then the callees leave one by one. After each leave
 // the call must be on exactly while two or more are in it.
 func (r *run) groupJoin(s *invState, us []*user) string {
