@@ -141,8 +141,10 @@ func (b *Broker) invite(ctx context.Context, c *command) (protocol.Reply, error)
 		if rec.RoleOf(c.user) == "" {
 			return protocol.Reply{}, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", req.ID)
 		}
-		if _, err := lifecycle.AddLegs(rec, c.user, req.Callees, none, b.cfg.MaxCallees, b.now()); err != nil {
+		if _, changed, err := lifecycle.AddLegs(rec, c.user, req.Callees, none, b.cfg.MaxCallees, b.now()); err != nil {
 			return protocol.Reply{}, err // not allowed, whatever the lines say
+		} else if !changed {
+			return protocol.Reply{Invitation: viewFor(rec, c.user)}, nil // a retry: done already
 		}
 		lines, revs, held, err := b.readLines(ctx, req.Callees, req.ID, true)
 		if err != nil {
@@ -164,9 +166,12 @@ func (b *Broker) invite(ctx context.Context, c *command) (protocol.Reply, error)
 			}
 			claimed = true
 		}
-		next, err := lifecycle.AddLegs(rec, c.user, req.Callees, busy, b.cfg.MaxCallees, now)
+		next, changed, err := lifecycle.AddLegs(rec, c.user, req.Callees, busy, b.cfg.MaxCallees, now)
 		if err != nil {
 			return protocol.Reply{}, err
+		}
+		if !changed {
+			return protocol.Reply{Invitation: viewFor(rec, c.user)}, nil
 		}
 		for i, u := range req.Callees {
 			if lines[i].Push && !slices.Contains(next.PushTo, u) {

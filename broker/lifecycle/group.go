@@ -57,45 +57,53 @@ func newLeg(user, by string, busy bool, t Timeouts, now time.Time) protocol.Leg 
 // AddLegs invites more callees into a live JOIN invitation, on behalf of
 // by: the caller (unless it left) or a callee in the call. A callee whose
 // leg ended (refused, timed out, left) is invited afresh; one whose leg
-// is live, or the caller, may not be. busy says which lines are taken.
-func AddLegs(r Record, by string, users []string, busy func(string) bool, maxCallees int, now time.Time) (Record, error) {
+// is live may not be, unless by invited it (a retried invite: nothing to
+// do, changed is false); the caller never. busy says which lines are taken.
+func AddLegs(r Record, by string, users []string, busy func(string) bool, maxCallees int, now time.Time) (_ Record, changed bool, _ error) {
 	if r.Mode != protocol.ModeJoin {
-		return r, protocol.Errorf(protocol.CodeInvalidArgument, "invitation %s is not a JOIN group invitation: only those take more callees", r.ID)
+		return r, false, protocol.Errorf(protocol.CodeInvalidArgument, "invitation %s is not a JOIN group invitation: only those take more callees", r.ID)
 	}
 	if !r.Live() {
-		return r, alreadyEnd(r)
+		return r, false, alreadyEnd(r)
 	}
 	switch l := r.Leg(by); {
 	case by == r.Caller && r.CallerLeftAt == 0, l != nil && l.Joined():
 	case r.RoleOf(by) == "":
-		return r, protocol.Errorf(protocol.CodeForbidden, "%s is not a party to invitation %s", by, r.ID)
+		return r, false, protocol.Errorf(protocol.CodeForbidden, "%s is not a party to invitation %s", by, r.ID)
 	default:
-		return r, protocol.Errorf(protocol.CodeForbidden, "%s may not invite into %s: only who is in the call does", by, r.ID)
+		return r, false, protocol.Errorf(protocol.CodeForbidden, "%s may not invite into %s: only who is in the call does", by, r.ID)
 	}
 	next := r.clone()
 	for _, u := range users {
 		if u == r.Caller {
-			return r, protocol.Errorf(protocol.CodeInvalidArgument, "%s is the caller of %s", u, r.ID)
+			return r, false, protocol.Errorf(protocol.CodeInvalidArgument, "%s is the caller of %s", u, r.ID)
 		}
 		nl := newLeg(u, by, busy(u), r.Timeouts, now)
-		if !busy(u) {
-			next.Touched = append(next.Touched, u)
-		}
 		if l := next.Leg(u); l != nil {
-			if l.Live() {
-				return r, protocol.Errorf(protocol.CodeInvalidArgument, "%s is already invited to %s", u, r.ID)
+			switch {
+			case l.Live() && (l.InvitedBy == by || l.InvitedBy == "" && by == r.Caller):
+				continue // invited by by already: a retry
+			case l.Live():
+				return r, false, protocol.Errorf(protocol.CodeInvalidArgument, "%s is already invited to %s", u, r.ID)
 			}
 			*l = nl
-			continue
+		} else {
+			next.Legs = append(next.Legs, nl)
 		}
-		next.Legs = append(next.Legs, nl)
+		changed = true
+		if !busy(u) {
+			next.touch(u)
+		}
 	}
 	if len(next.Legs) > maxCallees {
-		return r, protocol.Errorf(protocol.CodeInvalidArgument, "%d callees, at most %d", len(next.Legs), maxCallees)
+		return r, false, protocol.Errorf(protocol.CodeInvalidArgument, "%d callees, at most %d", len(next.Legs), maxCallees)
+	}
+	if !changed {
+		return r, false, nil
 	}
 	settle(&next, now.UnixMilli())
 	armTimer(&next, r)
-	return next, nil
+	return next, true, nil
 }
 
 // clone copies r for writing: its legs are its own.

@@ -189,9 +189,16 @@ func c0(Record) time.Time { return t0.Add(time.Millisecond) }
 func TestAddLegs(t *testing.T) {
 	live := group(t, protocol.ModeJoin, false, by(Accept, "bob"), by(Refuse, "carol"))
 	now := t0.Add(time.Second)
-	next, err := AddLegs(live, "bob", []string{"erin", "carol"}, func(u string) bool { return u == "erin" }, 16, now)
-	if err != nil {
-		t.Fatal(err)
+	next, changed, err := AddLegs(live, "bob", []string{"erin", "carol"}, func(u string) bool { return u == "erin" }, 16, now)
+	if err != nil || !changed {
+		t.Fatal(changed, err)
+	}
+	// A retried invite (carol rings, invited by bob) changes nothing.
+	if again, changed, err := AddLegs(next, "bob", []string{"carol"}, noneBusy, 16, now); err != nil || changed || again.Revision != next.Revision {
+		t.Fatalf("retried invite: changed=%v, %v", changed, err)
+	}
+	if _, _, err := AddLegs(next, "alice", []string{"carol"}, noneBusy, 16, now); err == nil {
+		t.Fatal("alice re-invites carol, whom bob invited and who rings: no error")
 	}
 	if e, c := next.Leg("erin"), next.Leg("carol"); e.Reason != protocol.ReasonBusy || c.State != protocol.StateSent || c.InvitedBy != "bob" {
 		t.Fatalf("added legs: %+v %+v", e, c)
@@ -215,7 +222,7 @@ func TestAddLegs(t *testing.T) {
 		{group(t, protocol.ModeJoin, false, by(Cancel, "alice")), "alice", []string{"erin"}, 16, protocol.CodeAlreadyEnd},
 	} {
 		var pe *protocol.Error
-		if _, err := AddLegs(tc.r, tc.by, tc.users, noneBusy, tc.max, now); !errors.As(err, &pe) || pe.Code != tc.code {
+		if _, _, err := AddLegs(tc.r, tc.by, tc.users, noneBusy, tc.max, now); !errors.As(err, &pe) || pe.Code != tc.code {
 			t.Errorf("%s invites %v: %v, want %s", tc.by, tc.users, err, tc.code)
 		}
 	}
