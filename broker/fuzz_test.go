@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -26,6 +27,8 @@ func FuzzCommand(f *testing.F) {
 	seed(3, protocol.Request{Device: "d", Callee: "peer", Content: "hi", Timeouts: &protocol.Timeouts{OfflineMs: 1000}})
 	seed(3, protocol.Request{Device: "d", Callee: "fuzzer"})
 	seed(6, protocol.Request{Device: "d", ID: "x", Response: "ok"})
+	seed(slices.Index(subjects.Verbs, subjects.VerbSend), protocol.Request{Device: "d", Callees: []string{"peer", "x"}, Mode: protocol.ModeJoin})
+	seed(slices.Index(subjects.Verbs, subjects.VerbInvite), protocol.Request{Device: "d", ID: "x", Callees: []string{"peer"}})
 	f.Add(uint8(3), []byte{0xc1})
 	f.Add(uint8(11), []byte{})
 	f.Fuzz(func(t *testing.T, verb uint8, body []byte) {

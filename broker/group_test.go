@@ -305,6 +305,9 @@ func TestGroupBadInput(t *testing.T) {
 			t.Errorf("%s: %v, want INVALID_ARGUMENT (%s)", tc.name, err, tc.want)
 		}
 	}
+	if _, err := alice.Block(ctx, "alice"); code(err) != protocol.CodeInvalidArgument || !strings.Contains(err.Error(), "cannot block itself") {
+		t.Errorf("block yourself: %v, want INVALID_ARGUMENT", err)
+	}
 	li := sendGroup(t, alice, protocol.ModeFirst, "bob")
 	if err := eve.Accept(ctx, li.ID, ""); code(err) != protocol.CodeForbidden && code(err) != protocol.CodeNotFound {
 		t.Errorf("a stranger joins: %v, want FORBIDDEN", err)

@@ -151,6 +151,7 @@ func TestErrorIs(t *testing.T) {
 
 func FuzzDecodeRequest(f *testing.F) {
 	f.Add(MustMarshal(&Request{Device: "d", Callee: "bob", Content: "hi", Timeouts: &Timeouts{OfflineMs: 1}}))
+	f.Add(MustMarshal(&Request{Device: "d", Callees: []string{"bob", "carol"}, Mode: ModeFirst}))
 	f.Add([]byte{0xc1})
 	f.Add([]byte{})
 	f.Add([]byte{0x81, 0xa6, 'd', 'e', 'v', 'i', 'c', 'e', 0xc0})
