@@ -106,7 +106,10 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 			}
 		}
 		rev, err = b.store.Commit(ctx, b.putInvitation(next, rev))
-		if fromCache && (err == nil || errors.Is(err, store.ErrConflict)) {
+		// A group's record is written by all its callees at once: its
+		// conflicts are contention, not a stale cache, and must not turn
+		// the cache off for everyone's writes.
+		if fromCache && !rec.Group() && (err == nil || errors.Is(err, store.ErrConflict)) {
 			b.store.CacheOutcome(err != nil)
 		}
 		if errors.Is(err, store.ErrConflict) {

@@ -138,3 +138,80 @@ func TestKVBudgetExpiry(t *testing.T) {
 		})
 	}
 }
+
+// The KV budget of a FIRST group invitation to four callees that one
+// answers (send, four acks, the winning accept and three that lose,
+// ackaccept, hangup), with the record cache: what a group costs per
+// callee (docs/architecture.md, "Group invitations").
+func TestKVBudgetGroupFirst(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.Timeouts.Accept = cfg.Timeouts.Offline / 2
+	env := ringertest.Start(t, cfg)
+	ctx := ringertest.Ctx(t)
+	st := env.Brokers[0].Store()
+	alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+	names := []string{"bob", "carol", "dave", "erin"}
+	var callees []*ringertest.Client
+	for _, n := range names {
+		// Acks one after the other (the test's), so that the count is
+		// exact: four devices acking at the same instant collide on the
+		// one record, and each collision costs a write and a read more.
+		callees = append(callees, env.Login(n, "phone", client.WithoutHeartbeat(), client.WithoutAutoAck()))
+	}
+	call := func() (steps map[string]store.StatsSnapshot) {
+		t.Helper()
+		steps = map[string]store.StatsSnapshot{}
+		mark := st.Stats()
+		step := func(name string) {
+			now := st.Stats()
+			steps[name] = now.Sub(mark)
+			mark = now
+		}
+		li := sendGroup(t, alice, protocol.ModeFirst, names...)
+		var rs []*client.RemoteInvitation
+		for _, c := range callees {
+			rs = append(rs, c.Rec.WaitRemote(t, li.ID))
+		}
+		step("send")
+		for i, c := range callees {
+			if err := c.Ack(ctx, li.ID); err != nil {
+				t.Fatal(err)
+			}
+			alice.Rec.Wait(t, "Leg "+li.ID+" "+names[i]+" RECEIVED")
+		}
+		step("4 acks")
+		if err := rs[0].Accept(ctx, ""); err != nil {
+			t.Fatal(err)
+		}
+		callees[0].Rec.Wait(t, "RemoteAccepted "+li.ID)
+		step("accept+ackaccept")
+		for _, ri := range rs[1:] {
+			if err := ri.Accept(ctx, ""); code(err) != protocol.CodeAlreadyAccept {
+				t.Fatalf("a late accept: %v", err)
+			}
+		}
+		step("3 late accepts")
+		if err := alice.Hangup(ctx, li.ID); err != nil {
+			t.Fatal(err)
+		}
+		callees[0].Rec.Wait(t, "CallEnded "+li.ID)
+		step("hangup")
+		return steps
+	}
+	want := map[string]store.StatsSnapshot{
+		"send":             {Reads: 1, Writes: 6, Timers: 1}, // the caller's session; 5 line claims and the record; the ring timer
+		"4 acks":           {Reads: 0, Writes: 4},
+		"accept+ackaccept": {Reads: 0, Writes: 2, Timers: 1},
+		"3 late accepts":   {Reads: 3, Writes: 0}, // each refusal is confirmed with the leader
+		"hangup":           {Reads: 0, Writes: 1},
+	}
+	for i := range 2 {
+		got := call()
+		t.Logf("group of 4, call %d: %+v", i+1, got)
+		for k, w := range want {
+			if got[k] != w {
+				t.Errorf("call %d, %s: %+v, budget %+v", i+1, k, got[k], w)
+			}
+		}
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
@@ -54,7 +55,7 @@ func (b *Broker) sendGroup(ctx context.Context, c *command) (protocol.Reply, err
 				return protocol.Reply{}, err
 			}
 		}
-		lines, revs, held, err := b.readLines(ctx, users, id, fresh)
+		lines, revs, held, cached, err := b.readLines(ctx, users, id, fresh)
 		if err != nil {
 			return protocol.Reply{}, err
 		}
@@ -83,8 +84,14 @@ func (b *Broker) sendGroup(ctx context.Context, c *command) (protocol.Reply, err
 				}
 			}
 			_, err := b.claimLines(ctx, users, lines, revs, held, claims)
+			if cached && (err == nil || errors.Is(err, store.ErrConflict)) {
+				b.store.CacheOutcome(err != nil)
+			}
 			if errors.Is(err, store.ErrConflict) {
-				fresh, conflicts = true, conflicts+1
+				fresh = true
+				if !cached {
+					conflicts++ // a stale cache entry is no collision: retry at once
+				}
 				continue
 			}
 			if err != nil {
@@ -146,7 +153,7 @@ func (b *Broker) invite(ctx context.Context, c *command) (protocol.Reply, error)
 		} else if !changed {
 			return protocol.Reply{Invitation: viewFor(rec, c.user)}, nil // a retry: done already
 		}
-		lines, revs, held, err := b.readLines(ctx, req.Callees, req.ID, true)
+		lines, revs, held, _, err := b.readLines(ctx, req.Callees, req.ID, true)
 		if err != nil {
 			return protocol.Reply{}, err
 		}
@@ -193,34 +200,45 @@ func (b *Broker) invite(ctx context.Context, c *command) (protocol.Reply, error)
 	return protocol.Reply{}, store.ErrConflict
 }
 
-// readLines reads users' lines (through the leader if fresh) and resolves
-// the claims on them that hold, minus id's own.
-func (b *Broker) readLines(ctx context.Context, users []string, id string, fresh bool) ([]store.Line, []uint64, [][]store.Held, error) {
-	lines := make([]store.Line, len(users))
-	revs := make([]uint64, len(users))
+// readLines reads users' lines (through the leader if fresh; else from
+// the record cache where it has them and is worth writing from, as a
+// 1:1 send does: a claim written from a stale one fails its
+// compare-and-set, and a busy verdict is confirmed fresh) and resolves
+// the claims on them that hold, minus id's own. cached says whether any
+// line came from the cache (report the claims' outcome: CacheOutcome).
+func (b *Broker) readLines(ctx context.Context, users []string, id string, fresh bool) (lines []store.Line, revs []uint64, held [][]store.Held, cached bool, err error) {
+	lines = make([]store.Line, len(users))
+	revs = make([]uint64, len(users))
 	errs := make([]error, len(users))
 	get := b.store.GetLine
 	if fresh {
 		get = b.store.GetLineFresh
 	}
-	done := make(chan struct{})
+	fromCache := !fresh && b.store.WriteFromCache()
+	var wg sync.WaitGroup
 	for i := range users {
+		if fromCache {
+			var ok bool
+			if lines[i], revs[i], ok = b.store.CachedLine(users[i]); ok {
+				cached = true
+				continue
+			}
+		}
+		wg.Add(1)
 		go func() {
-			defer func() { done <- struct{}{} }()
+			defer wg.Done()
 			lines[i], revs[i], errs[i] = get(ctx, users[i])
 			if errors.Is(errs[i], store.ErrNotFound) {
 				errs[i] = nil
 			}
 		}()
 	}
-	for range users {
-		<-done
-	}
+	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, false, err
 	}
-	held, err := b.holding(ctx, users, lines, id, fresh)
-	return lines, revs, held, err
+	held, err = b.holding(ctx, users, lines, id, fresh)
+	return lines, revs, held, cached, err
 }
 
 // busyOf says, for each of callees (their lines and the claims that hold
