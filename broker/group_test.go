@@ -371,7 +371,13 @@ func TestGroupsSurviveABrokerKill(t *testing.T) {
 		p.bob = env.Login(fmt.Sprintf("b%d", i), "p", client.WithoutAutoAck())
 		p.carol = env.Login(fmt.Sprintf("c%d", i), "p", client.WithoutAutoAck())
 		users = append(users, p.caller.User(), p.bob.User(), p.carol.User(), fmt.Sprintf("d%d", i))
-		p.first = sendGroup(t, p.caller, protocol.ModeFirst, p.bob.User(), p.carol.User())
+		// Rings for long enough for every accept below to come first,
+		// however slow the machine (the JOIN one times out as usual).
+		p.first = p.caller.CreateGroupInvitation(protocol.ModeFirst, p.bob.User(), p.carol.User())
+		p.first.Timeouts = &protocol.Timeouts{OfflineMs: 60_000}
+		if err := p.first.Send(ctx); err != nil {
+			t.Fatal(err)
+		}
 		p.join = sendGroup(t, p.caller, protocol.ModeJoin, fmt.Sprintf("d%d", i)) // nobody home: times out
 	}
 	var wg sync.WaitGroup
