@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nats-io/nats.go"
@@ -211,4 +212,59 @@ func refusedReplies(t *testing.T, b *ringertest.Broker) float64 {
 	}
 	t.Fatal("no ringer_replies_refused_total")
 	return 0
+}
+
+// A Ringer client needs no custom inbox prefix in secure mode: its
+// commands are published without a NATS reply subject and answered on
+// the user's own reply subject, so a connection with nats.go's default
+// _INBOX (which the user may not subscribe to) makes a whole call, with
+// no permissions violation. (cmd/ringer's --secure-inbox is not needed.)
+func TestSecureModeNeedsNoInboxPrefix(t *testing.T) {
+	e := startEnv(t, envOpts{})
+	cfg := ringertest.TestConfig()
+	cfg.RequireRequestInfo, cfg.OwnReplies = true, true
+	ringertest.StartBroker(t, strings.Replace(e.url, "nats://", "nats://broker:broker@", 1), cfg)
+	ctx := ringertest.Ctx(t)
+	parties := map[string]*ringertest.Recorder{}
+	clients := map[string]*client.Client{}
+	var violations []error
+	var mu sync.Mutex
+	for _, name := range []string{"alice", "bob"} {
+		nc := e.connect(nats.Token(e.token(name)), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			mu.Lock()
+			violations = append(violations, err)
+			mu.Unlock()
+		}))
+		rec := ringertest.NewRecorder()
+		c, err := client.New(nc, name, "phone", client.WithHandler(rec.Handler()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		if err := c.Login(ctx); err != nil {
+			t.Fatalf("%s logs in without an inbox prefix: %v", name, err)
+		}
+		parties[name], clients[name] = rec, c
+	}
+	li := clients["alice"].CreateLocalInvitation("bob")
+	if err := li.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	ri := parties["bob"].WaitRemote(t, li.ID)
+	if err := ri.Accept(ctx, "ok"); err != nil {
+		t.Fatal(err)
+	}
+	parties["alice"].Wait(t, "Accepted "+li.ID)
+	if err := clients["alice"].Hangup(ctx, li.ID); err != nil {
+		t.Fatal(err)
+	}
+	parties["bob"].Wait(t, "CallEnded "+li.ID)
+	if _, err := clients["bob"].History(ctx, "", 5); err != nil {
+		t.Fatalf("history: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(violations) > 0 {
+		t.Fatalf("asynchronous errors: %v", violations)
+	}
 }

@@ -5,6 +5,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,7 +49,7 @@ func main() {
 	user := flag.String("user", "", "your user id (required)")
 	device := flag.String("device", "cli", "your device id")
 	url := flag.String("nats", nats.DefaultURL, "NATS URL of the Ringer deployment")
-	inbox := flag.Bool("secure-inbox", false, "use the per-user inbox prefix _INBOX_<user> (required by secure deployments)")
+	inbox := flag.Bool("secure-inbox", false, "connect with the inbox prefix _INBOX_<user> (Ringer's commands do not need it, even on a secure deployment; kept for scripts that pass it)")
 	version := flag.Bool("version", false, "print the version and exit")
 	token := flag.String("token", "", "user token for a secure deployment (see docs/security.md; implies --secure-inbox)")
 	flag.Parse()
@@ -63,7 +64,6 @@ func main() {
 	var opts []nats.Option
 	if *token != "" {
 		opts = append(opts, nats.Token(*token))
-		*inbox = true
 	}
 	if err := run(*url, *user, *device, *inbox, os.Stdin, os.Stdout, opts...); err != nil {
 		fmt.Fprintln(os.Stderr, "ringer:", err)
@@ -72,7 +72,20 @@ func main() {
 }
 
 func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer, extra ...nats.Option) error {
-	opts := append([]nats.Option{nats.Name("ringer-cli " + user)}, extra...)
+	// NATS reports a denied publish or subscription asynchronously; the
+	// command it belonged to would only time out. Say it at once, and
+	// end a login that cannot succeed.
+	refused := make(chan error, 1)
+	opts := append([]nats.Option{nats.Name("ringer-cli " + user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+		if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
+			err = fmt.Errorf("%w: these credentials are not %s's, or not a Ringer user's (a token names one user: see docs/security.md)", err, user)
+			select {
+			case refused <- err:
+			default:
+			}
+		}
+		fmt.Fprintf(out, "\r* NATS: %v\n> ", err)
+	})}, extra...)
 	if secureInbox {
 		prefix, err := subjects.InboxPrefix(user)
 		if err != nil {
@@ -151,9 +164,25 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	go func() {
+		select {
+		case err := <-refused:
+			select {
+			case refused <- err: // for the error below
+			default:
+			}
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	err = c.Login(ctx)
 	cancel()
 	if err != nil {
+		select {
+		case why := <-refused:
+			return fmt.Errorf("login: %w", why)
+		default:
+		}
 		return fmt.Errorf("login: %w", err)
 	}
 	fmt.Fprintf(out, "logged in as %s/%s on %s\n%s\n> ", user, device, redact(url), help)

@@ -9,6 +9,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 )
@@ -173,4 +176,31 @@ func TestGroupTerminals(t *testing.T) {
 	carol.send("leave")
 	dave.send("leave")
 	alice.expect(t, "call "+conf+" ended")
+}
+
+// Credentials that may not act as the user: the CLI says so at once
+// (NATS reports the denied publish asynchronously; the login would only
+// have timed out after 5 s).
+func TestCredentialsOfAnotherUserAreReportedAtOnce(t *testing.T) {
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true,
+		Users: []*server.User{{Username: "bob", Password: "pw", Permissions: &server.Permissions{
+			Publish: &server.SubjectPermission{Allow: []string{"ringer.v1.cmd.bob.*"}},
+		}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	t.Cleanup(s.Shutdown)
+	if !s.ReadyForConnections(5 * time.Second) {
+		t.Fatal("server not ready")
+	}
+	var out strings.Builder
+	start := time.Now()
+	err = run(s.ClientURL(), "alice", "cli", false, strings.NewReader(""), &out, nats.UserInfo("bob", "pw"))
+	if err == nil || !strings.Contains(err.Error(), "permissions violation") || !strings.Contains(err.Error(), "not alice's") {
+		t.Fatalf("run: %v", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Fatalf("reported after %s", took)
+	}
 }
