@@ -76,6 +76,7 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 	// command it belonged to would only time out. Say it at once, and
 	// end a login that cannot succeed.
 	refused := make(chan error, 1)
+	con := &console{w: out}
 	opts := append([]nats.Option{nats.Name("ringer-cli " + user), nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
 		if errors.Is(err, nats.ErrPermissionViolation) || strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
 			err = fmt.Errorf("%w: these credentials are not %s's, or not a Ringer user's (a token names one user: see docs/security.md)", err, user)
@@ -84,7 +85,7 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 			default:
 			}
 		}
-		fmt.Fprintf(out, "\r* NATS: %v\n> ", err)
+		con.news("NATS: %v", err)
 	})}, extra...)
 	if secureInbox {
 		prefix, err := subjects.InboxPrefix(user)
@@ -98,7 +99,7 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 		return err
 	}
 	defer nc.Close()
-	say := func(format string, args ...any) { fmt.Fprintf(out, "\r* "+format+"\n> ", args...) }
+	say := con.news
 	c, err := client.New(nc, user, device, client.WithHandler(client.Handler{
 		OnLocalInvitationReceivedByPeer: func(li *client.LocalInvitation) {
 			if li.Mode == protocol.ModeOne {
@@ -185,13 +186,16 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 		}
 		return fmt.Errorf("login: %w", err)
 	}
-	fmt.Fprintf(out, "logged in as %s/%s on %s\n%s\n> ", user, device, redact(url), help)
+	con.begin()
+	fmt.Fprintf(con, "logged in as %s/%s on %s\n%s\n", user, device, redact(url), help)
+	con.end()
 
 	sc := bufio.NewScanner(in)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
+		con.begin()
 		if len(f) == 0 {
-			fmt.Fprint(out, "> ")
+			con.end()
 			continue
 		}
 		rest := ""
@@ -199,15 +203,15 @@ func run(url, user, device string, secureInbox bool, in io.Reader, out io.Writer
 			rest = strings.Join(f[2:], " ")
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		err := command(ctx, c, f[0], f[1:], rest, out)
+		err := command(ctx, c, f[0], f[1:], rest, con)
 		cancel()
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
-			fmt.Fprintf(out, "error: %v\n", err)
+			fmt.Fprintf(con, "error: %v\n", err)
 		}
-		fmt.Fprint(out, "> ")
+		con.end()
 	}
 	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -204,3 +204,27 @@ func TestCredentialsOfAnotherUserAreReportedAtOnce(t *testing.T) {
 		t.Fatalf("reported after %s", took)
 	}
 }
+
+// News that a command causes comes after the command's own output, and
+// the prompt is printed once: "invitation X sent" before "bob refused X".
+func TestNewsComesAfterTheCommandsOutput(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	alice, bob := open(t, env.URL, "alice"), open(t, env.URL, "bob")
+	bob.send("busy on")
+	bob.expect(t, "do-not-disturb on")
+	for range 5 {
+		alice.send("invite bob hi")
+		id := alice.expect(t, `invitation (\S+) sent to bob`)[1]
+		alice.expect(t, `bob refused `+id+`: "busy"`)
+	}
+	alice.send("list")
+	for {
+		l := alice.expect(t, ".*")[0]
+		if strings.Contains(l, "> > ") {
+			t.Fatalf("doubled prompt: %q", l)
+		}
+		if strings.Contains(l, "nothing live") {
+			break
+		}
+	}
+}
