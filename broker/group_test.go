@@ -414,3 +414,48 @@ func TestGroupsSurviveABrokerKill(t *testing.T) {
 	}
 	waitFree(t, &ringertest.Env{T: t, URL: env.URL, Brokers: env.Brokers[1:]}, users...)
 }
+
+// A group reaches an asleep callee by push, from that callee's own view:
+// a RING when it starts ringing, a STOP when another callee answers first
+// (and nothing for the callee who is awake). Every party's history then
+// has the group, each from its own side.
+func TestGroupPushAndHistory(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	ctx := ringertest.Ctx(t)
+	w := watchPush(t, env)
+	alice, carol := env.Login("alice", "p"), env.Login("carol", "p")
+	bob := env.NewClient("bob", "phone") // asleep: a push target, no session
+	register(t, bob, "tok-bob")
+	li := sendGroup(t, alice, protocol.ModeFirst, "bob", "carol")
+	ring := w.next()
+	if ring.Kind != protocol.PushRing || ring.User != "bob" || ring.Invitation.ID != li.ID ||
+		ring.Invitation.Callee != "bob" || ring.Invitation.State != protocol.StateSent || ring.Invitation.Leg("carol") == nil {
+		t.Fatalf("ring request: %+v", ring)
+	}
+	if err := carol.Rec.WaitRemote(t, li.ID).Accept(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	stop := w.next()
+	if stop.Kind != protocol.PushStop || stop.User != "bob" || stop.Invitation.State != protocol.StateCanceled ||
+		stop.Invitation.Reason != protocol.ReasonAnsweredElsewhere {
+		t.Fatalf("stop request: %+v", stop)
+	}
+	alice.Rec.Wait(t, "Accepted "+li.ID)
+	if err := alice.Hangup(ctx, li.ID); err != nil {
+		t.Fatal(err)
+	}
+	carol.Rec.Wait(t, "CallEnded "+li.ID)
+	calls := waitHistory(t, alice, 1, false)
+	if c := calls[0]; c.ID != li.ID || c.Mode != protocol.ModeFirst || c.Peer != "carol" || len(c.Peers) != 2 || c.State != protocol.StateAccepted {
+		t.Fatalf("alice's entry: %+v", c)
+	}
+	if c := waitHistory(t, carol, 1, false)[0]; c.Peer != "alice" || c.Missed || c.State != protocol.StateAccepted {
+		t.Fatalf("carol's entry: %+v", c)
+	}
+	if err := bob.Login(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c := waitHistory(t, bob, 1, true)[0]; c.Peer != "alice" || !c.Missed || c.Reason != protocol.ReasonAnsweredElsewhere || c.Direction != protocol.Incoming {
+		t.Fatalf("bob's missed call: %+v", c)
+	}
+}
