@@ -428,8 +428,24 @@ func (r *run) glare(s *invState, us []*user) string {
 			merged = i
 		}
 	}
+	for i, v := range views {
+		if merged < 0 && v.Reason == protocol.ReasonMerged {
+			// Merged into an older invitation of the partner's that still
+			// rang — a send of theirs that failed here but was executed,
+			// which nobody tracks: glare's rule at work, not this pair's
+			// race. End that call and this pair's other invitation.
+			r.st.note("glare: merged into an older invitation (a send that failed but was executed)")
+			clI, _ := us[i].client()
+			clO, _ := us[1-i].client()
+			r.settle(v.MergedInto, us[i], func(ctx context.Context) error { return clI.Hangup(ctx, v.MergedInto) })
+			r.settle(ids[1-i], us[1-i], func(ctx context.Context) error { return clO.Cancel(ctx, ids[1-i]) })
+			r.settle(ids[1-i], us[1-i], func(ctx context.Context) error { return clO.Hangup(ctx, ids[1-i]) })
+			return "GLARE_STALE"
+		}
+	}
 	if merged < 0 || views[1-merged].Reason == protocol.ReasonMerged || views[1-merged].Reason == protocol.ReasonBusy {
-		r.tr.violate(vGlare, "%s: the two sends ended %s/%s and %s/%s", s.group, views[0].State, views[0].Reason, views[1].State, views[1].Reason)
+		r.tr.violate(vGlare, "%s: the two sends ended %s/%s (into %q) and %s/%s (into %q)", s.group,
+			views[0].State, views[0].Reason, views[0].MergedInto, views[1].State, views[1].Reason, views[1].MergedInto)
 		for i, u := range []*user{a, b} {
 			cl, _ := u.client()
 			r.settle(ids[i], u, func(ctx context.Context) error { return cl.Cancel(ctx, ids[i]) })
