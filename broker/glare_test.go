@@ -1,14 +1,12 @@
 package broker_test
 
 import (
-	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
-	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
 )
@@ -61,13 +59,7 @@ func TestGlareMergesIntoOneCall(t *testing.T) {
 // time exactly one invitation becomes the call and the other merges into
 // it — never two ringing invitations, never two busy refusals.
 func TestGlareTrueRaces(t *testing.T) {
-	s := natstest.RunServer(t)
-	env := &ringertest.Env{T: t, URL: s.ClientURL()}
-	for i := range 2 {
-		cfg := ringertest.TestConfig()
-		cfg.Name = fmt.Sprintf("b%d", i)
-		env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
-	}
+	env := ringertest.StartBrokers(t, 2)
 	alice := env.Login("alice", "phone")
 	bob := env.Login("bob", "phone")
 	ctx := ringertest.Ctx(t)

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/ringer-dev/ringer/client"
-	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
 )
@@ -91,13 +90,7 @@ func TestGroupFirstAcceptWins(t *testing.T) {
 // times: exactly one gets the call, the other ALREADY_ACCEPT; every party
 // ends up with the same legs.
 func TestGroupFirstAcceptRaces(t *testing.T) {
-	s := natstest.RunServer(t)
-	env := &ringertest.Env{T: t, URL: s.ClientURL()}
-	for i := range 2 {
-		cfg := ringertest.TestConfig()
-		cfg.Name = fmt.Sprintf("b%d", i)
-		env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
-	}
+	env := ringertest.StartBrokers(t, 2)
 	firstAcceptRaces(t, env, 20)
 }
 
@@ -348,13 +341,7 @@ func TestGroupBadInput(t *testing.T) {
 // elsewhere, the JOIN ones time out leg by leg on the surviving broker,
 // and no line stays held.
 func TestGroupsSurviveABrokerKill(t *testing.T) {
-	s := natstest.RunServer(t)
-	env := &ringertest.Env{T: t, URL: s.ClientURL()}
-	for i := range 2 {
-		cfg := ringertest.TestConfig()
-		cfg.Name = fmt.Sprintf("b%d", i)
-		env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
-	}
+	env := ringertest.StartBrokers(t, 2)
 	ctx := ringertest.Ctx(t)
 	const n = 6
 	var users []string

@@ -185,14 +185,7 @@ func (r *run) groupFirst(s *invState, us []*user) string {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ri := gc.ring(r.ctx, u, 15*time.Second)
-			if ri == nil {
-				return
-			}
-			r.st.record(stSendToRing, time.Since(s.sendAt))
-			time.Sleep(s.p.think)
-			err := r.do("accept", func(ctx context.Context) error { return ri.Accept(ctx, "") })
-			if err == nil {
+			if ri, err := r.answer(s, gc, u); ri != nil && err == nil {
 				mu.Lock()
 				winners = append(winners, u.id)
 				mu.Unlock()
@@ -240,13 +233,10 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 	// counts are not checked (the end-of-scenario checks still are).
 	unsure := false
 	join := func(u *user) {
-		ri := gc.ring(r.ctx, u, 15*time.Second)
+		ri, err := r.answer(s, gc, u)
 		if ri == nil {
 			return
 		}
-		r.st.record(stSendToRing, time.Since(s.sendAt))
-		time.Sleep(s.p.think)
-		err := r.do("accept", func(ctx context.Context) error { return ri.Accept(ctx, "") })
 		mu.Lock()
 		if err == nil {
 			joined[u.id] = ri
@@ -316,6 +306,17 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 	}
 	r.checkGroup(s, us, gc)
 	return outGroupJoined
+}
+
+// answer waits for u's ring of the scenario's invitation and accepts it
+// after the think time; ri is nil if it never rang.
+func (r *run) answer(s *invState, gc *groupCall, u *user) (ri *client.RemoteInvitation, err error) {
+	if ri = gc.ring(r.ctx, u, 15*time.Second); ri == nil {
+		return nil, nil
+	}
+	r.st.record(stSendToRing, time.Since(s.sendAt))
+	time.Sleep(s.p.think)
+	return ri, r.do("accept", func(ctx context.Context) error { return ri.Accept(ctx, "") })
 }
 
 // checkInCall asks the broker (through the caller, who may read a call it

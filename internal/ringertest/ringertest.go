@@ -97,6 +97,21 @@ func Start(t testing.TB, cfg broker.Config) *Env {
 	return e
 }
 
+// StartBrokers runs one embedded server and n brokers with TestConfig,
+// named b0, b1, …: commands spread over them (one queue group), as do
+// the projector's, timers' and presence's work.
+func StartBrokers(t testing.TB, n int) *Env {
+	t.Helper()
+	s := natstest.RunServer(t)
+	e := &Env{T: t, URL: s.ClientURL()}
+	for i := range n {
+		cfg := TestConfig()
+		cfg.Name = fmt.Sprintf("b%d", i)
+		e.Brokers = append(e.Brokers, StartBroker(t, e.URL, cfg))
+	}
+	return e
+}
+
 // Client is a client whose callbacks are recorded.
 type Client struct {
 	*client.Client
