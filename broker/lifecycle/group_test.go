@@ -182,6 +182,22 @@ func TestGroupTimeouts(t *testing.T) {
 	}
 }
 
+// A FIRST winner whose call never starts (the caller does not
+// acknowledge the accept) ends the way the invitation does: its own view
+// and the caller's leg of it agree.
+func TestFirstWinnerEndsAsTheInvitation(t *testing.T) {
+	r := group(t, protocol.ModeFirst, false, by(Accept, "bob"))
+	next, _, err := Apply(r, Action{Kind: Timeout}, time.UnixMilli(r.Deadline))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, v := next.Leg("bob"), next.Invitation.For("bob")
+	if next.State != protocol.StateFailed || next.Reason != protocol.ReasonAcceptFailure ||
+		l.State != v.State || l.Reason != v.Reason || l.EndedAt == 0 || l.Live() {
+		t.Fatalf("invitation %s %s; bob's leg %+v; bob's view %s %s", next.State, next.Reason, *l, v.State, v.Reason)
+	}
+}
+
 // c0 is when carol's ack happened in group's setup.
 func c0(Record) time.Time { return t0.Add(time.Millisecond) }
 

@@ -313,10 +313,11 @@ func Apply(r Record, a Action, now time.Time) (next Record, changed bool, err er
 
 	if r.Group() && !next.Live() {
 		// A FIRST invitation's call (or its accept) ended: so did the
-		// winner's leg.
+		// winner's leg, the same way — ACCEPTED with the call's end, or
+		// FAILED if the call never started (ACCEPT_FAILURE, PEER_OFFLINE).
 		next.Legs = slices.Clone(r.Legs)
 		if l := next.Leg(r.Callee); l != nil {
-			l.EndedAt, l.Reason = next.EndedAt, next.Reason
+			l.State, l.EndedAt, l.Reason, l.Deadline = next.State, next.EndedAt, next.Reason, 0
 		}
 	}
 	armTimer(&next, r)

@@ -142,6 +142,8 @@ func legWords(l protocol.Leg) string {
 		return l.User + " stopped ringing (the call ended)"
 	case l.State == protocol.StateCanceled:
 		return l.User + " stopped ringing (canceled)"
+	case l.AnsweredAt != 0:
+		return l.User + " answered, but the call did not start (" + string(l.Reason) + ")"
 	}
 	return l.User + " did not answer (" + string(l.Reason) + ")"
 }
