@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/ringertest"
@@ -444,5 +445,34 @@ func TestGroupPushAndHistory(t *testing.T) {
 	}
 	if c := waitHistory(t, bob, 1, true)[0]; c.Peer != "alice" || !c.Missed || c.Reason != protocol.ReasonAnsweredElsewhere || c.Direction != protocol.Incoming {
 		t.Fatalf("bob's missed call: %+v", c)
+	}
+}
+
+// A callee on a frozen server misses its ring and the end of its leg (carol
+// answered first) while the call goes on: after leaving the server its
+// device learns the outcome from its history, which has the entry as soon
+// as the leg ended — not when the call does.
+func TestGroupCalleeOnAFrozenServerLearnsItWasAnsweredElsewhere(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.PresenceTTL = 3 * time.Second // a heartbeat every second
+	cfg.Timeouts.Offline = time.Minute
+	env := ringertest.Start(t, cfg)
+	ctx := ringertest.Ctx(t)
+	alice, carol := env.Login("alice", "phone"), env.Login("carol", "phone")
+	nc, proxy := frozenPath(t, env, "bob/phone")
+	bob := env.LoginOn(nc, "bob", "phone")
+
+	proxy.Freeze()
+	li := sendGroup(t, alice, protocol.ModeFirst, "bob", "carol")
+	if err := carol.Rec.WaitRemote(t, li.ID).Accept(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	alice.Rec.Wait(t, "Accepted "+li.ID) // the call is on, and stays on
+	bob.Rec.Wait(t, "RemoteCanceled "+li.ID)
+	if v, _ := bob.Invitation(li.ID); v.Reason != protocol.ReasonAnsweredElsewhere {
+		t.Fatalf("bob's view: %s %s", v.State, v.Reason)
+	}
+	if inv, _ := alice.Get(ctx, li.ID); !inv.Live() {
+		t.Fatal("set-up: the call ended before bob learnt")
 	}
 }

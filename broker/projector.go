@@ -70,15 +70,9 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 			return
 		}
 	}
-	// 3. A finished invitation enters both parties' histories.
-	if b.cfg.History && rec.Finished() && !rec.Quiet {
-		parties := []string{rec.Caller, rec.Callee}
-		switch {
-		case rec.Group():
-			parties = append(parties[:1], rang(&rec.Invitation)...)
-		case rec.Blocked || rec.Reason == protocol.ReasonMerged:
-			parties = parties[:1] // the callee does not want to hear of it, or has the call it placed
-		}
+	// 3. A finished invitation enters both parties' histories (a group's
+	// callee, when its own leg ends: historyParties).
+	if parties := historyParties(&rec); b.cfg.History && len(parties) > 0 {
 		if err := b.journal.Append(ctx, &rec.Invitation, parties...); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("history append failed; will retry")
 			b.nak(m, "projector")
@@ -137,13 +131,41 @@ func (b *Broker) pushFor(ctx context.Context, inv *protocol.Invitation) error {
 	return nil
 }
 
-// rang lists the callees of a group invitation that it rang: all but
-// those refused as busy (or blocked) at the send or an invite.
-func rang(inv *protocol.Invitation) []string {
+// historyParties lists whose history a revision adds an entry to: both
+// parties of a 1:1 invitation when it finishes (only the caller when the
+// callee does not want to hear of it, or has the call it placed). A group
+// callee's entry is written when its leg ends for good — it may be long
+// before the group does, and a device that missed the leg's end finds it
+// in its history at its next resync (client.Resync's catch-up) — and the
+// caller's, and those of callees who took part in the call, when the
+// invitation finishes. A JOIN callee whose leg ended without joining gets
+// its entry then; if it joins later, the entry stays the first
+// (journal.Append deduplicates per invitation and user).
+func historyParties(rec *lifecycle.Record) []string {
+	if rec.Quiet {
+		return nil
+	}
+	if !rec.Group() {
+		switch {
+		case !rec.Finished():
+			return nil
+		case rec.Blocked || rec.Reason == protocol.ReasonMerged:
+			return []string{rec.Caller}
+		}
+		return []string{rec.Caller, rec.Callee}
+	}
 	var out []string
-	for _, l := range inv.Legs {
-		if l.Reason != protocol.ReasonBusy {
-			out = append(out, l.User)
+	if rec.Finished() {
+		out = append(out, rec.Caller)
+	}
+	for _, l := range rec.Legs {
+		switch {
+		case l.Reason == protocol.ReasonBusy || l.Live():
+			// never rang (busy, blocked), or rings or is in the call
+		case rec.Finished() && (l.State == protocol.StateAccepted || l.User == rec.Callee || slices.Contains(rec.Touched, l.User)):
+			out = append(out, l.User) // took part in the call, or ended with it
+		case !rec.Finished() && l.State != protocol.StateAccepted && slices.Contains(rec.Touched, l.User):
+			out = append(out, l.User) // its leg ended now, without taking part
 		}
 	}
 	return out
