@@ -444,6 +444,22 @@ func (r *run) glare(s *invState, us []*user) string {
 			return "GLARE_STALE"
 		}
 	}
+	if merged < 0 && (views[0].Reason == protocol.ReasonBusy || views[1].Reason == protocol.ReasonBusy) {
+		// One send saw the other's line claim and no invitation behind it
+		// for 72 ms — the other send was stalled (a frozen server, a
+		// broker killed mid-send) — and took the line as busy, as it must
+		// for an abandoned send (docs/protocol.md §4.6): degraded, not
+		// wrong, as long as the two do not both ring. Never in a calm run
+		// (TestGroupWorkload wants no GLARE_BUSY).
+		r.st.note("glare: a send stalled, the other found the line busy")
+		for i, u := range []*user{a, b} {
+			if views[i].Live() {
+				cl, _ := u.client()
+				r.settle(ids[i], u, func(ctx context.Context) error { return cl.Cancel(ctx, ids[i]) })
+			}
+		}
+		return "GLARE_BUSY"
+	}
 	if merged < 0 || views[1-merged].Reason == protocol.ReasonMerged || views[1-merged].Reason == protocol.ReasonBusy {
 		r.tr.violate(vGlare, "%s: the two sends ended %s/%s (into %q) and %s/%s (into %q)", s.group,
 			views[0].State, views[0].Reason, views[0].MergedInto, views[1].State, views[1].Reason, views[1].MergedInto)

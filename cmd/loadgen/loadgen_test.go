@@ -295,4 +295,9 @@ func TestGroupWorkload(t *testing.T) {
 	if res.Violations != 0 {
 		t.Errorf("%d violations", res.Violations)
 	}
+	for o, n := range res.Outcomes {
+		if strings.HasPrefix(o, "GLARE_") && o != outGlareMerged || strings.HasPrefix(o, "GROUP_") && o != outGroupAnswered && o != outGroupJoined {
+			t.Errorf("%d %s in a run without faults", n, o)
+		}
+	}
 }
