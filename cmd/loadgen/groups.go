@@ -417,9 +417,10 @@ func (r *run) glare(s *invState, us []*user) string {
 	close(start)
 	wg.Wait()
 	if errs[0] != nil || errs[1] != nil {
+		// A send that failed here may have been executed (merging into
+		// the other, or ringing): end both, calls included.
 		for i, u := range []*user{a, b} {
-			cl, _ := u.client()
-			r.settle(ids[i], u, func(ctx context.Context) error { return cl.Cancel(ctx, ids[i]) })
+			r.end(u, ids[i])
 		}
 		return outSendFailed
 	}
@@ -437,10 +438,8 @@ func (r *run) glare(s *invState, us []*user) string {
 			// race. End that call and this pair's other invitation.
 			r.st.note("glare: merged into an older invitation (a send that failed but was executed)")
 			clI, _ := us[i].client()
-			clO, _ := us[1-i].client()
 			r.settle(v.MergedInto, us[i], func(ctx context.Context) error { return clI.Hangup(ctx, v.MergedInto) })
-			r.settle(ids[1-i], us[1-i], func(ctx context.Context) error { return clO.Cancel(ctx, ids[1-i]) })
-			r.settle(ids[1-i], us[1-i], func(ctx context.Context) error { return clO.Hangup(ctx, ids[1-i]) })
+			r.end(us[1-i], ids[1-i])
 			return "GLARE_STALE"
 		}
 	}
@@ -453,10 +452,7 @@ func (r *run) glare(s *invState, us []*user) string {
 		// (TestGroupWorkload wants no GLARE_BUSY).
 		r.st.note("glare: a send stalled, the other found the line busy")
 		for i, u := range []*user{a, b} {
-			if views[i].Live() {
-				cl, _ := u.client()
-				r.settle(ids[i], u, func(ctx context.Context) error { return cl.Cancel(ctx, ids[i]) })
-			}
+			r.end(u, ids[i])
 		}
 		return "GLARE_BUSY"
 	}
@@ -464,9 +460,7 @@ func (r *run) glare(s *invState, us []*user) string {
 		r.tr.violate(vGlare, "%s: the two sends ended %s/%s (into %q) and %s/%s (into %q)", s.group,
 			views[0].State, views[0].Reason, views[0].MergedInto, views[1].State, views[1].Reason, views[1].MergedInto)
 		for i, u := range []*user{a, b} {
-			cl, _ := u.client()
-			r.settle(ids[i], u, func(ctx context.Context) error { return cl.Cancel(ctx, ids[i]) })
-			r.settle(ids[i], u, func(ctx context.Context) error { return cl.Hangup(ctx, ids[i]) })
+			r.end(u, ids[i])
 		}
 		return "GLARE_" + string(views[0].State)
 	}
@@ -481,6 +475,21 @@ func (r *run) glare(s *invState, us []*user) string {
 		r.tr.violate(vGlare, "%s: the call ends %s/%s for %s, %s/%s for %s", s.group, va.State, va.Reason, a.id, vb.State, vb.Reason, b.id)
 	}
 	return outGlareMerged
+}
+
+// end ends caller's invitation id whatever became of it: a cancel, and a
+// hangup if it turned into a call meanwhile (accepted, or merged into by
+// the callee's own send).
+func (r *run) end(caller *user, id string) {
+	cl, _ := caller.client()
+	err := r.do("settle", func(ctx context.Context) error { return cl.Cancel(ctx, id) })
+	switch errCode(err) {
+	case string(protocol.CodeAlreadyAccept):
+		r.settle(id, caller, func(ctx context.Context) error { return cl.Hangup(ctx, id) })
+	case "", string(protocol.CodeAlreadyEnd), string(protocol.CodeNotFound):
+	default:
+		r.st.note("a scenario could not end its invitation: " + errCode(err))
+	}
 }
 
 // settle runs a command that ends (or leaves) an invitation; an answer
