@@ -125,8 +125,11 @@ type Client struct {
 	// aware (unix ms): when the client last knew it was hearing every event
 	// (its login, a heartbeat or a resync that succeeded); a resync catches
 	// up from the history since then (catchUp), and again from catchUpFrom
-	// at the next heartbeat that succeeds.
+	// at every heartbeat that succeeds for catchUpWindow.
 	aware, catchUpFrom atomic.Int64
+	// catchUpUntil (unix ms): the heartbeats catch up from catchUpFrom
+	// until then (catchUpWindow after a resync).
+	catchUpUntil atomic.Int64
 }
 
 // New returns a client for user's device on nc. It does no I/O: call Login.
@@ -265,8 +268,12 @@ func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
 					c.resyncDue.Store(true) // again at the next heartbeat
 				}
 			default:
-				if from := c.catchUpFrom.Swap(0); from != 0 && c.catchUp(ctx, from) != nil {
-					c.catchUpFrom.CompareAndSwap(0, from)
+				// After a resync, every heartbeat for catchUpWindow reads
+				// the history again: an invitation that ended while the
+				// device was deaf enters it when the projector gets to it,
+				// which after a fault can be many seconds later.
+				if from := c.catchUpFrom.Load(); from != 0 && c.catchUp(ctx, from) == nil && time.Now().UnixMilli() > c.catchUpUntil.Load() {
+					c.catchUpFrom.CompareAndSwap(from, 0)
 				}
 				c.aware.Store(time.Now().UnixMilli())
 			}

@@ -153,14 +153,20 @@ func (c *Client) Resync(ctx context.Context) error {
 		if err := c.catchUp(ctx, since); err != nil {
 			return err
 		}
-		// Once more at the next heartbeat: an invitation that ended just
-		// before the sync may not be in the history yet (the projector
-		// appends it a moment after the end).
+		// Again at every heartbeat for catchUpWindow: an invitation that
+		// ended before the sync may not be in the history yet (the
+		// projector appends it after the end, seconds after under a fault).
 		c.catchUpFrom.Store(since)
+		c.catchUpUntil.Store(time.Now().Add(catchUpWindow).UnixMilli())
 	}
 	c.aware.Store(started.UnixMilli())
 	return nil
 }
+
+// catchUpWindow is how long after a resync the heartbeats keep catching
+// up from the history: longer than the projector lags behind a commit
+// after a fault (a JetStream election is 4–9 s).
+const catchUpWindow = 30 * time.Second
 
 // catchUpPage is how much of the history a catch-up reads: the invitations
 // a device can miss in one outage, with room to spare.

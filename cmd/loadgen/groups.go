@@ -501,12 +501,13 @@ func (r *run) settle(id string, u *user, f func(context.Context) error) {
 	}
 }
 
-// finalView waits (up to 20 s: a lost event is caught up at the next
-// heartbeat) for u's device to see invitation id finished, and returns
-// what it sees.
+// finalView waits (up to 40 s: a lost event is caught up from the
+// history at a heartbeat after the device's resync, once the projector
+// wrote the entry) for u's device to see invitation id finished, and
+// returns what it sees.
 func (r *run) finalView(u *user, id string) protocol.Invitation {
 	cl, _ := u.client()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(40 * time.Second)
 	for {
 		v, ok := cl.Invitation(id)
 		if ok && !v.Live() || time.Now().After(deadline) || r.ctx.Err() != nil {
