@@ -156,7 +156,13 @@ func (c *Client) Resync(ctx context.Context) error {
 		// Again at every heartbeat for catchUpWindow: an invitation that
 		// ended before the sync may not be in the history yet (the
 		// projector appends it after the end, seconds after under a fault).
-		c.catchUpFrom.Store(since)
+		// (From the earliest moment still being caught up from: a resync
+		// during the window of an earlier one must not narrow it.)
+		for old := c.catchUpFrom.Load(); old == 0 || since < old; old = c.catchUpFrom.Load() {
+			if c.catchUpFrom.CompareAndSwap(old, since) {
+				break
+			}
+		}
 		c.catchUpUntil.Store(time.Now().Add(catchUpWindow).UnixMilli())
 	}
 	c.aware.Store(started.UnixMilli())
