@@ -523,10 +523,15 @@ func (r *run) finalView(u *user, id string) protocol.Invitation {
 // terminal callbacks. It returns the caller's view.
 func (r *run) checkGroup(s *invState, us []*user, gc *groupCall) protocol.Invitation {
 	views := make([]protocol.Invitation, len(us))
+	var wg sync.WaitGroup
+	for i, u := range us { // at the same time: each may wait for a catch-up
+		wg.Add(1)
+		go func() { defer wg.Done(); views[i] = r.finalView(u, s.group) }()
+	}
+	wg.Wait()
 	var newest uint64
-	for i, u := range us {
-		views[i] = r.finalView(u, s.group)
-		newest = max(newest, views[i].Revision)
+	for _, v := range views {
+		newest = max(newest, v.Revision)
 	}
 	rec, ok := r.recordAtLeast(us[0], s.group, newest)
 	if !ok {
@@ -545,7 +550,9 @@ func (r *run) checkGroup(s *invState, us []*user, gc *groupCall) protocol.Invita
 			continue // not invited (the JOIN scenario's late callee, if its invite failed), or never rang
 		}
 		if v := views[i+1]; v.Live() || v.State != l.State || v.Reason != l.Reason {
-			r.tr.violate(vGroupViews, "%s: %s's device sees %s %s, the caller's leg of it %s %s", s.group, u.id, v.State, v.Reason, l.State, l.Reason)
+			cl, dev := u.client()
+			r.tr.violate(vGroupViews, "%s: %s's device %s sees %q %q (rev %d; connection %s), the caller's leg of it %s %s",
+				s.group, u.id, dev, v.State, v.Reason, v.Revision, cl.ConnectionState(), l.State, l.Reason)
 		}
 	}
 	gc.mu.Lock()
