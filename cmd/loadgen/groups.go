@@ -457,8 +457,16 @@ func (r *run) glare(s *invState, us []*user) string {
 		return "GLARE_BUSY"
 	}
 	if merged < 0 || views[1-merged].Reason == protocol.ReasonMerged || views[1-merged].Reason == protocol.ReasonBusy {
-		r.tr.violate(vGlare, "%s: the two sends ended %s/%s (into %q) and %s/%s (into %q)", s.group,
-			views[0].State, views[0].Reason, views[0].MergedInto, views[1].State, views[1].Reason, views[1].MergedInto)
+		// What the two invitations became, as the broker says now (the
+		// views are the send replies).
+		var now [2]protocol.Invitation
+		for i, u := range []*user{a, b} {
+			now[i], _ = r.recordAtLeast(u, ids[i], views[i].Revision)
+		}
+		r.tr.violate(vGlare, "%s: the two sends ended %s/%s (into %q) and %s/%s (into %q); now %s/%s/%s rev %d (callee device %q) and %s/%s/%s rev %d (callee device %q)", s.group,
+			views[0].State, views[0].Reason, views[0].MergedInto, views[1].State, views[1].Reason, views[1].MergedInto,
+			now[0].State, now[0].CallState, now[0].Reason, now[0].Revision, now[0].CalleeDevice,
+			now[1].State, now[1].CallState, now[1].Reason, now[1].Revision, now[1].CalleeDevice)
 		for i, u := range []*user{a, b} {
 			r.end(u, ids[i])
 		}
