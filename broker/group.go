@@ -105,19 +105,17 @@ func (b *Broker) sendGroup(ctx context.Context, c *command) (protocol.Reply, err
 			}
 			cctx, cancel = context.WithTimeout(ctx, limit-b.now().Sub(now))
 		}
-		rev, err := b.store.Commit(cctx, b.putInvitation(rec, 0))
+		again, err := b.create(cctx, &rec, 0)
 		cancel()
-		if errors.Is(err, store.ErrConflict) {
+		if again {
 			fresh, conflicts = true, conflicts+1
 			continue
 		}
 		if err != nil {
 			return protocol.Reply{}, err
 		}
-		rec.Revision = rev
-		b.metrics.transition(rec, "send")
 		withInvitation(c.logged(b.log.Debug()), &rec).Strs("callees", req.Callees).Str("mode", string(mode)).
-			Str("state", string(rec.State)).Uint64("rev", rev).Msg("group invitation sent")
+			Str("state", string(rec.State)).Uint64("rev", rec.Revision).Msg("group invitation sent")
 		return protocol.Reply{Invitation: view(rec)}, nil
 	}
 	return protocol.Reply{}, store.ErrConflict

@@ -219,21 +219,36 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			rec = lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
 			rec.Push = lines[0].Push
 		}
-		rev, err := b.store.Commit(cctx, b.putInvitation(rec, invRev))
+		again, err := b.create(cctx, &rec, invRev)
 		cancel()
-		if errors.Is(err, store.ErrConflict) {
+		if again {
 			checkInv, conflicts = true, conflicts+1
 			continue
 		}
 		if err != nil {
 			return protocol.Reply{}, err
 		}
-		rec.Revision = rev
-		b.metrics.transition(rec, "send")
-		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rev).Msg("invitation sent")
+		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rec.Revision).Msg("invitation sent")
 		return protocol.Reply{Invitation: view(rec)}, nil
 	}
 	return protocol.Reply{}, store.ErrConflict
+}
+
+// create writes the record of a new invitation over revision expect (0, or
+// an expired record's marker) and sets its revision; again: the id's key
+// changed under it (a racing retry, an id taken), so decide again from
+// fresh reads.
+func (b *Broker) create(ctx context.Context, rec *lifecycle.Record, expect uint64) (again bool, err error) {
+	rev, err := b.store.Commit(ctx, b.putInvitation(*rec, expect))
+	if errors.Is(err, store.ErrConflict) {
+		return true, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	rec.Revision = rev
+	b.metrics.transition(*rec, "send")
+	return false, nil
 }
 
 // claim writes both parties' lines (callee first, then caller; in
@@ -447,15 +462,9 @@ func (b *Broker) merge(ctx context.Context, c *command, id, into string, ringing
 		}
 	}
 	rec := lifecycle.NewMerged(id, c.user, c.req.Device, c.req.Callee, c.req.ChannelID, into, b.now())
-	rev, err := b.store.Commit(ctx, b.putInvitation(rec, invRev))
-	if errors.Is(err, store.ErrConflict) {
-		return protocol.Reply{}, true, nil
+	if again, err := b.create(ctx, &rec, invRev); again || err != nil {
+		return protocol.Reply{}, again, err
 	}
-	if err != nil {
-		return protocol.Reply{}, false, err
-	}
-	rec.Revision = rev
-	b.metrics.transition(rec, "send")
 	withInvitation(c.logged(b.log.Info()), &rec).Str("into", into).Msg("glare: merged into the callee's invitation")
 	return protocol.Reply{Invitation: view(rec)}, false, nil
 }
