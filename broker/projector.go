@@ -72,7 +72,7 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	}
 	// 3. A finished invitation enters both parties' histories (a group's
 	// callee, when its own leg ends: historyParties).
-	if parties := historyParties(&rec); b.cfg.History && len(parties) > 0 {
+	if parties := b.historyParties(&rec); len(parties) > 0 {
 		if err := b.journal.Append(ctx, &rec.Invitation, parties...); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("history append failed; will retry")
 			b.nak(m, "projector")
@@ -141,8 +141,8 @@ func (b *Broker) pushFor(ctx context.Context, inv *protocol.Invitation) error {
 // invitation finishes. A JOIN callee whose leg ended without joining gets
 // its entry then; if it joins later, the entry stays the first
 // (journal.Append deduplicates per invitation and user).
-func historyParties(rec *lifecycle.Record) []string {
-	if rec.Quiet {
+func (b *Broker) historyParties(rec *lifecycle.Record) []string {
+	if !b.cfg.History || rec.Quiet {
 		return nil
 	}
 	if !rec.Group() {
