@@ -445,15 +445,10 @@ func notInCall(r Record, user string) error {
 }
 
 // applyLoser is Apply for a FIRST invitation's callee that did not win:
-// its leg ended when the winner accepted.
+// its leg ended when the winner accepted (a presence loss changes nothing).
 func applyLoser(r Record, a Action, l *protocol.Leg) (Record, bool, error) {
-	switch a.Kind {
-	case PresenceLost:
+	if a.Kind == PresenceLost {
 		return r, false, nil
-	case Ack:
-		if l.Ringing() {
-			return r, false, nil // cannot be: a winner stops every other leg
-		}
 	}
 	return r, false, legEnded(r, l)
 }
