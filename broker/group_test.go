@@ -227,9 +227,21 @@ func TestGroupJoin(t *testing.T) {
 	if err := rb.Leave(ctx); code(err) != protocol.CodeAlreadyEnd {
 		t.Fatalf("bob leaves twice: %v, want ALREADY_END", err)
 	}
-	// Bob rejoins while it lives, and leaves again.
+	// Out of the call, bob is free: erin's invitation rings him (and
+	// rewrites his line, dropping the call's claim, which no longer holds).
+	erin := env.Login("erin", "p")
+	if r := erin.Invite(t, "bob"); r.Invitation().Reason == protocol.ReasonBusy {
+		t.Fatal("bob busy after leaving the call")
+	} else if err := r.Cancel(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Bob rejoins while it lives: his line is claimed again, so he is
+	// busy to others while in it; then he leaves again.
 	if err := rb.Accept(ctx, ""); err != nil {
 		t.Fatalf("bob joins again: %v", err)
+	}
+	if r := erin.Invite(t, "bob").Invitation(); r.Reason != protocol.ReasonBusy {
+		t.Fatalf("bob back in the call, yet erin's invitation: %s %s", r.State, r.Reason)
 	}
 	if err := rb.Leave(ctx); err != nil {
 		t.Fatal(err)
@@ -250,7 +262,7 @@ func TestGroupJoin(t *testing.T) {
 			t.Fatalf("%s's leg live after the call: %+v", l.User, l)
 		}
 	}
-	waitFree(t, env, "alice", "bob", "carol", "dave")
+	waitFree(t, env, "alice", "bob", "carol", "dave", "erin")
 }
 
 // Legs time out on their own: bob is online but never acknowledges
