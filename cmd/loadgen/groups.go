@@ -326,29 +326,22 @@ func (r *run) answer(s *invState, gc *groupCall, u *user) (ri *client.RemoteInvi
 // 10 s before it calls a difference a violation: nothing else changes the
 // call meanwhile.
 func (r *run) checkInCall(s *invState, caller *user, in int, callerLeft bool) (sure bool) {
-	cl, _ := caller.client()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var inv protocol.Invitation
-		err := r.do("get", func(ctx context.Context) (err error) { inv, err = cl.Get(ctx, s.group); return err })
+	inv, ok := r.readUntil(caller, s.group, func(inv protocol.Invitation) bool {
 		on := inv.CallState == protocol.CallActive
-		if err == nil && on == (in >= 2) && (!on || inv.InCall() == in) {
-			return true
-		}
-		if time.Now().After(deadline) || r.ctx.Err() != nil {
-			switch {
-			case err != nil:
-			case presenceLost(inv, callerLeft):
-				// A party's presence was lost (its NATS server froze longer
-				// than the presence TTL): the broker took it out of the call.
-				r.st.note("groupjoin: a party's presence was lost; who was in the call not checked")
-			default:
-				r.tr.violate(vJoinEnd, "%s: %d in the call by the scenario, the record: %s with %d", s.group, in, inv.CallState, inv.InCall())
-			}
-			return false
-		}
-		time.Sleep(50 * time.Millisecond)
+		return on == (in >= 2) && (!on || inv.InCall() == in)
+	})
+	switch {
+	case ok:
+		return true
+	case inv.ID == "": // never read
+	case presenceLost(inv, callerLeft):
+		// A party's presence was lost (its NATS server froze longer
+		// than the presence TTL): the broker took it out of the call.
+		r.st.note("groupjoin: a party's presence was lost; who was in the call not checked")
+	default:
+		r.tr.violate(vJoinEnd, "%s: %d in the call by the scenario, the record: %s with %d", s.group, in, inv.CallState, inv.InCall())
 	}
+	return false
 }
 
 // presenceLost reports whether a party of inv was taken out of its call
@@ -366,18 +359,26 @@ func presenceLost(inv protocol.Invitation, callerLeft bool) bool {
 }
 
 // recordAtLeast reads invitation id through u until the broker's view is
-// at least revision rev (a replica a moment behind answers older ones),
-// for up to 10 s; ok is false if no read got there.
-func (r *run) recordAtLeast(u *user, id string, rev uint64) (inv protocol.Invitation, ok bool) {
+// at least revision rev (a replica a moment behind answers older ones).
+func (r *run) recordAtLeast(u *user, id string, rev uint64) (protocol.Invitation, bool) {
+	return r.readUntil(u, id, func(inv protocol.Invitation) bool { return inv.Revision >= rev })
+}
+
+// readUntil reads invitation id through u until want holds, for up to
+// 10 s; it returns the last view read and whether want held.
+func (r *run) readUntil(u *user, id string, want func(protocol.Invitation) bool) (protocol.Invitation, bool) {
 	cl, _ := u.client()
 	deadline := time.Now().Add(10 * time.Second)
+	var last protocol.Invitation
 	for {
-		err := r.do("get", func(ctx context.Context) (err error) { inv, err = cl.Get(ctx, id); return err })
-		if err == nil && inv.Revision >= rev {
-			return inv, true
+		var inv protocol.Invitation
+		if err := r.do("get", func(ctx context.Context) (err error) { inv, err = cl.Get(ctx, id); return err }); err == nil {
+			if last = inv; want(inv) {
+				return inv, true
+			}
 		}
 		if time.Now().After(deadline) || r.ctx.Err() != nil {
-			return inv, false
+			return last, false
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
