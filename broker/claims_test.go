@@ -39,7 +39,8 @@ func TestAbandonedClaimHoldsForGraceOnly(t *testing.T) {
 	alice := env.Login("alice", "phone")
 	env.Login("bob", "phone")
 
-	claimed := time.Now()
+	// The claim's time as stored (whole milliseconds): the grace counts from it.
+	claimed := time.UnixMilli(time.Now().UnixMilli())
 	putClaims(t, st, "bob", store.Claim{ID: "ghost", At: claimed.UnixMilli()})
 	inv := alice.Invite(t, "bob").Invitation()
 	if time.Since(claimed) < cfg.ClaimGrace && (inv.State != protocol.StateRefused || inv.Reason != protocol.ReasonBusy) {
