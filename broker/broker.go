@@ -52,6 +52,9 @@ type Broker struct {
 	clock     func() time.Time // time.Now; tests may replace it
 	// afterClaim, if set (tests only), runs right after a send's line claims.
 	afterClaim func()
+	// onGlareWait, if set (tests only), runs when a send waits for its
+	// callee's send to it (sendingToMe).
+	onGlareWait func()
 	// commandQueue and projectorQueue watch for a standing queue (see shed).
 	commandQueue, projectorQueue *overload
 	metrics                      *Metrics

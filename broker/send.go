@@ -62,6 +62,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	// the invitation read: it may be a retried send, an id taken by someone
 	// else, or an expired record's marker.
 	checkInv, conflicts, glareWaits := false, 0, 0
+	var lastAt int64 // each attempt's claims carry their own At (see committed)
 	for attempt := 0; attempt < maxAttempts; attempt++ {
 		backoff(conflicts) // only writers that collided wait; a busy verdict is confirmed at once
 		var (
@@ -129,9 +130,12 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		// instead of ringing a second one (docs/protocol.md, "Glare"). If
 		// the callee's send is still under way (its claim is there, its
 		// invitation not yet), see sendingToMe.
-		mineLanded := slices.ContainsFunc(lines[1].Claims, func(cl store.Claim) bool { return cl.ID == id })
-		if held[0], err = sendingToMe(held[0], c.user, req.Callee, mineLanded); err != nil && glareWaits < maxGlareWaits {
+		var dropped bool
+		if held[0], dropped, err = sendingToMe(held[0], lines[1], c.user, req.Callee, id); err != nil && glareWaits < maxGlareWaits {
 			glareWaits++
+			if b.onGlareWait != nil {
+				b.onGlareWait() // tests: the callee's send may now go on
+			}
 			time.Sleep(time.Duration(glareWaits) * 2 * time.Millisecond) // its invitation is a write away
 			checkInv = true
 			continue
@@ -139,7 +143,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		// (Waited long enough: that send was abandoned — its sender died or
 		// gave up — and its claim makes the callee busy, as any claim whose
 		// invitation is not written yet does, until the claim grace.)
-		if into, ringing := glare(held[0], c.user, req.Device); into != "" {
+		if into, ringing := glare(held, c.user, req.Callee, req.Device); into != "" {
 			rep, again, err := b.merge(ctx, c, id, into, ringing, invRev, session)
 			if again {
 				checkInv = true
@@ -183,8 +187,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			}
 		} else {
 			claimed := b.now()
-			claim := store.Claim{ID: id, At: now.UnixMilli()}
-			revs, err := b.claim(ctx, parties, lines, lineRevs, held, claim)
+			lastAt = max(now.UnixMilli(), lastAt+1)
+			claim := store.Claim{ID: id, At: lastAt}
+			revs, err := b.claim(ctx, parties, lines, lineRevs, held, claim, dropped)
 			if linesCached && (err == nil || errors.Is(err, store.ErrConflict)) {
 				b.store.CacheOutcome(err != nil)
 			}
@@ -251,15 +256,26 @@ func (b *Broker) create(ctx context.Context, rec *lifecycle.Record, expect uint6
 	return false, nil
 }
 
-// claim writes both parties' lines (callee first, then caller; in
-// parallel): the claims that still hold, plus the new one. It returns the
-// lines' new revisions (0 where the write failed), and store.ErrConflict if
-// either line changed since it was read.
-func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, c store.Claim) ([2]uint64, error) {
+// claim writes both parties' lines (callee, caller; in parallel): the
+// claims that still hold, plus the new one. It returns the lines' new
+// revisions (0 where the write failed), and store.ErrConflict if either
+// line changed since it was read. callerFirst: the callee's line drops the
+// claim of the callee's own send to the caller (sendingToMe), which is
+// right only while the caller's line is as read: write that one first,
+// and the callee's only once it landed.
+func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, c store.Claim, callerFirst bool) ([2]uint64, error) {
 	callee, caller := c, c
 	callee.Peer, caller.Peer, caller.Out = parties[1], parties[0], true
-	newRevs, err := b.claimLines(ctx, parties[:], lines[:], revs[:], held[:], []store.Claim{callee, caller})
-	return [2]uint64(newRevs), err
+	if !callerFirst {
+		newRevs, err := b.claimLines(ctx, parties[:], lines[:], revs[:], held[:], []store.Claim{callee, caller})
+		return [2]uint64(newRevs), err
+	}
+	newRevs, err := b.claimLines(ctx, parties[:], lines[:], revs[:], held[:], []store.Claim{{}, caller})
+	if err != nil {
+		return [2]uint64(newRevs), err
+	}
+	calleeRevs, err := b.claimLines(ctx, parties[:], lines[:], revs[:], held[:], []store.Claim{callee, {}})
+	return [2]uint64{calleeRevs[0], newRevs[1]}, err
 }
 
 // claimLines writes the lines of users in parallel, each with the claims
@@ -410,14 +426,16 @@ func (b *Broker) validateBody(req *protocol.Request) error {
 	return nil
 }
 
-// glare finds, among the callee's claims that hold, the callee's own
-// invitation to caller: one that still rings (ringing: to be accepted), or
-// one this device of the caller has accepted already (a merge whose reply
-// was lost, or a call the two already have).
-func glare(held []store.Held, caller, device string) (id string, ringing bool) {
-	for _, h := range held {
+// glare finds, among the claims that hold on the callee's line (held[0])
+// and the caller's (held[1]), the callee's own invitation to caller: one
+// that still rings (ringing: to be accepted), or one this device of the
+// caller has accepted already (a merge whose reply was lost, or a call the
+// two already have). It rings on both lines; the caller's is looked at too
+// so that it is found even if its claim on the callee's line is gone.
+func glare(held [2][]store.Held, caller, callee, device string) (id string, ringing bool) {
+	for _, h := range slices.Concat(held[0], held[1]) {
 		inv := h.Invitation
-		if !h.Outgoing || inv.ID == "" || inv.Callee != caller {
+		if inv.ID == "" || inv.Caller != callee || inv.Callee != caller {
 			continue
 		}
 		switch {
@@ -478,23 +496,29 @@ const maxGlareWaits = 8
 var errWaitGlare = errors.New("broker: the callee's invitation to the caller is being sent")
 
 // sendingToMe looks among the callee's held claims for one of the callee's
-// own sends to caller that is not written yet. Such a send may be past its
-// own look for glare (it claimed both lines before this one claimed any):
-// this send waits for its invitation and merges into it (errWaitGlare:
-// look again) — unless both are waiting for each other, each having landed
-// the claim on its own line and lost the other's: then the caller whose id
-// sorts first goes on (the claim is dropped from held), and the other send,
-// still waiting, merges into its invitation. mineLanded: this send's claim
-// is on the caller's line already.
-func sendingToMe(held []store.Held, caller, callee string, mineLanded bool) ([]store.Held, error) {
+// own sends to caller that is not written yet. If that send is committed —
+// one of its attempts landed both its claims (the same At on both lines;
+// mine is the caller's line as read) — it is past its own look for glare
+// and about to write its invitation: this send waits for it and merges
+// into it (errWaitGlare: look again). Otherwise that send will look again
+// too, and may find this one's claim: if this send's claim (id) is on the
+// caller's line already, the two may be waiting for each other, so the
+// caller whose id sorts first goes on — the other's claim is dropped from
+// held (dropped: claim must write the caller's line first, which proves
+// the other did not commit meanwhile) — and the other, still waiting,
+// merges into its invitation.
+func sendingToMe(held []store.Held, mine store.Line, caller, callee, id string) (_ []store.Held, dropped bool, _ error) {
 	i := slices.IndexFunc(held, func(h store.Held) bool {
 		return h.Invitation.ID == "" && h.Claim.Out && h.Claim.Peer == caller
 	})
-	switch {
-	case i < 0:
-		return held, nil
-	case mineLanded && caller < callee:
-		return slices.Delete(slices.Clone(held), i, i+1), nil
+	if i < 0 {
+		return held, false, nil
 	}
-	return held, errWaitGlare
+	theirs := held[i].Claim
+	committed := slices.ContainsFunc(mine.Claims, func(c store.Claim) bool { return c.ID == theirs.ID && c.At == theirs.At })
+	mineLanded := slices.ContainsFunc(mine.Claims, func(c store.Claim) bool { return c.ID == id })
+	if !committed && mineLanded && caller < callee {
+		return slices.Delete(slices.Clone(held), i, i+1), true, nil
+	}
+	return held, false, errWaitGlare
 }
