@@ -158,11 +158,26 @@ func TestKVBudgetGroupFirst(t *testing.T) {
 		// one record, and each collision costs a write and a read more.
 		callees = append(callees, env.Login(n, "phone", client.WithoutHeartbeat(), client.WithoutAutoAck()))
 	}
+	want := map[string]store.StatsSnapshot{
+		"send":             {Reads: 1, Writes: 6, Timers: 1}, // the caller's session; 5 line claims and the record; the ring timer
+		"4 acks":           {Reads: 0, Writes: 4},
+		"accept+ackaccept": {Reads: 0, Writes: 2, Timers: 1},
+		"3 late accepts":   {Reads: 3, Writes: 0}, // each refusal is confirmed with the leader
+		"hangup":           {Reads: 0, Writes: 1},
+	}
 	call := func() (steps map[string]store.StatsSnapshot) {
 		t.Helper()
 		steps = map[string]store.StatsSnapshot{}
 		mark := st.Stats()
 		step := func(name string) {
+			// The projector arms a timer after it published the events the
+			// step waited for: let the step's timer land in the step.
+			natstest.Eventually(t, 10*time.Second, func() error {
+				if got := st.Stats().Sub(mark).Timers; got < want[name].Timers {
+					return fmt.Errorf("%s: %d timers armed so far, %d expected", name, got, want[name].Timers)
+				}
+				return nil
+			})
 			now := st.Stats()
 			steps[name] = now.Sub(mark)
 			mark = now
@@ -197,13 +212,6 @@ func TestKVBudgetGroupFirst(t *testing.T) {
 		callees[0].Rec.Wait(t, "CallEnded "+li.ID)
 		step("hangup")
 		return steps
-	}
-	want := map[string]store.StatsSnapshot{
-		"send":             {Reads: 1, Writes: 6, Timers: 1}, // the caller's session; 5 line claims and the record; the ring timer
-		"4 acks":           {Reads: 0, Writes: 4},
-		"accept+ackaccept": {Reads: 0, Writes: 2, Timers: 1},
-		"3 late accepts":   {Reads: 3, Writes: 0}, // each refusal is confirmed with the leader
-		"hangup":           {Reads: 0, Writes: 1},
 	}
 	for i := range 2 {
 		got := call()
