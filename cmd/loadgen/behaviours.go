@@ -156,7 +156,15 @@ func (r *run) onLocalAccepted(li *client.LocalInvitation) {
 	}
 	r.tr.mu.Lock()
 	acceptAt := s.acceptAt
+	s.localAccepted++
+	again := s.localAccepted > 1
 	r.tr.mu.Unlock()
+	if again {
+		// The SDK fires each callback once per invitation: a second one is
+		// counted, not timed (it would time the first accept again).
+		r.st.note("OnLocalInvitationAccepted fired again for one invitation")
+		return
+	}
 	if !acceptAt.IsZero() {
 		r.st.record(stAcceptToAccepted, now.Sub(acceptAt))
 	}

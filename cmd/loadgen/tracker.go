@@ -85,6 +85,7 @@ type invState struct {
 	sendAt, ringAt, acceptAt, hangupAt time.Time
 	hangupBy                           role
 	receivedByPeer                     bool
+	localAccepted                      int // OnLocalInvitationAccepted callbacks
 
 	obs        [2]observer
 	outcome    string
