@@ -3,11 +3,15 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
+
+	"github.com/rs/zerolog"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
@@ -131,7 +135,14 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		// the callee's send is still under way (its claim is there, its
 		// invitation not yet), see sendingToMe.
 		var dropped bool
-		if held[0], dropped, err = sendingToMe(held[0], lines[1], c.user, req.Callee, id); err != nil && glareWaits < maxGlareWaits {
+		seen := held[0]
+		if held[0], dropped, err = sendingToMe(held[0], lines[1], c.user, req.Callee, id); err != nil || dropped {
+			c.logged(b.log.Debug()).Str("id", id).Int("attempt", attempt).Bool("wait", err != nil).Bool("dropped", dropped).
+				Func(func(e *zerolog.Event) {
+					e.Str("calleeLine", describeHeld(seen)).Str("callerLine", describeClaims(lines[1].Claims))
+				}).Msg("glare: the callee is sending to the caller")
+		}
+		if err != nil && glareWaits < maxGlareWaits {
 			glareWaits++
 			if b.onGlareWait != nil {
 				b.onGlareWait() // tests: the callee's send may now go on
@@ -233,7 +244,10 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if err != nil {
 			return protocol.Reply{}, err
 		}
-		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rec.Revision).Msg("invitation sent")
+		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rec.Revision).
+			Int("attempt", attempt).Int64("claimAt", lastAt).Func(func(e *zerolog.Event) {
+			e.Str("calleeLine", describeHeld(held[0])).Str("callerLine", describeClaims(lines[1].Claims))
+		}).Msg("invitation sent")
 		return protocol.Reply{Invitation: view(rec)}, nil
 	}
 	return protocol.Reply{}, store.ErrConflict
@@ -485,6 +499,24 @@ func (b *Broker) merge(ctx context.Context, c *command, id, into string, ringing
 	}
 	withInvitation(c.logged(b.log.Info()), &rec).Str("into", into).Msg("glare: merged into the callee's invitation")
 	return protocol.Reply{Invitation: view(rec)}, false, nil
+}
+
+// describeHeld and describeClaims render claims for debug logs:
+// id@at, with > for the line user's own call and the invitation's state.
+func describeHeld(hs []store.Held) string {
+	var b strings.Builder
+	for _, h := range hs {
+		fmt.Fprintf(&b, "%s@%d%s:%s ", h.Claim.ID, h.Claim.At, map[bool]string{true: ">", false: "<"}[h.Claim.Out], h.Invitation.State)
+	}
+	return b.String()
+}
+
+func describeClaims(cs []store.Claim) string {
+	var b strings.Builder
+	for _, c := range cs {
+		fmt.Fprintf(&b, "%s@%d%s ", c.ID, c.At, map[bool]string{true: ">", false: "<"}[c.Out])
+	}
+	return b.String()
 }
 
 // maxGlareWaits bounds how long a send waits for the callee's racing
