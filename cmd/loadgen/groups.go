@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -460,9 +461,23 @@ func (r *run) glare(s *invState, us []*user) string {
 	if merged < 0 || views[1-merged].Reason == protocol.ReasonMerged || views[1-merged].Reason == protocol.ReasonBusy {
 		// What the two invitations became, as the broker says now (the
 		// views are the send replies).
-		var now [2]protocol.Invitation
+		var (
+			now [2]protocol.Invitation
+			ok  [2]bool
+		)
 		for i, u := range []*user{a, b} {
-			now[i], _ = r.recordAtLeast(u, ids[i], views[i].Revision)
+			now[i], ok[i] = r.recordAtLeast(u, ids[i], views[i].Revision)
+		}
+		if ok[0] && ok[1] && !rangTogether(now[0], now[1]) {
+			// One send reached the broker only after the other's
+			// invitation had ended (a fault delayed it for seconds, and
+			// the first timed out meanwhile): two calls one after the
+			// other, which glare's rule leaves alone.
+			r.st.note("glare: one send arrived after the other's invitation had ended")
+			for i, u := range []*user{a, b} {
+				r.end(u, ids[i])
+			}
+			return "GLARE_SEQUENTIAL"
 		}
 		r.tr.violate(vGlare, "%s: the two sends ended %s/%s (into %q) and %s/%s (into %q); now %s/%s/%s rev %d (callee device %q) and %s/%s/%s rev %d (callee device %q)", s.group,
 			views[0].State, views[0].Reason, views[0].MergedInto, views[1].State, views[1].Reason, views[1].MergedInto,
@@ -486,18 +501,34 @@ func (r *run) glare(s *invState, us []*user) string {
 	return outGlareMerged
 }
 
+// rangTogether reports whether two invitations were live at the same
+// moment (by their records' creation and end times; a live one has not
+// ended).
+func rangTogether(x, y protocol.Invitation) bool {
+	end := func(inv protocol.Invitation) int64 {
+		if inv.Live() || inv.EndedAt == 0 {
+			return math.MaxInt64
+		}
+		return inv.EndedAt
+	}
+	return max(x.CreatedAt, y.CreatedAt) < min(end(x), end(y))
+}
+
 // end ends caller's invitation id whatever became of it: a cancel, and a
 // hangup if it turned into a call meanwhile (accepted, or merged into by
 // the callee's own send).
 func (r *run) end(caller *user, id string) {
 	cl, _ := caller.client()
 	err := r.do("settle", func(ctx context.Context) error { return cl.Cancel(ctx, id) })
+	if err == nil {
+		return
+	}
 	switch errCode(err) {
 	case string(protocol.CodeAlreadyAccept):
 		r.settle(id, caller, func(ctx context.Context) error { return cl.Hangup(ctx, id) })
 	case "", string(protocol.CodeAlreadyEnd), string(protocol.CodeNotFound):
 	default:
-		r.st.note("a scenario could not end its invitation: " + errCode(err))
+		r.st.note("a scenario could not end its invitation: " + errClass(err))
 	}
 }
 
@@ -506,7 +537,7 @@ func (r *run) end(caller *user, id string) {
 func (r *run) settle(id string, u *user, f func(context.Context) error) {
 	err := r.do("settle", f)
 	if err != nil && errCode(err) != string(protocol.CodeAlreadyEnd) && errCode(err) != string(protocol.CodeAlreadyAccept) {
-		r.st.note("a scenario could not end its invitation: " + errCode(err))
+		r.st.note("a scenario could not end its invitation: " + errClass(err))
 	}
 }
 

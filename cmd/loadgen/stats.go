@@ -4,6 +4,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/HdrHistogram/hdrhistogram-go"
 	"github.com/nats-io/nats.go"
 
+	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/protocol"
 )
 
@@ -118,6 +120,21 @@ func errCode(err error) string {
 		return "TIMEOUT"
 	}
 	return "CLIENT"
+}
+
+// errClass names what kind of error err is, for a note: its code, and for
+// a client-side error (CLIENT) the sentinel or type behind it.
+func errClass(err error) string {
+	code := errCode(err)
+	if code != "CLIENT" {
+		return code
+	}
+	for _, e := range []error{context.Canceled, client.ErrClosed, client.ErrNotStarted, nats.ErrConnectionClosed, nats.ErrConnectionReconnecting, nats.ErrDisconnected} {
+		if errors.Is(err, e) {
+			return code + " (" + e.Error() + ")"
+		}
+	}
+	return fmt.Sprintf("%s (%T)", code, err)
 }
 
 // outcome counts a completed invitation.
