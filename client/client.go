@@ -112,6 +112,9 @@ type Client struct {
 	// since (a heartbeat failed, or the resync after a reconnect did); the
 	// next heartbeat that succeeds resyncs.
 	resyncDue atomic.Bool
+	// resyncing counts Resyncs in flight: while one runs, a heartbeat that
+	// gets through must not move aware past what it has not caught up.
+	resyncing atomic.Int32
 	session   protocol.Session
 	bg        sync.WaitGroup
 	// conn is the ConnectionState; clockOffset (ms, valid once clockKnown)
@@ -275,11 +278,21 @@ func (c *Client) heartbeats(stop chan struct{}, every time.Duration) {
 				if from := c.catchUpFrom.Load(); from != 0 && c.catchUp(ctx, from) == nil && time.Now().UnixMilli() > c.catchUpUntil.Load() {
 					c.catchUpFrom.CompareAndSwap(from, 0)
 				}
-				c.aware.Store(time.Now().UnixMilli())
+				c.heard(time.Now())
 			}
 			c.reconcile(ctx, time.Now())
 			cancel()
 		}
+	}
+}
+
+// heard records that a heartbeat got through at now: the client hears
+// every event since — unless a resync is owed or under way (the
+// reconnect's, in the background), whose catch-up must start from before
+// the deaf moments: aware then stays where it was.
+func (c *Client) heard(now time.Time) {
+	if !c.resyncDue.Load() && c.resyncing.Load() == 0 {
+		c.aware.Store(now.UnixMilli())
 	}
 }
 

@@ -65,6 +65,10 @@ func watchReconnects(c *Client) {
 				f.prevDisconnect(conn, err)
 			}
 			for _, cl := range f.members() {
+				// Events for it are lost until the resync after the
+				// reconnect: owe one now, so that no heartbeat that gets
+				// through first counts the client as hearing everything.
+				cl.resyncDue.Store(true)
 				cl.setConnection(ConnectionReconnecting, ConnectionChangeInterrupted, ConnectionConnected)
 			}
 		})
@@ -127,7 +131,9 @@ func (c *Client) background(d time.Duration) (context.Context, context.CancelFun
 // (catchUp) the final state of incoming invitations that rang and ended
 // while the client could not hear of them.
 func (c *Client) Resync(ctx context.Context) error {
-	started := time.Now()
+	c.resyncing.Add(1)
+	defer c.resyncing.Add(-1)
+	started, aware := time.Now(), c.aware.Load() // deaf since about then
 	live, err := c.Sync(ctx)
 	if err != nil {
 		return err
@@ -149,7 +155,7 @@ func (c *Client) Resync(ctx context.Context) error {
 			return err
 		}
 	}
-	if since := c.aware.Load() - c.blindSpot().Milliseconds(); c.aware.Load() != 0 {
+	if since := aware - c.blindSpot().Milliseconds(); aware != 0 {
 		if err := c.catchUp(ctx, since); err != nil {
 			return err
 		}
