@@ -104,10 +104,14 @@ type Client struct {
 
 	mu      sync.Mutex
 	tracked map[string]*tracked
-	sub     *nats.Subscription
-	stopHB  chan struct{}
-	closed  bool
-	quit    chan struct{} // closed by Close: stops background retries
+	// forgotten holds the ids of the finished invitations pruned last
+	// (up to forgetMax), so that a history catch-up does not fetch them
+	// again and fire their callbacks a second time.
+	forgotten forgetSet
+	sub       *nats.Subscription
+	stopHB    chan struct{}
+	closed    bool
+	quit      chan struct{} // closed by Close: stops background retries
 	// resyncDue: events may have been missed and no resync has succeeded
 	// since (a heartbeat failed, or the resync after a reconnect did); the
 	// next heartbeat that succeeds resyncs.
