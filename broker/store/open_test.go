@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -41,6 +42,30 @@ func openStore(t *testing.T, replicas int) (*nats.Conn, *store.Store) {
 	st, err := store.Open(ctx, nc)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if replicas > 1 {
+		// A stream just created may not take writes yet ("no response from
+		// stream" in CI at 386233f): wait until it has a leader and every
+		// replica is current.
+		natstest.Attempt(t, time.Minute, 5*time.Second, func(ctx context.Context) error {
+			stream, err := st.JetStream().Stream(ctx, "KV_RINGER")
+			if err != nil {
+				return err
+			}
+			info, err := stream.Info(ctx)
+			if err != nil {
+				return err
+			}
+			if info.Cluster == nil || info.Cluster.Leader == "" || len(info.Cluster.Replicas) != replicas-1 {
+				return fmt.Errorf("KV_RINGER not ready: %+v", info.Cluster)
+			}
+			for _, r := range info.Cluster.Replicas {
+				if !r.Current {
+					return fmt.Errorf("KV_RINGER replica %s not current", r.Name)
+				}
+			}
+			return nil
+		})
 	}
 	return nc, st
 }
