@@ -139,7 +139,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		if held[0], dropped, err = sendingToMe(held[0], lines[1], c.user, req.Callee, id); err != nil || dropped {
 			c.logged(b.log.Debug()).Str("id", id).Int("attempt", attempt).Bool("wait", err != nil).Bool("dropped", dropped).
 				Func(func(e *zerolog.Event) {
-					e.Str("calleeLine", describeHeld(seen)).Str("callerLine", describeClaims(lines[1].Claims))
+					e.Str("calleeLine", describeHeld(seen)).Str("callerLine", describeHeld(nil, lines[1].Claims...))
 				}).Msg("glare: the callee is sending to the caller")
 		}
 		if err != nil && glareWaits < maxGlareWaits {
@@ -246,7 +246,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		}
 		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rec.Revision).
 			Int("attempt", attempt).Int64("claimAt", lastAt).Func(func(e *zerolog.Event) {
-			e.Str("calleeLine", describeHeld(held[0])).Str("callerLine", describeClaims(lines[1].Claims))
+			e.Str("calleeLine", describeHeld(held[0])).Str("callerLine", describeHeld(nil, lines[1].Claims...))
 		}).Msg("invitation sent")
 		return protocol.Reply{Invitation: view(rec)}, nil
 	}
@@ -447,16 +447,18 @@ func (b *Broker) validateBody(req *protocol.Request) error {
 // two already have). It rings on both lines; the caller's is looked at too
 // so that it is found even if its claim on the callee's line is gone.
 func glare(held [2][]store.Held, caller, callee, device string) (id string, ringing bool) {
-	for _, h := range slices.Concat(held[0], held[1]) {
-		inv := h.Invitation
-		if inv.ID == "" || inv.Caller != callee || inv.Callee != caller {
-			continue
-		}
-		switch {
-		case inv.State == protocol.StateSent || inv.State == protocol.StateReceived:
-			return inv.ID, true
-		case inv.CalleeDevice == device && (inv.State == protocol.StateAccepting || inv.Live() && inv.State == protocol.StateAccepted):
-			return inv.ID, false
+	for _, line := range held {
+		for i := range line { // by index: a Held carries a whole record, too big to copy per send
+			inv := &line[i].Invitation
+			if inv.ID == "" || inv.Caller != callee || inv.Callee != caller {
+				continue
+			}
+			switch {
+			case inv.State == protocol.StateSent || inv.State == protocol.StateReceived:
+				return inv.ID, true
+			case inv.CalleeDevice == device && (inv.State == protocol.StateAccepting || inv.Live() && inv.State == protocol.StateAccepted):
+				return inv.ID, false
+			}
 		}
 	}
 	return "", false
@@ -501,20 +503,15 @@ func (b *Broker) merge(ctx context.Context, c *command, id, into string, ringing
 	return protocol.Reply{Invitation: view(rec)}, false, nil
 }
 
-// describeHeld and describeClaims render claims for debug logs:
-// id@at, with > for the line user's own call and the invitation's state.
-func describeHeld(hs []store.Held) string {
+// describeHeld renders claims for debug logs: each held claim with the
+// state of its invitation (empty: not written yet), then the bare claims.
+func describeHeld(hs []store.Held, claims ...store.Claim) string {
 	var b strings.Builder
 	for _, h := range hs {
-		fmt.Fprintf(&b, "%s@%d%s:%s ", h.Claim.ID, h.Claim.At, map[bool]string{true: ">", false: "<"}[h.Claim.Out], h.Invitation.State)
+		fmt.Fprintf(&b, "%s:%s ", h.Claim, h.Invitation.State)
 	}
-	return b.String()
-}
-
-func describeClaims(cs []store.Claim) string {
-	var b strings.Builder
-	for _, c := range cs {
-		fmt.Fprintf(&b, "%s@%d%s ", c.ID, c.At, map[bool]string{true: ">", false: "<"}[c.Out])
+	for _, c := range claims {
+		fmt.Fprintf(&b, "%s ", c)
 	}
 	return b.String()
 }

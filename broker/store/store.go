@@ -74,6 +74,16 @@ type Claim struct {
 	Out  bool   `msgpack:"out,omitempty"`
 }
 
+// String renders the claim for logs: id@at, then >peer for the line
+// user's own call to peer, <peer for peer's call to the user.
+func (c Claim) String() string {
+	dir := "<"
+	if c.Out {
+		dir = ">"
+	}
+	return fmt.Sprintf("%s@%d%s%s", c.ID, c.At, dir, c.Peer)
+}
+
 // IDs returns the invitation ids the line's claims refer to.
 func (l Line) IDs() []string {
 	ids := make([]string, len(l.Claims))
