@@ -520,9 +520,6 @@ func rangTogether(x, y protocol.Invitation) bool {
 func (r *run) end(caller *user, id string) {
 	cl, _ := caller.client()
 	err := r.do("settle", func(ctx context.Context) error { return cl.Cancel(ctx, id) })
-	if err == nil {
-		return
-	}
 	switch errCode(err) {
 	case string(protocol.CodeAlreadyAccept):
 		r.settle(id, caller, func(ctx context.Context) error { return cl.Hangup(ctx, id) })

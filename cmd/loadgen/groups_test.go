@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"testing"
 
 	"github.com/ringer-dev/ringer/protocol"
@@ -32,6 +34,24 @@ func TestRangTogether(t *testing.T) {
 		}
 		if got := rangTogether(tc.y, tc.x); got != tc.want {
 			t.Errorf("%s (swapped): %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// A scenario's end switches on the code of its cancel: a cancel that
+// succeeded has none (it was counted as a failure to end, "CLIENT").
+func TestErrCode(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, ""},
+		{protocol.Errorf(protocol.CodeAlreadyEnd, "over"), string(protocol.CodeAlreadyEnd)},
+		{context.DeadlineExceeded, "TIMEOUT"},
+		{errors.New("something else"), "CLIENT"},
+	} {
+		if got := errCode(tc.err); got != tc.want {
+			t.Errorf("errCode(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
 }

@@ -111,9 +111,12 @@ func (s *stats) cmdError(verb string, err error) {
 	s.mu.Unlock()
 }
 
+// errCode is "" for nil: a command that succeeded has no error code.
 func errCode(err error) string {
 	var pe *protocol.Error
 	switch {
+	case err == nil:
+		return ""
 	case errors.As(err, &pe):
 		return string(protocol.CodeOf(err))
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
