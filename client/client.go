@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/nats-io/nats.go"
 
 	"github.com/ringer-dev/ringer/protocol"
@@ -107,7 +108,7 @@ type Client struct {
 	// forgotten holds the ids of the finished invitations pruned last
 	// (up to forgetMax), so that a history catch-up does not fetch them
 	// again and fire their callbacks a second time.
-	forgotten forgetSet
+	forgotten *lru.Cache[string, struct{}]
 	sub       *nats.Subscription
 	stopHB    chan struct{}
 	closed    bool
@@ -150,7 +151,8 @@ func New(nc *nats.Conn, user, device string, opts ...Option) (*Client, error) {
 	if err := subjects.ValidateID(device); err != nil {
 		return nil, fmt.Errorf("%w: device: %v", ErrInvalidOption, err)
 	}
-	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}, quit: make(chan struct{}), remember: DefaultRemember}
+	forgotten, _ := lru.New[string, struct{}](forgetMax) // errors only for size <= 0
+	c := &Client{nc: nc, user: user, device: device, tracked: map[string]*tracked{}, forgotten: forgotten, quit: make(chan struct{}), remember: DefaultRemember}
 	c.conn.Store(int32(ConnectionDisconnected))
 	for _, o := range opts {
 		if err := o(c); err != nil {

@@ -209,7 +209,7 @@ func (c *Client) catchUp(ctx context.Context, since int64) error {
 		}
 		c.mu.Lock()
 		_, seen := c.tracked[rec.ID]
-		seen = seen || c.forgotten.has(rec.ID)
+		seen = seen || c.forgotten.Contains(rec.ID)
 		c.mu.Unlock()
 		if seen {
 			continue
@@ -221,32 +221,9 @@ func (c *Client) catchUp(ctx context.Context, since int64) error {
 	return nil
 }
 
-// forgetMax bounds forgetSet: more than a catch-up reads (catchUpPage),
+// forgetMax bounds Client.forgotten: more than a catch-up reads (catchUpPage),
 // so that no entry of a page can be one the client saw and then forgot.
 const forgetMax = 2 * catchUpPage
-
-// forgetSet is the last forgetMax ids added, oldest dropped first.
-type forgetSet struct {
-	ids   map[string]bool
-	order []string
-}
-
-func (f *forgetSet) add(id string) {
-	if f.ids == nil {
-		f.ids = map[string]bool{}
-	}
-	if f.ids[id] {
-		return
-	}
-	f.ids[id] = true
-	f.order = append(f.order, id)
-	if len(f.order) > forgetMax {
-		delete(f.ids, f.order[0])
-		f.order = f.order[1:]
-	}
-}
-
-func (f *forgetSet) has(id string) bool { return f.ids[id] }
 
 // blindSpot is how long before the last moment the client knew it was
 // hearing everything (aware) it may already have been deaf: events lost
@@ -282,7 +259,7 @@ func (c *Client) reconcile(ctx context.Context, now time.Time) {
 		case !inv.Live():
 			if inv.EndedAt != 0 && ms-inv.EndedAt > c.remember.Milliseconds() {
 				delete(c.tracked, id)
-				c.forgotten.add(id)
+				c.forgotten.Add(id, struct{}{})
 			}
 		case inv.Deadline != 0 && ms > inv.Deadline+overdue.Milliseconds(),
 			inv.State == protocol.StateAccepted && inv.CallState == protocol.CallActive:
