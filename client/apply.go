@@ -29,6 +29,13 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 		c.mu.Unlock()
 		return
 	}
+	if c.tracked[inv.ID] == nil && c.forgotten.Contains(inv.ID) {
+		// Finished and pruned: an invitation never comes back live, so any
+		// view of it now (a redelivered event, a get, a sync) can only
+		// repeat the end whose callbacks already fired.
+		c.mu.Unlock()
+		return
+	}
 	t := c.track(inv.ID)
 	before := t.inv.Legs
 	// A finished invitation is stored without its content (and a call that

@@ -387,7 +387,8 @@ func (c *Client) SetBusy(ctx context.Context, busy bool) error {
 }
 
 // Get fetches one invitation (live or recently finished) the user is a
-// party to, and applies it.
+// party to, and applies it (unless it finished and was forgotten: then its
+// end is returned and no callback fires again).
 func (c *Client) Get(ctx context.Context, id string) (protocol.Invitation, error) {
 	rep, err := c.request(ctx, subjects.VerbGet, &protocol.Request{ID: id})
 	if err != nil {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/ringer-dev/ringer/brokertest"
 	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // A client forgets a finished invitation after its remember window; a
@@ -74,5 +76,46 @@ func TestCatchUpSkipsForgottenInvitations(t *testing.T) {
 	}
 	if _, ok := bob.Invitation(li.ID); ok || canceled.Load() != 1 {
 		t.Fatalf("the catch-up fetched a forgotten invitation again (tracked %v, Canceled fired %d times)", ok, canceled.Load())
+	}
+
+	// Any other view of it must not revive it either: the projector
+	// republishing its end event (a redelivery), or an explicit get.
+	end, err := bob.Get(ctx, li.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end.State != protocol.StateCanceled {
+		t.Fatalf("get of the canceled invitation says %v", end.State)
+	}
+	subj, err := subjects.UserEvents("bob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := protocol.Marshal(protocol.Event{Type: protocol.EventCanceled, Role: protocol.RoleCallee, Invitation: end})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc := natstest.Connect(t, srv.URL)
+	if err := nc.Publish(subj, data); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// A second, fresh invitation's event after it: once bob has seen that
+	// one, the replayed one (published before it, same connection) was
+	// handled.
+	li2 := alice.CreateLocalInvitation("bob")
+	if err := li2.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if _, ok := bob.Invitation(li2.ID); !ok {
+			return errors.New("bob has not seen the second invitation")
+		}
+		return nil
+	})
+	if _, ok := bob.Invitation(li.ID); ok || canceled.Load() != 1 {
+		t.Fatalf("a replayed end event or a get revived a forgotten invitation (tracked %v, Canceled fired %d times)", ok, canceled.Load())
 	}
 }
