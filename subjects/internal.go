@@ -1,11 +1,5 @@
 package subjects
 
-import (
-	"fmt"
-	"strconv"
-	"strings"
-)
-
 // Broker-private names: the KV bucket holding all state, its keys, and the
 // timer stream. Clients never use these; they are here so that every name
 // Ringer puts on the wire is built and parsed in one place.
@@ -29,21 +23,16 @@ const (
 )
 
 const (
-	kvPrefix     = "$KV." + Bucket + "."
-	invPrefix    = "inv."
-	linePrefix   = "line."
-	sessPrefix   = "sess."
-	timerSet     = Prefix + ".timer.set."
-	timerFire    = Prefix + ".timer.fire."
-	timerFireAll = Prefix + ".timer.fire.*"
-	timerAll     = Prefix + ".timer.>"
-	history      = Prefix + ".history."
-	pushPrefix   = "push."
-	pushAll      = Prefix + ".push.>"
-	pushRequest  = Prefix + ".push.req."
-	pushDead     = Prefix + ".push.dead."
-	export       = Prefix + ".export."
-	webhookDead  = Prefix + ".webhook.dead."
+	invPrefix   = "inv."
+	linePrefix  = "line."
+	sessPrefix  = "sess."
+	history     = Prefix + ".history."
+	pushPrefix  = "push."
+	pushAll     = Prefix + ".push.>"
+	pushRequest = Prefix + ".push.req."
+	pushDead    = Prefix + ".push.dead."
+	export      = Prefix + ".export."
+	webhookDead = Prefix + ".webhook.dead."
 )
 
 // Export is the export subject of invitation id: ringer.v1.export.<id>.
@@ -98,69 +87,24 @@ func SessionKey(user, device string) string { return sessPrefix + user + "." + d
 // SessionKeysOf is the KV key filter matching every session of user.
 func SessionKeysOf(user string) string { return sessPrefix + user + ".*" }
 
-// KVSubject turns a KV key into the stream subject it is stored under.
-func KVSubject(key string) string { return kvPrefix + key }
+// KVSubject turns a KV key of partition 0 into the stream subject it is
+// stored under (Partition.KVSubject for any partition).
+func KVSubject(key string) string { return Partition(0).KVSubject(key) }
 
-// InvitationChanges is the stream subject filter for every invitation record.
-func InvitationChanges() string { return kvPrefix + invPrefix + "*" }
+// InvitationChanges is partition 0's subject filter for invitation records.
+func InvitationChanges() string { return Partition(0).InvitationChanges() }
 
-// SessionChanges is the stream subject filter for every session record.
-func SessionChanges() string { return kvPrefix + sessPrefix + "*.*" }
+// SessionChanges is partition 0's subject filter for session records.
+func SessionChanges() string { return Partition(0).SessionChanges() }
 
-// ParseInvitationSubject extracts the invitation id from a change on
-// $KV.RINGER.inv.<id>.
-func ParseInvitationSubject(subject string) (string, error) {
-	id, ok := strings.CutPrefix(subject, kvPrefix+invPrefix)
-	if !ok {
-		return "", fmt.Errorf("%w: %q is not an invitation key", ErrInvalidSubject, subject)
-	}
-	return id, ValidateID(id)
-}
+// TimerSchedule is partition 0's Partition.TimerSchedule.
+func TimerSchedule(id string, at int64) string { return Partition(0).TimerSchedule(id, at) }
 
-// ParseSessionSubject extracts user and device from a change on
-// $KV.RINGER.sess.<user>.<device>.
-func ParseSessionSubject(subject string) (user, device string, err error) {
-	rest, ok := strings.CutPrefix(subject, kvPrefix+sessPrefix)
-	if !ok {
-		return "", "", fmt.Errorf("%w: %q is not a session key", ErrInvalidSubject, subject)
-	}
-	user, device, ok = strings.Cut(rest, ".")
-	if !ok {
-		return "", "", fmt.Errorf("%w: %q is not a session key", ErrInvalidSubject, subject)
-	}
-	if err := ValidateID(user); err != nil {
-		return "", "", err
-	}
-	return user, device, ValidateID(device)
-}
+// TimerFire is partition 0's Partition.TimerFire.
+func TimerFire(id string) string { return Partition(0).TimerFire(id) }
 
-// ParseSessionKey splits a session key sess.<user>.<device>.
-func ParseSessionKey(key string) (user, device string, err error) {
-	return ParseSessionSubject(kvPrefix + key)
-}
+// TimerFires is partition 0's Partition.TimerFires.
+func TimerFires() string { return Partition(0).TimerFires() }
 
-// TimerSchedule is the subject of the ADR-51 schedule that fires for
-// invitation id at Unix millisecond at. Each deadline gets its own subject, so
-// arming is idempotent and order-independent: re-arming the same deadline
-// replaces an identical schedule, and a superseded timer fires harmlessly.
-func TimerSchedule(id string, at int64) string {
-	return timerSet + id + "." + strconv.FormatInt(at, 10)
-}
-
-// TimerFire is the subject the schedule of an invitation fires into.
-func TimerFire(id string) string { return timerFire + id }
-
-// TimerFires is the filter of the durable consumer that handles fired timers.
-func TimerFires() string { return timerFireAll }
-
-// TimerSubjects is the subject space of TimerStream.
-func TimerSubjects() string { return timerAll }
-
-// ParseTimerFire extracts the invitation id from a fired timer subject.
-func ParseTimerFire(subject string) (string, error) {
-	id, ok := strings.CutPrefix(subject, timerFire)
-	if !ok {
-		return "", fmt.Errorf("%w: %q is not a timer subject", ErrInvalidSubject, subject)
-	}
-	return id, ValidateID(id)
-}
+// TimerSubjects is partition 0's Partition.TimerSubjects.
+func TimerSubjects() string { return Partition(0).TimerSubjects() }
