@@ -50,7 +50,7 @@ func TestBackupWhileCallsRunAndRestore(t *testing.T) {
 	}()
 	dir := t.TempDir()
 	nc := natstest.Connect(t, env.URL)
-	if err := store.Backup(ringertest.Ctx(t), nc, dir); err != nil {
+	if _, err := store.Backup(ringertest.Ctx(t), nc, dir); err != nil {
 		t.Fatal(err)
 	}
 	close(stop)
@@ -58,7 +58,7 @@ func TestBackupWhileCallsRunAndRestore(t *testing.T) {
 
 	// A fresh server: restore, then start its broker.
 	fresh := &ringertest.Env{T: t, URL: natstest.RunServer(t).ClientURL()}
-	if err := store.Restore(ringertest.Ctx(t), natstest.Connect(t, fresh.URL), dir); err != nil {
+	if _, err := store.Restore(ringertest.Ctx(t), natstest.Connect(t, fresh.URL), dir); err != nil {
 		t.Fatal(err)
 	}
 	fresh.Brokers = append(fresh.Brokers, ringertest.StartBroker(t, fresh.URL, cfg))

@@ -110,7 +110,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.started {
 		return errors.New("broker: already started")
 	}
-	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait, MaxBytes: b.cfg.StoreMaxBytes}); err != nil {
+	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait, MaxBytes: b.cfg.StoreMaxBytes, Partitions: b.cfg.Partitions}); err != nil {
 		return err
 	}
 	st, err := store.Open(ctx, b.nc, store.CacheSize(b.cfg.CacheSize))
@@ -139,29 +139,23 @@ func (b *Broker) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	type binding struct {
-		stream, name string
-		handle       func(context.Context, jetstream.Msg)
-		shardBy      func(jetstream.Msg) string
-	}
-	for _, c := range []binding{
-		{subjects.BucketStream, store.ConsumerProjector, b.project, invitationOf},
-		{subjects.TimerStream, store.ConsumerTimers, b.fire, timerOf},
-		{subjects.BucketStream, store.ConsumerPresence, b.presenceChanged, sessionUserOf},
-	} {
-		cons, err := js.Consumer(ctx, c.stream, c.name)
+	// One pool per kind of work, fed by that consumer of every partition:
+	// an invitation or user is in one partition, so its changes still go
+	// to one worker in stream order.
+	projector, timers, presence := newPool(16, 64, b.project, invitationOf), newPool(16, 64, b.fire, timerOf), newPool(16, 64, b.presenceChanged, sessionUserOf)
+	b.pools = append(b.pools, projector, timers, presence)
+	for _, c := range b.durables() {
+		cons, err := js.Consumer(ctx, c.Stream, c.Consumer)
 		if err != nil {
 			b.stopConsumers()
-			return fmt.Errorf("broker: bind consumer %s: %w", c.name, err)
+			return fmt.Errorf("broker: bind consumer %s: %w", c, err)
 		}
-		p := newPool(16, 64, c.handle, c.shardBy)
-		cc, err := cons.Consume(p.dispatch, consumeOptions(b.log.With().Str("consumer", c.name).Logger())...)
+		p := map[string]*pool{store.ConsumerProjector: projector, store.ConsumerTimers: timers, store.ConsumerPresence: presence}[c.Consumer]
+		cc, err := cons.Consume(p.dispatch, consumeOptions(b.log.With().Str("consumer", c.String()).Logger())...)
 		if err != nil {
-			p.close()
 			b.stopConsumers()
-			return fmt.Errorf("broker: consume %s: %w", c.name, err)
+			return fmt.Errorf("broker: consume %s: %w", c, err)
 		}
-		b.pools = append(b.pools, p)
 		b.consumers = append(b.consumers, cc)
 	}
 
@@ -364,14 +358,25 @@ func (b *Broker) Check(ctx context.Context) error {
 		default:
 		}
 	}
-	for _, c := range []struct{ stream, name string }{
-		{subjects.BucketStream, store.ConsumerProjector}, {subjects.TimerStream, store.ConsumerTimers}, {subjects.BucketStream, store.ConsumerPresence},
-	} {
-		if _, err := b.store.JetStream().Consumer(ctx, c.stream, c.name); err != nil {
-			return fmt.Errorf("broker: consumer %s: %w", c.name, err)
+	for _, c := range b.durables() {
+		if _, err := b.store.JetStream().Consumer(ctx, c.Stream, c.Consumer); err != nil {
+			return fmt.Errorf("broker: consumer %s: %w", c, err)
 		}
 	}
 	return nil
+}
+
+// durables are the durable consumers a broker consumes: each partition's
+// projector, timers and presence.
+func (b *Broker) durables() []store.Group {
+	var out []store.Group
+	for p := range subjects.Partition(b.store.Partitions()) {
+		out = append(out,
+			store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerProjector},
+			store.Group{Stream: p.TimerStream(), Consumer: store.ConsumerTimers},
+			store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerPresence})
+	}
+	return out
 }
 
 // census counts line records and pending timers for the gauges.

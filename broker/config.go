@@ -30,6 +30,11 @@ type Config struct {
 	ShedLatency time.Duration
 	// Replicas of the bucket, timer stream and consumers (1, or 3 in a cluster).
 	Replicas int
+	// Partitions the state is spread over, each a bucket and a timer stream
+	// with leaders of their own (docs/architecture.md, "Partitions"). The
+	// first broker to start fixes it; brokers started with another count
+	// refuse to start (store.ErrLayout).
+	Partitions int
 	// AckWait: how long in-flight projector/timer/presence work of a broker
 	// that died stays invisible before another broker redoes it.
 	AckWait time.Duration
@@ -162,6 +167,7 @@ func DefaultConfig() Config {
 		Workers:     256,
 		ShedLatency: 50 * time.Millisecond,
 		Replicas:    1,
+		Partitions:  1,
 		AckWait:     5 * time.Second,
 		LeaderCheck: 2 * time.Second,
 		Timeouts: lifecycle.Timeouts{
@@ -217,6 +223,8 @@ func (c Config) Validate() error {
 		return bad("shed latency %s < 0", c.ShedLatency)
 	case c.Replicas < 1 || c.Replicas > 5:
 		return bad("replicas %d not in 1..5", c.Replicas)
+	case c.Partitions < 1 || c.Partitions > subjects.MaxPartitions:
+		return bad("partitions %d not in 1..%d", c.Partitions, subjects.MaxPartitions)
 	case c.AckWait < 100*time.Millisecond:
 		return bad("ack wait %s < 100ms", c.AckWait)
 	case c.LeaderCheck != 0 && c.LeaderCheck < 100*time.Millisecond:

@@ -12,6 +12,7 @@ import (
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // The Raft groups a call depends on gather on the server that leads the
@@ -28,10 +29,10 @@ func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
 
 	// Set-up: the projector's consumer led by another server than the bucket.
 	var bucket, other string
-	g := store.Group{Stream: store.Bucket.Stream, Consumer: store.ConsumerProjector}
+	g := store.PartitionGroups(0)[0] // the projector
 	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
 		var err error
-		if bucket, err = st.Leader(ctx, store.Bucket); err != nil {
+		if bucket, err = st.Leader(ctx, store.BucketGroup(0)); err != nil {
 			return err
 		}
 		other = c.Servers[0].Name()
@@ -52,11 +53,11 @@ func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
 	on.Name, on.LeaderCheck = "b1", 200*time.Millisecond
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, on))
 	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
-		want, err := st.Leader(ctx, store.Bucket)
+		want, err := st.Leader(ctx, store.BucketGroup(0))
 		if err != nil {
 			return err
 		}
-		for _, g := range store.Groups {
+		for _, g := range append(store.PartitionGroups(0), store.Shared...) {
 			l, err := st.Leader(ctx, g)
 			if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
 				continue // not provisioned here (export off), as the brokers skip it
@@ -67,4 +68,74 @@ func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// With partitions, the buckets' leaders spread over the servers (each leads
+// its share of the writes) even when elections put them all on one, and
+// each partition's groups gather on its own bucket's leader.
+func TestPartitionLeadersSpreadOverServers(t *testing.T) {
+	c, cfg := clusterR3(t)
+	cfg.Partitions = 3
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	off := cfg
+	off.Name, off.LeaderCheck = "b0", 0 // leaves leaders where they are
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, off))
+	st := env.Brokers[0].Store()
+	if st.Partitions() != 3 {
+		t.Fatalf("%d partitions", st.Partitions())
+	}
+
+	// Set-up: every bucket led by the same server.
+	crowded := c.Servers[0].Name()
+	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
+		for p := range subjects.Partition(3) {
+			g := store.BucketGroup(p)
+			if l, err := st.Leader(ctx, g); err != nil || l == crowded {
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if err := st.MoveLeader(ctx, g, crowded); err != nil {
+				return err
+			}
+			return fmt.Errorf("moving %s to %s", g, crowded)
+		}
+		return nil
+	})
+
+	on := cfg
+	on.Name, on.LeaderCheck = "b1", 200*time.Millisecond
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, on))
+	natstest.Attempt(t, 60*time.Second, time.Second, func(ctx context.Context) error {
+		leads := map[string]int{}
+		for p := range subjects.Partition(3) {
+			want, err := st.Leader(ctx, store.BucketGroup(p))
+			if err != nil {
+				return err
+			}
+			leads[want]++
+			groups := store.PartitionGroups(p)
+			if p == 0 {
+				groups = append(groups, store.Shared...)
+			}
+			for _, g := range groups {
+				l, err := st.Leader(ctx, g)
+				if errors.Is(err, jetstream.ErrStreamNotFound) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					continue
+				}
+				if err != nil || l != want {
+					return fmt.Errorf("%s led by %q (%v), its bucket by %s", g, l, err, want)
+				}
+			}
+		}
+		if len(leads) != 3 {
+			return fmt.Errorf("bucket leaders per server: %v", leads)
+		}
+		return nil
+	})
+
+	// And calls go through.
+	alice, bob := env.Login("alice", "phone"), env.Login("bob", "phone")
+	alice.Call(t, bob)
 }

@@ -16,11 +16,18 @@ import (
 	"github.com/ringer-dev/ringer/subjects"
 )
 
-// Streams are Ringer's JetStream streams, in the order they are backed up
-// and restored: the bucket (invitations, lines, sessions, push targets),
-// the timers and the users' histories. (Push requests are not: they are
-// useless an hour later.)
-var Streams = []string{subjects.BucketStream, subjects.TimerStream, subjects.HistoryStream}
+// Streams are Ringer's JetStream streams in a deployment of n partitions, in
+// the order they are backed up and restored: each partition's bucket
+// (invitations, lines, sessions, push targets, and in partition 0 the
+// partition count) and timers, then the users' histories. (Push requests are
+// not: they are useless an hour later.)
+func Streams(n int) []string {
+	var out []string
+	for p := range subjects.Partition(max(n, 1)) {
+		out = append(out, p.BucketStream(), p.TimerStream())
+	}
+	return append(out, subjects.HistoryStream)
+}
 
 // snapshotChunk is the chunk size asked of the server and used to restore.
 const snapshotChunk = 128 << 10
@@ -51,14 +58,23 @@ func (a apiError) err(what string) error {
 // Backup writes a snapshot of each of Ringer's streams, with its consumers,
 // into dir (<stream>.json and <stream>.snap): JetStream's own snapshot
 // (the API behind `nats stream backup`), consistent per stream and taken
-// while brokers keep serving. dir must exist.
-func Backup(ctx context.Context, nc *nats.Conn, dir string) error {
-	for _, s := range Streams {
+// while brokers keep serving. dir must exist. It returns the streams saved.
+func Backup(ctx context.Context, nc *nats.Conn, dir string) ([]string, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	n, err := Layout(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	streams := Streams(n)
+	for _, s := range streams {
 		if err := backupStream(ctx, nc, s, dir); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return streams, nil
 }
 
 func backupStream(ctx context.Context, nc *nats.Conn, stream, dir string) error {
@@ -122,13 +138,31 @@ func backupStream(ctx context.Context, nc *nats.Conn, stream, dir string) error 
 // Restore recreates Ringer's streams, with their consumers, from a Backup
 // in dir, on a deployment where they do not exist yet (restore before
 // starting brokers). A stream that exists is an error: delete it first.
-func Restore(ctx context.Context, nc *nats.Conn, dir string) error {
-	for _, s := range Streams {
+// Partition 0's bucket comes first: it says how many partitions follow. It
+// returns the streams restored.
+func Restore(ctx context.Context, nc *nats.Conn, dir string) ([]string, error) {
+	first := subjects.Partition(0).BucketStream()
+	if err := restoreStream(ctx, nc, first, dir); err != nil {
+		return nil, err
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, err
+	}
+	n, err := Layout(ctx, js)
+	if err != nil {
+		return nil, err
+	}
+	streams := Streams(n)
+	for _, s := range streams {
+		if s == first {
+			continue
+		}
 		if err := restoreStream(ctx, nc, s, dir); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return streams, nil
 }
 
 func restoreStream(ctx context.Context, nc *nats.Conn, stream, dir string) error {

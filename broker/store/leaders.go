@@ -25,17 +25,25 @@ func (g Group) String() string {
 	return g.Stream + " > " + g.Consumer
 }
 
-// Bucket is the group of the bucket's stream, which every command writes.
-var Bucket = Group{Stream: subjects.BucketStream}
+// BucketGroup is the group of partition p's bucket stream, which every
+// command on the partition's keys writes.
+func BucketGroup(p subjects.Partition) Group { return Group{Stream: p.BucketStream()} }
 
-// Groups are the Raft groups a call depends on besides the bucket: the
-// consumers that turn its changes into events, timers and presence loss,
-// and the streams they write (a stalled one stalls them).
-var Groups = []Group{
-	{Stream: subjects.BucketStream, Consumer: ConsumerProjector},
-	{Stream: subjects.BucketStream, Consumer: ConsumerPresence},
-	{Stream: subjects.TimerStream},
-	{Stream: subjects.TimerStream, Consumer: ConsumerTimers},
+// PartitionGroups are the Raft groups of partition p that its calls depend
+// on besides its bucket: the consumers that turn its changes into events,
+// timers and presence loss, and its timer stream.
+func PartitionGroups(p subjects.Partition) []Group {
+	return []Group{
+		{Stream: p.BucketStream(), Consumer: ConsumerProjector},
+		{Stream: p.BucketStream(), Consumer: ConsumerPresence},
+		{Stream: p.TimerStream()},
+		{Stream: p.TimerStream(), Consumer: ConsumerTimers},
+	}
+}
+
+// Shared are the groups every partition's calls write (a stalled one stalls
+// the projectors): the history, push and export streams.
+var Shared = []Group{
 	{Stream: subjects.HistoryStream},
 	{Stream: subjects.PushStream},
 	{Stream: subjects.ExportStream},
@@ -45,27 +53,37 @@ var Groups = []Group{
 // replicated.
 var ErrNoLeader = errors.New("store: no leader")
 
-// Leader returns the name of the server that leads g; jetstream.ErrStreamNotFound
-// or jetstream.ErrConsumerNotFound if g does not exist (history or push off).
-func (s *Store) Leader(ctx context.Context, g Group) (string, error) {
+// Cluster returns g's Raft group as JetStream reports it (leader and
+// replicas); jetstream.ErrStreamNotFound or jetstream.ErrConsumerNotFound if
+// g does not exist (history or push off).
+func (s *Store) Cluster(ctx context.Context, g Group) (*jetstream.ClusterInfo, error) {
 	var cluster *jetstream.ClusterInfo
 	if g.Consumer == "" {
 		st, err := s.js.Stream(ctx, g.Stream)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		cluster = st.CachedInfo().Cluster
 	} else {
 		c, err := s.js.Consumer(ctx, g.Stream, g.Consumer)
 		if err != nil {
-			return "", err
+			return nil, err
 		}
 		cluster = c.CachedInfo().Cluster
 	}
 	if cluster == nil || cluster.Leader == "" {
-		return "", fmt.Errorf("%w: %s", ErrNoLeader, g)
+		return nil, fmt.Errorf("%w: %s", ErrNoLeader, g)
 	}
-	return cluster.Leader, nil
+	return cluster, nil
+}
+
+// Leader returns the name of the server that leads g (see Cluster).
+func (s *Store) Leader(ctx context.Context, g Group) (string, error) {
+	c, err := s.Cluster(ctx, g)
+	if err != nil {
+		return "", err
+	}
+	return c.Leader, nil
 }
 
 // MoveLeader asks g's leader to step down in favour of server to (which must

@@ -58,7 +58,7 @@ func (s *Store) Holding(ctx context.Context, user string, l Line, now time.Time,
 	// Not GetInvitation: a claim's missing invitation needs the leader's
 	// word only past the grace, and that is decided below.
 	get := func(ctx context.Context, id string) (lifecycle.Record, uint64, error) {
-		return s.getInvitation(ctx, s.bucket, id)
+		return s.getInvitation(ctx, false, id)
 	}
 	if fresh {
 		get = s.GetInvitationFresh

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -24,16 +25,89 @@ const (
 type ProvisionConfig struct {
 	Replicas int           // 1 for a single server, 3 in a cluster
 	MaxAge   time.Duration // how long finished records stay readable; 0 = forever
-	// MaxBytes caps the bucket (0 = unbounded). Past it JetStream refuses
-	// writes (ErrFull) rather than discarding records.
+	// MaxBytes caps the buckets (0 = unbounded), each partition's at its
+	// share. Past it JetStream refuses writes (ErrFull) rather than
+	// discarding records.
 	MaxBytes int64
 	// AckWait bounds how long a crashed broker's in-flight work waits before
 	// another broker redoes it.
 	AckWait time.Duration
+	// Partitions is how many partitions the state is spread over (0 or 1:
+	// one, laid out as before partitions existed). Fixed when the first
+	// broker provisions: a later start with another count is refused
+	// (ErrLayout).
+	Partitions int
 }
 
-// Provision creates or updates the bucket, the timer stream and the durable
-// consumers. It is idempotent and safe to run from every broker at start.
+// partitionBytes is one partition's share of MaxBytes.
+func (cfg ProvisionConfig) partitionBytes() int64 {
+	return cfg.MaxBytes / int64(max(cfg.Partitions, 1))
+}
+
+// ErrLayout: the deployment was provisioned with another partition count
+// than asked for. Keys are placed by a hash modulo the count, so changing it
+// needs the state moved (docs/operations.md, "Partitions").
+var ErrLayout = errors.New("store: partition count differs from the provisioned one")
+
+// layoutKey is the marker in partition 0's bucket holding the partition
+// count, written once by the first Provision.
+const layoutKey = "meta.partitions"
+
+// Layout reads how many partitions the deployment has: the marker's count,
+// or 1 where there is none (a deployment from before partitions).
+func Layout(ctx context.Context, js jetstream.JetStream) (int, error) {
+	kv, err := js.KeyValue(ctx, subjects.Bucket)
+	if err != nil {
+		return 0, fmt.Errorf("store: bind bucket %s: %w", subjects.Bucket, err)
+	}
+	e, err := kv.Get(ctx, layoutKey)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: read the partition count: %w", err)
+	}
+	n, err := strconv.Atoi(string(e.Value()))
+	if err != nil || n < 1 || n > subjects.MaxPartitions {
+		return 0, fmt.Errorf("store: partition marker %s holds %q", layoutKey, e.Value())
+	}
+	return n, nil
+}
+
+// fixLayout writes the partition count n into the marker of kv (partition
+// 0's bucket), or checks it against the marker there. existed: the bucket
+// was there before this provisioning, so a missing marker means one
+// partition.
+func fixLayout(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValue, n int, existed bool) error {
+	have, err := Layout(ctx, js)
+	if err != nil {
+		return err
+	}
+	if _, err := kv.Get(ctx, layoutKey); errors.Is(err, jetstream.ErrKeyNotFound) {
+		if existed && n != 1 {
+			return fmt.Errorf("%w: bucket %s predates partitions (1 partition), asked for %d", ErrLayout, subjects.Bucket, n)
+		}
+		_, err = kv.Create(ctx, layoutKey, []byte(strconv.Itoa(n)))
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, jetstream.ErrKeyExists) {
+			return fmt.Errorf("store: write the partition count: %w", err)
+		}
+		// Another broker wrote it first: compare with its count.
+		if have, err = Layout(ctx, js); err != nil {
+			return err
+		}
+	}
+	if have != n {
+		return fmt.Errorf("%w: provisioned with %d, asked for %d", ErrLayout, have, n)
+	}
+	return nil
+}
+
+// Provision creates or updates every partition's bucket, timer stream and
+// durable consumers, after fixing (or checking) the partition count. It is
+// idempotent and safe to run from every broker at start.
 func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
@@ -41,36 +115,73 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 	if cfg.AckWait <= 0 {
 		cfg.AckWait = 5 * time.Second
 	}
+	cfg.Partitions = max(cfg.Partitions, 1)
+	if cfg.Partitions > subjects.MaxPartitions {
+		return fmt.Errorf("store: %d partitions: at most %d", cfg.Partitions, subjects.MaxPartitions)
+	}
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return err
 	}
+	kv, existed, err := provisionBucket(ctx, js, 0, cfg)
+	if err != nil {
+		return err
+	}
+	if err := fixLayout(ctx, js, kv, cfg.Partitions, existed); err != nil {
+		return err
+	}
+	for p := range subjects.Partition(cfg.Partitions) {
+		if p > 0 {
+			if _, _, err := provisionBucket(ctx, js, p, cfg); err != nil {
+				return err
+			}
+		}
+		if err := provisionTimers(ctx, js, p, cfg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// provisionBucket creates partition p's bucket if it is missing (existed:
+// it was there), else applies the size limits to it.
+func provisionBucket(ctx context.Context, js jetstream.JetStream, p subjects.Partition, cfg ProvisionConfig) (kv jetstream.KeyValue, existed bool, err error) {
 	// Create the bucket only if it is missing: "create or update" would
 	// rewrite the stream config from the KV defaults on every broker start,
 	// under live traffic, undoing whatever an operator tuned on the stream.
-	if _, err := js.KeyValue(ctx, subjects.Bucket); errors.Is(err, jetstream.ErrBucketNotFound) {
-		_, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket:         subjects.Bucket,
+	kv, err = js.KeyValue(ctx, p.Bucket())
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:         p.Bucket(),
 			Description:    "Ringer invitations, lines and sessions",
 			History:        1,
 			Replicas:       cfg.Replicas,
 			Storage:        jetstream.FileStorage,
 			LimitMarkerTTL: time.Minute, // sessions expire with a marker the presence consumer sees
-			MaxBytes:       maxBytes(cfg.MaxBytes),
+			MaxBytes:       maxBytes(cfg.partitionBytes()),
 			MaxValueSize:   MaxValueSize,
 		})
-		if err != nil && !errors.Is(err, jetstream.ErrBucketExists) {
-			return fmt.Errorf("store: provision bucket: %w", err)
+		if errors.Is(err, jetstream.ErrBucketExists) { // another broker, just now
+			kv, err = js.KeyValue(ctx, p.Bucket())
 		}
-	} else if err != nil {
-		return fmt.Errorf("store: bind bucket: %w", err)
-	} else if err := limitBucket(ctx, js, cfg.MaxBytes); err != nil {
-		return err
+		if err != nil {
+			return nil, false, fmt.Errorf("store: provision bucket %s: %w", p.Bucket(), err)
+		}
+		return kv, false, nil
 	}
+	if err != nil {
+		return nil, false, fmt.Errorf("store: bind bucket %s: %w", p.Bucket(), err)
+	}
+	return kv, true, limitBucket(ctx, js, p, cfg.partitionBytes())
+}
+
+// provisionTimers creates or updates partition p's timer stream and its
+// durable consumers and those of its bucket.
+func provisionTimers(ctx context.Context, js jetstream.JetStream, p subjects.Partition, cfg ProvisionConfig) error {
 	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:              subjects.TimerStream,
+		Name:              p.TimerStream(),
 		Description:       "Ringer durable timers (ADR-51 schedules and what they fire)",
-		Subjects:          []string{subjects.TimerSubjects()},
+		Subjects:          []string{p.TimerSubjects()},
 		Retention:         jetstream.WorkQueuePolicy, // a fired timer is gone once handled
 		Storage:           jetstream.FileStorage,
 		Replicas:          cfg.Replicas,
@@ -95,9 +206,9 @@ func Provision(ctx context.Context, nc *nats.Conn, cfg ProvisionConfig) error {
 	}{
 		// New changes only: a broker starting on an old bucket must not replay
 		// history; what a dead broker left unacked is redelivered anyway.
-		{subjects.BucketStream, ConsumerProjector, subjects.InvitationChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
-		{subjects.BucketStream, ConsumerPresence, subjects.SessionChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
-		{subjects.TimerStream, ConsumerTimers, subjects.TimerFires(), jetstream.DeliverAllPolicy, timerAckWait},
+		{p.BucketStream(), ConsumerProjector, p.InvitationChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
+		{p.BucketStream(), ConsumerPresence, p.SessionChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
+		{p.TimerStream(), ConsumerTimers, p.TimerFires(), jetstream.DeliverAllPolicy, timerAckWait},
 	}
 	for _, c := range consumers {
 		_, err := js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{
@@ -129,13 +240,13 @@ func maxBytes(n int64) int64 {
 	return n
 }
 
-// limitBucket applies the size limits to a bucket that exists already (an
-// operator changed --store-max-bytes), leaving the rest of its
+// limitBucket applies the size limits to partition p's bucket, which exists
+// already (an operator changed --store-max-bytes), leaving the rest of its
 // configuration as it is.
-func limitBucket(ctx context.Context, js jetstream.JetStream, limit int64) error {
-	st, err := js.Stream(ctx, subjects.BucketStream)
+func limitBucket(ctx context.Context, js jetstream.JetStream, p subjects.Partition, limit int64) error {
+	st, err := js.Stream(ctx, p.BucketStream())
 	if err != nil {
-		return fmt.Errorf("store: bind stream %s: %w", subjects.BucketStream, err)
+		return fmt.Errorf("store: bind stream %s: %w", p.BucketStream(), err)
 	}
 	cfg := st.CachedInfo().Config
 	if cfg.MaxBytes == maxBytes(limit) && cfg.MaxMsgSize == MaxValueSize {

@@ -35,7 +35,7 @@ func (s *Store) DeletePushTarget(ctx context.Context, user, device string) error
 // follower may answer: a registration made a moment ago can be missing.
 func (s *Store) PushTargets(ctx context.Context, user string) ([]protocol.PushTarget, error) {
 	var out []protocol.PushTarget
-	_, err := s.multiLast(ctx, subjects.KVSubject(subjects.PushKeysOf(user)), func(m *nats.Msg) error {
+	_, err := s.multiLast(ctx, subjects.PushKeysOf(user), func(m *nats.Msg) error {
 		var t protocol.PushTarget
 		if err := msgpack.Unmarshal(m.Data, &t); err != nil {
 			return fmt.Errorf("undecodable push target %s: %w", m.Header.Get(jetstream.SubjectHeader), err)

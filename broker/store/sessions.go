@@ -81,7 +81,7 @@ func (s *Store) Sessions(ctx context.Context, user string, seen uint64) ([]strin
 // sessions is one multi-get: the live devices, and the last stream
 // sequence the answering replica had (0 when it found no key at all).
 func (s *Store) sessions(ctx context.Context, user string) (live []string, upTo uint64, err error) {
-	upTo, err = s.multiLast(ctx, subjects.KVSubject(subjects.SessionKeysOf(user)), func(m *nats.Msg) error {
+	upTo, err = s.multiLast(ctx, subjects.SessionKeysOf(user), func(m *nats.Msg) error {
 		_, device, err := subjects.ParseSessionSubject(m.Header.Get(jetstream.SubjectHeader))
 		if err != nil {
 			return err
@@ -96,16 +96,18 @@ func (s *Store) sessions(ctx context.Context, user string) (live []string, upTo 
 }
 
 // multiLast is one direct multi-get (ADR-31) of the newest message of every
-// key matching filter: each live value goes to each (deleted and expired
-// keys are skipped), and upTo is the last stream sequence the answering
-// replica had (0 when it found no key at all).
-func (s *Store) multiLast(ctx context.Context, filter string, each func(*nats.Msg) error) (upTo uint64, err error) {
+// key matching keys (a filter of one user's keys, so of one partition):
+// each live value goes to each (deleted and expired keys are skipped), and
+// upTo is the last stream sequence the answering replica had (0 when it
+// found no key at all).
+func (s *Store) multiLast(ctx context.Context, keys string, each func(*nats.Msg) error) (upTo uint64, err error) {
 	s.stats.reads.Add(1)
+	p := s.partOf(keys).p
 	req := struct {
 		MultiLast []string `json:"multi_last"`
 		Batch     int      `json:"batch"`
-	}{[]string{filter}, maxSessionsAnswer}
-	return DirectBatch(ctx, s.nc, s.js, subjects.BucketStream, req, func(m *nats.Msg) error {
+	}{[]string{p.KVSubject(keys)}, maxSessionsAnswer}
+	return DirectBatch(ctx, s.nc, s.js, p.BucketStream(), req, func(m *nats.Msg) error {
 		if m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
 			return nil
 		}
@@ -118,7 +120,8 @@ func (s *Store) multiLast(ctx context.Context, filter string, each func(*nats.Ms
 // so only where a multi-get cannot prove it is current.
 func (s *Store) sessionsListed(ctx context.Context, user string) ([]string, error) {
 	s.stats.reads.Add(1)
-	lister, err := s.kv.ListKeysFiltered(ctx, subjects.SessionKeysOf(user))
+	keys := subjects.SessionKeysOf(user)
+	lister, err := s.partOf(keys).kv.ListKeysFiltered(ctx, keys)
 	if err != nil {
 		if errors.Is(err, jetstream.ErrNoKeysFound) {
 			return nil, nil

@@ -93,18 +93,12 @@ func (l Line) IDs() []string {
 	return ids
 }
 
-// Store is a handle on the provisioned bucket and timer stream. It is safe for
-// concurrent use.
+// Store is a handle on the provisioned partitions (each a bucket and a timer
+// stream). It is safe for concurrent use.
 type Store struct {
-	nc     *nats.Conn
-	js     jetstream.JetStream
-	kv     jetstream.KeyValue
-	bucket jetstream.Stream
-	// leader reads the bucket through the stream leader instead of direct
-	// gets (which a follower may serve stale), for decisions a stale read
-	// must not make (refusing a call as busy).
-	leader jetstream.Stream
-	timers jetstream.Stream
+	nc    *nats.Conn
+	js    jetstream.JetStream
+	parts []*part
 	// cache holds recent invitation and line records (nil: none).
 	cache *cache
 	// stats counts every request this store makes to JetStream, for the
@@ -114,6 +108,26 @@ type Store struct {
 	// ns; 0: the last write went through). See WritesFailingFor.
 	failing, lastFail atomic.Int64
 }
+
+// part is one partition's handles.
+type part struct {
+	p      subjects.Partition
+	kv     jetstream.KeyValue
+	bucket jetstream.Stream
+	// leader reads the bucket through the stream leader instead of direct
+	// gets (which a follower may serve stale), for decisions a stale read
+	// must not make (refusing a call as busy).
+	leader jetstream.Stream
+	timers jetstream.Stream
+}
+
+// partOf is the partition holding key.
+func (s *Store) partOf(key string) *part {
+	return s.parts[subjects.PartitionOf(key, len(s.parts))]
+}
+
+// Partitions is how many partitions the deployment was provisioned with.
+func (s *Store) Partitions() int { return len(s.parts) }
 
 // Option configures a Store.
 type Option func(*Store)
@@ -125,34 +139,50 @@ func CacheSize(n int) Option {
 	return func(s *Store) { s.cache = newCache(n) }
 }
 
-// Open binds to the bucket and timer stream, which Provision must have created.
+// Open binds to every partition's bucket and timer stream, which Provision
+// must have created; how many there are it reads from the layout marker.
 func Open(ctx context.Context, nc *nats.Conn, opts ...Option) (*Store, error) {
 	js, err := jetstream.New(nc)
 	if err != nil {
 		return nil, err
 	}
-	kv, err := js.KeyValue(ctx, subjects.Bucket)
+	n, err := Layout(ctx, js)
 	if err != nil {
-		return nil, fmt.Errorf("store: bind bucket %s: %w", subjects.Bucket, err)
+		return nil, err
 	}
-	bucket, err := js.Stream(ctx, subjects.BucketStream)
-	if err != nil {
-		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.BucketStream, err)
+	s := &Store{nc: nc, js: js}
+	for p := range subjects.Partition(n) {
+		pt, err := bindPart(ctx, js, p)
+		if err != nil {
+			return nil, err
+		}
+		s.parts = append(s.parts, pt)
 	}
-	leader, err := js.Stream(ctx, subjects.BucketStream)
-	if err != nil {
-		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.BucketStream, err)
-	}
-	leader.CachedInfo().Config.AllowDirect = false // this handle's gets go to the leader
-	timers, err := js.Stream(ctx, subjects.TimerStream)
-	if err != nil {
-		return nil, fmt.Errorf("store: bind stream %s: %w", subjects.TimerStream, err)
-	}
-	s := &Store{nc: nc, js: js, kv: kv, bucket: bucket, leader: leader, timers: timers}
 	for _, o := range opts {
 		o(s)
 	}
 	return s, nil
+}
+
+func bindPart(ctx context.Context, js jetstream.JetStream, p subjects.Partition) (*part, error) {
+	kv, err := js.KeyValue(ctx, p.Bucket())
+	if err != nil {
+		return nil, fmt.Errorf("store: bind bucket %s: %w", p.Bucket(), err)
+	}
+	bucket, err := js.Stream(ctx, p.BucketStream())
+	if err != nil {
+		return nil, fmt.Errorf("store: bind stream %s: %w", p.BucketStream(), err)
+	}
+	leader, err := js.Stream(ctx, p.BucketStream())
+	if err != nil {
+		return nil, fmt.Errorf("store: bind stream %s: %w", p.BucketStream(), err)
+	}
+	leader.CachedInfo().Config.AllowDirect = false // this handle's gets go to the leader
+	timers, err := js.Stream(ctx, p.TimerStream())
+	if err != nil {
+		return nil, fmt.Errorf("store: bind stream %s: %w", p.TimerStream(), err)
+	}
+	return &part{p: p, kv: kv, bucket: bucket, leader: leader, timers: timers}, nil
 }
 
 // JetStream returns the JetStream context the store uses (for consumers).
@@ -167,9 +197,9 @@ func (s *Store) Stats() StatsSnapshot { return s.stats.snapshot() }
 // so on a replicated bucket the leader confirms a "not found" (one more read,
 // off the hot path: every caller holds an id that was given out).
 func (s *Store) GetInvitation(ctx context.Context, id string) (lifecycle.Record, uint64, error) {
-	r, rev, err := s.getInvitation(ctx, s.bucket, id)
+	r, rev, err := s.getInvitation(ctx, false, id)
 	if errors.Is(err, ErrNotFound) && s.Replicated() {
-		return s.getInvitation(ctx, s.leader, id)
+		return s.getInvitation(ctx, true, id)
 	}
 	return r, rev, err
 }
@@ -178,23 +208,16 @@ func (s *Store) GetInvitation(ctx context.Context, id string) (lifecycle.Record,
 // stale (a direct get may be served by a follower that is catching up, and
 // say "not found" for a record it has not replicated yet).
 func (s *Store) GetInvitationFresh(ctx context.Context, id string) (lifecycle.Record, uint64, error) {
-	return s.getInvitation(ctx, s.fresh(), id)
+	return s.getInvitation(ctx, true, id)
 }
 
-func (s *Store) fresh() jetstream.Stream {
-	if !s.Replicated() {
-		return s.bucket // one server: direct gets are already authoritative
-	}
-	return s.leader
-}
+// Replicated reports whether the buckets have followers (whose direct gets
+// may be stale).
+func (s *Store) Replicated() bool { return s.parts[0].bucket.CachedInfo().Config.Replicas > 1 }
 
-// Replicated reports whether the bucket has followers (whose direct gets may
-// be stale).
-func (s *Store) Replicated() bool { return s.bucket.CachedInfo().Config.Replicas > 1 }
-
-func (s *Store) getInvitation(ctx context.Context, from jetstream.Stream, id string) (lifecycle.Record, uint64, error) {
+func (s *Store) getInvitation(ctx context.Context, fresh bool, id string) (lifecycle.Record, uint64, error) {
 	var r lifecycle.Record
-	data, rev, err := s.getFrom(ctx, from, subjects.InvitationKey(id))
+	data, rev, err := s.getFrom(ctx, fresh, subjects.InvitationKey(id))
 	if err != nil {
 		return r, rev, err
 	}
@@ -241,18 +264,18 @@ func (s *Store) Observe(r lifecycle.Record) { s.cache.putInvitation(r) }
 // GetLine reads a user's line. A missing line is a free Line with ErrNotFound;
 // rev is then the revision to expect when creating it (the delete marker's, or 0).
 func (s *Store) GetLine(ctx context.Context, user string) (Line, uint64, error) {
-	return s.getLine(ctx, s.bucket, user)
+	return s.getLine(ctx, false, user)
 }
 
 // GetLineFresh reads a line through the stream leader: never stale, slower.
 // On a single server it is GetLine.
 func (s *Store) GetLineFresh(ctx context.Context, user string) (Line, uint64, error) {
-	return s.getLine(ctx, s.fresh(), user)
+	return s.getLine(ctx, true, user)
 }
 
-func (s *Store) getLine(ctx context.Context, from jetstream.Stream, user string) (Line, uint64, error) {
+func (s *Store) getLine(ctx context.Context, fresh bool, user string) (Line, uint64, error) {
 	var l Line
-	data, rev, err := s.getFrom(ctx, from, subjects.LineKey(user))
+	data, rev, err := s.getFrom(ctx, fresh, subjects.LineKey(user))
 	if errors.Is(err, ErrNotFound) {
 		s.cache.putLine(user, l, rev) // free, at the marker's revision (or 0)
 	}
@@ -270,7 +293,7 @@ func (s *Store) getLine(ctx context.Context, from jetstream.Stream, user string)
 // expired key it returns ErrNotFound and the marker's sequence, which a
 // following create must expect.
 func (s *Store) get(ctx context.Context, key string) ([]byte, uint64, error) {
-	return s.getFrom(ctx, s.bucket, key)
+	return s.getFrom(ctx, false, key)
 }
 
 // replicaWait bounds a direct get on a replicated bucket: past it (or on a
@@ -297,20 +320,28 @@ func GetLast(ctx context.Context, direct, leader jetstream.Stream, subj string) 
 	return m, false, err
 }
 
-func (s *Store) getFrom(ctx context.Context, from jetstream.Stream, key string) ([]byte, uint64, error) {
+// getFrom reads key's last message in its partition: through the stream
+// leader when fresh (never stale), else with a direct get any replica may
+// serve. On a single server every read is a direct get, authoritative.
+func (s *Store) getFrom(ctx context.Context, fresh bool, key string) ([]byte, uint64, error) {
 	s.stats.reads.Add(1)
 	var (
 		m   *jetstream.RawStreamMsg
 		err error
 	)
-	if from == s.bucket && s.Replicated() {
+	pt := s.partOf(key)
+	subj := pt.p.KVSubject(key)
+	switch {
+	case !s.Replicated():
+		m, err = pt.bucket.GetLastMsgForSubject(ctx, subj)
+	case fresh:
+		m, err = pt.leader.GetLastMsgForSubject(ctx, subj)
+	default:
 		var fellBack bool
-		m, fellBack, err = GetLast(ctx, from, s.leader, subjects.KVSubject(key))
+		m, fellBack, err = GetLast(ctx, pt.bucket, pt.leader, subj)
 		if fellBack {
 			s.stats.reads.Add(1)
 		}
-	} else {
-		m, err = from.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
 	}
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
@@ -367,7 +398,7 @@ func PutLine(user string, l Line, expect uint64) Write {
 // Ringer makes is one key: see docs/architecture.md for why no transition
 // needs a multi-key batch.
 func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
-	m := nats.NewMsg(subjects.KVSubject(w.Key))
+	m := nats.NewMsg(s.kvSubject(w.Key))
 	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.ExpectRev, 10))
 	if w.TTL > 0 {
 		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
@@ -392,6 +423,9 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	s.remember(w, rev)
 	return rev, nil
 }
+
+// kvSubject is the stream subject of key in its partition.
+func (s *Store) kvSubject(key string) string { return s.partOf(key).p.KVSubject(key) }
 
 // WritesFailing reports for how long every write has failed (no answer,
 // no stream leader reachable) and how long ago the last one did; 0, 0 if
@@ -459,7 +493,7 @@ func (s *Store) DeleteSession(ctx context.Context, user, device string) error {
 
 // putExpiring writes data under key (no compare-and-set) for ttl.
 func (s *Store) putExpiring(ctx context.Context, key string, data []byte, ttl time.Duration, what string) error {
-	m := nats.NewMsg(subjects.KVSubject(key))
+	m := nats.NewMsg(s.kvSubject(key))
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
 	m.Data = data
 	s.stats.writes.Add(1)
@@ -471,7 +505,7 @@ func (s *Store) putExpiring(ctx context.Context, key string, data []byte, ttl ti
 
 // deleteKey writes key's delete marker, which itself expires after markerTTL.
 func (s *Store) deleteKey(ctx context.Context, key, what string) error {
-	m := nats.NewMsg(subjects.KVSubject(key))
+	m := nats.NewMsg(s.kvSubject(key))
 	m.Header.Set("KV-Operation", "DEL")
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(markerTTL))
 	s.stats.writes.Add(1)
@@ -498,7 +532,7 @@ func (s *Store) HasSession(ctx context.Context, user, device string) (bool, erro
 
 // HasSessionFresh is HasSession through the stream leader.
 func (s *Store) HasSessionFresh(ctx context.Context, user, device string) (bool, error) {
-	_, _, err := s.getFrom(ctx, s.fresh(), subjects.SessionKey(user, device))
+	_, _, err := s.getFrom(ctx, true, subjects.SessionKey(user, device))
 	if errors.Is(err, ErrNotFound) {
 		return false, nil
 	}
@@ -508,10 +542,11 @@ func (s *Store) HasSessionFresh(ctx context.Context, user, device string) (bool,
 // ArmTimer arms a durable timer that fires invitation id at Unix millisecond
 // at. Arming the same (id, at) twice is harmless; the fired message carries at.
 func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
-	m := nats.NewMsg(subjects.TimerSchedule(id, at))
+	p := s.partOf(subjects.InvitationKey(id)).p // the invitation's partition
+	m := nats.NewMsg(p.TimerSchedule(id, at))
 	// nats.go's WithScheduleAt truncates to whole seconds; write RFC3339Nano.
 	m.Header.Set("Nats-Schedule", "@at "+time.UnixMilli(at).UTC().Format(time.RFC3339Nano))
-	m.Header.Set("Nats-Schedule-Target", subjects.TimerFire(id))
+	m.Header.Set("Nats-Schedule-Target", p.TimerFire(id))
 	m.Data = strconv.AppendInt(nil, at, 10)
 	s.stats.timers.Add(1)
 	if _, err := s.publish(ctx, m); err != nil {
@@ -527,29 +562,35 @@ func NewID() string { return nuid.Next() }
 // dropped, the manual flag, or push targets). It lists keys: O(users with a line); meant
 // for a periodic gauge, not a hot path.
 func (s *Store) CountLines(ctx context.Context) (int, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, subjects.LineKey("*"))
-	if err != nil {
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			return 0, nil
-		}
-		return 0, err
-	}
-	defer lister.Stop()
 	n := 0
-	for range lister.Keys() {
-		n++
+	for _, pt := range s.parts {
+		lister, err := pt.kv.ListKeysFiltered(ctx, subjects.LineKey("*"))
+		if errors.Is(err, jetstream.ErrNoKeysFound) {
+			continue
+		}
+		if err != nil {
+			return 0, err
+		}
+		for range lister.Keys() {
+			n++
+		}
+		_ = lister.Stop()
 	}
 	return n, nil
 }
 
-// PendingTimers counts messages in the timer stream: armed schedules plus
+// PendingTimers counts messages in the timer streams: armed schedules plus
 // fired timers not yet handled.
 func (s *Store) PendingTimers(ctx context.Context) (uint64, error) {
-	info, err := s.timers.Info(ctx)
-	if err != nil {
-		return 0, err
+	var n uint64
+	for _, pt := range s.parts {
+		info, err := pt.timers.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		n += info.State.Msgs
 	}
-	return info.State.Msgs, nil
+	return n, nil
 }
 
 // Transient reports whether err is JetStream being briefly unreachable or

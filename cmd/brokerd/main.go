@@ -51,6 +51,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.IntVar(&o.gcFloor, "gc-floor", gcfloor.DefaultMiB, "MiB the heap may reach before Go's garbage collector runs (fewer collections, shorter latency tails); 0 = Go's default; an explicit GOGC wins")
 	fs.BoolVar(&o.syncAlways, "sync-always", false, "embedded server: fsync every JetStream write before acknowledging it")
 	fs.IntVar(&o.cfg.Replicas, "replicas", o.cfg.Replicas, "replicas of Ringer's bucket, stream and consumers (3 in a cluster)")
+	fs.IntVar(&o.cfg.Partitions, "partitions", o.cfg.Partitions, "partitions of Ringer's state, each a bucket and a timer stream led by a server of its own; fixed by the first broker to start (all must agree): a cluster of N servers wants N or more")
 	fs.IntVar(&o.cfg.Workers, "workers", o.cfg.Workers, "commands processed concurrently")
 	fs.DurationVar(&o.cfg.ShedLatency, "shed-latency", o.cfg.ShedLatency, "refuse new sends with UNAVAILABLE while even the fastest commands take longer than this (a standing queue; 0 = never shed)")
 	fs.DurationVar(&o.cfg.PresenceTTL, "presence-ttl", o.cfg.PresenceTTL, "a session without heartbeat for this long is lost")
@@ -243,7 +244,7 @@ func run(o *options, log zerolog.Logger) error {
 		}
 		defer stop()
 	}
-	log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("replicas", o.cfg.Replicas).Msg("brokerd serving; SIGTERM drains")
+	log.Info().Str("nats", nc.ConnectedUrlRedacted()).Int("replicas", o.cfg.Replicas).Int("partitions", o.cfg.Partitions).Msg("brokerd serving; SIGTERM drains")
 
 	<-sigs
 	log.Info().Msg("draining (send the signal again to exit at once)")

@@ -154,6 +154,7 @@ type config struct {
 	presenceTTL time.Duration // embedded broker only
 	replicas    int           // embedded: 1 server, or a 3-node cluster with R3
 	brokers     int           // embedded: brokers in the queue group, each on its own connection
+	partitions  int           // embedded: the brokers' --partitions
 	cacheSize   int           // embedded: the brokers' --cache-size (-1: their default)
 	export      bool          // embedded: the brokers' --export
 	exportNATS  string        // against a deployment: the broker account's URL, to check its export
@@ -212,6 +213,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.maxInflight, "max-inflight", 100000, "open loop: do not start an invitation while this many are in flight")
 	fs.DurationVar(&c.presenceTTL, "presence-ttl", 0, "embedded broker's presence TTL (default 3s with --short-timeouts, else 15s); clients heartbeat every TTL/3")
 	fs.IntVar(&c.replicas, "replicas", 1, "embedded mode: 1 = one NATS server, R1; 3 = a three-node in-process JetStream cluster, R3 (the production layout)")
+	fs.IntVar(&c.partitions, "partitions", 1, "embedded mode: the brokers' --partitions (state spread over this many buckets and timer streams, their leaders over the servers)")
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
 	fs.BoolVar(&c.export, "export", false, "embedded mode: the brokers export every transition (brokerd --export), to measure what it costs; the run then checks the export")

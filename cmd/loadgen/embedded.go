@@ -60,6 +60,7 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 	bcfg.Name = name
 	bcfg.PresenceTTL = cfg.presenceTTL
 	bcfg.Replicas = cfg.replicas
+	bcfg.Partitions = cfg.partitions
 	// loadgen's users call far more often than people do (a closed loop
 	// with no think time makes a call every few hundred ms): per-user
 	// limits that leave the benchmark to the broker, still checked on

@@ -301,3 +301,41 @@ func TestGroupWorkload(t *testing.T) {
 		}
 	}
 }
+
+// TestWorkloadPartitioned runs every behaviour against a three-node R3
+// cluster whose state is spread over three partitions (their leaders on
+// different servers): an invitation, its caller's and callee's lines and
+// sessions in different buckets, its timer on its own partition's stream.
+// Every invariant must hold as with one partition.
+func TestWorkloadPartitioned(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a 4 s workload on a cluster")
+	}
+	t.Setenv("RINGER_NATS", "")
+	var stdout, stderr bytes.Buffer
+	code := realMain([]string{"--replicas", "3", "--partitions", "3", "--brokers", "2",
+		"--duration", "4s", "--rate", "30", "--users", "120", "--seed", "11",
+		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1,push=1,glare=2,group=2,groupjoin=1",
+		"--push-wake-min", "100ms", "--push-wake-max", "500ms", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
+		"--drain", "25s", "--export", "--json", "--gc-floor", "0"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	var res struct {
+		Invitations, Completed, Violations int64
+		Outcomes                           map[string]int64 `json:"outcomes"`
+		Export                             struct{ Missing, Duplicates int64 }
+	}
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Invitations == 0 || res.Completed != res.Invitations || res.Violations != 0 || res.Export.Missing != 0 || res.Export.Duplicates != 0 {
+		t.Errorf("invitations %d, completed %d, violations %d, export %+v\n%s", res.Invitations, res.Completed, res.Violations, res.Export, stderr.String())
+	}
+	for _, o := range []string{"ACCEPTED", "REFUSED", "REFUSED_BUSY", "CANCELED", "INVITATION_EXPIRE", "PEER_OFFLINE", outGroupAnswered, outGlareMerged} {
+		if res.Outcomes[o] == 0 {
+			t.Errorf("no %s outcome: %v", o, res.Outcomes)
+		}
+	}
+}

@@ -66,17 +66,18 @@ func run(args []string, out io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
 	defer cancel()
 	start := time.Now()
+	var streams []string
 	if verb == "backup" {
 		if err := os.MkdirAll(*dir, 0o700); err != nil {
 			return err
 		}
-		err = store.Backup(ctx, nc, *dir)
+		streams, err = store.Backup(ctx, nc, *dir)
 	} else {
-		err = store.Restore(ctx, nc, *dir)
+		streams, err = store.Restore(ctx, nc, *dir)
 	}
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(out, "%s of %v: done in %s (%s)\n", verb, store.Streams, time.Since(start).Round(time.Millisecond), *dir)
+	_, err = fmt.Fprintf(out, "%s of %v: done in %s (%s)\n", verb, streams, time.Since(start).Round(time.Millisecond), *dir)
 	return err
 }

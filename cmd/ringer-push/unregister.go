@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -21,11 +22,15 @@ const markerTTL = 10 * time.Minute
 // if it still holds the dead token: a device that registered a new token
 // since keeps it (compare-and-set on the key's revision).
 func (g *gateway) unregister(ctx context.Context, user string, d protocol.PushTarget) error {
-	kv, err := g.js.KeyValue(ctx, subjects.Bucket)
+	n, err := store.Layout(ctx, g.js)
 	if err != nil {
 		return err
 	}
 	key := subjects.PushKey(user, d.Device)
+	kv, err := g.js.KeyValue(ctx, subjects.PartitionOf(key, n).Bucket())
+	if err != nil {
+		return err
+	}
 	entry, err := kv.Get(ctx, key)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
