@@ -4,20 +4,23 @@
 # limited to the same CPU share (docker `cpus:`), so that NATS — not the
 # brokers or loadgen — is what runs out. R1 for one server, R3 otherwise.
 #
+# A point is a server count N and a partition count P (brokerd --partitions;
+# each of --partitions' words, "n" meaning N; one server gets P = 1 only).
 # For each point it writes a throwaway compose project under
 # dist/scale/<project>/ (N nats-server nodes in one JetStream cluster, no
 # auth; --brokers brokerd workers; loadgen), waits for every broker to be
-# ready, runs `loadgen --mix accept=1 --think 0 --hold 0` closed-loop at
-# --concurrency for --duration, records accepted/s and violations, and tears
-# the project down (down -v). Its last line is one JSON object:
+# ready, warms up for --warmup (the brokers spread the partitions' leaders
+# over the servers meanwhile: docs/architecture.md, "Partitions"), runs
+# `loadgen --mix accept=1 --think 0 --hold 0` closed-loop at --concurrency
+# for --duration, records accepted/s and violations, and tears the project
+# down (down -v). Its last line is one JSON object:
 #
 #   {"points":[{"nats_servers":N,"partitions":P,"replicas":R,"cpu_per_server":C,
 #               "accepted_per_s":X,"violations":V},…]}
 #
-# Ringer keeps its state in one bucket today: partitions is 1 in every point.
-#
-# Usage: scripts/scale-out.sh [--servers "1 3 5"] [--cpus 0.2] [--brokers 2]
-#                             [--duration 20s] [--concurrency 64] [--users 800]
+# Usage: scripts/scale-out.sh [--servers "1 3 5"] [--partitions "1 n"]
+#                             [--cpus 0.2] [--brokers 2] [--duration 20s]
+#                             [--warmup 20s] [--concurrency 64] [--users 800]
 #                             [--no-build]
 #   --cpus  CPU share of each nats-server container (docker --cpus). On a
 #           2-core box keep servers × cpus well under 2, so that brokers and
@@ -25,17 +28,19 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS="1 3 5" CPUS=0.2 BROKERS=2 DURATION=20s CONCURRENCY=64 USERS=800 BUILD=1
+SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 BUILD=1
 while (($#)); do
 	case "$1" in
 	--servers) SERVERS=$2; shift 2 ;;
+	--partitions) PARTS=$2; shift 2 ;;
+	--warmup) WARMUP=$2; shift 2 ;;
 	--cpus) CPUS=$2; shift 2 ;;
 	--brokers) BROKERS=$2; shift 2 ;;
 	--duration) DURATION=$2; shift 2 ;;
 	--concurrency) CONCURRENCY=$2; shift 2 ;;
 	--users) USERS=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
-	-h | --help) sed -n '2,26p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,30p' "$0"; exit 0 ;;
 	*) echo "scale-out.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -46,8 +51,8 @@ command -v docker-compose >/dev/null || die "docker-compose is not installed"
 ((BUILD)) && scripts/build-images.sh
 
 # compose writes the project of one point: n nats-server nodes, the brokers, loadgen.
-compose() { # DIR N REPLICAS
-	local dir=$1 n=$2 replicas=$3 routes="" urls="" i
+compose() { # DIR N REPLICAS PARTITIONS
+	local dir=$1 n=$2 replicas=$3 parts=$4 routes="" urls="" i
 	for ((i = 1; i <= n; i++)); do
 		routes+="nats-route://n$i:6222, "
 		urls+="nats://n$i:4222,"
@@ -89,7 +94,7 @@ EOF
     restart: unless-stopped
     depends_on: { $deps }
     environment: { RINGER_NATS: "$urls" }
-    command: [--replicas=$replicas, --http=0.0.0.0:8080, --log-format=json]
+    command: [--replicas=$replicas, --partitions=$parts, --http=0.0.0.0:8080, --log-format=json]
     healthcheck:
       test: ["CMD", "/healthcheck", "http://127.0.0.1:8080/readyz"]
       interval: 1s
@@ -122,32 +127,42 @@ POINTS=()
 for n in $SERVERS; do
 	replicas=3
 	((n == 1)) && replicas=1
-	project="ringerscale$$n$n"
-	dir="dist/scale/$project"
-	mkdir -p "$dir"
-	chmod 755 "$dir"
-	compose "$dir" "$n" "$replicas"
-	dc() { docker-compose -p "$project" -f "$dir/compose.yml" "$@"; }
-	trap 'dc down -v >/dev/null 2>&1 || true' EXIT
-	log "point: $n nats-server(s) at $CPUS CPU each, R$replicas, $BROKERS brokers"
-	dc up -d >"$dir/up.log" 2>&1 || die "up failed (see $dir/up.log)"
-	healthy "$project" "$dir" || { dc logs >"$dir/compose.log" 2>&1; die "not healthy in 180 s (see $dir/compose.log)"; }
-	out=$(dc run --rm loadgen --mix accept=1 --think 0 --hold 0 --concurrency "$CONCURRENCY" --users "$USERS" \
-		--duration "$DURATION" --json 2>"$dir/loadgen.err" | tail -1) || true
-	dc logs >"$dir/compose.log" 2>&1 || true
-	dc down -v >/dev/null 2>&1 || true
-	trap - EXIT
-	point=$(python3 -c '
+	plist=""
+	for p in $PARTS; do
+		[[ $p == n ]] && p=$n
+		((n == 1)) && p=1
+		[[ " $plist " == *" $p "* ]] || plist+=" $p"
+	done
+	for parts in $plist; do
+		project="ringerscale$$n${n}p$parts"
+		dir="dist/scale/$project"
+		mkdir -p "$dir"
+		chmod 755 "$dir"
+		compose "$dir" "$n" "$replicas" "$parts"
+		dc() { docker-compose -p "$project" -f "$dir/compose.yml" "$@"; }
+		trap 'dc down -v >/dev/null 2>&1 || true' EXIT
+		log "point: $n nats-server(s) at $CPUS CPU each, R$replicas, $parts partition(s), $BROKERS brokers"
+		dc up -d >"$dir/up.log" 2>&1 || die "up failed (see $dir/up.log)"
+		healthy "$project" "$dir" || { dc logs >"$dir/compose.log" 2>&1; die "not healthy in 180 s (see $dir/compose.log)"; }
+		dc run --rm loadgen --mix accept=1 --think 0 --hold 0 --concurrency "$CONCURRENCY" --users "$USERS" \
+			--duration "$WARMUP" --json >/dev/null 2>"$dir/warmup.err" || true
+		out=$(dc run --rm loadgen --mix accept=1 --think 0 --hold 0 --concurrency "$CONCURRENCY" --users "$USERS" \
+			--duration "$DURATION" --json 2>"$dir/loadgen.err" | tail -1) || true
+		dc logs >"$dir/compose.log" 2>&1 || true
+		dc down -v >/dev/null 2>&1 || true
+		trap - EXIT
+		point=$(python3 -c '
 import json, sys
-n, r, c, line = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+n, p, r, c, line = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 try:
     res = json.loads(line)
 except ValueError:
     sys.exit("loadgen printed no report")
-print(json.dumps({"nats_servers": n, "partitions": 1, "replicas": r, "cpu_per_server": c,
+print(json.dumps({"nats_servers": n, "partitions": p, "replicas": r, "cpu_per_server": c,
                   "accepted_per_s": round(res["accepted_per_s"], 1), "violations": res["violations"]}))
-' "$n" "$replicas" "$CPUS" "$out") || die "point $n: $point (see $dir/loadgen.err)"
-	log "point: $point"
-	POINTS+=("$point")
+' "$n" "$parts" "$replicas" "$CPUS" "$out") || die "point $n/$parts: $point (see $dir/loadgen.err)"
+		log "point: $point"
+		POINTS+=("$point")
+	done
 done
 (IFS=,; echo "{\"points\":[${POINTS[*]}]}")
