@@ -3,7 +3,9 @@ package broker
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -33,7 +35,7 @@ import (
 func (b *Broker) colocate(ctx context.Context) {
 	defer b.bg.Done()
 	every := b.cfg.LeaderCheck
-	misplaced := map[store.Group]string{} // group → its leader at the last look, when not the bucket's
+	var misplaced map[store.Group]string // group → its leader at the last look, when it should move
 	for {
 		t := time.NewTimer(every/2 + rand.N(every)) // spread over brokers
 		select {
@@ -42,77 +44,110 @@ func (b *Broker) colocate(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		b.alignLeaders(ctx, misplaced)
+		misplaced = b.alignLeaders(ctx, misplaced)
 	}
 }
 
-// alignLeaders does one look (see colocate). With several partitions it
-// first spreads the buckets' leaders over the servers (spread), so that
-// each server leads its share of the writes; each partition's other groups
-// follow its bucket's leader, and the groups every partition writes
-// (store.Shared) follow partition 0's.
-func (b *Broker) alignLeaders(ctx context.Context, misplaced map[store.Group]string) {
+// move is a leadership hand-over: group g from server from to server to.
+type move struct {
+	g        store.Group
+	from, to string
+}
+
+// alignLeaders does one look (see colocate): it makes the moves of plan
+// that the last look asked for too (seen[g] is g's leader then), and
+// returns the moves it left for the next look to confirm.
+func (b *Broker) alignLeaders(ctx context.Context, seen map[store.Group]string) map[store.Group]string {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.LeaderCheck)
 	defer cancel()
+	moves, err := b.plan(ctx)
+	if err != nil {
+		return nil // an election: look again later
+	}
+	next := map[store.Group]string{}
+	for _, m := range moves {
+		if seen[m.g] != m.from {
+			next[m.g] = m.from // look again before moving it
+			continue
+		}
+		if err := b.store.MoveLeader(ctx, m.g, m.to); err != nil {
+			b.log.Debug().Err(err).Str("group", m.g.String()).Str("from", m.from).Str("to", m.to).Msg("leader not moved")
+			continue
+		}
+		b.metrics.leaderMoved(m.g.String())
+		b.log.Info().Str("group", m.g.String()).Str("from", m.from).Str("to", m.to).Msg("moved leader")
+	}
+	return next
+}
+
+// Settled reports whether the Raft groups are led where the leader check
+// wants them (nil), or which hand-over it still has to make: for
+// benchmarks, which should not measure the moves of a cluster just
+// started.
+func (b *Broker) Settled(ctx context.Context) error {
+	moves, err := b.plan(ctx)
+	if err != nil {
+		return err
+	}
+	if len(moves) > 0 {
+		m := moves[0]
+		return fmt.Errorf("broker: %s to move from %s to %s (and %d more)", m.g, m.from, m.to, len(moves)-1)
+	}
+	return nil
+}
+
+// plan looks at who leads what and returns the hand-overs wanted. With
+// several partitions it first spreads the buckets' leaders over the
+// servers (spread: at most one move, returned alone), so that each server
+// leads its share of the writes; then each partition's other groups
+// follow its bucket's leader, and the groups every partition writes
+// (store.Shared) follow partition 0's. A group with no current replica on
+// that server stays where it is (with more servers than replicas,
+// JetStream may place a partition's streams on different servers).
+func (b *Broker) plan(ctx context.Context) ([]move, error) {
 	n := b.store.Partitions()
 	buckets := make([]*jetstream.ClusterInfo, n)
 	for p := range subjects.Partition(n) {
 		c, err := b.store.Cluster(ctx, store.BucketGroup(p))
 		if err != nil {
-			clear(misplaced) // an election: look again later
-			return
+			return nil, err
 		}
 		buckets[p] = c
 	}
-	if b.spread(ctx, buckets, misplaced) {
-		return // the moved partition's groups follow at the next looks
+	if m, ok := spread(buckets); ok {
+		return []move{m}, nil
 	}
+	var moves []move
 	for p := range subjects.Partition(n) {
 		groups := store.PartitionGroups(p)
 		if p == 0 {
 			groups = append(groups, store.Shared...)
 		}
+		want := buckets[p].Leader
 		for _, g := range groups {
-			b.follow(ctx, g, buckets[p].Leader, misplaced)
+			c, err := b.store.Cluster(ctx, g)
+			switch {
+			case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConsumerNotFound):
+				continue // history or push is off
+			case errors.Is(err, store.ErrNoLeader):
+				return nil, err // an election
+			case err != nil || c.Leader == want || !slices.ContainsFunc(c.Replicas, func(r *jetstream.PeerInfo) bool { return r.Name == want && r.Current }):
+				continue // there already, or cannot go there (no current replica on that server)
+			}
+			moves = append(moves, move{g, c.Leader, want})
 		}
 	}
+	return moves, nil
 }
 
-// follow moves g's leadership to server want if g is led elsewhere, and
-// was so at the last look too (not in the middle of an election).
-func (b *Broker) follow(ctx context.Context, g store.Group, want string, misplaced map[store.Group]string) {
-	leader, err := b.store.Leader(ctx, g)
-	switch {
-	case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConsumerNotFound):
-		return // history or push is off
-	case err != nil || leader == want:
-		delete(misplaced, g)
-		return
-	case misplaced[g] != leader:
-		misplaced[g] = leader // look again before moving it
-		return
-	}
-	delete(misplaced, g)
-	b.move(ctx, g, leader, want)
-}
-
-func (b *Broker) move(ctx context.Context, g store.Group, from, to string) {
-	if err := b.store.MoveLeader(ctx, g, to); err != nil {
-		b.log.Debug().Err(err).Str("group", g.String()).Str("from", from).Str("to", to).Msg("leader not moved")
-		return
-	}
-	b.metrics.leaderMoved(g.String())
-	b.log.Info().Str("group", g.String()).Str("from", from).Str("to", to).Msg("moved leader")
-}
-
-// spread moves one partition's bucket leadership from a server that leads
-// more than its share of the partitions (ceil(partitions / servers)) to a
-// current replica that leads fewer, if a bucket is so placed at two looks
-// in a row; it reports whether it moved one. Every broker computes the same
-// move from the same view, so brokers asking at once ask the same thing.
-func (b *Broker) spread(ctx context.Context, buckets []*jetstream.ClusterInfo, misplaced map[store.Group]string) bool {
+// spread finds one partition's bucket leadership to move from a server
+// that leads more than its share of the partitions (ceil(partitions /
+// servers)) to a current replica that leads fewer. Every broker computes
+// the same move from the same view, so brokers asking at once ask the
+// same thing.
+func spread(buckets []*jetstream.ClusterInfo) (move, bool) {
 	if len(buckets) < 2 {
-		return false
+		return move{}, false
 	}
 	load := map[string]int{} // server → partitions it leads, for every server up
 	for _, c := range buckets {
@@ -125,9 +160,7 @@ func (b *Broker) spread(ctx context.Context, buckets []*jetstream.ClusterInfo, m
 	}
 	share := (len(buckets) + len(load) - 1) / len(load)
 	for p, c := range buckets {
-		g := store.BucketGroup(subjects.Partition(p))
 		if load[c.Leader] <= share {
-			delete(misplaced, g)
 			continue
 		}
 		to := ""
@@ -137,16 +170,9 @@ func (b *Broker) spread(ctx context.Context, buckets []*jetstream.ClusterInfo, m
 				to = r.Name
 			}
 		}
-		if to == "" {
-			continue
+		if to != "" {
+			return move{store.BucketGroup(subjects.Partition(p)), c.Leader, to}, true
 		}
-		if misplaced[g] != c.Leader {
-			misplaced[g] = c.Leader // look again before moving it
-			continue
-		}
-		delete(misplaced, g)
-		b.move(ctx, g, c.Leader, to)
-		return true
 	}
-	return false
+	return move{}, false
 }

@@ -47,7 +47,37 @@ func startEmbedded(ctx context.Context, cfg *config, logw io.Writer) (*embeddedE
 			return nil, err
 		}
 	}
+	if cfg.replicas > 1 {
+		e.settle(ctx, logw)
+	}
 	return e, nil
+}
+
+// settleFor bounds how long a fresh cluster is given to put its Raft
+// groups' leaders where the brokers want them.
+const settleFor = time.Minute
+
+// settle waits until the brokers have moved the Raft groups' leaders where
+// they want them (broker.Settled), so that the run does not measure a
+// cluster's first seconds of hand-overs (each a pause of the groups moved).
+// Past settleFor it says so and goes on.
+func (e *embeddedEnv) settle(ctx context.Context, logw io.Writer) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(ctx, settleFor)
+	defer cancel()
+	var err error
+	for {
+		if err = e.brokers[0].Settled(ctx); err == nil {
+			fmt.Fprintf(logw, "leaders settled in %s\n", time.Since(start).Round(100*time.Millisecond))
+			return
+		}
+		select {
+		case <-ctx.Done():
+			fmt.Fprintf(logw, "leaders not settled after %s (%v); measuring anyway\n", settleFor, err)
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
 
 func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writer, name string) error {
