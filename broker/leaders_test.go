@@ -49,6 +49,12 @@ func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
 	})
 	t.Logf("%s led by %s, the bucket by %s", g, other, bucket)
 
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := env.Brokers[0].Settled(ctx); err == nil {
+		t.Fatal("Settled with every bucket led by one server")
+	}
+
 	on := cfg
 	on.Name, on.LeaderCheck = "b1", 200*time.Millisecond
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, on))
@@ -104,6 +110,12 @@ func TestPartitionLeadersSpreadOverServers(t *testing.T) {
 		return nil
 	})
 
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := env.Brokers[0].Settled(ctx); err == nil {
+		t.Fatal("Settled with every bucket led by one server")
+	}
+
 	on := cfg
 	on.Name, on.LeaderCheck = "b1", 200*time.Millisecond
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, on))
@@ -133,6 +145,9 @@ func TestPartitionLeadersSpreadOverServers(t *testing.T) {
 			return fmt.Errorf("bucket leaders per server: %v", leads)
 		}
 		return nil
+	})
+	natstest.Attempt(t, 10*time.Second, 250*time.Millisecond, func(ctx context.Context) error {
+		return env.Brokers[0].Settled(ctx) // plan agrees: nothing left to move
 	})
 
 	// And calls go through.

@@ -155,6 +155,7 @@ type config struct {
 	replicas    int           // embedded: 1 server, or a 3-node cluster with R3
 	brokers     int           // embedded: brokers in the queue group, each on its own connection
 	partitions  int           // embedded: the brokers' --partitions
+	settle      time.Duration // embedded R3: how long to wait for the leaders' hand-overs before measuring (0: not at all)
 	cacheSize   int           // embedded: the brokers' --cache-size (-1: their default)
 	export      bool          // embedded: the brokers' --export
 	exportNATS  string        // against a deployment: the broker account's URL, to check its export
@@ -214,6 +215,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.presenceTTL, "presence-ttl", 0, "embedded broker's presence TTL (default 3s with --short-timeouts, else 15s); clients heartbeat every TTL/3")
 	fs.IntVar(&c.replicas, "replicas", 1, "embedded mode: 1 = one NATS server, R1; 3 = a three-node in-process JetStream cluster, R3 (the production layout)")
 	fs.IntVar(&c.partitions, "partitions", 1, "embedded mode: the brokers' --partitions (state spread over this many buckets and timer streams, their leaders over the servers)")
+	fs.DurationVar(&c.settle, "settle", time.Minute, "embedded mode with --replicas 3: wait at most this long for the brokers to put the Raft groups' leaders where they want them before logging users in, so that a benchmark does not measure a fresh cluster's hand-overs; 0: do not wait (a test of behaviour, not of speed)")
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
 	fs.BoolVar(&c.export, "export", false, "embedded mode: the brokers export every transition (brokerd --export), to measure what it costs; the run then checks the export")
@@ -305,6 +307,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{errors.New("--cache-size must be -1 (brokerd's default), 0 (none) or more")}
 	case c.gcFloor < 0:
 		return nil, usageError{errors.New("--gc-floor must be 0 (Go's pacing) or more")}
+	case c.settle < 0:
+		return nil, usageError{errors.New("--settle must not be negative")}
 	case c.presenceTTL < time.Second:
 		return nil, usageError{errors.New("--presence-ttl must be at least 1s")}
 	}

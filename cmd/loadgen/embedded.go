@@ -37,33 +37,31 @@ func startEmbedded(ctx context.Context, cfg *config, logw io.Writer) (*embeddedE
 		return nil, err
 	}
 	e := &embeddedEnv{dir: dir}
-	if err := e.startServers(ctx, cfg.replicas); err != nil {
+	start, cancel := context.WithTimeout(ctx, time.Minute) // servers and brokers up
+	defer cancel()
+	if err := e.startServers(start, cfg.replicas); err != nil {
 		e.stop()
 		return nil, err
 	}
 	for i := range cfg.brokers {
-		if err := e.startBroker(ctx, cfg, logw, fmt.Sprintf("loadgen-embedded-%d", i+1)); err != nil {
+		if err := e.startBroker(start, cfg, logw, fmt.Sprintf("loadgen-embedded-%d", i+1)); err != nil {
 			e.stop()
 			return nil, err
 		}
 	}
-	if cfg.replicas > 1 {
-		e.settle(ctx, logw)
+	if cfg.replicas > 1 && cfg.settle > 0 {
+		e.settle(ctx, cfg.settle, logw)
 	}
 	return e, nil
 }
 
-// settleFor bounds how long a fresh cluster is given to put its Raft
-// groups' leaders where the brokers want them.
-const settleFor = time.Minute
-
 // settle waits until the brokers have moved the Raft groups' leaders where
 // they want them (broker.Settled), so that the run does not measure a
 // cluster's first seconds of hand-overs (each a pause of the groups moved).
-// Past settleFor it says so and goes on.
-func (e *embeddedEnv) settle(ctx context.Context, logw io.Writer) {
+// Past limit (--settle) it says so and goes on.
+func (e *embeddedEnv) settle(ctx context.Context, limit time.Duration, logw io.Writer) {
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(ctx, settleFor)
+	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 	var err error
 	for {
@@ -73,7 +71,7 @@ func (e *embeddedEnv) settle(ctx context.Context, logw io.Writer) {
 		}
 		select {
 		case <-ctx.Done():
-			fmt.Fprintf(logw, "leaders not settled after %s (%v); measuring anyway\n", settleFor, err)
+			fmt.Fprintf(logw, "leaders not settled after %s (%v); measuring anyway\n", limit, err)
 			return
 		case <-time.After(250 * time.Millisecond):
 		}

@@ -107,13 +107,10 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		return nil, err
 	}
 	defer stopTrace()
-	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-
 	url := cfg.natsURL
 	var env *embeddedEnv
 	if url == "" {
-		env, err = startEmbedded(setup, cfg, errw)
+		env, err = startEmbedded(context.Background(), cfg, errw)
 		if err != nil {
 			return nil, fmt.Errorf("embedded mode: %w", err)
 		}
@@ -121,6 +118,10 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 		url = env.url()
 		fmt.Fprintf(errw, "loadgen: embedded NATS (R%d) at %s and %d broker(s) (presence TTL %s)\n", cfg.replicas, url, cfg.brokers, cfg.presenceTTL)
 	}
+	// The budget of the set-up (baseline, logins, push) starts once the
+	// servers are up, after their leaders have settled (--settle).
+	setup, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
 	conns, err := connect(url, cfg.conns, "loadgen")
 	if err != nil {
 		return nil, err
