@@ -16,19 +16,26 @@
 # down (down -v). Its last line is one JSON object:
 #
 #   {"points":[{"nats_servers":N,"partitions":P,"replicas":R,"cpu_per_server":C,
-#               "accepted_per_s":X,"violations":V},…]}
+#               "accepted_per_s":X,"violations":V,"server_ms_per_call":[…]},…]}
+#
+# server_ms_per_call is each nats-server's CPU (its container's cgroup) over
+# the measured run divided by the calls completed in it: the per-server
+# costs docs/benchmarks.md's cost model is built from.
 #
 # Usage: scripts/scale-out.sh [--servers "1 3 5"] [--partitions "1 n"]
 #                             [--cpus 0.2] [--brokers 2] [--duration 20s]
 #                             [--warmup 20s] [--concurrency 64] [--users 800]
-#                             [--no-build]
-#   --cpus  CPU share of each nats-server container (docker --cpus). On a
-#           2-core box keep servers × cpus well under 2, so that brokers and
-#           loadgen are not what bounds the run.
+#                             [--rate R] [--no-build]
+#   --cpus  CPU share of each nats-server container (docker --cpus; 0 = no
+#           limit). On a 2-core box keep servers × cpus well under 2, so that
+#           brokers and loadgen are not what bounds the run.
+#   --rate  open loop at R invitations/s instead of the closed loop: with
+#           --cpus 0, what each server spends per call at a rate all of them
+#           sustain (the cost model's input).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 BUILD=1
+SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" BUILD=1
 while (($#)); do
 	case "$1" in
 	--servers) SERVERS=$2; shift 2 ;;
@@ -39,8 +46,9 @@ while (($#)); do
 	--duration) DURATION=$2; shift 2 ;;
 	--concurrency) CONCURRENCY=$2; shift 2 ;;
 	--users) USERS=$2; shift 2 ;;
+	--rate) RATE=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
-	-h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,38p' "$0"; exit 0 ;;
 	*) echo "scale-out.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -78,7 +86,7 @@ compose() { # DIR N REPLICAS PARTITIONS
   n$i:
     image: ringer/nats-server:dev
     command: ["-c", "/etc/scale/n$i.conf"]
-    cpus: $CPUS
+$( [[ $CPUS == 0 ]] || echo "    cpus: $CPUS")
     volumes: ["./:/etc/scale:ro", "/data"]
     healthcheck:
       test: ["CMD", "/healthcheck", "http://127.0.0.1:8222/healthz"]
@@ -108,6 +116,18 @@ EOF
     environment: { RINGER_NATS: "$urls" }
 EOF
 	} >"$dir/compose.yml"
+}
+
+# cpu_ns CONTAINER-ID -> the CPU time the container has used, in ns (cgroup v1 or v2).
+cpu_ns() {
+	local f
+	for f in /sys/fs/cgroup/cpuacct/docker/$1/cpuacct.usage /sys/fs/cgroup/cpu,cpuacct/docker/$1/cpuacct.usage; do
+		[[ -r $f ]] && { cat "$f"; return; }
+	done
+	for f in /sys/fs/cgroup/system.slice/docker-$1.scope/cpu.stat /sys/fs/cgroup/docker/$1/cpu.stat; do
+		[[ -r $f ]] && { awk '$1 == "usage_usec" { print $2 * 1000 }' "$f"; return; }
+	done
+	echo 0
 }
 
 healthy() { # PROJECT DIR -> waits until every service's container is healthy
@@ -144,23 +164,35 @@ for n in $SERVERS; do
 		log "point: $n nats-server(s) at $CPUS CPU each, R$replicas, $parts partition(s), $BROKERS brokers"
 		dc up -d >"$dir/up.log" 2>&1 || die "up failed (see $dir/up.log)"
 		healthy "$project" "$dir" || { dc logs >"$dir/compose.log" 2>&1; die "not healthy in 180 s (see $dir/compose.log)"; }
-		dc run --rm loadgen --mix accept=1 --think 0 --hold 0 --concurrency "$CONCURRENCY" --users "$USERS" \
+		loop=(--concurrency "$CONCURRENCY")
+		[[ -n $RATE ]] && loop=(--rate "$RATE" --max-inflight "$((CONCURRENCY * 4))")
+		dc run --rm loadgen --mix accept=1 --think 0 --hold 0 "${loop[@]}" --users "$USERS" \
 			--duration "$WARMUP" --json >/dev/null 2>"$dir/warmup.err" || true
-		out=$(dc run --rm loadgen --mix accept=1 --think 0 --hold 0 --concurrency "$CONCURRENCY" --users "$USERS" \
+		ids=() before=()
+		for ((i = 1; i <= n; i++)); do
+			ids+=("$(dc ps -q "n$i")")
+			before+=("$(cpu_ns "${ids[-1]}")")
+		done
+		out=$(dc run --rm loadgen --mix accept=1 --think 0 --hold 0 "${loop[@]}" --users "$USERS" \
 			--duration "$DURATION" --json 2>"$dir/loadgen.err" | tail -1) || true
+		used=""
+		for ((i = 0; i < n; i++)); do used+="$(($(cpu_ns "${ids[i]}") - before[i])) "; done
 		dc logs >"$dir/compose.log" 2>&1 || true
 		dc down -v >/dev/null 2>&1 || true
 		trap - EXIT
 		point=$(python3 -c '
 import json, sys
 n, p, r, c, line = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
+used = [int(u) for u in sys.argv[6].split()]
 try:
     res = json.loads(line)
 except ValueError:
     sys.exit("loadgen printed no report")
+calls = max(res["completed"], 1)
 print(json.dumps({"nats_servers": n, "partitions": p, "replicas": r, "cpu_per_server": c,
-                  "accepted_per_s": round(res["accepted_per_s"], 1), "violations": res["violations"]}))
-' "$n" "$parts" "$replicas" "$CPUS" "$out") || die "point $n/$parts: $point (see $dir/loadgen.err)"
+                  "accepted_per_s": round(res["accepted_per_s"], 1), "violations": res["violations"],
+                  "server_ms_per_call": [round(u / 1e6 / calls, 2) for u in used]}))
+' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used") || die "point $n/$parts: $point (see $dir/loadgen.err)"
 		log "point: $point"
 		POINTS+=("$point")
 	done
