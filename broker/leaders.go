@@ -80,10 +80,14 @@ func (b *Broker) alignLeaders(ctx context.Context, seen map[store.Group]string) 
 	return next
 }
 
+// ErrNotSettled is returned by Settled while the leader check still wants
+// a hand-over.
+var ErrNotSettled = errors.New("broker: leaders not settled")
+
 // Settled reports whether the Raft groups are led where the leader check
-// wants them (nil), or which hand-over it still has to make: for
-// benchmarks, which should not measure the moves of a cluster just
-// started.
+// wants them (nil), or which hand-over it still has to make (ErrNotSettled,
+// naming it), or why it could not tell (an election, say): for benchmarks,
+// which should not measure the moves of a cluster just started.
 func (b *Broker) Settled(ctx context.Context) error {
 	moves, err := b.plan(ctx)
 	if err != nil {
@@ -91,7 +95,7 @@ func (b *Broker) Settled(ctx context.Context) error {
 	}
 	if len(moves) > 0 {
 		m := moves[0]
-		return fmt.Errorf("broker: %s to move from %s to %s (and %d more)", m.g, m.from, m.to, len(moves)-1)
+		return fmt.Errorf("%w: %s to move from %s to %s (and %d more)", ErrNotSettled, m.g, m.from, m.to, len(moves)-1)
 	}
 	return nil
 }
