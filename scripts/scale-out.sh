@@ -20,7 +20,8 @@
 #
 # server_ms_per_call is each nats-server's CPU (its container's cgroup) over
 # the measured run divided by the calls completed in it: the per-server
-# costs docs/benchmarks.md's cost model is built from.
+# costs docs/benchmarks.md's cost model is built from (null where the
+# container's cgroup could not be read).
 #
 # Usage: scripts/scale-out.sh [--servers "1 3 5"] [--partitions "1 n"]
 #                             [--cpus 0.2] [--brokers 2] [--duration 20s]
@@ -54,7 +55,7 @@ while (($#)); do
 	--rate) RATE=$2; shift 2 ;;
 	--presence-ttl) TTL=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
-	-h | --help) sed -n '2,39p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,40p' "$0"; exit 0 ;;
 	*) echo "scale-out.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -125,7 +126,7 @@ cpu_ns() {
 	for f in /sys/fs/cgroup/system.slice/docker-$1.scope/cpu.stat /sys/fs/cgroup/docker/$1/cpu.stat; do
 		[[ -r $f ]] && { awk '$1 == "usage_usec" { print $2 * 1000 }' "$f"; return; }
 	done
-	echo 0
+	echo -1 # unknown: the point reports null
 }
 
 # healthy PROJECT DIR SERVICE... -> waits until each service answers its
@@ -177,17 +178,19 @@ for n in $SERVERS; do
 		healthy "$project" "$dir" "${brokers[@]}" || { dc logs >"$dir/compose.log" 2>&1; die "brokers not ready in 180 s (see $dir/compose.log)"; }
 		loop=(--concurrency "$CONCURRENCY")
 		[[ -n $RATE ]] && loop=(--rate "$RATE" --max-inflight "$((CONCURRENCY * 4))")
-		dc run --rm loadgen --mix accept=1 --think 0 --hold 0 "${loop[@]}" --users "$USERS" \
-			--duration "$WARMUP" --json >/dev/null 2>"$dir/warmup.err" || true
+		load() { dc run --rm loadgen --mix accept=1 --think 0 --hold 0 "${loop[@]}" --users "$USERS" --duration "$1" --json; }
+		load "$WARMUP" >/dev/null 2>"$dir/warmup.err" || true
 		ids=() before=()
 		for ((i = 1; i <= n; i++)); do
 			ids+=("$(dc ps -q "n$i")")
 			before+=("$(cpu_ns "${ids[-1]}")")
 		done
-		out=$(dc run --rm loadgen --mix accept=1 --think 0 --hold 0 "${loop[@]}" --users "$USERS" \
-			--duration "$DURATION" --json 2>"$dir/loadgen.err" | tail -1) || true
+		out=$(load "$DURATION" 2>"$dir/loadgen.err" | tail -1) || true
 		used=""
-		for ((i = 0; i < n; i++)); do used+="$(($(cpu_ns "${ids[i]}") - before[i])) "; done
+		for ((i = 0; i < n; i++)); do
+			after=$(cpu_ns "${ids[i]}")
+			((after < 0 || before[i] < 0)) && used+="-1 " || used+="$((after - before[i])) "
+		done
 		dc logs >"$dir/compose.log" 2>&1 || true
 		dc down -v >/dev/null 2>&1 || true
 		trap - EXIT
@@ -202,7 +205,7 @@ except ValueError:
 calls = max(res["completed"], 1)
 print(json.dumps({"nats_servers": n, "partitions": p, "replicas": r, "cpu_per_server": c,
                   "accepted_per_s": round(res["accepted_per_s"], 1), "violations": res["violations"],
-                  "server_ms_per_call": [round(u / 1e6 / calls, 2) for u in used]}))
+                  "server_ms_per_call": [round(u / 1e6 / calls, 2) if u >= 0 else None for u in used]}))
 ' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used") || die "point $n/$parts: $point (see $dir/loadgen.err)"
 		log "point: $point"
 		POINTS+=("$point")
