@@ -379,17 +379,14 @@ func (b *Broker) durables() []store.Group {
 	return out
 }
 
-// census counts line records and pending timers for the gauges.
-func (b *Broker) census() (lines, timers float64) {
+// census takes the cluster-wide figures of the gauges (store.Census).
+func (b *Broker) census() (store.Census, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	n, err := b.store.CountLines(ctx)
+	c, err := b.store.Census(ctx, b.now(), overdueAfter)
 	if err != nil {
 		b.metrics.kvError("census")
+		b.log.Warn().Err(err).Msg("census failed; the gauges keep their last values")
 	}
-	t, err := b.store.PendingTimers(ctx)
-	if err != nil {
-		b.metrics.kvError("census")
-	}
-	return float64(n), float64(t)
+	return c, err
 }

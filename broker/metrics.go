@@ -2,12 +2,14 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/buildinfo"
 	"github.com/ringer-dev/ringer/protocol"
 )
@@ -126,29 +128,46 @@ func (m *Metrics) leaderMoved(group string) { m.leaderMoves.WithLabelValues(grou
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 
 // gauges registers the cluster-wide gauges a broker computes from JetStream
-// on scrape (at most every 10 s): line records and pending timers; and
-// whether the broker is ready, as /readyz says (check, on every scrape).
-func (m *Metrics) gauges(census func() (lines, timers float64), check func(context.Context) error) {
+// on scrape (a census at most every 10 s; one that fails leaves the last
+// values, and counts in kv_errors_total{where="census"}): line records,
+// pending timers, live invitations and calls, overdue ones; and whether the
+// broker is ready, as /readyz says (check, on every scrape).
+func (m *Metrics) gauges(census func() (store.Census, error), check func(context.Context) error) {
 	var (
-		mu         sync.Mutex
-		last       time.Time
-		busy, tmrs float64
+		mu   sync.Mutex
+		last time.Time
+		c    store.Census
 	)
-	refresh := func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if time.Since(last) > 10*time.Second {
-			busy, tmrs = census()
-			last = time.Now()
+	figure := func(f func(*store.Census) int) func() float64 {
+		return func() float64 {
+			mu.Lock()
+			defer mu.Unlock()
+			if time.Since(last) > 10*time.Second {
+				if fresh, err := census(); err == nil {
+					c = fresh
+				}
+				last = time.Now()
+			}
+			return float64(f(&c))
 		}
+	}
+	live := func(phase string, f func(*store.Census) int) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "invitations_live",
+			Help:        "Live invitations (phase invitation: sent, ringing or being accepted) and calls (phase call: accepted, not ended), cluster-wide; refreshed at most every 10 s.",
+			ConstLabels: prometheus.Labels{"phase": phase}}, figure(f))
 	}
 	m.Registry.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "line_records",
 			Help: "Users with a line record (claims are dropped lazily, so: users who were recently a party, or are busy), cluster-wide; refreshed at most every 10 s."},
-			func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return busy }),
+			figure(func(c *store.Census) int { return c.Lines })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "timers_pending",
 			Help: "Armed timers not yet handled (schedules and fired messages in RINGER_TIMERS), cluster-wide; refreshed at most every 10 s."},
-			func() float64 { refresh(); mu.Lock(); defer mu.Unlock(); return tmrs }),
+			figure(func(c *store.Census) int { return int(c.Timers) })),
+		live("invitation", func(c *store.Census) int { return c.Invitations }),
+		live("call", func(c *store.Census) int { return c.Calls }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "invitations_overdue",
+			Help: fmt.Sprintf("Live invitations and calls more than %s past their deadline: their timer has not resolved them (lost, or timers lagging), cluster-wide; refreshed at most every 10 s.", overdueAfter)},
+			figure(func(c *store.Census) int { return c.Overdue })),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: "ringer", Name: "ready",
 			Help: "1 while the broker is ready (what /readyz answers 200 for), else 0."},
 			func() float64 {

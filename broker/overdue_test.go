@@ -46,6 +46,15 @@ func TestReadsSettleOverdueInvitations(t *testing.T) {
 	if _, err := e.other.Commit(e.ctx, store.PutLine("bob", line, 0)); err != nil {
 		t.Fatal(err)
 	}
+	// alice's line claims all four, as her sends would have left it.
+	line.Claims = append(line.Claims, store.Claim{ID: "overdue-get", At: time.Now().UnixMilli()})
+	if _, err := e.other.Commit(e.ctx, store.PutLine("alice", line, 0)); err != nil {
+		t.Fatal(err)
+	}
+	// The census sees what is stuck (the gauge of the stuck-invitations alert).
+	if c, err := e.b.census(); err != nil || c.Invitations != 4 || c.Overdue != 3 {
+		t.Fatalf("census before the reads: %+v, %v; want 4 live, 3 overdue", c, err)
+	}
 
 	rep, err := e.b.get(e.ctx, &command{user: "alice", verb: "get", req: &protocol.Request{Device: "phone", ID: "overdue-get"}})
 	if err != nil {
@@ -75,6 +84,9 @@ func TestReadsSettleOverdueInvitations(t *testing.T) {
 	}
 	if rec, _, _ := e.other.GetInvitationFresh(e.ctx, "fresh"); !rec.Live() {
 		t.Errorf("a read timed out an invitation before its deadline: %s/%s", rec.State, rec.Reason)
+	}
+	if c, err := e.b.census(); err != nil || c.Invitations != 1 || c.Overdue != 0 {
+		t.Errorf("census after the reads: %+v, %v; want 1 live, 0 overdue", c, err)
 	}
 }
 

@@ -558,27 +558,6 @@ func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
 // NewID returns a fresh invitation id.
 func NewID() string { return nuid.Next() }
 
-// CountLines counts line records (users with a claim, held or not yet
-// dropped, the manual flag, or push targets). It lists keys: O(users with a line); meant
-// for a periodic gauge, not a hot path.
-func (s *Store) CountLines(ctx context.Context) (int, error) {
-	n := 0
-	for _, pt := range s.parts {
-		lister, err := pt.kv.ListKeysFiltered(ctx, subjects.LineKey("*"))
-		if errors.Is(err, jetstream.ErrNoKeysFound) {
-			continue
-		}
-		if err != nil {
-			return 0, err
-		}
-		for range lister.Keys() {
-			n++
-		}
-		_ = lister.Stop()
-	}
-	return n, nil
-}
-
 // PendingTimers counts messages in the timer streams: armed schedules plus
 // fired timers not yet handled.
 func (s *Store) PendingTimers(ctx context.Context) (uint64, error) {

@@ -32,6 +32,16 @@ func TestHTTPEndpoints(t *testing.T) {
 	if err := alice.CreateLocalInvitation("bob").Send(ctx); err != nil {
 		t.Fatal(err)
 	}
+	// and a call: dave calls carol, who accepts
+	carol, dave := env.Login("carol", "phone"), env.Login("dave", "phone")
+	li := dave.CreateLocalInvitation("carol")
+	if err := li.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := carol.Rec.WaitRemote(t, li.ID).Accept(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	dave.Rec.Wait(t, "Accepted "+li.ID)
 	stop, addr, err := listenHTTP("127.0.0.1:0", false, b.Broker, b.NC, zerolog.Nop())
 	if err != nil {
 		t.Fatal(err)
@@ -49,11 +59,14 @@ func TestHTTPEndpoints(t *testing.T) {
 	}
 	code, body := get(t, base+"/metrics")
 	for _, want := range []string{
-		`ringer_commands_total{result="ok",verb="send"} 1`,
-		`ringer_commands_total{result="ok",verb="login"} 1`,
-		`ringer_transitions_total{call="",cause="send",state="SENT"} 1`,
-		`ringer_line_records 2`,
+		`ringer_commands_total{result="ok",verb="send"} 2`,
+		`ringer_commands_total{result="ok",verb="login"} 3`,
+		`ringer_transitions_total{call="",cause="send",state="SENT"} 2`,
+		`ringer_line_records 4`,
 		"ringer_timers_pending",
+		`ringer_invitations_live{phase="invitation"} 1`, // bob has not received it: SENT
+		`ringer_invitations_live{phase="call"} 1`,
+		`ringer_invitations_overdue 0`,
 		"ringer_command_seconds_bucket",
 		"ringer_timer_lateness_seconds",
 	} {
