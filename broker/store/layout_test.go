@@ -76,6 +76,28 @@ func TestABucketFromBeforePartitionsIsOne(t *testing.T) {
 	}
 }
 
+// A provisioning cut short after it created the first bucket and before it
+// wrote the partition count (a timeout while a cluster elects; brokers
+// retry) leaves an empty bucket with no marker: the retry, or another
+// broker starting meanwhile, provisions the count asked for rather than
+// taking the bucket for one from before partitions (seen in CI as loadgen's
+// "bucket RINGER predates partitions (1 partition), asked for 3").
+func TestAnEmptyBucketWithoutMarkerTakesTheCount(t *testing.T) {
+	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: subjects.Bucket, History: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Provision(ctx, nc, store.ProvisionConfig{Partitions: 3}); err != nil {
+		t.Fatalf("3 partitions over an empty bucket without marker: %v", err)
+	}
+	if n, err := store.Layout(ctx, js); err != nil || n != 3 {
+		t.Fatalf("layout %d, %v", n, err)
+	}
+}
+
 // Each key is written to and read from its own partition's bucket, and an
 // invitation's timer fires on its partition's timer stream.
 func TestKeysLiveInTheirPartition(t *testing.T) {

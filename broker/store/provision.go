@@ -85,7 +85,17 @@ func fixLayout(ctx context.Context, js jetstream.JetStream, kv jetstream.KeyValu
 	}
 	if _, err := kv.Get(ctx, layoutKey); errors.Is(err, jetstream.ErrKeyNotFound) {
 		if existed && n != 1 {
-			return fmt.Errorf("%w: bucket %s predates partitions (1 partition), asked for %d", ErrLayout, subjects.Bucket, n)
+			// An empty bucket holds no state to look for elsewhere: one
+			// created by a provisioning that was cut short before its
+			// marker (a timeout while a cluster elects: the retry finds the
+			// bucket), or by another broker starting at the same moment.
+			status, err := kv.Status(ctx)
+			if err != nil {
+				return fmt.Errorf("store: read bucket %s: %w", subjects.Bucket, err)
+			}
+			if status.Values() > 0 {
+				return fmt.Errorf("%w: bucket %s predates partitions (1 partition), asked for %d", ErrLayout, subjects.Bucket, n)
+			}
 		}
 		_, err = kv.Create(ctx, layoutKey, []byte(strconv.Itoa(n)))
 		if err == nil {
@@ -187,6 +197,7 @@ func provisionTimers(ctx context.Context, js jetstream.JetStream, p subjects.Par
 		Replicas:          cfg.Replicas,
 		AllowMsgSchedules: true,
 		AllowMsgTTL:       true,
+		AllowDirect:       true, // TimerArmed asks any replica
 	}); err != nil {
 		var apiErr *jetstream.APIError
 		if errors.As(err, &apiErr) && apiErr.Code == 400 {
