@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"slices"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
@@ -62,8 +63,10 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		}
 	}
 	// The timer after the events: arming is a JetStream round trip that the
-	// ring need not wait for (a redelivery after a crash redoes both).
-	if rec.Rearm {
+	// ring need not wait for (a redelivery after a crash redoes both). A
+	// revision that relies on a timer an earlier one asked for makes sure
+	// it is there (timerLost).
+	if rec.Rearm || b.timerLost(ctx, &rec) {
 		if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("arm timer failed; will retry")
 			b.nak(m, "projector")
@@ -99,6 +102,29 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		b.metrics.outcome(rec)
 	}
 	_ = m.Ack()
+}
+
+// timerLost reports whether rec, a live revision that relies on the timer
+// an earlier revision asked for (Rearm unset, a deadline, its timer still
+// to come), finds that timer missing. The bucket keeps one revision per
+// key, so a revision superseded before its projection was redelivered is
+// gone from the stream, and JetStream forgets its unacknowledged delivery
+// with it: a broker that died after publishing an invitation's events but
+// before arming its timer, followed within AckWait by the callee's ack,
+// would leave the invitation with no timer at all. This check — one direct
+// get of the schedule — closes that. A failed check counts as missing
+// (arming twice is harmless).
+func (b *Broker) timerLost(ctx context.Context, rec *lifecycle.Record) bool {
+	if rec.Rearm || !rec.Live() || rec.Deadline == 0 || rec.TimerAt == 0 ||
+		!time.UnixMilli(rec.TimerAt).After(b.now().Add(time.Second)) {
+		return false // asks for its own, needs none, or it fires about now anyway
+	}
+	armed, err := b.store.TimerArmed(ctx, rec.ID, rec.TimerAt)
+	if err == nil && armed {
+		return false
+	}
+	withInvitation(b.log.Warn(), rec).Err(err).Int64("timerAt", rec.TimerAt).Msg("an earlier revision's timer is missing; arming it")
+	return true
 }
 
 // pushFor puts inv's push request, if it needs one, on the push stream:

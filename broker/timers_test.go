@@ -5,7 +5,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
 )
@@ -138,4 +141,54 @@ func BenchmarkTimerLateness(b *testing.B) {
 		lates = append(lates, time.UnixMilli(li.Invitation().EndedAt).Sub(time.UnixMilli(deadlines[i])))
 	}
 	ringertest.ReportPercentiles(b, "lateness", lates)
+}
+
+// A revision superseded before it was projected is gone from the bucket's
+// stream (one revision per key), and with it JetStream's pending delivery:
+// if it was the one that asked for the timer (a broker died after the
+// ring's events and before arming, or its arm failed and was to be
+// retried), the revision that replaced it must arm it. Here the invitation
+// is sent and received while no broker runs, so the broker that then
+// starts only ever sees the received revision, which asks for no timer of
+// its own; the invitation still times out at its deadline.
+func TestTimerOfASupersededRevisionIsArmed(t *testing.T) {
+	url := natstest.RunServer(t).ClientURL()
+	nc := natstest.Connect(t, url)
+	ctx := ringertest.Ctx(t)
+	cfg := ringertest.TestConfig()
+	cfg.Timeouts.Offline, cfg.Timeouts.Expire = 3*time.Second, 3*time.Second
+	if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, AckWait: cfg.AckWait}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	sent := lifecycle.New("superseded", "alice", "phone", "bob", "", "", cfg.Timeouts, now)
+	rev, err := st.Commit(ctx, store.PutInvitation(sent, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	received, _, err := lifecycle.Apply(sent, lifecycle.Action{Kind: lifecycle.Ack, User: "bob", Device: "phone"}, now.Add(10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if received.Rearm {
+		t.Fatal("the received revision asks for a timer of its own; the test needs one that relies on the sent one's")
+	}
+	if _, err := st.Commit(ctx, store.PutInvitation(received, rev)); err != nil {
+		t.Fatal(err)
+	}
+	ringertest.StartBroker(t, url, cfg)
+	natstest.Eventually(t, time.Until(time.UnixMilli(received.Deadline))+2*time.Second, func() error {
+		rec, _, err := st.GetInvitationFresh(ctx, "superseded")
+		if err != nil {
+			return err
+		}
+		if rec.State != protocol.StateFailed || rec.Reason != protocol.ReasonInvitationExpire {
+			return fmt.Errorf("invitation %s/%s", rec.State, rec.Reason)
+		}
+		return nil
+	})
 }

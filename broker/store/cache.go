@@ -20,6 +20,9 @@ import (
 type cache struct {
 	invs  *lru.Cache[string, lifecycle.Record]
 	lines *lru.Cache[string, cachedLine]
+	// timers: the deadline (Unix ms) of the last timer this store armed
+	// for an invitation; such a timer is in the stream until it fires.
+	timers *lru.Cache[string, int64]
 	// tries and conflicts count the compare-and-set writes made from cached
 	// values and how many of them found the record moved on (halved now and
 	// then, so they follow the present).
@@ -76,7 +79,25 @@ func newCache(size int) *cache {
 	}
 	invs, _ := lru.New[string, lifecycle.Record](size) // errors only for size <= 0
 	lines, _ := lru.New[string, cachedLine](size)
-	return &cache{invs: invs, lines: lines}
+	timers, _ := lru.New[string, int64](size)
+	return &cache{invs: invs, lines: lines, timers: timers}
+}
+
+// armed notes that this store armed invitation id's timer at at.
+func (c *cache) armed(id string, at int64) {
+	if c != nil {
+		c.timers.Add(id, at)
+	}
+}
+
+// armedHere reports whether this store armed invitation id's timer at at
+// (the last one it armed for id).
+func (c *cache) armedHere(id string, at int64) bool {
+	if c == nil {
+		return false
+	}
+	last, ok := c.timers.Get(id)
+	return ok && last == at
 }
 
 func (c *cache) invitation(id string) (lifecycle.Record, bool) {

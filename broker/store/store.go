@@ -552,7 +552,29 @@ func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
 	if _, err := s.publish(ctx, m); err != nil {
 		return fmt.Errorf("store: arm timer %s: %w", id, err)
 	}
+	s.cache.armed(id, at)
 	return nil
+}
+
+// TimerArmed reports whether the schedule of invitation id's timer at at
+// is in the timer stream (armed, not fired yet). A timer this store armed
+// itself (and still remembers, in its record cache) is; any other costs a
+// direct get, which a lagging replica may answer "no" to — callers then arm
+// it again, which is harmless.
+func (s *Store) TimerArmed(ctx context.Context, id string, at int64) (bool, error) {
+	if s.cache.armedHere(id, at) {
+		return true, nil
+	}
+	pt := s.partOf(subjects.InvitationKey(id))
+	s.stats.reads.Add(1)
+	_, err := pt.timers.GetLastMsgForSubject(ctx, pt.p.TimerSchedule(id, at))
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: timer of %s: %w", id, err)
+	}
+	return true, nil
 }
 
 // NewID returns a fresh invitation id.

@@ -3,11 +3,13 @@ package store_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/natstest"
 )
 
 // On a replicated bucket GetInvitation's "not found" is the leader's: a
@@ -71,6 +73,49 @@ func TestNotFoundIsConfirmedWithTheLeader(t *testing.T) {
 				}
 				if got := st.Stats().Sub(before).Reads; (len(held) == 1) != c.holds || got != c.reads {
 					t.Errorf("claim %s: held %v after %d reads, want held=%v after %d", c.what, held, got, c.holds, c.reads)
+				}
+			}
+		})
+	}
+}
+
+// TimerArmed finds a timer armed by another store (a direct get of its
+// schedule, on any replica) and does not find one never armed, or one
+// armed at another deadline; the store that armed it knows without a read.
+func TestTimerArmed(t *testing.T) {
+	for _, l := range layouts {
+		t.Run(l.name, func(t *testing.T) {
+			nc, _ := openStore(t, l.replicas)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			other, err := store.Open(ctx, nc)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cached, err := store.Open(ctx, nc, store.CacheSize(10))
+			if err != nil {
+				t.Fatal(err)
+			}
+			at := time.Now().Add(time.Hour).UnixMilli()
+			if err := cached.ArmTimer(ctx, "armed", at); err != nil {
+				t.Fatal(err)
+			}
+			reads := cached.Stats().Reads
+			if ok, err := cached.TimerArmed(ctx, "armed", at); err != nil || !ok || cached.Stats().Reads != reads {
+				t.Errorf("the arming store: armed %v, %v, %d reads", ok, err, cached.Stats().Reads-reads)
+			}
+			natstest.Eventually(t, 10*time.Second, func() error { // a follower may not have it yet
+				if ok, err := other.TimerArmed(ctx, "armed", at); err != nil || !ok {
+					return fmt.Errorf("another store: armed %v, %v", ok, err)
+				}
+				return nil
+			})
+			for _, c := range []struct {
+				id string
+				at int64
+			}{{"armed", at + 1}, {"never", at}} {
+				if ok, err := other.TimerArmed(ctx, c.id, c.at); err != nil || ok {
+					t.Errorf("%s at %d: armed %v, %v; want not armed", c.id, c.at, ok, err)
 				}
 			}
 		})
