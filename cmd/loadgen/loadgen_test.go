@@ -234,6 +234,9 @@ func TestFlags(t *testing.T) {
 	if c, err = parseConfig([]string{"--count", "500", "--duration", "3s"}, &errw); err != nil || c.duration != 3*time.Second {
 		t.Errorf("--count 500 --duration 3s: duration %s, %v", c.duration, err)
 	}
+	if c, err = parseConfig([]string{"--history=false"}, &errw); err != nil || !c.noHistory {
+		t.Errorf("--history=false: noHistory %v, %v", c != nil && c.noHistory, err)
+	}
 	c, err = parseConfig([]string{"--timeouts", "expire=150s, offline=5s"}, &errw)
 	if err != nil || c.timeouts["expire"].Seconds() != 150 || c.timeouts["offline"].Seconds() != 5 {
 		t.Errorf("--timeouts: %v %v", c.timeouts, err)
@@ -241,6 +244,7 @@ func TestFlags(t *testing.T) {
 	for _, bad := range [][]string{{"--rate", "5", "--concurrency", "2"}, {"--users", "1"}, {"--mix", "x=1"}, {"extra"},
 		{"--timeouts", "nap=1s"}, {"--timeouts", "expire=soon"}, {"--replicas", "2"}, {"--settle", "-1s"}, {"--brokers", "0"},
 		{"--cache-size", "-2"}, {"--gc-floor", "-1"}, {"--count", "-1"}, {"--history-reads", "2"},
+		{"--history=false", "--history-reads", "0.5"}, {"--history=false", "--nats", "nats://x:4222"},
 		{"--push-wake-min", "3s", "--push-wake-max", "1s"}} {
 		if _, err := parseConfig(bad, &errw); err == nil {
 			t.Errorf("parseConfig(%q) accepted", bad)

@@ -286,7 +286,7 @@ func (r *run) result(base *baselineResult, window, drain time.Duration) *result 
 	if cfg.natsURL != "" {
 		res.Mode = "nats"
 	} else {
-		res.Replicas = cfg.replicas
+		res.Replicas, res.NoHistory = cfg.replicas, cfg.noHistory
 	}
 	for _, u := range r.pool.all {
 		if u.offline {

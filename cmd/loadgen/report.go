@@ -20,7 +20,8 @@ type result struct {
 	OfflineUsers  int     `json:"offline_users"`
 	Mix           string  `json:"mix"`
 	ShortTimeouts bool    `json:"short_timeouts"`
-	Replicas      int     `json:"replicas,omitempty"` // embedded mode
+	Replicas      int     `json:"replicas,omitempty"`   // embedded mode
+	NoHistory     bool    `json:"no_history,omitempty"` // embedded mode, --history=false
 	PresenceTTLMs int64   `json:"presence_ttl_ms"`
 	Rate          float64 `json:"rate,omitempty"`
 	Concurrency   int     `json:"concurrency,omitempty"`
