@@ -45,7 +45,7 @@ const censusChunk = 256
 // its joined callees' — and claims of live invitations are never dropped
 // (Holding), so it reads every line record (an ordered consumer per
 // partition) and then the invitation of every distinct claim (multi-gets of
-// censusChunk). Direct gets may be served by a follower a moment behind:
+// censusChunk, as lastValues; a deleted or expired one is not live). Direct gets may be served by a follower a moment behind:
 // a snapshot, not a decision. O(users with a line) per call: meant for a
 // periodic gauge, not a hot path; not counted in Stats, which are per
 // invitation.
@@ -71,14 +71,7 @@ func (s *Store) Census(ctx context.Context, now time.Time, overdue time.Duration
 		for len(subjs) > 0 {
 			chunk := subjs[:min(censusChunk, len(subjs))]
 			subjs = subjs[len(chunk):]
-			req := struct {
-				MultiLast []string `json:"multi_last"`
-				Batch     int      `json:"batch"`
-			}{chunk, len(chunk)}
-			_, err := DirectBatch(ctx, s.nc, s.js, p.BucketStream(), req, func(m *nats.Msg) error {
-				if m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" || len(m.Data) == 0 {
-					return nil // deleted or expired: gone, not live
-				}
+			_, err := s.lastValues(ctx, p, chunk, len(chunk), func(m *nats.Msg) error {
 				var r lifecycle.Record
 				if err := msgpack.Unmarshal(m.Data, &r); err != nil {
 					return fmt.Errorf("decode %s: %w", m.Header.Get(jetstream.SubjectHeader), err)

@@ -103,10 +103,18 @@ func (s *Store) sessions(ctx context.Context, user string) (live []string, upTo 
 func (s *Store) multiLast(ctx context.Context, keys string, each func(*nats.Msg) error) (upTo uint64, err error) {
 	s.stats.reads.Add(1)
 	p := s.partOf(keys).p
+	return s.lastValues(ctx, p, []string{p.KVSubject(keys)}, maxSessionsAnswer, each)
+}
+
+// lastValues is one direct multi-get (ADR-31) on partition p's bucket of
+// the newest message of every subject matching subjs, at most batch of
+// them: each live value goes to each (deleted and expired keys are
+// skipped); upTo as DirectBatch's.
+func (s *Store) lastValues(ctx context.Context, p subjects.Partition, subjs []string, batch int, each func(*nats.Msg) error) (upTo uint64, err error) {
 	req := struct {
 		MultiLast []string `json:"multi_last"`
 		Batch     int      `json:"batch"`
-	}{[]string{p.KVSubject(keys)}, maxSessionsAnswer}
+	}{subjs, batch}
 	return DirectBatch(ctx, s.nc, s.js, p.BucketStream(), req, func(m *nats.Msg) error {
 		if m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
 			return nil
