@@ -188,7 +188,7 @@ func (b *Broker) Start(ctx context.Context) error {
 			go b.colocate(bgctx)
 		}
 	}
-	b.metrics.gauges(b.census, b.Check)
+	b.metrics.gauges(b.census, censusEvery, b.Check)
 	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")
 	return nil
 }

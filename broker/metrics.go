@@ -127,12 +127,16 @@ func (m *Metrics) leaderMoved(group string) { m.leaderMoves.WithLabelValues(grou
 
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 
+// censusEvery is how often at most a broker takes the census behind its
+// cluster-wide gauges (on a scrape).
+const censusEvery = 10 * time.Second
+
 // gauges registers the cluster-wide gauges a broker computes from JetStream
-// on scrape (a census at most every 10 s; one that fails leaves the last
+// on scrape (a census at most every; one that fails leaves the last
 // values, and counts in kv_errors_total{where="census"}): line records,
 // pending timers, live invitations and calls, overdue ones; and whether the
 // broker is ready, as /readyz says (check, on every scrape).
-func (m *Metrics) gauges(census func() (store.Census, error), check func(context.Context) error) {
+func (m *Metrics) gauges(census func() (store.Census, error), every time.Duration, check func(context.Context) error) {
 	var (
 		mu   sync.Mutex
 		last time.Time
@@ -142,7 +146,7 @@ func (m *Metrics) gauges(census func() (store.Census, error), check func(context
 		return func() float64 {
 			mu.Lock()
 			defer mu.Unlock()
-			if time.Since(last) > 10*time.Second {
+			if last.IsZero() || time.Since(last) >= every {
 				if fresh, err := census(); err == nil {
 					c = fresh
 				}
