@@ -145,7 +145,7 @@ type config struct {
 	// wake an asleep callee (push behaviour): uniform in between.
 	wakeMin, wakeMax time.Duration
 	historyReads     float64 // share of finished invitations after which the callee reads its history
-	noHistory        bool    // embedded mode: brokers keep no call history (to measure its cost)
+	history          bool    // embedded mode: the brokers keep call histories (false: to measure their cost)
 	groupCallees     int     // callees of a group or groupjoin invitation
 	// pushListen, if set, is where loadgen serves a push gateway's
 	// deliveries (POST /push, as ringer-push sends them) instead of reading
@@ -219,7 +219,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.settle, "settle", time.Minute, "embedded mode with --replicas 3: wait at most this long for the brokers to put the Raft groups' leaders where they want them before logging users in, so that a benchmark does not measure a fresh cluster's hand-overs; 0: do not wait (a test of behaviour, not of speed)")
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
-	history := fs.Bool("history", true, "embedded mode: the brokers keep call histories (brokerd --history); --history=false measures what they cost per call (needs --history-reads 0; a device that misses a ring then cannot catch up from its history)")
+	fs.BoolVar(&c.history, "history", true, "embedded mode: the brokers keep call histories (brokerd --history); --history=false measures what they cost per call (needs --history-reads 0; a device that misses a ring then cannot catch up from its history)")
 	fs.BoolVar(&c.export, "export", false, "embedded mode: the brokers export every transition (brokerd --export), to measure what it costs; the run then checks the export")
 	fs.StringVar(&c.webhookListen, "webhook-listen", "", "serve a webhook relay's deliveries on this address (POST; point ringer-webhook --endpoint at it) and check them: signed, each invitation's in order, every exported transition delivered")
 	fs.StringVar(&c.webhookSecretEnv, "webhook-secret-env", "RINGER_WEBHOOK_SECRET", "environment variable holding the webhook relay's HMAC key (none: signatures are not checked)")
@@ -238,7 +238,6 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	if c.version {
 		return c, nil
 	}
-	c.noHistory = !*history
 	if c.count < 0 {
 		return nil, usageError{errors.New("--count must not be negative")}
 	}
@@ -298,7 +297,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{errors.New("--group-callees must be 1..16 (a broker's default bound)")}
 	case c.historyReads < 0 || c.historyReads > 1:
 		return nil, usageError{errors.New("--history-reads is a share, 0..1")}
-	case !*history && (c.historyReads > 0 || c.natsURL != ""):
+	case !c.history && (c.historyReads > 0 || c.natsURL != ""):
 		return nil, usageError{errors.New("--history=false turns off the embedded brokers' histories: not with --history-reads or --nats")}
 	case c.wakeMin < 0 || c.wakeMax < c.wakeMin:
 		return nil, usageError{errors.New("want 0 <= --push-wake-min <= --push-wake-max")}

@@ -99,7 +99,7 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 		bcfg.CacheSize = cfg.cacheSize
 	}
 	bcfg.Export = cfg.export
-	bcfg.History = !cfg.noHistory
+	bcfg.History = cfg.history
 	log := zerolog.Nop()
 	if cfg.brokerLog {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: logw, TimeFormat: time.TimeOnly}).Level(zerolog.WarnLevel).With().Timestamp().Logger()

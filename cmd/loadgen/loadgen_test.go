@@ -216,8 +216,8 @@ func TestFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.shortTimeouts || c.presenceTTL.Seconds() != 3 || c.rate != 50 {
-		t.Errorf("embedded defaults: short %v ttl %s rate %g", c.shortTimeouts, c.presenceTTL, c.rate)
+	if !c.shortTimeouts || c.presenceTTL.Seconds() != 3 || c.rate != 50 || !c.history {
+		t.Errorf("embedded defaults: short %v ttl %s rate %g history %v", c.shortTimeouts, c.presenceTTL, c.rate, c.history)
 	}
 	c, err = parseConfig([]string{"--nats", "nats://x:4222", "--concurrency", "8"}, &errw)
 	if err != nil {
@@ -234,8 +234,8 @@ func TestFlags(t *testing.T) {
 	if c, err = parseConfig([]string{"--count", "500", "--duration", "3s"}, &errw); err != nil || c.duration != 3*time.Second {
 		t.Errorf("--count 500 --duration 3s: duration %s, %v", c.duration, err)
 	}
-	if c, err = parseConfig([]string{"--history=false"}, &errw); err != nil || !c.noHistory {
-		t.Errorf("--history=false: noHistory %v, %v", c != nil && c.noHistory, err)
+	if c, err = parseConfig([]string{"--history=false"}, &errw); err != nil || c.history {
+		t.Errorf("--history=false: history %v, %v", c != nil && c.history, err)
 	}
 	c, err = parseConfig([]string{"--timeouts", "expire=150s, offline=5s"}, &errw)
 	if err != nil || c.timeouts["expire"].Seconds() != 150 || c.timeouts["offline"].Seconds() != 5 {

@@ -286,7 +286,7 @@ func (r *run) result(base *baselineResult, window, drain time.Duration) *result 
 	if cfg.natsURL != "" {
 		res.Mode = "nats"
 	} else {
-		res.Replicas, res.NoHistory = cfg.replicas, cfg.noHistory
+		res.Replicas, res.NoHistory = cfg.replicas, !cfg.history
 	}
 	for _, u := range r.pool.all {
 		if u.offline {
