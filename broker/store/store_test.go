@@ -10,6 +10,7 @@ import (
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // On a replicated bucket GetInvitation's "not found" is the leader's: a
@@ -95,6 +96,11 @@ func TestTimerArmed(t *testing.T) {
 			cached, err := store.Open(ctx, nc, store.CacheSize(10))
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Any replica answers (the stream allows direct gets).
+			info, err := cached.JetStream().Stream(ctx, subjects.TimerStream)
+			if err != nil || !info.CachedInfo().Config.AllowDirect {
+				t.Fatalf("timer stream without direct gets: %v", err)
 			}
 			at := time.Now().Add(time.Hour).UnixMilli()
 			if err := cached.ArmTimer(ctx, "armed", at); err != nil {
