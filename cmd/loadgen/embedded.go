@@ -187,6 +187,32 @@ func (e *embeddedEnv) stats() store.StatsSnapshot {
 	return sum
 }
 
+// natsTraffic counts the messages of the embedded servers (their varz,
+// summed over the servers).
+type natsTraffic struct {
+	clientIn, clientOut int64 // from and to client connections (brokers, users, loadgen)
+	routedIn            int64 // received from other servers: Raft replication and hops between servers
+}
+
+func (t natsTraffic) sub(o natsTraffic) natsTraffic {
+	return natsTraffic{t.clientIn - o.clientIn, t.clientOut - o.clientOut, t.routedIn - o.routedIn}
+}
+
+// traffic is the embedded servers' message counts so far.
+func (e *embeddedEnv) traffic() natsTraffic {
+	var t natsTraffic
+	for _, s := range e.srvs {
+		v, err := s.Varz(nil)
+		if err != nil {
+			continue
+		}
+		t.clientIn += v.InClientMsgs
+		t.clientOut += v.OutClientMsgs
+		t.routedIn += v.InMsgs - v.InClientMsgs
+	}
+	return t
+}
+
 // store is a store handle for loadgen's own checks (the first broker's).
 func (e *embeddedEnv) store() *store.Store { return e.brokers[0].Store() }
 

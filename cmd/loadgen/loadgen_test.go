@@ -77,6 +77,12 @@ func TestWorkloadEmbedded(t *testing.T) {
 			t.Errorf("%s = %v: the run's CPU time was not measured", k, res[k])
 		}
 	}
+	// One server: every message comes from or goes to a client, and a call
+	// is several commands, replies, KV writes and events.
+	if n, _ := res["nats"].(map[string]any); n == nil || n["routed_in"] != 0.0 ||
+		n["client_in_per_invitation"].(float64) < 3 || n["client_out_per_invitation"].(float64) < 3 {
+		t.Errorf("nats traffic of one server: %v", res["nats"])
+	}
 	lat, _ := res["latency_ms"].(map[string]any)
 	for _, st := range []string{"send_to_ring", "send_to_received_by_peer", "accept_to_accepted", "hangup_to_free", "timer_lateness", "history_read"} {
 		l, ok := lat[st].(map[string]any)
@@ -185,7 +191,7 @@ func TestHelpExplainsEveryReportField(t *testing.T) {
 		t.Fatal(err)
 	}
 	help := errw.String()
-	raw, err := json.Marshal(&result{Baseline: &baselineResult{}, BrokerStore: &storeReport{}, Push: &pushReport{}})
+	raw, err := json.Marshal(&result{Baseline: &baselineResult{}, BrokerStore: &storeReport{}, NATS: &trafficReport{}, Push: &pushReport{}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,12 +337,18 @@ func TestWorkloadPartitioned(t *testing.T) {
 		Invitations, Completed, Violations int64
 		Outcomes                           map[string]int64 `json:"outcomes"`
 		Export                             struct{ Missing, Duplicates int64 }
+		NATS                               struct {
+			RoutedInPerInvitation float64 `json:"routed_in_per_invitation"`
+		} `json:"nats"`
 	}
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
 		t.Fatal(err)
 	}
 	if res.Invitations == 0 || res.Completed != res.Invitations || res.Violations != 0 || res.Export.Missing != 0 || res.Export.Duplicates != 0 {
 		t.Errorf("invitations %d, completed %d, violations %d, export %+v\n%s", res.Invitations, res.Completed, res.Violations, res.Export, stderr.String())
+	}
+	if res.NATS.RoutedInPerInvitation < 1 { // three replicas: every write is replicated
+		t.Errorf("nats: %.2f messages between servers per invitation on a three-node cluster", res.NATS.RoutedInPerInvitation)
 	}
 	for _, o := range []string{"ACCEPTED", "REFUSED", "REFUSED_BUSY", "CANCELED", "INVITATION_EXPIRE", "PEER_OFFLINE", outGroupAnswered, outGlareMerged} {
 		if res.Outcomes[o] == 0 {

@@ -174,8 +174,9 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	fmt.Fprintf(errw, "loadgen: %d users logged in in %.1fs; %s for %s, mix %s\n", r.pool.loggedIn.Load(), time.Since(loginStart).Seconds(), cfg.mode(), cfg.duration, cfg.mix)
 
 	var before store.StatsSnapshot
+	var trafficBefore natsTraffic
 	if env != nil {
-		before = env.stats()
+		before, trafficBefore = env.stats(), env.traffic()
 	}
 	cpuBefore, gcBefore := processCPU(), gcCycles()
 	start := time.Now()
@@ -264,6 +265,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 			hb = userSeconds / (float64(ms) / 1000)
 		}
 		res.BrokerStore = newStoreReport(env.stats().Sub(before), hb, res.Invitations, res.Outcomes[outAccepted])
+		res.NATS = newTrafficReport(env.traffic().sub(trafficBefore), res.Completed)
 	}
 	r.teardown()
 	if cfg.memprofile != "" {

@@ -65,6 +65,8 @@ type result struct {
 	// lifecycle_floor_per_s, the share of its protocol's floor Ringer reaches.
 	RatioToFloor *float64     `json:"ratio_to_floor,omitempty"`
 	BrokerStore  *storeReport `json:"broker_store,omitempty"`
+	// NATS: embedded, the servers' message counts over the window and drain.
+	NATS *trafficReport `json:"nats,omitempty"`
 	// Push: the push behaviour's requests and wake-ups (with a push weight
 	// in the mix).
 	Push *pushReport `json:"push,omitempty"`
@@ -92,6 +94,33 @@ type storeReport struct {
 	ReadsPerAccepted   float64 `json:"reads_per_accepted,omitempty"`
 	WritesPerAccepted  float64 `json:"writes_per_accepted,omitempty"`
 	TimersPerAccepted  float64 `json:"timers_per_accepted,omitempty"`
+}
+
+// trafficReport is what the embedded NATS servers carried during the
+// window and the drain, per completed invitation: every message a client
+// published (client_in) or was delivered (client_out), and every message a
+// server received from another (routed_in: Raft replication, and requests,
+// replies and deliveries between the server a client is connected to and
+// the one that serves it). Heartbeats and history reads in the window are
+// included.
+type trafficReport struct {
+	ClientIn              int64   `json:"client_in"`
+	ClientOut             int64   `json:"client_out"`
+	RoutedIn              int64   `json:"routed_in"`
+	ClientInPerInv        float64 `json:"client_in_per_invitation"`
+	ClientOutPerInv       float64 `json:"client_out_per_invitation"`
+	RoutedInPerInv        float64 `json:"routed_in_per_invitation"`
+	MessagesPerInvitation float64 `json:"messages_per_invitation"` // the three together
+}
+
+func newTrafficReport(t natsTraffic, completed int64) *trafficReport {
+	r := &trafficReport{ClientIn: t.clientIn, ClientOut: t.clientOut, RoutedIn: t.routedIn}
+	if completed > 0 {
+		n := float64(completed)
+		r.ClientInPerInv, r.ClientOutPerInv, r.RoutedInPerInv = float64(t.clientIn)/n, float64(t.clientOut)/n, float64(t.routedIn)/n
+		r.MessagesPerInvitation = float64(t.clientIn+t.clientOut+t.routedIn) / n
+	}
+	return r
 }
 
 func newStoreReport(d store.StatsSnapshot, hbWrites float64, invitations, accepted int64) *storeReport {
@@ -226,6 +255,11 @@ func writeText(w io.Writer, res *result) {
 			p("  per accepted lifecycle (all of the above ÷ accepted; exact with --mix accept=1): %.2f reads, %.2f writes, %.2f timers",
 				bs.ReadsPerAccepted, bs.WritesPerAccepted, bs.TimersPerAccepted)
 		}
+	}
+	if t := res.NATS; t != nil {
+		p("NATS messages (workload + drain, all servers): %d from clients, %d to clients, %d between servers", t.ClientIn, t.ClientOut, t.RoutedIn)
+		p("  per invitation: %.1f from clients, %.1f to clients, %.1f between servers; %.1f in all",
+			t.ClientInPerInv, t.ClientOutPerInv, t.RoutedInPerInv, t.MessagesPerInvitation)
 	}
 	if len(res.Notes) > 0 {
 		p("Notes (not violations)")
