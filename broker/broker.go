@@ -66,6 +66,8 @@ type Broker struct {
 	fullAt atomic.Int64
 	// refusedLogAt is when a refused reply subject was last logged (Unix ns).
 	refusedLogAt atomic.Int64
+	// moves throttles reconnections to another NATS server (follow.go).
+	moves serverMoves
 	// bg runs the broker's own loops (colocate) until stopBG.
 	bg     sync.WaitGroup
 	stopBG context.CancelFunc

@@ -42,6 +42,9 @@ type Config struct {
 	// the Raft groups a call depends on are led by the bucket's leader, and
 	// moves those that are not (leaders.go). 0 never does.
 	LeaderCheck time.Duration
+	// FollowLeader: at each leader check, a broker not connected to the
+	// server leading its partition's bucket reconnects to it (follow.go).
+	FollowLeader bool
 
 	// Timeouts are the defaults applied to every invitation (Agora's: 30 s
 	// offline/no-response, 60 s expire, 10 s accept-ack; no call limit).
@@ -162,14 +165,15 @@ func (c Config) Journal() journal.Config {
 // DefaultConfig returns the configuration brokerd runs with when given no flags.
 func DefaultConfig() Config {
 	return Config{
-		Name:        "brokerd",
-		QueueGroup:  "ringer",
-		Workers:     256,
-		ShedLatency: 50 * time.Millisecond,
-		Replicas:    1,
-		Partitions:  1,
-		AckWait:     5 * time.Second,
-		LeaderCheck: 2 * time.Second,
+		Name:         "brokerd",
+		QueueGroup:   "ringer",
+		Workers:      256,
+		ShedLatency:  50 * time.Millisecond,
+		Replicas:     1,
+		Partitions:   1,
+		AckWait:      5 * time.Second,
+		LeaderCheck:  2 * time.Second,
+		FollowLeader: true,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
 			Expire:  60 * time.Second,

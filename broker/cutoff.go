@@ -11,7 +11,7 @@ import (
 // server's own replica still succeed, stale. The broker watches its writes
 // instead: when every write has failed for cutOffAfter, the last one just
 // now, it leaves for another server (ForceReconnect), at most once per
-// minMove. A cluster-wide stall (a leader election) makes each broker move
+// minMove (shared with following the leader: follow.go). A cluster-wide stall (a leader election) makes each broker move
 // once too, which costs a reconnect.
 const (
 	cutOffAfter = 3 * time.Second
@@ -23,7 +23,6 @@ func (b *Broker) watchServer(ctx context.Context) {
 	defer b.bg.Done()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
-	var moved time.Time
 	for {
 		select {
 		case <-ctx.Done():
@@ -31,13 +30,15 @@ func (b *Broker) watchServer(ctx context.Context) {
 		case <-t.C:
 		}
 		failing, last := b.store.WritesFailing()
-		if failing < cutOffAfter || last > time.Second || time.Since(moved) < minMove {
+		if failing < cutOffAfter || last > time.Second {
 			continue
 		}
-		moved = time.Now()
-		b.log.Warn().Dur("failing", failing).Str("server", b.nc.ConnectedServerName()).
+		server := b.nc.ConnectedServerName()
+		if !b.move(b.now(), true) {
+			continue
+		}
+		b.log.Warn().Dur("failing", failing).Str("server", server).
 			Msg("every write failed for seconds: leaving this NATS server for another (cut off from the cluster?)")
 		b.metrics.serverLeft()
-		_ = b.nc.ForceReconnect()
 	}
 }

@@ -36,6 +36,7 @@ func (b *Broker) colocate(ctx context.Context) {
 	defer b.bg.Done()
 	every := b.cfg.LeaderCheck
 	var misplaced map[store.Group]string // group → its leader at the last look, when it should move
+	var away string                      // the bucket leader this broker was not connected to at the last look
 	for {
 		t := time.NewTimer(every/2 + rand.N(every)) // spread over brokers
 		select {
@@ -45,6 +46,9 @@ func (b *Broker) colocate(ctx context.Context) {
 		case <-t.C:
 		}
 		misplaced = b.alignLeaders(ctx, misplaced)
+		if b.cfg.FollowLeader {
+			away = b.followLeader(ctx, away)
+		}
 	}
 }
 
@@ -96,6 +100,11 @@ func (b *Broker) Settled(ctx context.Context) error {
 	if len(moves) > 0 {
 		m := moves[0]
 		return fmt.Errorf("%w: %s to move from %s to %s (and %d more)", ErrNotSettled, m.g, m.from, m.to, len(moves)-1)
+	}
+	if b.cfg.FollowLeader && b.cfg.LeaderCheck > 0 && b.store.Replicated() {
+		if leader := b.awayFromLeader(ctx); leader != "" {
+			return fmt.Errorf("%w: connected to %s, partition %d's bucket is led by %s", ErrNotSettled, b.nc.ConnectedServerName(), b.home(), leader)
+		}
 	}
 	return nil
 }

@@ -30,6 +30,7 @@ type Metrics struct {
 	pushRequests   *prometheus.CounterVec
 	leaderMoves    *prometheus.CounterVec
 	serversLeft    prometheus.Counter
+	leaderFollows  prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -69,6 +70,9 @@ func newMetrics() *Metrics {
 		serversLeft: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "nats_servers_left_total", Help: "Times this broker left its NATS server because every write had failed for seconds (a server cut off from the cluster, or a cluster-wide election).",
 		}),
+		leaderFollows: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "nats_server_follows_total", Help: "Times this broker reconnected to follow the server leading its partition's bucket (--follow-leader).",
+		}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
@@ -89,7 +93,7 @@ func newMetrics() *Metrics {
 	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {
 		m.pushRequests.WithLabelValues(string(kind))
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft, m.leaderFollows,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }
@@ -122,6 +126,8 @@ func (m *Metrics) shed() {
 }
 
 func (m *Metrics) serverLeft() { m.serversLeft.Inc() }
+
+func (m *Metrics) leaderFollowed() { m.leaderFollows.Inc() }
 
 func (m *Metrics) leaderMoved(group string) { m.leaderMoves.WithLabelValues(group).Inc() }
 

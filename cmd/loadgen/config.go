@@ -146,6 +146,7 @@ type config struct {
 	wakeMin, wakeMax time.Duration
 	historyReads     float64 // share of finished invitations after which the callee reads its history
 	history          bool    // embedded mode: the brokers keep call histories (false: to measure their cost)
+	followLeader     bool    // embedded R3: the brokers reconnect to the bucket leader's server (brokerd --follow-leader)
 	groupCallees     int     // callees of a group or groupjoin invitation
 	// pushListen, if set, is where loadgen serves a push gateway's
 	// deliveries (POST /push, as ringer-push sends them) instead of reading
@@ -219,6 +220,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.settle, "settle", time.Minute, "embedded mode with --replicas 3: wait at most this long for the brokers to put the Raft groups' leaders where they want them before logging users in, so that a benchmark does not measure a fresh cluster's hand-overs; 0: do not wait (a test of behaviour, not of speed)")
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
+	fs.BoolVar(&c.followLeader, "follow-leader", true, "embedded mode with --replicas 3: the brokers reconnect to the server that leads their partition's bucket (brokerd --follow-leader); --follow-leader=false measures what crossing a route costs")
 	fs.BoolVar(&c.history, "history", true, "embedded mode: the brokers keep call histories (brokerd --history); --history=false measures what they cost per call (needs --history-reads 0; a device that misses a ring then cannot catch up from its history)")
 	fs.BoolVar(&c.export, "export", false, "embedded mode: the brokers export every transition (brokerd --export), to measure what it costs; the run then checks the export")
 	fs.StringVar(&c.webhookListen, "webhook-listen", "", "serve a webhook relay's deliveries on this address (POST; point ringer-webhook --endpoint at it) and check them: signed, each invitation's in order, every exported transition delivered")

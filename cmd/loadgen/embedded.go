@@ -100,6 +100,7 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 	}
 	bcfg.Export = cfg.export
 	bcfg.History = cfg.history
+	bcfg.FollowLeader = cfg.followLeader
 	log := zerolog.Nop()
 	if cfg.brokerLog {
 		log = zerolog.New(zerolog.ConsoleWriter{Out: logw, TimeFormat: time.TimeOnly}).Level(zerolog.WarnLevel).With().Timestamp().Logger()
