@@ -27,6 +27,7 @@
 #                             [--cpus 0.2] [--brokers 2] [--duration 20s]
 #                             [--warmup 20s] [--concurrency 64] [--users 800]
 #                             [--rate R] [--presence-ttl 60s] [--no-build]
+#                             [--broker-flags "--follow-leader=false …"]
 #   --cpus  CPU share of each nats-server container (docker --cpus; 0 = no
 #           limit). On a 2-core box keep servers × cpus well under 2, so that
 #           brokers and loadgen are not what bounds the run.
@@ -35,13 +36,14 @@
 #           replicated write and a replicated consumer acknowledgement; at
 #           brokerd's default 15 s they would be 160/s, most of a capped
 #           cluster's budget). 60 s as in docs/benchmarks.md's peak runs.
+#   --broker-flags  more brokerd flags, space-separated, for every broker.
 #   --rate  open loop at R invitations/s instead of the closed loop: with
 #           --cpus 0, what each server spends per call at a rate all of them
 #           sustain (the cost model's input).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1
+SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS=""
 while (($#)); do
 	case "$1" in
 	--servers) SERVERS=$2; shift 2 ;;
@@ -54,8 +56,9 @@ while (($#)); do
 	--users) USERS=$2; shift 2 ;;
 	--rate) RATE=$2; shift 2 ;;
 	--presence-ttl) TTL=$2; shift 2 ;;
+	--broker-flags) BFLAGS=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
-	-h | --help) sed -n '2,40p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,42p' "$0"; exit 0 ;;
 	*) echo "scale-out.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -105,7 +108,7 @@ EOF
     restart: unless-stopped
     depends_on: [$deps]
     environment: { RINGER_NATS: "$urls" }
-    command: [--replicas=$replicas, --partitions=$parts, --presence-ttl=$TTL, --http=0.0.0.0:8080, --log-format=json]
+    command: [--replicas=$replicas, --partitions=$parts, --presence-ttl=$TTL, --http=0.0.0.0:8080, --log-format=json$(printf ', %s' $BFLAGS)]
 EOF
 		done
 		cat <<EOF
