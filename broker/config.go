@@ -44,6 +44,7 @@ type Config struct {
 	LeaderCheck time.Duration
 	// FollowLeader: at each leader check, a broker not connected to the
 	// server leading its partition's bucket reconnects to it (follow.go).
+	// Off by default: it helps only where the servers share CPU.
 	FollowLeader bool
 
 	// Timeouts are the defaults applied to every invitation (Agora's: 30 s
@@ -165,15 +166,14 @@ func (c Config) Journal() journal.Config {
 // DefaultConfig returns the configuration brokerd runs with when given no flags.
 func DefaultConfig() Config {
 	return Config{
-		Name:         "brokerd",
-		QueueGroup:   "ringer",
-		Workers:      256,
-		ShedLatency:  50 * time.Millisecond,
-		Replicas:     1,
-		Partitions:   1,
-		AckWait:      5 * time.Second,
-		LeaderCheck:  2 * time.Second,
-		FollowLeader: true,
+		Name:        "brokerd",
+		QueueGroup:  "ringer",
+		Workers:     256,
+		ShedLatency: 50 * time.Millisecond,
+		Replicas:    1,
+		Partitions:  1,
+		AckWait:     5 * time.Second,
+		LeaderCheck: 2 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
 			Expire:  60 * time.Second,

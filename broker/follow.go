@@ -12,11 +12,11 @@ import (
 // In a replicated deployment the server a broker is connected to is rarely
 // the one that leads its bucket: every KV operation, consumer delivery and
 // acknowledgement then crosses a route to the leader and back. Measured at
-// R3 (loadgen, one broker, accept-only peak): 73–77 messages between servers
-// per call when the broker is elsewhere, 37–39 (the Raft replication alone)
-// when it is on the leader's server, and 5–10 % more calls per second.
+// R3 (loadgen, one broker, accept-only peak): 71–77 messages between servers
+// per call when the broker is elsewhere, 35–39 (the Raft replication alone)
+// when it is on the leader's server.
 //
-// So with FollowLeader, at each leader check (colocate), a broker that finds
+// With FollowLeader, at each leader check (colocate), a broker that finds
 // the server leading its home partition's bucket is not its own, and the
 // same server at two looks in a row (not an election), reconnects
 // (ForceReconnect: nats.go goes to the next server of its pool, so with N
@@ -26,6 +26,14 @@ import (
 // with the cut-off check's (cutoff.go, serverMoves): a broker that just
 // left a cut-off server does not come back to it to follow a leader that
 // has yet to be re-elected elsewhere.
+//
+// It is off by default, because it pays only where the servers share CPU
+// (three servers on one machine: 5–10 % more calls/s, the total work being
+// smaller). Where each server has its own CPU, the bucket's leader is the
+// first to run out, and bringing every broker's connection — so every
+// command, reply and event of the brokers — onto it made CPU-capped
+// clusters slower (docs/benchmarks.md, "Brokers on the bucket leader's
+// server").
 
 // serverMoves throttles the broker's reconnections. Leaving a cut-off
 // server happens at most once per minMove; following the leader at most

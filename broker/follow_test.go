@@ -18,7 +18,7 @@ import (
 // when it moves; calls go on working through the moves.
 func TestABrokerFollowsTheBucketLeader(t *testing.T) {
 	c, cfg := clusterR3(t)
-	cfg.LeaderCheck = 200 * time.Millisecond
+	cfg.LeaderCheck, cfg.FollowLeader = 200*time.Millisecond, true
 	env := &ringertest.Env{T: t, URL: c.URLs()}
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
 	b := env.Brokers[0]
@@ -68,8 +68,8 @@ func TestABrokerFollowsTheBucketLeader(t *testing.T) {
 	call(t, alice, bob)
 }
 
-// With --follow-leader=false a broker stays where it is, and Settled does
-// not wait for it to move.
+// Without --follow-leader (the default) a broker stays where it is, and
+// Settled does not wait for it to move.
 func TestABrokerThatDoesNotFollowIsSettledAnywhere(t *testing.T) {
 	c, cfg := clusterR3(t)
 	cfg.LeaderCheck, cfg.FollowLeader = 200*time.Millisecond, false
