@@ -11,8 +11,9 @@ import (
 // server's own replica still succeed, stale. The broker watches its writes
 // instead: when every write has failed for cutOffAfter, the last one just
 // now, it leaves for another server (ForceReconnect), at most once per
-// minMove (shared with following the leader: follow.go). A cluster-wide stall (a leader election) makes each broker move
-// once too, which costs a reconnect.
+// minMove, whether or not it just moved to follow the leader (serverMoves,
+// follow.go). A cluster-wide stall (a leader election) makes each broker
+// move once too, which costs a reconnect.
 const (
 	cutOffAfter = 3 * time.Second
 	minMove     = 10 * time.Second

@@ -220,6 +220,10 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	r.drain(cfg.drain)
 	drained := time.Now()
 	cpu, gcs := processCPU()-cpuBefore, gcCycles()-gcBefore
+	var traffic natsTraffic // before the checks below add their reads
+	if env != nil {
+		traffic = env.traffic().sub(trafficBefore)
+	}
 	userSeconds := prog.end()
 
 	r.tr.unfinished(time.Now())
@@ -265,7 +269,7 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 			hb = userSeconds / (float64(ms) / 1000)
 		}
 		res.BrokerStore = newStoreReport(env.stats().Sub(before), hb, res.Invitations, res.Outcomes[outAccepted])
-		res.NATS = newTrafficReport(env.traffic().sub(trafficBefore), res.Completed)
+		res.NATS = newTrafficReport(traffic, res.Completed)
 	}
 	r.teardown()
 	if cfg.memprofile != "" {
