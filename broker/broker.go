@@ -193,7 +193,8 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 	}
 	b.metrics.gauges(b.census, censusEvery, b.Check)
-	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Msg("broker ready")
+	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).
+		Str("server", b.nc.ConnectedServerName()).Msg("broker ready")
 	return nil
 }
 

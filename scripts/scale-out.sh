@@ -16,12 +16,14 @@
 # down (down -v). Its last line is one JSON object:
 #
 #   {"points":[{"nats_servers":N,"partitions":P,"replicas":R,"cpu_per_server":C,
-#               "accepted_per_s":X,"violations":V,"server_ms_per_call":[…]},…]}
+#               "accepted_per_s":X,"violations":V,"server_ms_per_call":[…],
+#               "broker_servers":[…]},…]}
 #
 # server_ms_per_call is each nats-server's CPU (its container's cgroup) over
 # the measured run divided by the calls completed in it: the per-server
 # costs docs/benchmarks.md's cost model is built from (null where the
-# container's cgroup could not be read).
+# container's cgroup could not be read). broker_servers is the server each
+# broker was connected to at the end (from its logs: "" if it did not say).
 #
 # Usage: scripts/scale-out.sh [--servers "1 3 5"] [--partitions "1 n"]
 #                             [--cpus 0.2] [--brokers 2] [--duration 20s]
@@ -58,7 +60,7 @@ while (($#)); do
 	--presence-ttl) TTL=$2; shift 2 ;;
 	--broker-flags) BFLAGS=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
-	-h | --help) sed -n '2,42p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,44p' "$0"; exit 0 ;;
 	*) echo "scale-out.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -194,13 +196,20 @@ for n in $SERVERS; do
 			after=$(cpu_ns "${ids[i]}")
 			((after < 0 || before[i] < 0)) && used+="-1 " || used+="$((after - before[i])) "
 		done
-		dc logs >"$dir/compose.log" 2>&1 || true
+		dc logs --no-color >"$dir/compose.log" 2>&1 || true
 		dc down -v >/dev/null 2>&1 || true
+		# where each broker was connected at the end: its last "broker ready" or "nats reconnected"
+		bservers=""
+		for b in "${brokers[@]}"; do
+			bservers+="$(grep -E "^$b[-_]1 " "$dir/compose.log" | grep -E '"(broker ready|nats reconnected)"' | tail -1 |
+				sed -nE 's/.*"server":"([^"]*)".*/\1/p') "
+		done
 		trap - EXIT
 		point=$(python3 -c '
 import json, sys
 n, p, r, c, line = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 used = [int(u) for u in sys.argv[6].split()]
+brokers = sys.argv[7].split()
 try:
     res = json.loads(line)
 except ValueError:
@@ -208,8 +217,9 @@ except ValueError:
 calls = max(res["completed"], 1)
 print(json.dumps({"nats_servers": n, "partitions": p, "replicas": r, "cpu_per_server": c,
                   "accepted_per_s": round(res["accepted_per_s"], 1), "violations": res["violations"],
-                  "server_ms_per_call": [round(u / 1e6 / calls, 2) if u >= 0 else None for u in used]}))
-' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used") || die "point $n/$parts: $point (see $dir/loadgen.err)"
+                  "server_ms_per_call": [round(u / 1e6 / calls, 2) if u >= 0 else None for u in used],
+                  "broker_servers": brokers}))
+' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used" "$bservers") || die "point $n/$parts: $point (see $dir/loadgen.err)"
 		log "point: $point"
 		POINTS+=("$point")
 	done

@@ -184,7 +184,9 @@ func brokerConn(o *options, url string, log zerolog.Logger) (*nats.Conn, error) 
 		nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats disconnected") }),
-		nats.ReconnectHandler(func(c *nats.Conn) { log.Info().Str("url", c.ConnectedUrlRedacted()).Msg("nats reconnected") }),
+		nats.ReconnectHandler(func(c *nats.Conn) {
+			log.Info().Str("url", c.ConnectedUrlRedacted()).Str("server", c.ConnectedServerName()).Msg("nats reconnected")
+		}),
 	}, o.tls.natsOptions()...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
