@@ -123,13 +123,11 @@ func (b *Broker) Start(ctx context.Context) error {
 
 	js := st.JetStream()
 	if b.cfg.History {
-		jcfg := b.cfg.Journal()
-		jcfg.Partitions = st.Partitions() // the provisioned count, which the bucket records
-		if err := journal.Provision(ctx, js, jcfg); err != nil {
+		if err := journal.Provision(ctx, js, b.cfg.Journal()); err != nil {
 			return err
 		}
 	}
-	b.journal = journal.New(b.nc, js, b.cfg.HistorySize, st.Partitions())
+	b.journal = journal.New(b.nc, js, b.cfg.HistorySize)
 	if b.cfg.Export {
 		if err := journal.ProvisionExport(ctx, js, b.cfg.Replicas, b.cfg.ExportRetention); err != nil {
 			return err

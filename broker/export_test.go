@@ -52,7 +52,7 @@ func TestExportHasEveryTransitionOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exp := journal.New(nc, js, journal.MaxHistorySize, 1)
+	exp := journal.New(nc, js, journal.MaxHistorySize)
 	natstest.Eventually(t, ringertest.Wait, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)
 		defer cancel()

@@ -15,14 +15,14 @@ import (
 
 // checkJournal checks that each party's history lists each of the finished
 // invitations exactly once, with its outcome.
-func checkJournal(t *testing.T, url string, partitions int, finals []protocol.Invitation) {
+func checkJournal(t *testing.T, url string, finals []protocol.Invitation) {
 	t.Helper()
 	nc := natstest.Connect(t, url)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hist := journal.New(nc, js, journal.MaxHistorySize, partitions)
+	hist := journal.New(nc, js, journal.MaxHistorySize)
 	natstest.Eventually(t, 2*ringertest.Wait, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)
 		defer cancel()
@@ -81,7 +81,7 @@ func checkExport(t *testing.T, url string, finals []protocol.Invitation) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exp := journal.New(nc, js, journal.MaxHistorySize, 1)
+	exp := journal.New(nc, js, journal.MaxHistorySize)
 	transitions := 0
 	natstest.Eventually(t, 2*ringertest.Wait, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)

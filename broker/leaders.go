@@ -15,8 +15,8 @@ import (
 )
 
 // A call depends on several Raft groups: its partition's bucket stream,
-// projector, presence and timer consumers, timer stream and its users'
-// histories (store.PartitionGroups), and the push and export streams
+// projector, presence and timer consumers and timer stream
+// (store.PartitionGroups), and the history, push and export streams
 // (store.Shared). Each elects its own leader, so in a three-node cluster every node
 // soon leads some of them, and a node that hangs or is cut off stalls every
 // group it leads for a Raft election (4–9 s in nats-server 2.15, not

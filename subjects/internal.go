@@ -11,7 +11,7 @@ const (
 	// TimerStream holds ADR-51 schedules and the messages they fire.
 	TimerStream = "RINGER_TIMERS"
 	// HistoryStream holds each user's finished invitations and calls, one
-	// subject per user (partition 0's; Partition.HistoryStream).
+	// subject per user.
 	HistoryStream = "RINGER_HISTORY"
 	// PushStream holds push requests for gateways, and their dead letters.
 	PushStream = "RINGER_PUSH"
@@ -67,6 +67,12 @@ func AllPushRequests() string { return pushRequest + "*" }
 // PushDeadLetters is where a gateway puts a request for user it gave up
 // on: ringer.v1.push.dead.<user>.
 func PushDeadLetters(user string) string { return pushDead + user }
+
+// History is the subject of user's history entries: ringer.v1.history.<user>.
+func History(user string) string { return history + user }
+
+// HistorySubjects is the subject filter of the history stream.
+func HistorySubjects() string { return history + "*" }
 
 // InvitationKey is the KV key of an invitation record: inv.<id>.
 func InvitationKey(id string) string { return invPrefix + id }

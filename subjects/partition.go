@@ -91,31 +91,6 @@ func (p Partition) TimerFires() string { return p.timers() + "fire.*" }
 // TimerSubjects is the subject space of the partition's timer stream.
 func (p Partition) TimerSubjects() string { return p.timers() + ">" }
 
-// HistoryStream is the partition's history stream: RINGER_HISTORY,
-// RINGER_HISTORY_P1… It holds the histories of the partition's users.
-func (p Partition) HistoryStream() string {
-	if p == 0 {
-		return HistoryStream
-	}
-	return HistoryStream + "_P" + strconv.Itoa(int(p))
-}
-
-// histories is the prefix of the partition's history subjects:
-// ringer.v1.history. for partition 0, ringer.v1.history<p>. for the others.
-func (p Partition) histories() string {
-	if p == 0 {
-		return history
-	}
-	return Prefix + ".history" + strconv.Itoa(int(p)) + "."
-}
-
-// History is the subject of user's history entries in partition p (the
-// user's: PartitionOf(LineKey(user), n)).
-func (p Partition) History(user string) string { return p.histories() + user }
-
-// HistorySubjects is the subject filter of the partition's history stream.
-func (p Partition) HistorySubjects() string { return p.histories() + "*" }
-
 // partitionToken checks one subject token naming a partition: base itself
 // (partition 0) or base<sep><n>.
 func partitionToken(tok, base, sep string) bool {

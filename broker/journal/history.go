@@ -13,14 +13,14 @@ import (
 
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // ErrBadCursor: a history cursor that no history entry ever carried.
 var ErrBadCursor = errors.New("journal: malformed cursor")
 
 // Append writes inv, which has just finished, into the history of each of
-// users (its parties), each in its partition's stream: the writes in flight
-// together. Each entry's message
+// users (its parties): the writes in flight together. Each entry's message
 // id is <id>.<user>, so a projector that redoes this after a crash writes
 // nothing new.
 func (j *Journal) Append(ctx context.Context, inv *protocol.Invitation, users ...string) error {
@@ -31,7 +31,7 @@ func (j *Journal) Append(ctx context.Context, inv *protocol.Invitation, users ..
 		if err != nil {
 			return fmt.Errorf("journal: encode history entry: %w", err)
 		}
-		m := nats.NewMsg(j.partition(user).History(user))
+		m := nats.NewMsg(subjects.History(user))
 		m.Data = data
 		m.Header.Set(jetstream.MsgIDHeader, inv.ID+"."+user)
 		if futures[i], err = j.js.PublishMsgAsync(m); err != nil {
@@ -93,14 +93,13 @@ func (j *Journal) Read(ctx context.Context, user, cursor string, limit int, miss
 // entries reads every entry of user's history, oldest first, each with its
 // stream sequence as cursor.
 func (j *Journal) entries(ctx context.Context, user string) ([]protocol.CallRecord, error) {
-	p := j.partition(user)
 	req := struct {
 		NextFor  string `json:"next_by_subj"`
 		Batch    int    `json:"batch"`
 		MaxBytes int    `json:"max_bytes"`
-	}{p.History(user), j.size, 4 << 20}
+	}{subjects.History(user), j.size, 4 << 20}
 	var out []protocol.CallRecord
-	_, err := store.DirectBatch(ctx, j.nc, j.js, p.HistoryStream(), req, func(m *nats.Msg) error {
+	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, func(m *nats.Msg) error {
 		var e protocol.CallRecord
 		if err := msgpack.Unmarshal(m.Data, &e); err != nil {
 			return fmt.Errorf("undecodable entry: %w", err)

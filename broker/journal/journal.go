@@ -17,17 +17,12 @@ import (
 // Config sizes the journal's streams.
 type Config struct {
 	Replicas int
-	// Partitions: the deployment's partition count; each partition keeps
-	// the histories of its users in a stream of its own
-	// (subjects.Partition.HistoryStream), led with its bucket.
-	Partitions int
 	// HistorySize is how many entries a user's history keeps (the oldest
 	// go first); HistoryRetention how long an entry stays.
 	HistorySize      int
 	HistoryRetention time.Duration
-	// HistoryMaxBytes caps the history streams together (0: unbounded;
-	// each partition's stream gets its share); past it the oldest entries
-	// of the partition's users go first.
+	// HistoryMaxBytes caps the history stream (0: unbounded); past it the
+	// oldest entries of all users go first.
 	HistoryMaxBytes int64
 }
 
@@ -42,29 +37,26 @@ const (
 // projector redelivery after a broker crash comes within the ack wait.
 const dedupeWindow = 10 * time.Minute
 
-// Provision creates or updates the history streams, one per partition.
-// Idempotent; every broker runs it at start.
+// Provision creates or updates the history stream. Idempotent; every
+// broker runs it at start.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
-	n := max(cfg.Partitions, 1)
-	for p := range subjects.Partition(n) {
-		if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-			Name:              p.HistoryStream(),
-			Description:       "Ringer call history: finished invitations, one subject per user",
-			Subjects:          []string{p.HistorySubjects()},
-			MaxMsgsPerSubject: int64(cfg.HistorySize),
-			MaxAge:            cfg.HistoryRetention,
-			MaxBytes:          limit(cfg.HistoryMaxBytes / int64(n)),
-			Discard:           jetstream.DiscardOld,
-			Storage:           jetstream.FileStorage,
-			Replicas:          cfg.Replicas,
-			Duplicates:        dedupeWindow,
-			AllowDirect:       true,
-		}); err != nil {
-			return fmt.Errorf("journal: provision %s: %w", p.HistoryStream(), err)
-		}
+	if _, err := js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:              subjects.HistoryStream,
+		Description:       "Ringer call history: finished invitations, one subject per user",
+		Subjects:          []string{subjects.HistorySubjects()},
+		MaxMsgsPerSubject: int64(cfg.HistorySize),
+		MaxAge:            cfg.HistoryRetention,
+		MaxBytes:          limit(cfg.HistoryMaxBytes),
+		Discard:           jetstream.DiscardOld,
+		Storage:           jetstream.FileStorage,
+		Replicas:          cfg.Replicas,
+		Duplicates:        dedupeWindow,
+		AllowDirect:       true,
+	}); err != nil {
+		return fmt.Errorf("journal: provision %s: %w", subjects.HistoryStream, err)
 	}
 	return nil
 }
@@ -77,23 +69,17 @@ func limit(n int64) int64 {
 	return n
 }
 
-// Journal appends to and reads the history streams.
+// Journal appends to and reads the history stream.
 type Journal struct {
-	nc    *nats.Conn
-	js    jetstream.JetStream
-	size  int
-	parts int
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	size int
 	// export and exportLeader are the export stream (BindExport).
 	export, exportLeader jetstream.Stream
 }
 
 // New returns a journal on nc whose streams were provisioned with a
-// history of size entries per user, over partitions partitions.
-func New(nc *nats.Conn, js jetstream.JetStream, size, partitions int) *Journal {
-	return &Journal{nc: nc, js: js, size: size, parts: max(partitions, 1)}
-}
-
-// partition is the partition holding user's history: its line's.
-func (j *Journal) partition(user string) subjects.Partition {
-	return subjects.PartitionOf(subjects.LineKey(user), j.parts)
+// history of size entries per user.
+func New(nc *nats.Conn, js jetstream.JetStream, size int) *Journal {
+	return &Journal{nc: nc, js: js, size: size}
 }

@@ -2,7 +2,6 @@ package journal_test
 
 import (
 	"context"
-	"fmt"
 	"testing"
 	"time"
 
@@ -11,17 +10,9 @@ import (
 	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/protocol"
-	"github.com/ringer-dev/ringer/subjects"
 )
 
 func open(t *testing.T, size int) *journal.Journal {
-	t.Helper()
-	j, _ := openPartitioned(t, journal.Config{HistorySize: size, HistoryRetention: time.Hour})
-	return j
-}
-
-// openPartitioned provisions the journal of cfg on a fresh server.
-func openPartitioned(t *testing.T, cfg journal.Config) (*journal.Journal, jetstream.JetStream) {
 	t.Helper()
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s.ClientURL())
@@ -31,55 +22,10 @@ func openPartitioned(t *testing.T, cfg journal.Config) (*journal.Journal, jetstr
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if err := journal.Provision(ctx, js, cfg); err != nil {
+	if err := journal.Provision(ctx, js, journal.Config{HistorySize: size, HistoryRetention: time.Hour}); err != nil {
 		t.Fatal(err)
 	}
-	return journal.New(nc, js, cfg.HistorySize, cfg.Partitions), js
-}
-
-// With partitions, a user's history lives in its partition's stream (the
-// one of its line), which gets its share of the size cap: the two parties
-// of a call in different partitions each find the call in their own.
-func TestHistoriesLiveInTheirUsersPartitions(t *testing.T) {
-	const n = 3
-	j, js := openPartitioned(t, journal.Config{Partitions: n, HistorySize: 10, HistoryRetention: time.Hour, HistoryMaxBytes: 3 << 20})
-	ctx := context.Background()
-	caller, callee := "alice", ""
-	for i := 0; callee == ""; i++ {
-		if u := fmt.Sprintf("bob%d", i); subjects.PartitionOf(subjects.LineKey(u), n) != subjects.PartitionOf(subjects.LineKey(caller), n) {
-			callee = u
-		}
-	}
-	inv := protocol.Invitation{ID: "inv1", Caller: caller, Callee: callee, State: protocol.StateCanceled, CreatedAt: 1, EndedAt: 2}
-	if err := j.Append(ctx, &inv, caller, callee); err != nil {
-		t.Fatal(err)
-	}
-	for _, user := range []string{caller, callee} {
-		page, err := j.Read(ctx, user, "", 10, false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(page.Calls) != 1 || page.Calls[0].ID != "inv1" {
-			t.Errorf("%s's history: %+v", user, page.Calls)
-		}
-	}
-	held := map[subjects.Partition]uint64{
-		subjects.PartitionOf(subjects.LineKey(caller), n): 1,
-		subjects.PartitionOf(subjects.LineKey(callee), n): 1,
-	}
-	for p := range subjects.Partition(n) {
-		st, err := js.Stream(ctx, p.HistoryStream())
-		if err != nil {
-			t.Fatal(err)
-		}
-		info, err := st.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.State.Msgs != held[p] || info.Config.MaxBytes != 1<<20 {
-			t.Errorf("%s: %d entries (want %d), max bytes %d (want a third of 3 MiB)", p.HistoryStream(), info.State.Msgs, held[p], info.Config.MaxBytes)
-		}
-	}
+	return journal.New(nc, js, size)
 }
 
 // A projector that appends the same finished invitation again (it died

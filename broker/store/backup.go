@@ -19,17 +19,14 @@ import (
 // Streams are Ringer's JetStream streams in a deployment of n partitions, in
 // the order they are backed up and restored: each partition's bucket
 // (invitations, lines, sessions, push targets, and in partition 0 the
-// partition count) and timers, then each partition's users' histories.
-// (Push requests are not: they are useless an hour later.)
+// partition count) and timers, then the users' histories. (Push requests are
+// not: they are useless an hour later.)
 func Streams(n int) []string {
 	var out []string
 	for p := range subjects.Partition(max(n, 1)) {
 		out = append(out, p.BucketStream(), p.TimerStream())
 	}
-	for p := range subjects.Partition(max(n, 1)) {
-		out = append(out, p.HistoryStream())
-	}
-	return out
+	return append(out, subjects.HistoryStream)
 }
 
 // snapshotChunk is the chunk size asked of the server and used to restore.

@@ -45,7 +45,7 @@ func TestPartitionCountIsFixedAtProvisioning(t *testing.T) {
 		t.Fatalf("opened %d partitions", st.Partitions())
 	}
 	if streams := store.Streams(st.Partitions()); strings.Join(streams, " ") !=
-		"KV_RINGER RINGER_TIMERS KV_RINGER_P1 RINGER_TIMERS_P1 KV_RINGER_P2 RINGER_TIMERS_P2 RINGER_HISTORY RINGER_HISTORY_P1 RINGER_HISTORY_P2" {
+		"KV_RINGER RINGER_TIMERS KV_RINGER_P1 RINGER_TIMERS_P1 KV_RINGER_P2 RINGER_TIMERS_P2 RINGER_HISTORY" {
 		t.Fatalf("streams to back up: %v", streams)
 	}
 }

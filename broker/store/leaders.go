@@ -31,20 +31,20 @@ func BucketGroup(p subjects.Partition) Group { return Group{Stream: p.BucketStre
 
 // PartitionGroups are the Raft groups of partition p that its calls depend
 // on besides its bucket: the consumers that turn its changes into events,
-// timers and presence loss, its timer stream, and its users' histories.
+// timers and presence loss, and its timer stream.
 func PartitionGroups(p subjects.Partition) []Group {
 	return []Group{
 		{Stream: p.BucketStream(), Consumer: ConsumerProjector},
 		{Stream: p.BucketStream(), Consumer: ConsumerPresence},
 		{Stream: p.TimerStream()},
 		{Stream: p.TimerStream(), Consumer: ConsumerTimers},
-		{Stream: p.HistoryStream()},
 	}
 }
 
 // Shared are the groups every partition's calls write (a stalled one stalls
-// the projectors): the push and export streams.
+// the projectors): the history, push and export streams.
 var Shared = []Group{
+	{Stream: subjects.HistoryStream},
 	{Stream: subjects.PushStream},
 	{Stream: subjects.ExportStream},
 }

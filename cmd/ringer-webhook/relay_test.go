@@ -97,7 +97,7 @@ func TestRelayDeliversEveryTransitionInOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	exp := journal.New(nc, js, journal.MaxHistorySize, 1)
+	exp := journal.New(nc, js, journal.MaxHistorySize)
 	be := newBackend(t)
 	const rejectID = "rejected-by-backend"
 	be.fail = func(tr protocol.Transition, attempt int) int {
