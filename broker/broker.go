@@ -46,6 +46,7 @@ type Broker struct {
 	sub       *nats.Subscription
 	consumers []jetstream.ConsumeContext
 	pools     []*pool
+	recorder  *recorder      // the projector's history and export steps (recorder.go)
 	inflight  sync.WaitGroup // commands received and not yet answered
 	jobs      chan job       // commands for the workers (see startWorkers)
 	workers   sync.WaitGroup
@@ -144,6 +145,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	// One pool per kind of work, fed by that consumer of every partition:
 	// an invitation or user is in one partition, so its changes still go
 	// to one worker in stream order.
+	b.recorder = b.newRecorder()
 	projector, timers, presence := newPool(16, 64, b.project, invitationOf), newPool(16, 64, b.fire, timerOf), newPool(16, 64, b.presenceChanged, sessionUserOf)
 	b.pools = append(b.pools, projector, timers, presence)
 	for _, c := range b.durables() {
@@ -256,7 +258,10 @@ func (b *Broker) stopConsumers() {
 	for _, p := range b.pools {
 		p.close()
 	}
-	b.consumers, b.pools = nil, nil
+	if b.recorder != nil {
+		b.recorder.close() // after the pools: the projector hands it work
+	}
+	b.consumers, b.pools, b.recorder = nil, nil, nil
 }
 
 // Store returns the broker's store (nil before Start), for tests and tools
@@ -282,7 +287,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	b.stopped = true
-	sub, consumers, pools := b.sub, b.consumers, b.pools
+	sub, consumers, pools, rec := b.sub, b.consumers, b.pools, b.recorder
 	b.mu.Unlock()
 	if b.stopBG != nil {
 		b.stopBG()
@@ -304,6 +309,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		for _, p := range pools {
 			p.close()
 		}
+		rec.close() // after the pools: the projector hands it work
 		close(done)
 	}()
 	select {

@@ -20,12 +20,15 @@ import (
 //
 //  1. publish the events of lifecycle.Events to the parties' subjects;
 //  2. arm the durable timer if the revision asks for it;
-//  3. append a finished invitation to both parties' histories;
-//  4. ask push gateways to wake the callee's unconnected devices when it
-//     starts ringing, and to take the ringing screen down when it stops.
+//  3. ask push gateways to wake the callee's unconnected devices when it
+//     starts ringing, and to take the ringing screen down when it stops
+//     (in order with the events: a STOP must not overtake its RING);
+//  4. append a finished invitation to both parties' histories, and
+//  5. every transition to the export — these two on the recorder
+//     (recorder.go), off the workers that publish the events.
 //
 // (Lines need nothing: a claim stops holding when its invitation ends.)
-// All four are idempotent, so a redelivery after a crash repeats them
+// All are idempotent, so a redelivery after a crash repeats them
 // harmlessly; the message is acked only when all are done.
 func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 	if op := m.Headers().Get("KV-Operation"); op != "" || len(m.Data()) == 0 {
@@ -73,16 +76,7 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 			return
 		}
 	}
-	// 3. A finished invitation enters both parties' histories (a group's
-	// callee, when its own leg ends: historyParties).
-	if parties := b.historyParties(&rec); len(parties) > 0 {
-		if err := b.journal.Append(ctx, &rec.Invitation, parties...); err != nil {
-			withInvitation(b.log.Warn(), &rec).Err(err).Msg("history append failed; will retry")
-			b.nak(m, "projector")
-			return
-		}
-	}
-	// 4. Push requests for the callee's devices that hold no connection.
+	// 3. Push requests for the callee's devices that hold no connection.
 	if b.cfg.Push && (rec.Push || len(rec.PushTo) > 0) && !rec.Quiet {
 		if err := b.pushGroup(ctx, &rec); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("push request failed; will retry")
@@ -90,16 +84,26 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 			return
 		}
 	}
-	// 5. Every transition the invitation's export subject lacks.
-	if b.cfg.Export && !rec.Quiet {
-		if err := b.journal.Export(ctx, &rec); err != nil {
-			withInvitation(b.log.Warn(), &rec).Err(err).Msg("export failed; will retry")
-			b.nak(m, "projector")
-			return
+	// 4 and 5, history and export, on the recorder (recorder.go): a stalled
+	// stream must not hold up the events of the invitations queued behind
+	// this one. If the recorder's queue is full, JetStream redelivers this
+	// revision later (its events again: clients drop repeats).
+	first := meta.NumDelivered == 1
+	if len(b.historyParties(&rec)) > 0 || (b.cfg.Export && !rec.Quiet) {
+		if !b.recorder.offer(recording{m: m, rec: rec, first: first}) {
+			b.metrics.kvError("recorder_full")
+			_ = m.NakWithDelay(time.Second)
 		}
+		return
 	}
-	if !rec.Live() && !rec.Quiet && meta.NumDelivered == 1 {
-		b.metrics.outcome(rec)
+	b.projected(m, &rec, first)
+}
+
+// projected acknowledges a revision whose projection is complete, counting
+// its outcome at its first delivery.
+func (b *Broker) projected(m jetstream.Msg, rec *lifecycle.Record, first bool) {
+	if !rec.Live() && !rec.Quiet && first {
+		b.metrics.outcome(*rec)
 	}
 	_ = m.Ack()
 }
