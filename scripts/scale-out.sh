@@ -29,7 +29,7 @@
 #                             [--cpus 0.2] [--brokers 2] [--duration 20s]
 #                             [--warmup 20s] [--concurrency 64] [--users 800]
 #                             [--rate R] [--presence-ttl 60s] [--no-build]
-#                             [--broker-flags "--follow-leader=false …"]
+#                             [--broker-flags "--follow-leader=false …"] [--spread]
 #   --cpus  CPU share of each nats-server container (docker --cpus; 0 = no
 #           limit). On a 2-core box keep servers × cpus well under 2, so that
 #           brokers and loadgen are not what bounds the run.
@@ -39,13 +39,17 @@
 #           brokerd's default 15 s they would be 160/s, most of a capped
 #           cluster's budget). 60 s as in docs/benchmarks.md's peak runs.
 #   --broker-flags  more brokerd flags, space-separated, for every broker.
+#   --spread  broker i lists server ((i-1) mod N)+1 first and connects in that
+#           order (brokerd --nats-ordered), so that the brokers spread evenly
+#           over the servers instead of nats.go's random pick (which can put
+#           two on one server); --brokers N puts one beside every server.
 #   --rate  open loop at R invitations/s instead of the closed loop: with
 #           --cpus 0, what each server spends per call at a rate all of them
 #           sustain (the cost model's input).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS=""
+SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS="" SPREAD=0
 while (($#)); do
 	case "$1" in
 	--servers) SERVERS=$2; shift 2 ;;
@@ -60,7 +64,8 @@ while (($#)); do
 	--presence-ttl) TTL=$2; shift 2 ;;
 	--broker-flags) BFLAGS=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
-	-h | --help) sed -n '2,44p' "$0"; exit 0 ;;
+	--spread) SPREAD=1; shift ;;
+	-h | --help) sed -n '2,48p' "$0"; exit 0 ;;
 	*) echo "scale-out.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -72,7 +77,7 @@ command -v docker-compose >/dev/null || die "docker-compose is not installed"
 
 # compose writes the project of one point: n nats-server nodes, the brokers, loadgen.
 compose() { # DIR N REPLICAS PARTITIONS
-	local dir=$1 n=$2 replicas=$3 parts=$4 routes="" urls="" i
+	local dir=$1 n=$2 replicas=$3 parts=$4 routes="" urls="" i j
 	for ((i = 1; i <= n; i++)); do
 		routes+="nats-route://n$i:6222, "
 		urls+="nats://n$i:4222,"
@@ -102,15 +107,22 @@ $( [[ $CPUS == 0 ]] || echo "    cpus: $CPUS")
     volumes: ["./:/etc/scale:ro", "/data"]
 EOF
 		done
+		local burls order
 		for ((i = 1; i <= BROKERS; i++)); do
+			burls=$urls order=""
+			if ((SPREAD)); then # this broker's server first, then the others in turn
+				burls="" order=", --nats-ordered"
+				for ((j = 0; j < n; j++)); do burls+="nats://n$(((i - 1 + j) % n + 1)):4222,"; done
+				burls=${burls%,}
+			fi
 			cat <<EOF
   b$i:
     image: ringer/brokerd:dev
     hostname: b$i
     restart: unless-stopped
     depends_on: [$deps]
-    environment: { RINGER_NATS: "$urls" }
-    command: [--replicas=$replicas, --partitions=$parts, --presence-ttl=$TTL, --http=0.0.0.0:8080, --log-format=json$(printf ', %s' $BFLAGS)]
+    environment: { RINGER_NATS: "$burls" }
+    command: [--replicas=$replicas, --partitions=$parts, --presence-ttl=$TTL, --http=0.0.0.0:8080, --log-format=json$order$(printf ', %s' $BFLAGS)]
 EOF
 		done
 		cat <<EOF

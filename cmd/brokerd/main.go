@@ -28,7 +28,7 @@ import (
 type options struct {
 	listen, data, natsURL, httpAddr, name string
 	logLevel, logFormat                   string
-	syncAlways, pprof, version            bool
+	syncAlways, pprof, version, natsOrder bool
 	gcFloor                               int
 	cfg                                   broker.Config
 	auth                                  authOptions
@@ -42,6 +42,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.StringVar(&o.listen, "listen", "127.0.0.1:4222", "client address of the embedded NATS server (ignored with --nats)")
 	fs.StringVar(&o.data, "data", filepath.Join(os.TempDir(), "ringer-data"), "JetStream store directory of the embedded server")
 	fs.StringVar(&o.natsURL, "nats", "", "NATS URL(s), comma-separated, to join instead of embedding a server")
+	fs.BoolVar(&o.natsOrder, "nats-ordered", false, "connect to the first of the --nats URLs that answers, in the order given, instead of a random one: list each broker's own server first to spread the brokers over the servers (docs/operations.md)")
 	fs.StringVar(&o.httpAddr, "http", "127.0.0.1:8222", "address for /healthz, /readyz and /metrics; empty disables")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	fs.BoolVar(&o.pprof, "pprof", false, "also serve Go's /debug/pprof/ on --http (profiles reveal internals: keep --http private)")
@@ -188,6 +189,9 @@ func brokerConn(o *options, url string, log zerolog.Logger) (*nats.Conn, error) 
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Str("server", c.ConnectedServerName()).Msg("nats reconnected")
 		}),
 	}, o.tls.natsOptions()...)
+	if o.natsOrder {
+		opts = append(opts, nats.DontRandomize())
+	}
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("connect %s: %w", url, err)
