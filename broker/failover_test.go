@@ -302,6 +302,19 @@ func clusterR3(t *testing.T) (*natstest.Cluster, broker.Config) {
 	return natstest.RunCluster(t, 3), cfg
 }
 
+// servingClusterR3 starts a three-node cluster and one broker with R3
+// state, and waits until every node serves a call.
+func servingClusterR3(t *testing.T) (*natstest.Cluster, *ringertest.Env) {
+	t.Helper()
+	c, cfg := clusterR3(t)
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
+	for _, s := range c.Servers {
+		ringertest.WaitServing(t, s.ClientURL())
+	}
+	return c, env
+}
+
 // A three-node JetStream cluster with R3 state loses one server during traffic.
 func TestClusterNodeLoss(t *testing.T) {
 	c, cfg := clusterR3(t)

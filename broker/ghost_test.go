@@ -43,12 +43,7 @@ func TestLateCommandIsNotExecuted(t *testing.T) {
 // deadline. Either way bob never rings for a call alice was told failed.
 // The SDK reports RECONNECTING and CONNECTED again.
 func TestNoGhostCommandsAfterReconnect(t *testing.T) {
-	c, cfg := clusterR3(t)
-	env := &ringertest.Env{T: t, URL: c.URLs()}
-	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
-	for _, s := range c.Servers {
-		ringertest.WaitServing(t, s.ClientURL())
-	}
+	c, env := servingClusterR3(t)
 	// alice's connection knows node 0 only (not the others it learns of):
 	// while it is down, alice reconnects.
 	alice := &ringertest.Client{NC: natstest.Connect(t, c.Servers[0].ClientURL(), nats.IgnoreDiscoveredServers()), Rec: ringertest.NewRecorder()}

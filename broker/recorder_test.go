@@ -25,12 +25,7 @@ import (
 // seconds each, and an invitation sent next rang after them. Once the
 // server is back, every ended invitation is in both parties' histories.
 func TestAStalledHistoryDoesNotHoldUpRings(t *testing.T) {
-	c, cfg := clusterR3(t)
-	env := &ringertest.Env{T: t, URL: c.URLs()}
-	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
-	for _, s := range c.Servers {
-		ringertest.WaitServing(t, s.ClientURL())
-	}
+	c, env := servingClusterR3(t)
 	const ended, rung = 40, 8
 	callers, callees := make([]*ringertest.Client, ended+rung), make([]*ringertest.Client, ended+rung)
 	for i := range callers {
