@@ -44,15 +44,18 @@ func Provision(ctx context.Context, js jetstream.JetStream, replicas int) error 
 }
 
 // KindOf says which push request the revision inv calls for, if any: RING
-// for a new invitation (SENT), STOP for the first revision that no longer
-// rings. Several revisions may ask for the same STOP (ACCEPTING, then
-// ACCEPTED); its id makes the stream keep one.
+// for a ringing invitation (SENT, and RECEIVED again), STOP for the first
+// revision that no longer rings. Several revisions may ask for the same
+// request (SENT then RECEIVED the RING, ACCEPTING then ACCEPTED the STOP);
+// its id makes the stream keep one.
 func KindOf(inv *protocol.Invitation) (protocol.PushKind, bool) {
 	switch inv.State {
-	case protocol.StateSent:
+	case protocol.StateSent, protocol.StateReceived:
+		// RECEIVED asks too: a device answered, but the SENT revision's
+		// request may not be stored yet (the push stream did not answer, so
+		// it was to be redone), and RECEIVED has replaced that revision in
+		// the bucket, so nothing would redo it. Stored, the second is dropped.
 		return protocol.PushRing, true
-	case protocol.StateReceived:
-		return "", false // a device answered; the asleep ones were pushed at SENT
 	case protocol.StateRefused, protocol.StateCanceled:
 		return protocol.PushStop, !inv.NeverRang() // busy, blocked, merged: nothing rang
 	case protocol.StateAccepted:

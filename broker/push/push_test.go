@@ -14,7 +14,7 @@ func TestKindOf(t *testing.T) {
 		ok   bool
 	}{
 		{protocol.Invitation{State: protocol.StateSent}, protocol.PushRing, true},
-		{protocol.Invitation{State: protocol.StateReceived}, "", false},
+		{protocol.Invitation{State: protocol.StateReceived}, protocol.PushRing, true}, // the same id as SENT's: stored once
 		{protocol.Invitation{State: protocol.StateAccepting}, protocol.PushStop, true},
 		{protocol.Invitation{State: protocol.StateAccepted, CallState: protocol.CallActive}, protocol.PushStop, true},
 		// A call's end asks again only within the dedupe window of its accept.
