@@ -303,10 +303,14 @@ func clusterR3(t *testing.T) (*natstest.Cluster, broker.Config) {
 }
 
 // servingClusterR3 starts a three-node cluster and one broker with R3
-// state, and waits until every node serves a call.
-func servingClusterR3(t *testing.T) (*natstest.Cluster, *ringertest.Env) {
+// state (its config changed by each of tune), and waits until every node
+// serves a call.
+func servingClusterR3(t *testing.T, tune ...func(*broker.Config)) (*natstest.Cluster, *ringertest.Env) {
 	t.Helper()
 	c, cfg := clusterR3(t)
+	for _, f := range tune {
+		f(&cfg)
+	}
 	env := &ringertest.Env{T: t, URL: c.URLs()}
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
 	for _, s := range c.Servers {

@@ -21,10 +21,9 @@ import (
 //  1. publish the events of lifecycle.Events to the parties' subjects;
 //  2. arm the durable timer if the revision asks for it;
 //  3. ask push gateways to wake the callee's unconnected devices when it
-//     starts ringing, and to take the ringing screen down when it stops
-//     (in order with the events: a STOP must not overtake its RING);
+//     starts ringing, and to take the ringing screen down when it stops;
 //  4. append a finished invitation to both parties' histories, and
-//  5. every transition to the export — these two on the recorder
+//  5. every transition to the export — 2 to 5 on the recorder
 //     (recorder.go), off the workers that publish the events.
 //
 // (Lines need nothing: a claim stops holding when its invitation ends.)
@@ -51,9 +50,6 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		b.projectorQueue.done(b.now().Sub(meta.Timestamp)) // commit → projection
 	}
 	b.store.Observe(rec) // a later command on this broker can skip its read
-	ctx, cancel := b.opContext()
-	defer cancel()
-
 	for _, n := range lifecycle.Events(rec) {
 		subj, err := subjects.UserEvents(n.User)
 		if err != nil {
@@ -65,38 +61,19 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 			return
 		}
 	}
-	// The timer after the events: arming is a JetStream round trip that the
-	// ring need not wait for (a redelivery after a crash redoes both). A
-	// revision that relies on a timer an earlier one asked for makes sure
-	// it is there (timerLost).
-	if rec.Rearm || b.timerLost(ctx, &rec) {
-		if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
-			withInvitation(b.log.Warn(), &rec).Err(err).Msg("arm timer failed; will retry")
-			b.nak(m, "projector")
-			return
-		}
-	}
-	// 3. Push requests for the callee's devices that hold no connection.
-	if b.cfg.Push && (rec.Push || len(rec.PushTo) > 0) && !rec.Quiet {
-		if err := b.pushGroup(ctx, &rec); err != nil {
-			withInvitation(b.log.Warn(), &rec).Err(err).Msg("push request failed; will retry")
-			b.nak(m, "projector")
-			return
-		}
-	}
-	// 4 and 5, history and export, on the recorder (recorder.go): a stalled
-	// stream must not hold up the events of the invitations queued behind
-	// this one. If the recorder's queue is full, JetStream redelivers this
-	// revision later (its events again: clients drop repeats).
+	// 2–5 on the recorder (recorder.go): a stream that stalls must not hold
+	// up the events of the invitations queued behind this one. If the
+	// recorder's queue is full, JetStream redelivers this revision later
+	// (its events again: clients drop repeats).
 	first := meta.NumDelivered == 1
-	if len(b.historyParties(&rec)) > 0 || (b.cfg.Export && !rec.Quiet) {
-		if !b.recorder.offer(recording{m: m, rec: rec, first: first}) {
-			b.metrics.kvError("recorder_full")
-			_ = m.NakWithDelay(time.Second)
-		}
+	if !b.recordings(&rec) {
+		b.projected(m, &rec, first)
 		return
 	}
-	b.projected(m, &rec, first)
+	if !b.recorder.offer(recording{m: m, rec: rec, first: first}) {
+		b.metrics.kvError("recorder_full")
+		_ = m.NakWithDelay(time.Second)
+	}
 }
 
 // projected acknowledges a revision whose projection is complete, counting
@@ -119,9 +96,8 @@ func (b *Broker) projected(m jetstream.Msg, rec *lifecycle.Record, first bool) {
 // get of the schedule — closes that. A failed check counts as missing
 // (arming twice is harmless).
 func (b *Broker) timerLost(ctx context.Context, rec *lifecycle.Record) bool {
-	if rec.Rearm || !rec.Live() || rec.Deadline == 0 || rec.TimerAt == 0 ||
-		!time.UnixMilli(rec.TimerAt).After(b.now().Add(time.Second)) {
-		return false // asks for its own, needs none, or it fires about now anyway
+	if !b.reliesOnTimer(rec) {
+		return false
 	}
 	armed, err := b.store.TimerArmed(ctx, rec.ID, rec.TimerAt)
 	if err == nil && armed {
@@ -129,6 +105,27 @@ func (b *Broker) timerLost(ctx context.Context, rec *lifecycle.Record) bool {
 	}
 	withInvitation(b.log.Warn(), rec).Err(err).Int64("timerAt", rec.TimerAt).Msg("an earlier revision's timer is missing; arming it")
 	return true
+}
+
+// reliesOnTimer reports whether rec is a live revision that relies on the
+// timer an earlier revision asked for, due more than a second from now
+// (timerLost checks those): not one that asks for its own (Rearm), needs
+// none, or fires about now anyway.
+func (b *Broker) reliesOnTimer(rec *lifecycle.Record) bool {
+	return !rec.Rearm && rec.Live() && rec.Deadline != 0 && rec.TimerAt != 0 &&
+		time.UnixMilli(rec.TimerAt).After(b.now().Add(time.Second))
+}
+
+// recordings reports whether rec has work for the recorder (steps 2 to 5
+// of project).
+func (b *Broker) recordings(rec *lifecycle.Record) bool {
+	return rec.Rearm || b.reliesOnTimer(rec) || b.pushes(rec) ||
+		len(b.historyParties(rec)) > 0 || (b.cfg.Export && !rec.Quiet)
+}
+
+// pushes reports whether rec may call for push requests (step 3).
+func (b *Broker) pushes(rec *lifecycle.Record) bool {
+	return b.cfg.Push && (rec.Push || len(rec.PushTo) > 0) && !rec.Quiet
 }
 
 // pushFor puts inv's push request, if it needs one, on the push stream:

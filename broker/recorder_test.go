@@ -4,42 +4,58 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ringer-dev/ringer/broker"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
-// A history stream that stops answering (no quorum: every append waits for
-// its deadline) delays the histories, not the rings (broker/recorder.go).
-// Here the history stream is scaled to two replicas and one of them
-// stopped, while the bucket, its consumers and the timer stream keep a
-// quorum of their three. Forty invitations end, so forty appends hang;
-// before the recorder they held the projector's sixteen workers for
-// seconds each, and an invitation sent next rang after them. Once the
-// server is back, every ended invitation is in both parties' histories.
-func TestAStalledHistoryDoesNotHoldUpRings(t *testing.T) {
-	c, env := servingClusterR3(t)
+// A stream the projector writes after the events that stops answering (no
+// quorum: every write waits for its deadline) delays those writes, not the
+// rings (broker/recorder.go). Here the stream is scaled to two replicas
+// and one of them stopped, while the bucket, its consumers and the timer
+// stream keep a quorum of their three. Forty invitations end, each callee
+// with a second, sleeping device registered for pushes: forty history
+// appends and eighty push requests or more hang. Before the recorder they
+// held the projector's sixteen workers for seconds each, and the
+// invitations queued behind them rang late (or not within the wait). Once
+// the server is back, every write is there: each ended invitation in both
+// parties' histories and its STOP on the push stream, and the RING of each
+// invitation still ringing.
+func TestAStalledStreamDoesNotHoldUpRings(t *testing.T) {
+	for _, stream := range []string{subjects.HistoryStream, subjects.PushStream} {
+		t.Run(stream, func(t *testing.T) { stalledStream(t, stream) })
+	}
+}
+
+func stalledStream(t *testing.T, stream string) {
+	c, env := servingClusterR3(t, func(cfg *broker.Config) {
+		// The invitations left ringing still ring when the server is back.
+		cfg.Timeouts.Offline, cfg.Timeouts.Expire = time.Minute, time.Minute
+	})
 	const ended, rung = 40, 8
 	callers, callees := make([]*ringertest.Client, ended+rung), make([]*ringertest.Client, ended+rung)
 	for i := range callers {
 		callers[i] = env.Login(fmt.Sprintf("caller%d", i), "phone")
 		callees[i] = env.Login(fmt.Sprintf("callee%d", i), "phone")
+		register(t, env.NewClient(callees[i].User(), "tablet"), fmt.Sprintf("token%d", i)) // asleep: pushed
 	}
 
-	// Two replicas of the history stream, then one of them stopped.
+	// Two replicas of the stream, then one of them stopped.
 	js, err := jetstream.New(natstest.Connect(t, c.URLs()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx := ringertest.Ctx(t)
-	st, err := js.Stream(ctx, subjects.HistoryStream)
+	st, err := js.Stream(ctx, stream)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,24 +71,25 @@ func TestAStalledHistoryDoesNotHoldUpRings(t *testing.T) {
 			return err
 		}
 		peers = peers[:0]
-		if info.Cluster != nil && info.Cluster.Leader != "" {
-			peers = append(peers, info.Cluster.Leader)
-			for _, r := range info.Cluster.Replicas {
-				if r.Current {
-					peers = append(peers, r.Name)
-				}
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return fmt.Errorf("%s has no leader", stream)
+		}
+		peers = append(peers, info.Cluster.Leader)
+		for _, r := range info.Cluster.Replicas {
+			if r.Current {
+				peers = append(peers, r.Name)
 			}
 		}
 		if len(peers) != 2 || len(info.Cluster.Replicas) != 1 {
-			return fmt.Errorf("history stream not on two current replicas yet: %v", peers)
+			return fmt.Errorf("%s not on two current replicas yet: %v", stream, peers)
 		}
 		return nil
 	})
 	stopped := slices.IndexFunc(c.Servers, func(s *server.Server) bool { return slices.Contains(peers, s.Name()) })
-	t.Logf("history replicas %v; stopping %s", peers, c.Servers[stopped].Name())
+	t.Logf("%s replicas %v; stopping %s", stream, peers, c.Servers[stopped].Name())
 	c.Stop(stopped)
 	// Ready again when a call rings: the groups led by the stopped server
-	// elect new leaders (seconds). These calls end too, with their appends.
+	// elect new leaders (seconds).
 	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
 		li := callers[0].CreateLocalInvitation(callees[0].User())
 		if err := li.Send(ctx); err != nil {
@@ -98,17 +115,28 @@ func TestAStalledHistoryDoesNotHoldUpRings(t *testing.T) {
 		}
 		ids[i] = li.ID
 	}
-	// The appends of those forty hang now. New invitations still ring at once.
+	// Their writes hang now. New invitations still ring at once.
+	var ringing []string
 	for i := ended; i < ended+rung; i++ {
 		start := time.Now()
 		li := callers[i].Invite(t, callees[i].User())
+		ringing = append(ringing, li.ID)
 		callees[i].Rec.WaitRemote(t, li.ID)
 		if took := time.Since(start); took > 2*time.Second {
-			t.Fatalf("invitation %d rang %s after its send, behind the stalled history appends", i-ended, took.Round(time.Millisecond))
+			t.Fatalf("invitation %d rang %s after its send, behind the stalled writes to %s", i-ended, took.Round(time.Millisecond), stream)
 		}
 	}
 
+	// The outage outlasts the deadline (5 s) of the writes just made, so
+	// those are given up and must be redone from what the bucket keeps
+	// then (a ringing invitation's RECEIVED has replaced its SENT). A
+	// scenario's length, not a wait for something to happen.
+	time.Sleep(6 * time.Second)
 	c.Restart(stopped)
+	if stream == subjects.PushStream {
+		natstest.Eventually(t, 60*time.Second, func() error { return pushedAll(t, js, ringing, ids) })
+		return
+	}
 	for i := range ended {
 		for _, who := range []*ringertest.Client{callers[i], callees[i]} {
 			natstest.Eventually(t, 60*time.Second, func() error {
@@ -123,4 +151,41 @@ func TestAStalledHistoryDoesNotHoldUpRings(t *testing.T) {
 			})
 		}
 	}
+}
+
+// pushedAll reads the push stream and reports a missing RING of the
+// invitations still ringing, or STOP of those ended. (An ended one's RING
+// may be missing: its revisions that asked for it were replaced in the
+// bucket by the cancel before the stream answered, and a RING after the
+// cancel would wake a phone for nothing.)
+func pushedAll(t *testing.T, js jetstream.JetStream, ringing, ended []string) error {
+	cons, err := js.OrderedConsumer(ringertest.Ctx(t), subjects.PushStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{subjects.AllPushRequests()},
+	})
+	if err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	for {
+		m, err := cons.Next(jetstream.FetchMaxWait(time.Second))
+		if err != nil {
+			break // read to the end
+		}
+		seen[m.Headers().Get(jetstream.MsgIDHeader)] = true
+	}
+	var missing []string
+	for _, id := range ringing {
+		if !seen[id+".ring"] {
+			missing = append(missing, id+".ring")
+		}
+	}
+	for _, id := range ended {
+		if !seen[id+".stop"] {
+			missing = append(missing, id+".stop")
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("%d push requests missing: %s", len(missing), strings.Join(missing, " "))
+	}
+	return nil
 }
