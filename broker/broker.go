@@ -147,14 +147,16 @@ func (b *Broker) Start(ctx context.Context) error {
 	// to one worker in stream order.
 	b.recorder = b.newRecorder()
 	projector, timers, presence := newPool(16, 64, b.project, invitationOf), newPool(16, 64, b.fire, timerOf), newPool(16, 64, b.presenceChanged, sessionUserOf)
-	b.pools = append(b.pools, projector, timers, presence)
+	batches := newPool(4, 16, b.fireBatch, jetstream.Msg.Subject)
+	b.pools = append(b.pools, projector, timers, presence, batches)
 	for _, c := range b.durables() {
 		cons, err := js.Consumer(ctx, c.Stream, c.Consumer)
 		if err != nil {
 			b.stopConsumers()
 			return fmt.Errorf("broker: bind consumer %s: %w", c, err)
 		}
-		p := map[string]*pool{store.ConsumerProjector: projector, store.ConsumerTimers: timers, store.ConsumerPresence: presence}[c.Consumer]
+		p := map[string]*pool{store.ConsumerProjector: projector, store.ConsumerTimers: timers,
+			store.ConsumerTimerBatches: batches, store.ConsumerPresence: presence}[c.Consumer]
 		cc, err := cons.Consume(p.dispatch, consumeOptions(b.log.With().Str("consumer", c.String()).Logger())...)
 		if err != nil {
 			b.stopConsumers()
@@ -233,7 +235,7 @@ func (b *Broker) StartRetrying(ctx context.Context, each time.Duration, onRetry 
 // heartbeats a second.
 const pullHeartbeat = 500 * time.Millisecond
 
-// consumeOptions are the pull options of the broker's three consumers.
+// consumeOptions are the pull options of the broker's consumers.
 func consumeOptions(log zerolog.Logger) []jetstream.PullConsumeOpt {
 	return []jetstream.PullConsumeOpt{
 		// A small prefetch: what a broker has pulled but not handled waits
@@ -376,13 +378,14 @@ func (b *Broker) Check(ctx context.Context) error {
 }
 
 // durables are the durable consumers a broker consumes: each partition's
-// projector, timers and presence.
+// projector, timers, timer batches and presence.
 func (b *Broker) durables() []store.Group {
 	var out []store.Group
 	for p := range subjects.Partition(b.store.Partitions()) {
 		out = append(out,
 			store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerProjector},
 			store.Group{Stream: p.TimerStream(), Consumer: store.ConsumerTimers},
+			store.Group{Stream: p.TimerStream(), Consumer: store.ConsumerTimerBatches},
 			store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerPresence})
 	}
 	return out

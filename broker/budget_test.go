@@ -45,6 +45,7 @@ func TestKVBudgetAcceptedLifecycle(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ringertest.TestConfig()
+			cfg.TimerBatch = 0 // one schedule per timer, counted exactly (TestTimerBatches counts batches)
 			cfg.CacheSize = tc.cacheSize
 			cfg.Timeouts.Accept = cfg.Timeouts.Offline / 2 // as with Agora's defaults, the accept-ack deadline comes first
 			env := ringertest.Start(t, cfg)
@@ -54,7 +55,7 @@ func TestKVBudgetAcceptedLifecycle(t *testing.T) {
 			ctx := ringertest.Ctx(t)
 			st := env.Brokers[0].Store()
 
-			lifecycle := func() store.StatsSnapshot {
+			lifecycle := func(want store.StatsSnapshot) store.StatsSnapshot {
 				t.Helper()
 				before := st.Stats()
 				li := alice.Invite(t, "bob")
@@ -68,11 +69,20 @@ func TestKVBudgetAcceptedLifecycle(t *testing.T) {
 					t.Fatal(err)
 				}
 				alice.Rec.Wait(t, "CallEnded "+li.ID)
+				// The projector arms the timers, and checks the one the
+				// received revision relies on, after it published the events
+				// waited for: let them land in this call's count.
+				natstest.Eventually(t, 10*time.Second, func() error {
+					if got := st.Stats().Sub(before); got.Timers < want.Timers || got.Reads < want.Reads {
+						return fmt.Errorf("%+v so far, %+v expected", got, want)
+					}
+					return nil
+				})
 				return st.Stats().Sub(before)
 			}
 			calls := []store.StatsSnapshot{tc.first, tc.later, tc.later}
 			for i, want := range calls {
-				got := lifecycle()
+				got := lifecycle(want)
 				t.Logf("accepted lifecycle %d: %+v", i+1, got)
 				if got != want {
 					t.Errorf("KV round trips of accepted lifecycle %d: %+v, budget %+v (update docs/architecture.md if this is intended)", i+1, got, want)
@@ -116,6 +126,7 @@ func TestKVBudgetExpiry(t *testing.T) {
 	}{{"cache", 1000}, {"nocache", 0}} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := ringertest.TestConfig()
+			cfg.TimerBatch = 0 // one schedule per timer, counted exactly (TestTimerBatches counts batches)
 			cfg.CacheSize = tc.cacheSize
 			cfg.PresenceTTL = time.Minute // no session expires meanwhile
 			// The offline timer fires (up to ~0.4 s late) well before the
@@ -148,6 +159,7 @@ func TestKVBudgetExpiry(t *testing.T) {
 // callee (docs/architecture.md, "Group invitations").
 func TestKVBudgetGroupFirst(t *testing.T) {
 	cfg := ringertest.TestConfig()
+	cfg.TimerBatch = 0 // one schedule per timer, counted exactly (TestTimerBatches counts batches)
 	cfg.Timeouts.Accept = cfg.Timeouts.Offline / 2
 	env := ringertest.Start(t, cfg)
 	ctx := ringertest.Ctx(t)

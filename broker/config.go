@@ -38,6 +38,10 @@ type Config struct {
 	// AckWait: how long in-flight projector/timer/presence work of a broker
 	// that died stays invisible before another broker redoes it.
 	AckWait time.Duration
+	// TimerBatch: how long the recorder gathers the durable timers it arms
+	// into one schedule per partition and 100 ms slot (store.TimerBatcher);
+	// 0 arms one schedule per timer, as releases before 1.1 did.
+	TimerBatch time.Duration
 	// LeaderCheck: how often a broker of a replicated deployment checks that
 	// the Raft groups a call depends on are led by the bucket's leader, and
 	// moves those that are not (leaders.go). 0 never does.
@@ -173,6 +177,7 @@ func DefaultConfig() Config {
 		Replicas:    1,
 		Partitions:  1,
 		AckWait:     5 * time.Second,
+		TimerBatch:  10 * time.Millisecond,
 		LeaderCheck: 2 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
@@ -231,6 +236,8 @@ func (c Config) Validate() error {
 		return bad("partitions %d not in 1..%d", c.Partitions, subjects.MaxPartitions)
 	case c.AckWait < 100*time.Millisecond:
 		return bad("ack wait %s < 100ms", c.AckWait)
+	case c.TimerBatch < 0 || c.TimerBatch > time.Second:
+		return bad("timer batch %s not in 0..1s", c.TimerBatch)
 	case c.LeaderCheck != 0 && c.LeaderCheck < 100*time.Millisecond:
 		return bad("leader check %s: 0 (off) or at least 100ms", c.LeaderCheck)
 	case c.MinTimeout <= 0 || c.MaxTimeout < c.MinTimeout:

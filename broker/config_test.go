@@ -26,6 +26,8 @@ func TestConfigValidate(t *testing.T) {
 		"content limit too large":   func(c *broker.Config) { c.MaxContent = 1 << 30 },
 		"leader check below 100ms":  func(c *broker.Config) { c.LeaderCheck = time.Millisecond },
 		"export retention below 1m": func(c *broker.Config) { c.ExportRetention = time.Second },
+		"timer batch beyond 1s":     func(c *broker.Config) { c.TimerBatch = 2 * time.Second },
+		"negative timer batch":      func(c *broker.Config) { c.TimerBatch = -time.Millisecond },
 	} {
 		c := broker.DefaultConfig()
 		mutate(&c)
@@ -34,8 +36,8 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 	ok := broker.DefaultConfig()
-	ok.ShedLatency, ok.CacheSize, ok.LeaderCheck = 0, 0, 0 // these features off is valid
+	ok.ShedLatency, ok.CacheSize, ok.LeaderCheck, ok.TimerBatch = 0, 0, 0, 0 // these features off is valid
 	if err := ok.Validate(); err != nil {
-		t.Errorf("shedding, cache and leader check off: %v", err)
+		t.Errorf("shedding, cache, leader check and timer batches off: %v", err)
 	}
 }

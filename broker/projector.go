@@ -94,10 +94,15 @@ func (b *Broker) projected(m jetstream.Msg, rec *lifecycle.Record, first bool) {
 // before arming its timer, followed within AckWait by the callee's ack,
 // would leave the invitation with no timer at all. This check — one direct
 // get of the schedule — closes that. A failed check counts as missing
-// (arming twice is harmless).
+// (arming twice is harmless). A batched timer (Config.TimerBatch) cannot
+// be looked up by invitation: one this broker did not arm itself is armed
+// again, in a batch, which costs less than the look-up.
 func (b *Broker) timerLost(ctx context.Context, rec *lifecycle.Record) bool {
 	if !b.reliesOnTimer(rec) {
 		return false
+	}
+	if b.cfg.TimerBatch > 0 {
+		return !b.store.ArmedHere(rec.ID, rec.TimerAt)
 	}
 	armed, err := b.store.TimerArmed(ctx, rec.ID, rec.TimerAt)
 	if err == nil && armed {

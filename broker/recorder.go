@@ -1,12 +1,15 @@
 package broker
 
 import (
+	"context"
 	"hash/fnv"
 	"sync"
+	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
 )
 
 // The recorder does the projector's steps after the events — arm the
@@ -37,12 +40,16 @@ type recording struct {
 // invitations that hash to it in order.
 type recorder struct {
 	shards []chan recording
+	timers *store.TimerBatcher // nil: one schedule per timer (Config.TimerBatch 0)
 	wg     sync.WaitGroup
 	once   sync.Once
 }
 
 func (b *Broker) newRecorder() *recorder {
 	r := &recorder{shards: make([]chan recording, recorderShards)}
+	if b.cfg.TimerBatch > 0 {
+		r.timers = b.store.NewTimerBatcher(b.cfg.TimerBatch)
+	}
 	for i := range r.shards {
 		ch := make(chan recording, recorderDepth)
 		r.shards[i] = ch
@@ -81,32 +88,51 @@ func (r *recorder) close() {
 			close(ch)
 		}
 		r.wg.Wait()
+		if r.timers != nil {
+			r.timers.Close() // after the shards: they hand it timers
+		}
 	})
 }
 
 // record takes steps 2 to 5 of project for j's revision, then acknowledges
-// it (or asks for a redelivery if a step failed).
+// it (or asks for a redelivery if a step failed). A timer armed in a batch
+// (Config.TimerBatch) is stored while steps 3 to 5 run: whichever finishes
+// last acknowledges.
 func (b *Broker) record(j recording) {
 	ctx, cancel := b.opContext()
 	defer cancel()
 	rec := &j.rec
+	finish := b.finisher(j)
 	// 2. The timer after the events: arming is a JetStream round trip that
 	// the ring need not wait for (a redelivery after a crash redoes both).
 	// A revision that relies on a timer an earlier one asked for makes
 	// sure it is there (timerLost).
 	if rec.Rearm || b.timerLost(ctx, rec) {
-		if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
+		if b.recorder.timers != nil {
+			finish.add()
+			b.recorder.timers.Arm(rec.ID, rec.TimerAt, func(err error) {
+				if err != nil {
+					withInvitation(b.log.Warn(), rec).Err(err).Msg("arm timer failed; will retry")
+				}
+				finish.done(err == nil)
+			})
+		} else if err := b.store.ArmTimer(ctx, rec.ID, rec.TimerAt); err != nil {
 			withInvitation(b.log.Warn(), rec).Err(err).Msg("arm timer failed; will retry")
-			b.nak(j.m, "projector")
+			finish.done(false)
 			return
 		}
 	}
+	finish.done(b.steps(ctx, rec))
+}
+
+// steps takes steps 3 to 5 of project for rec, and reports whether all
+// succeeded.
+func (b *Broker) steps(ctx context.Context, rec *lifecycle.Record) bool {
 	// 3. Push requests for the callee's devices that hold no connection.
 	if b.pushes(rec) {
 		if err := b.pushGroup(ctx, rec); err != nil {
 			withInvitation(b.log.Warn(), rec).Err(err).Msg("push request failed; will retry")
-			b.nak(j.m, "projector")
-			return
+			return false
 		}
 	}
 	// 4. A finished invitation enters both parties' histories (a group's
@@ -114,17 +140,46 @@ func (b *Broker) record(j recording) {
 	if parties := b.historyParties(rec); len(parties) > 0 {
 		if err := b.journal.Append(ctx, &rec.Invitation, parties...); err != nil {
 			withInvitation(b.log.Warn(), rec).Err(err).Msg("history append failed; will retry")
-			b.nak(j.m, "projector")
-			return
+			return false
 		}
 	}
 	// 5. Every transition the invitation's export subject lacks.
 	if b.cfg.Export && !rec.Quiet {
 		if err := b.journal.Export(ctx, rec); err != nil {
 			withInvitation(b.log.Warn(), rec).Err(err).Msg("export failed; will retry")
-			b.nak(j.m, "projector")
-			return
+			return false
 		}
 	}
-	b.projected(j.m, rec, j.first)
+	return true
+}
+
+// finish acknowledges a recording once each of its parts is done (one,
+// plus one per add), or asks for a redelivery if one failed.
+type finish struct {
+	b      *Broker
+	j      recording
+	left   atomic.Int32
+	failed atomic.Bool
+}
+
+func (b *Broker) finisher(j recording) *finish {
+	f := &finish{b: b, j: j}
+	f.left.Store(1)
+	return f
+}
+
+func (f *finish) add() { f.left.Add(1) }
+
+func (f *finish) done(ok bool) {
+	if !ok {
+		f.failed.Store(true)
+	}
+	if f.left.Add(-1) > 0 {
+		return
+	}
+	if f.failed.Load() {
+		f.b.nak(f.j.m, "projector")
+		return
+	}
+	f.b.projected(f.j.m, &f.j.rec, f.j.first)
 }

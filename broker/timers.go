@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,11 +17,7 @@ import (
 )
 
 // fire handles a timer that JetStream fired (ADR-51 schedule → work queue).
-// The record, not the timer, decides: a timer of a resolved invitation is
-// dropped, a timer that fired before a deadline that moved later re-arms at
-// the new deadline, and a due one applies lifecycle.Timeout through the same
-// compare-and-set as every command — so a racing accept or cancel and the
-// timeout have exactly one winner.
+// The record, not the timer, decides (fireOne).
 func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 	id, err := subjects.ParseTimerFire(m.Subject())
 	if err != nil {
@@ -27,6 +25,68 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 		return
 	}
 	at, _ := strconv.ParseInt(string(m.Data()), 10, 64)
+	switch wait, ok := b.fireOne(id, at); {
+	case !ok:
+		b.nak(m, "timers")
+	case wait > 0:
+		// This is the deadline's own timer, a little early (clock skew):
+		// ask JetStream to bring it back when due.
+		_ = m.NakWithDelay(wait)
+	default:
+		_ = m.Ack()
+	}
+}
+
+// fireBatch handles a fired batch of timers (store.TimerBatcher): each as
+// its own timer, several at once. The batch is acknowledged when every one
+// is handled, and redelivered whole if one is not (handling is idempotent).
+func (b *Broker) fireBatch(_ context.Context, m jetstream.Msg) {
+	es, err := store.DecodeTimerBatch(m.Data())
+	if err != nil {
+		b.log.Error().Err(err).Str("subject", m.Subject()).Msg("undecodable timer batch")
+		_ = m.Term()
+		return
+	}
+	var (
+		wg     sync.WaitGroup
+		failed atomic.Bool
+		sem    = make(chan struct{}, fireParallel)
+	)
+	for _, e := range es {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			wait, ok := b.fireOne(e.ID, e.At)
+			if ok && wait > 0 {
+				// Early (clock skew): this one gets a timer of its own.
+				ctx, cancel := b.opContext()
+				ok = b.store.ArmTimer(ctx, e.ID, e.At) == nil
+				cancel()
+			}
+			if !ok {
+				failed.Store(true)
+			}
+		})
+	}
+	wg.Wait()
+	if failed.Load() {
+		b.nak(m, "timers")
+		return
+	}
+	_ = m.Ack()
+}
+
+// fireParallel bounds the timers of one fired batch handled at once.
+const fireParallel = 16
+
+// fireOne handles invitation id's timer for the deadline at. The record,
+// not the timer, decides: a timer of a resolved invitation is dropped, a
+// timer that fired before a deadline that moved later re-arms at the new
+// deadline, and a due one applies lifecycle.Timeout through the same
+// compare-and-set as every command — so a racing accept or cancel and the
+// timeout have exactly one winner. It reports false if the timer must be
+// handled again, and a wait if it is the deadline's own timer fired early.
+func (b *Broker) fireOne(id string, at int64) (wait time.Duration, ok bool) {
 	ctx, cancel := b.opContext()
 	defer cancel()
 
@@ -36,53 +96,41 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 	// found" or show an older deadline, and a dropped timer would leave the
 	// invitation stuck.
 	if rec, ok := b.store.CachedInvitation(id); ok && !rec.Live() {
-		_ = m.Ack()
-		return
+		return 0, true
 	}
 	rec, rev, err := b.store.GetInvitationFresh(ctx, id)
 	if errors.Is(err, store.ErrNotFound) {
-		_ = m.Ack()
-		return
+		return 0, true
 	}
 	if err != nil {
-		b.nak(m, "timers")
-		return
+		return 0, false
 	}
 	now := b.now()
 	if rec.Deadline == 0 || !rec.Live() {
-		_ = m.Ack() // resolved before its deadline
-		return
+		return 0, true // resolved before its deadline
 	}
 	if wait := time.UnixMilli(rec.Deadline).Sub(now); wait > 0 {
 		switch {
 		case at == rec.Deadline:
-			// This is the deadline's own timer, a little early (clock skew):
-			// ask JetStream to bring it back when due.
-			_ = m.NakWithDelay(wait)
+			return wait, true
 		case rec.TimerAt == rec.Deadline && rec.TimerAt != at:
-			_ = m.Ack() // a superseded timer; the current deadline has its own
+			return 0, true // a superseded timer; the current deadline has its own
 		default:
 			// The deadline moved past every armed timer: arm it via the record,
-			// so the projector arms it as for any transition.
-			if _, err := b.store.Commit(ctx, store.PutInvitation(lifecycle.Rearmed(rec), rev)); err != nil {
-				// On a conflict the record moved meanwhile: look again.
-				b.nak(m, "timers")
-				return
-			}
-			_ = m.Ack()
+			// so the projector arms it as for any transition. On a conflict
+			// the record moved meanwhile: look again.
+			_, err := b.store.Commit(ctx, store.PutInvitation(lifecycle.Rearmed(rec), rev))
+			return 0, err == nil
 		}
-		return
 	}
 
 	_, committed, err := b.timeout(ctx, rec, true)
 	if errors.Is(err, lifecycle.ErrNotDue) {
-		b.nak(m, "timers") // the deadline moved while we looked: handle it again against the new record
-		return
+		return 0, false // the deadline moved while we looked: handle it again against the new record
 	}
 	if err != nil && !isFinal(err) {
 		withInvitation(b.log.Warn(), &rec).Err(err).Msg("timeout not applied; will retry")
-		b.nak(m, "timers")
-		return
+		return 0, false
 	}
 	if committed {
 		b.metrics.timerFired(now.Sub(time.UnixMilli(rec.Deadline)))
@@ -92,7 +140,7 @@ func (b *Broker) fire(_ context.Context, m jetstream.Msg) {
 			b.tidyLine(ctx, u)
 		}
 	}
-	_ = m.Ack()
+	return 0, true
 }
 
 // tidyLine rewrites user's line without the claims that no longer hold, and

@@ -82,6 +82,14 @@ func decode(data []byte, v any, what string, limit int) error {
 	return nil
 }
 
+// Unmarshal decodes data (at most limit bytes) into v as the decoders of
+// this package do: every length bounded by the input, no trailing bytes; a
+// failure is a CodeInvalidArgument error naming what. For the brokers' own
+// msgpack messages that arbitrary input can reach.
+func Unmarshal(data []byte, v any, what string, limit int) error {
+	return decode(data, v, what, limit)
+}
+
 // DecodeRequest decodes a command body. An empty body is an empty Request.
 // Errors are *Error with code INVALID_ARGUMENT.
 func DecodeRequest(data []byte) (*Request, error) {

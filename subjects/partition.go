@@ -88,6 +88,19 @@ func (p Partition) TimerFire(id string) string { return p.timers() + "fire." + i
 // TimerFires is the filter of the partition's timer consumer.
 func (p Partition) TimerFires() string { return p.timers() + "fire.*" }
 
+// TimerBatchSchedule is the subject of the ADR-51 schedule of one batch
+// of timers (store.TimerBatcher): many invitations' deadlines in one
+// message, named by a fresh batch id.
+func (p Partition) TimerBatchSchedule(batch string) string { return p.timers() + "sets." + batch }
+
+// TimerBatchFire is the subject the schedule of a batch fires into.
+func (p Partition) TimerBatchFire(batch string) string { return p.timers() + "fires." + batch }
+
+// TimerBatchFires is the filter of the partition's timer-batch consumer.
+// It is a consumer of its own (not TimerFires widened) so that a broker of
+// an earlier release, which knows only single timers, never takes a batch.
+func (p Partition) TimerBatchFires() string { return p.timers() + "fires.*" }
+
 // TimerSubjects is the subject space of the partition's timer stream.
 func (p Partition) TimerSubjects() string { return p.timers() + ">" }
 

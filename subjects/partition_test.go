@@ -21,6 +21,9 @@ func TestPartitionNames(t *testing.T) {
 		{Partition(3).TimerSchedule("X1", 5), "ringer.v1.timer3.set.X1.5"},
 		{Partition(3).TimerFire("X1"), "ringer.v1.timer3.fire.X1"},
 		{Partition(3).TimerFires(), "ringer.v1.timer3.fire.*"},
+		{Partition(3).TimerBatchSchedule("B1"), "ringer.v1.timer3.sets.B1"},
+		{Partition(3).TimerBatchFire("B1"), "ringer.v1.timer3.fires.B1"},
+		{Partition(3).TimerBatchFires(), "ringer.v1.timer3.fires.*"},
 		{Partition(3).TimerSubjects(), "ringer.v1.timer3.>"},
 	} {
 		if tc.got != tc.want {

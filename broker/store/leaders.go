@@ -38,6 +38,7 @@ func PartitionGroups(p subjects.Partition) []Group {
 		{Stream: p.BucketStream(), Consumer: ConsumerPresence},
 		{Stream: p.TimerStream()},
 		{Stream: p.TimerStream(), Consumer: ConsumerTimers},
+		{Stream: p.TimerStream(), Consumer: ConsumerTimerBatches},
 	}
 }
 

@@ -18,7 +18,9 @@ import (
 const (
 	ConsumerProjector = "ringer-projector" // invitation changes → events, timers
 	ConsumerTimers    = "ringer-timers"    // fired timers → timeouts
-	ConsumerPresence  = "ringer-presence"  // session deletes/expiries → presence loss
+	// ConsumerTimerBatches: fired batches of timers (TimerBatcher) → timeouts.
+	ConsumerTimerBatches = "ringer-timer-batches"
+	ConsumerPresence     = "ringer-presence" // session deletes/expiries → presence loss
 )
 
 // ProvisionConfig sizes what Provision creates.
@@ -220,6 +222,7 @@ func provisionTimers(ctx context.Context, js jetstream.JetStream, p subjects.Par
 		{p.BucketStream(), ConsumerProjector, p.InvitationChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
 		{p.BucketStream(), ConsumerPresence, p.SessionChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
 		{p.TimerStream(), ConsumerTimers, p.TimerFires(), jetstream.DeliverAllPolicy, timerAckWait},
+		{p.TimerStream(), ConsumerTimerBatches, p.TimerBatchFires(), jetstream.DeliverAllPolicy, timerAckWait},
 	}
 	for _, c := range consumers {
 		_, err := js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{

@@ -577,6 +577,11 @@ func (s *Store) TimerArmed(ctx context.Context, id string, at int64) (bool, erro
 	return true, nil
 }
 
+// ArmedHere reports whether this store armed invitation id's timer at at
+// itself and still remembers it (its record cache): TimerArmed without the
+// look-up.
+func (s *Store) ArmedHere(id string, at int64) bool { return s.cache.armedHere(id, at) }
+
 // NewID returns a fresh invitation id.
 func NewID() string { return nuid.Next() }
 

@@ -89,6 +89,7 @@ func parseFlags(args []string) (*options, error) {
 	fs.DurationVar(&o.cfg.ClaimGrace, "claim-grace", o.cfg.ClaimGrace, "how long a line claim whose invitation was never written keeps the line busy")
 	fs.IntVar(&o.cfg.CacheSize, "cache-size", o.cfg.CacheSize, "invitation and line records kept in memory to skip reads (0 = no cache)")
 	fs.DurationVar(&o.cfg.AckWait, "ack-wait", o.cfg.AckWait, "how long a dead broker's in-flight work waits before a peer redoes it")
+	fs.DurationVar(&o.cfg.TimerBatch, "timer-batch", o.cfg.TimerBatch, "gather the durable timers armed within this window into one schedule per partition and 100 ms slot (adds at most 100 ms to a timeout); 0: one schedule per timer")
 	fs.DurationVar(&o.cfg.LeaderCheck, "leader-check", o.cfg.LeaderCheck, "with --replicas > 1: how often to check that the Raft groups a call depends on are led by the bucket's leader, and move those that are not (a node that hangs then stalls calls only if it leads the bucket); 0 never")
 	fs.BoolVar(&o.cfg.FollowLeader, "follow-leader", o.cfg.FollowLeader, "with --replicas > 1 and --leader-check: reconnect to the NATS server that leads this broker's partition's bucket when connected elsewhere (at two looks in a row, at most once per 10 s), so that its KV operations and consumer deliveries do not cross a route; helps when the NATS servers share a machine's CPU, hurts when each has its own (docs/operations.md)")
 	o.auth.register(fs)

@@ -98,6 +98,9 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 	if cfg.cacheSize >= 0 {
 		bcfg.CacheSize = cfg.cacheSize
 	}
+	if cfg.timerBatch >= 0 {
+		bcfg.TimerBatch = cfg.timerBatch
+	}
 	bcfg.Export = cfg.export
 	bcfg.History = cfg.history
 	bcfg.FollowLeader = cfg.followLeader

@@ -1,0 +1,183 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nuid"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// Batched timers. One ADR-51 schedule per invitation costs the timer
+// stream four replicated operations per call (the schedule stored, purged
+// when it fires, the fired message stored, and removed when acknowledged),
+// though nearly every call ends long before its deadline. A TimerBatcher
+// gathers the timers its broker arms within a short window into one
+// schedule per partition and deadline slot: the same durability (a
+// revision is acknowledged only once the batch holding its timer is
+// stored, so a broker that dies first has it redelivered), a fraction of
+// the operations, and at most TimerSlot of extra lateness.
+const (
+	// TimerSlot: deadlines are rounded up to a multiple of it; one batch
+	// fires at its slot's end, when every deadline in it is due.
+	TimerSlot = 100 * time.Millisecond
+	// MaxTimerBatch bounds the deadlines in one schedule (its handling
+	// must stay well within the timer consumer's AckWait).
+	MaxTimerBatch = 256
+)
+
+// maxTimerBatchLen bounds the body of a batch: MaxTimerBatch entries at
+// their longest id.
+const maxTimerBatchLen = 8 + MaxTimerBatch*(subjects.MaxIDLen+24)
+
+// TimerEntry is one invitation's deadline (Unix ms) in a batch.
+type TimerEntry struct {
+	ID string `msgpack:"i"`
+	At int64  `msgpack:"a"`
+}
+
+// DecodeTimerBatch reads the body of a fired batch.
+func DecodeTimerBatch(data []byte) ([]TimerEntry, error) {
+	var es []TimerEntry
+	if err := protocol.Unmarshal(data, &es, "timer batch", maxTimerBatchLen); err != nil {
+		return nil, fmt.Errorf("store: %w", err)
+	}
+	for _, e := range es {
+		if err := subjects.ValidateID(e.ID); err != nil {
+			return nil, fmt.Errorf("store: timer batch: %w", err)
+		}
+	}
+	return es, nil
+}
+
+// ArmTimers arms one durable timer that fires, at Unix ms at, the batch of
+// entries (all of partition p; at is no earlier than any of theirs).
+func (s *Store) ArmTimers(ctx context.Context, p subjects.Partition, at int64, es []TimerEntry) error {
+	data, err := msgpack.Marshal(es)
+	if err != nil {
+		return fmt.Errorf("store: arm timers: %w", err)
+	}
+	batch := nuid.Next()
+	m := nats.NewMsg(p.TimerBatchSchedule(batch))
+	m.Header.Set("Nats-Schedule", "@at "+time.UnixMilli(at).UTC().Format(time.RFC3339Nano))
+	m.Header.Set("Nats-Schedule-Target", p.TimerBatchFire(batch))
+	m.Data = data
+	s.stats.timers.Add(1)
+	if _, err := s.publish(ctx, m); err != nil {
+		return fmt.Errorf("store: arm %d timers: %w", len(es), err)
+	}
+	for _, e := range es {
+		s.cache.armed(e.ID, e.At)
+	}
+	return nil
+}
+
+// TimerBatcher arms timers in batches (ArmTimers): what Arm is given within
+// its window goes out as one schedule per partition and slot.
+type TimerBatcher struct {
+	s      *Store
+	window time.Duration
+	in     chan armRequest
+	done   chan struct{}
+	once   sync.Once
+}
+
+type armRequest struct {
+	e    TimerEntry
+	done func(error)
+}
+
+// NewTimerBatcher starts a batcher that gathers timers for window before
+// arming them. Close it before the store's connection.
+func (s *Store) NewTimerBatcher(window time.Duration) *TimerBatcher {
+	tb := &TimerBatcher{s: s, window: window, in: make(chan armRequest, 4*MaxTimerBatch), done: make(chan struct{})}
+	go tb.run()
+	return tb
+}
+
+// Arm arms invitation id's timer at Unix ms at with the next batch, and
+// calls done with the outcome once that batch is stored (or failed). It
+// waits only while earlier batches are being written and the queue is full.
+func (tb *TimerBatcher) Arm(id string, at int64, done func(error)) {
+	tb.in <- armRequest{e: TimerEntry{ID: id, At: at}, done: done}
+}
+
+// Close arms what was handed over and stops. Arm must not be called after.
+func (tb *TimerBatcher) Close() {
+	tb.once.Do(func() { close(tb.in) })
+	<-tb.done
+}
+
+func (tb *TimerBatcher) run() {
+	defer close(tb.done)
+	for {
+		first, ok := <-tb.in
+		if !ok {
+			return
+		}
+		batch := []armRequest{first}
+		window := time.NewTimer(tb.window)
+	gather:
+		for len(batch) < cap(tb.in) {
+			select {
+			case r, ok := <-tb.in:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, r)
+			case <-window.C:
+				break gather
+			}
+		}
+		window.Stop()
+		tb.flush(batch)
+	}
+}
+
+// slotKey is one schedule of a flush: a partition and the end of a slot.
+type slotKey struct {
+	p  subjects.Partition
+	at int64
+}
+
+// flush arms batch as one schedule per partition and slot (split at
+// MaxTimerBatch), written in parallel, and reports to each request.
+func (tb *TimerBatcher) flush(batch []armRequest) {
+	slot := TimerSlot.Milliseconds()
+	groups := map[slotKey][]armRequest{}
+	var order []slotKey
+	for _, r := range batch {
+		k := slotKey{p: tb.s.partOf(subjects.InvitationKey(r.e.ID)).p, at: (r.e.At + slot - 1) / slot * slot}
+		if len(groups[k]) == 0 {
+			order = append(order, k)
+		}
+		groups[k] = append(groups[k], r)
+	}
+	var wg sync.WaitGroup
+	for _, k := range order {
+		for rs := range slices.Chunk(groups[k], MaxTimerBatch) {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				es := make([]TimerEntry, len(rs))
+				for i, r := range rs {
+					es[i] = r.e
+				}
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				err := tb.s.ArmTimers(ctx, k.p, k.at, es)
+				cancel()
+				for _, r := range rs {
+					r.done(err)
+				}
+			}()
+		}
+	}
+	wg.Wait()
+}
