@@ -116,7 +116,11 @@ func (b *Broker) Start(ctx context.Context) error {
 	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait, MaxBytes: b.cfg.StoreMaxBytes, Partitions: b.cfg.Partitions}); err != nil {
 		return err
 	}
-	st, err := store.Open(ctx, b.nc, store.CacheSize(b.cfg.CacheSize))
+	opts := []store.Option{store.CacheSize(b.cfg.CacheSize)}
+	if b.cfg.Export {
+		opts = append(opts, store.KeepChains()) // the export reads every revision's step
+	}
+	st, err := store.Open(ctx, b.nc, opts...)
 	if err != nil {
 		return err
 	}
