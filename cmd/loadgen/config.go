@@ -221,7 +221,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.settle, "settle", time.Minute, "embedded mode with --replicas 3: wait at most this long for the brokers to put the Raft groups' leaders where they want them before logging users in, so that a benchmark does not measure a fresh cluster's hand-overs; 0: do not wait (a test of behaviour, not of speed)")
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
-	fs.DurationVar(&c.timerBatch, "timer-batch", -1, "embedded mode: the brokers' --timer-batch window (0 = one schedule per timer; -1 = brokerd's default)")
+	fs.DurationVar(&c.timerBatch, "timer-batch", -1, "embedded mode: the brokers' --timer-batch window, e.g. 10ms (0 = one schedule per timer; unset: brokerd's default)")
 	fs.BoolVar(&c.followLeader, "follow-leader", false, "embedded mode with --replicas 3: the brokers reconnect to the server that leads their partition's bucket (brokerd --follow-leader, off by default), to measure what crossing a route costs")
 	fs.BoolVar(&c.history, "history", true, "embedded mode: the brokers keep call histories (brokerd --history); --history=false measures what they cost per call (needs --history-reads 0; a device that misses a ring then cannot catch up from its history)")
 	fs.BoolVar(&c.export, "export", false, "embedded mode: the brokers export every transition (brokerd --export), to measure what it costs; the run then checks the export")
@@ -312,7 +312,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	case c.brokers < 1 || c.brokers > 16:
 		return nil, usageError{errors.New("--brokers must be 1..16")}
 	case c.timerBatch < -1 || c.timerBatch > time.Second:
-		return nil, usageError{errors.New("--timer-batch must be -1 (brokerd's default), 0 (off) or up to 1s")}
+		return nil, usageError{errors.New("--timer-batch must be 0 (off) or up to 1s")}
 	case c.cacheSize < -1:
 		return nil, usageError{errors.New("--cache-size must be -1 (brokerd's default), 0 (none) or more")}
 	case c.gcFloor < 0:
