@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"strings"
@@ -32,12 +33,18 @@ type exportReport struct {
 // terminal revision loadgen saw when it still tracks the invitation.
 //
 // The projector exports a moment after each commit, so a check that finds
-// something missing is made again, every second for up to exportSettle,
-// before it counts.
-func (r *run) checkExport(ctx context.Context, js jetstream.JetStream) (*exportReport, map[string][]protocol.Transition) {
-	for tries := exportSettle / time.Second; ; tries-- {
-		rep, byID, problems := r.readExport(ctx, js)
-		if len(problems) == 0 || tries <= 0 || ctx.Err() != nil {
+// something missing is made again, every second for up to settle
+// (exportSettle), before it counts. A stream that cannot be read at all (a server just back
+// from a partition, a leader being elected) is not a missing transition: the
+// read is retried, on a new connection each time, until ctx ends.
+func (r *run) checkExport(ctx context.Context, open exportOpener, settle time.Duration) (*exportReport, map[string][]protocol.Transition) {
+	until := time.Now().Add(settle)
+	for {
+		actx, cancel := context.WithTimeout(ctx, exportAttempt)
+		rep, byID, problems, unreadable := r.readExport(actx, open)
+		cancel()
+		again := unreadable || time.Now().Before(until)
+		if len(problems) == 0 || !again || ctx.Err() != nil {
 			for _, p := range problems {
 				r.tr.violate(p.kind, "%s", p.what)
 			}
@@ -50,29 +57,44 @@ func (r *run) checkExport(ctx context.Context, js jetstream.JetStream) (*exportR
 	}
 }
 
-// exportSettle bounds how long checkExport waits for the last exports.
-const exportSettle = 10 * time.Second
+const (
+	// exportSettle bounds how long checkExport waits for the last exports.
+	exportSettle = 10 * time.Second
+	// exportAttempt bounds one read of the export stream.
+	exportAttempt = 15 * time.Second
+)
 
 // exportProblem is a violation checkExport would report.
 type exportProblem struct{ kind, what string }
 
-func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportReport, map[string][]protocol.Transition, []exportProblem) {
-	rep := &exportReport{}
-	var problems []exportProblem
+// exportOpener connects to where the run's export is read; the returned
+// func closes what it opened.
+type exportOpener func() (jetstream.JetStream, func(), error)
+
+// readExport reads and checks the export stream once; unreadable reports
+// that the stream could not be read to its end, so nothing was checked.
+func (r *run) readExport(ctx context.Context, open exportOpener) (rep *exportReport, byID map[string][]protocol.Transition, problems []exportProblem, unreadable bool) {
+	rep = &exportReport{}
 	problem := func(kind, format string, args ...any) {
 		problems = append(problems, exportProblem{kind, fmt.Sprintf(format, args...)})
 	}
+	js, done, err := open()
+	if err != nil {
+		problem(vExportMissing, "export: cannot connect: %v", err)
+		return rep, nil, problems, true
+	}
+	defer done()
 	cons, err := js.OrderedConsumer(ctx, subjects.ExportStream, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		problem(vExportMissing, "export: cannot read %s: %v", subjects.ExportStream, err)
-		return rep, nil, problems
+		return rep, nil, problems, true
 	}
-	byID := map[string][]protocol.Transition{}
+	byID = map[string][]protocol.Transition{}
 	for {
 		batch, err := cons.FetchNoWait(1000)
 		if err != nil {
 			problem(vExportMissing, "export: read: %v", err)
-			return rep, nil, problems
+			return rep, nil, problems, true
 		}
 		n := 0
 		for m := range batch.Messages() {
@@ -86,7 +108,11 @@ func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportRe
 				byID[t.ID] = append(byID[t.ID], t)
 			}
 		}
-		if n == 0 || batch.Error() != nil || ctx.Err() != nil {
+		if err := cmp.Or(batch.Error(), ctx.Err()); err != nil {
+			problem(vExportMissing, "export: read: %v", err)
+			return rep, nil, problems, true
+		}
+		if n == 0 {
 			break
 		}
 	}
@@ -110,22 +136,29 @@ func (r *run) readExport(ctx context.Context, js jetstream.JetStream) (*exportRe
 			problem(vExportMissing, "%s: exported transitions do not chain to the outcome: %+v", id, ts)
 		}
 	}
-	return rep, byID, problems
+	return rep, byID, problems, false
 }
 
-// exportJetStream is where the run's export is read: the embedded brokers'
-// JetStream with --export, the broker account at --export-nats, or nil.
-func exportJetStream(env *embeddedEnv, cfg *config) (jetstream.JetStream, func(), error) {
+// exportSource says where the run's export is read: the embedded brokers'
+// JetStream with --export, the broker account at --export-nats (a new
+// connection per read), or nowhere (nil).
+func exportSource(env *embeddedEnv, cfg *config) exportOpener {
 	switch {
 	case env != nil && cfg.export:
-		return env.store().JetStream(), func() {}, nil
+		return func() (jetstream.JetStream, func(), error) { return env.store().JetStream(), func() {}, nil }
 	case cfg.exportNATS != "":
-		nc, err := nats.Connect(cfg.exportNATS, nats.Name("loadgen export check"))
-		if err != nil {
-			return nil, nil, err
+		return func() (jetstream.JetStream, func(), error) {
+			nc, err := nats.Connect(cfg.exportNATS, nats.Name("loadgen export check"))
+			if err != nil {
+				return nil, nil, err
+			}
+			js, err := jetstream.New(nc)
+			if err != nil {
+				nc.Close()
+				return nil, nil, err
+			}
+			return js, nc.Close, nil
 		}
-		js, err := jetstream.New(nc)
-		return js, nc.Close, err
 	}
-	return nil, nil, nil
+	return nil
 }

@@ -242,13 +242,10 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	}
 	var export *exportReport
 	var exported map[string][]protocol.Transition
-	if js, done, err := exportJetStream(env, cfg); err != nil {
-		r.tr.violate(vExportMissing, "export: cannot check it: %v", err)
-	} else if js != nil {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		export, exported = r.checkExport(cctx, js)
+	if open := exportSource(env, cfg); open != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		export, exported = r.checkExport(cctx, open, exportSettle)
 		cancel()
-		done()
 	}
 	var webhook *webhookReport
 	if r.webhooks != nil {
