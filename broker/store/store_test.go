@@ -127,3 +127,46 @@ func TestTimerArmed(t *testing.T) {
 		})
 	}
 }
+
+// A record carries its chain of steps only from a store that keeps chains
+// (brokers with --export, the chain's only reader); any other store writes
+// it without, dropping a chain an earlier write left, which is what makes
+// records about a third shorter.
+func TestRecordsCarryAChainOnlyWhenKept(t *testing.T) {
+	nc, plain := openStore(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	chained, err := store.Open(ctx, nc, store.KeepChains())
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(st *store.Store, rec lifecycle.Record, expect uint64) (lifecycle.Record, uint64) {
+		t.Helper()
+		rev, err := st.Commit(ctx, store.PutInvitation(rec, expect))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, grev, err := st.GetInvitation(ctx, rec.ID)
+		if err != nil || grev != rev {
+			t.Fatalf("read back: revision %d (wrote %d), %v", grev, rev, err)
+		}
+		return got, rev
+	}
+	rec := lifecycle.New("chain1", "alice", "phone", "bob", "", "", lifecycle.Timeouts{Offline: time.Minute, Expire: time.Minute, Accept: time.Minute}, time.Now())
+
+	got, rev := write(plain, rec, 0)
+	if len(got.Chain) != 0 {
+		t.Fatalf("written without KeepChains, the record carries %d steps", len(got.Chain))
+	}
+	got, rev = write(chained, got, rev)
+	if len(got.Chain) != 1 {
+		t.Fatalf("written with KeepChains: %d steps, want 1", len(got.Chain))
+	}
+	got, rev = write(chained, got, rev)
+	if len(got.Chain) != 2 || got.Chain[0].Rev == 0 {
+		t.Fatalf("written twice with KeepChains: chain %+v, want 2 steps, the first with its revision", got.Chain)
+	}
+	if got, _ = write(plain, got, rev); len(got.Chain) != 0 {
+		t.Fatalf("written again without KeepChains, the record keeps %d steps", len(got.Chain))
+	}
+}
