@@ -52,6 +52,23 @@ func (b *Broker) fireBatch(_ context.Context, m jetstream.Msg) {
 		failed atomic.Bool
 		sem    = make(chan struct{}, fireParallel)
 	)
+	// A batch of up to store.MaxTimerBatch timeouts can take longer than
+	// the consumer's ack wait (≤ 1 s) under load: keep it ours meanwhile,
+	// or the server gives it to another broker, which does it all again.
+	held := make(chan struct{})
+	defer close(held)
+	go func() {
+		tick := time.NewTicker(min(b.cfg.AckWait, time.Second) / 3) // the timer consumers' ack wait (store.Provision)
+		defer tick.Stop()
+		for {
+			select {
+			case <-held:
+				return
+			case <-tick.C:
+				_ = m.InProgress()
+			}
+		}
+	}()
 	for _, e := range es {
 		sem <- struct{}{}
 		wg.Go(func() {
