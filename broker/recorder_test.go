@@ -49,45 +49,11 @@ func stalledStream(t *testing.T, stream string) {
 		register(t, env.NewClient(callees[i].User(), "tablet"), fmt.Sprintf("token%d", i)) // asleep: pushed
 	}
 
-	// Two replicas of the stream, then one of them stopped.
 	js, err := jetstream.New(natstest.Connect(t, c.URLs()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx := ringertest.Ctx(t)
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := st.CachedInfo().Config
-	sc.Replicas = 2
-	if _, err := js.UpdateStream(ctx, sc); err != nil {
-		t.Fatal(err)
-	}
-	var peers []string
-	natstest.Eventually(t, 20*time.Second, func() error {
-		info, err := st.Info(ctx)
-		if err != nil {
-			return err
-		}
-		peers = peers[:0]
-		if info.Cluster == nil || info.Cluster.Leader == "" {
-			return fmt.Errorf("%s has no leader", stream)
-		}
-		peers = append(peers, info.Cluster.Leader)
-		for _, r := range info.Cluster.Replicas {
-			if r.Current {
-				peers = append(peers, r.Name)
-			}
-		}
-		if len(peers) != 2 || len(info.Cluster.Replicas) != 1 {
-			return fmt.Errorf("%s not on two current replicas yet: %v", stream, peers)
-		}
-		return nil
-	})
-	stopped := slices.IndexFunc(c.Servers, func(s *server.Server) bool { return slices.Contains(peers, s.Name()) })
-	t.Logf("%s replicas %v; stopping %s", stream, peers, c.Servers[stopped].Name())
-	c.Stop(stopped)
+	stopped := stallStream(t, c, js, stream)
 	// Ready again when a call rings: the groups led by the stopped server
 	// elect new leaders (seconds).
 	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
@@ -151,6 +117,49 @@ func stalledStream(t *testing.T, stream string) {
 			})
 		}
 	}
+}
+
+// stallStream leaves stream without a quorum: it scales it to two replicas
+// and stops the server of one of them (returned), while every group on
+// three replicas keeps its quorum. Its writes wait for their deadlines
+// until c.Restart.
+func stallStream(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, stream string) (stopped int) {
+	t.Helper()
+	ctx := ringertest.Ctx(t)
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := st.CachedInfo().Config
+	sc.Replicas = 2
+	if _, err := js.UpdateStream(ctx, sc); err != nil {
+		t.Fatal(err)
+	}
+	var peers []string
+	natstest.Eventually(t, 20*time.Second, func() error {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return err
+		}
+		peers = peers[:0]
+		if info.Cluster == nil || info.Cluster.Leader == "" {
+			return fmt.Errorf("%s has no leader", stream)
+		}
+		peers = append(peers, info.Cluster.Leader)
+		for _, r := range info.Cluster.Replicas {
+			if r.Current {
+				peers = append(peers, r.Name)
+			}
+		}
+		if len(peers) != 2 || len(info.Cluster.Replicas) != 1 {
+			return fmt.Errorf("%s not on two current replicas yet: %v", stream, peers)
+		}
+		return nil
+	})
+	stopped = slices.IndexFunc(c.Servers, func(s *server.Server) bool { return slices.Contains(peers, s.Name()) })
+	t.Logf("%s replicas %v; stopping %s", stream, peers, c.Servers[stopped].Name())
+	c.Stop(stopped)
+	return stopped
 }
 
 // pushedAll reads the push stream and reports a missing RING of the

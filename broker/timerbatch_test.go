@@ -1,17 +1,20 @@
 package broker_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
@@ -115,4 +118,93 @@ func TestTimerBatchUndecodable(t *testing.T) {
 	deadline := li.Invitation().Deadline
 	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
 	checkLateness(t, deadline, time.Now())
+}
+
+// A revision is acknowledged only once the batch holding its timer is
+// stored (broker/recorder.go): until then it stays the broker's, and a
+// broker that dies meanwhile leaves it to be redelivered, so the timer is
+// armed again. Here the timer stream has no quorum when an invitation to a
+// user who is offline is sent: its revision must stay unacknowledged while
+// the batch cannot be stored. The broker is then killed, the stream's
+// server restarted and a new broker started: the invitation still times
+// out. An acknowledgement before the batch is stored loses the timer with
+// the broker, and the invitation stays live. (The caller sends no
+// heartbeat, so no read of hers settles the overdue invitation, the net
+// under lost timers, and presence lasts a minute.)
+func TestTimerBatchOutlivesABrokerKilledBeforeItIsStored(t *testing.T) {
+	c, cfg := clusterR3(t)
+	cfg.Timeouts.Offline = 15 * time.Second
+	cfg.PresenceTTL = time.Minute
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	b0 := cfg
+	b0.Name = "b0"
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, b0))
+	for _, s := range c.Servers {
+		ringertest.WaitServing(t, s.ClientURL())
+	}
+	alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+	js, err := jetstream.New(natstest.Connect(t, c.URLs()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stopped := stallStream(t, c, js, subjects.Partition(0).TimerStream())
+
+	// Sent once the groups the stopped server led have new leaders.
+	var li *client.LocalInvitation
+	natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) error {
+		li = alice.CreateLocalInvitation("nobody")
+		return li.Send(ctx)
+	})
+	ctx := ringertest.Ctx(t)
+	rec, rev, err := env.Brokers[0].Store().GetInvitationFresh(ctx, li.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	projector, err := js.Consumer(ctx, subjects.Partition(0).BucketStream(), store.ConsumerProjector)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Delivered to b0, then held unacknowledged for as long as the stream
+	// has no quorum (checked for two seconds, well past the batch window).
+	natstest.Eventually(t, 10*time.Second, func() error {
+		info, err := projector.Info(ctx)
+		if err != nil {
+			return err
+		}
+		if info.Delivered.Stream < rev {
+			return fmt.Errorf("revision %d not delivered yet (%d)", rev, info.Delivered.Stream)
+		}
+		return nil
+	})
+	for held := time.Now().Add(2 * time.Second); time.Now().Before(held); {
+		info, err := projector.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.AckFloor.Stream >= rev {
+			t.Fatalf("revision %d acknowledged while the batch holding its timer cannot be stored", rev)
+		}
+		time.Sleep(100 * time.Millisecond) // a sampling interval of a check over a window
+	}
+
+	env.Brokers[0].Kill()
+	c.Restart(stopped)
+	b1 := cfg
+	b1.Name = "b1"
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, b1))
+	deadline := time.UnixMilli(rec.Deadline)
+	natstest.Eventually(t, time.Until(deadline)+30*time.Second, func() error {
+		got, _, err := env.Brokers[1].Store().GetInvitationFresh(ringertest.Ctx(t), li.ID)
+		if err != nil {
+			return err
+		}
+		if got.Live() {
+			return fmt.Errorf("%s still %s, %s after its deadline", li.ID, got.State, time.Since(deadline).Round(time.Millisecond))
+		}
+		if got.State != protocol.StateFailed || got.Reason != protocol.ReasonPeerOffline {
+			t.Fatalf("%s ended %s %s, want FAILED PEER_OFFLINE", li.ID, got.State, got.Reason)
+		}
+		return nil
+	})
+	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
 }
