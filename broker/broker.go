@@ -49,6 +49,7 @@ type Broker struct {
 	recorder  *recorder      // the projector's history and export steps (recorder.go)
 	inflight  sync.WaitGroup // commands received and not yet answered
 	jobs      chan job       // commands for the workers (see startWorkers)
+	seq       *sequencer     // keeps each user's commands in order
 	workers   sync.WaitGroup
 	clock     func() time.Time // time.Now; tests may replace it
 	// afterClaim, if set (tests only), runs right after a send's line claims.

@@ -33,6 +33,10 @@ func (c *command) logged(e *zerolog.Event) *zerolog.Event {
 type job struct {
 	m       *nats.Msg
 	arrived time.Time
+	user    string // from the subject; "" if it names none
+	// sequenced: the user's command in hand (sequencer), whose worker
+	// serves the user's commands that wait behind it next.
+	sequenced bool
 }
 
 // onCommand runs on the subscription's goroutine: it only hands the message
@@ -41,14 +45,17 @@ type job struct {
 // (overload), refuses a new invitation at once (shed).
 func (b *Broker) onCommand(m *nats.Msg) {
 	arrived := time.Now()
-	if b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived) {
-		if user, verb, err := subjects.ParseCommand(m.Subject); err == nil && verb == subjects.VerbSend {
-			b.shed(m, user)
-			return
-		}
+	user, verb, err := subjects.ParseCommand(m.Subject)
+	if err == nil && verb == subjects.VerbSend && (b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived)) {
+		b.shed(m, user)
+		return
 	}
 	b.inflight.Add(1)
-	b.jobs <- job{m: m, arrived: arrived}
+	j := job{m: m, arrived: arrived, user: user}
+	if err == nil && !b.seq.admit(user, &j) {
+		return // waits behind the user's command in hand
+	}
+	b.jobs <- j
 }
 
 // startWorkers starts the goroutines that serve commands. They live as long
@@ -56,15 +63,27 @@ func (b *Broker) onCommand(m *nats.Msg) {
 // grow it by copying on every command (a JetStream round trip is deep
 // enough to need several), which cost a tenth of the process's CPU.
 func (b *Broker) startWorkers() {
-	b.jobs = make(chan job)
+	b.jobs, b.seq = make(chan job), newSequencer()
 	for range b.cfg.Workers {
 		b.workers.Add(1)
 		go func() {
 			defer b.workers.Done()
 			for j := range b.jobs {
-				b.serve(j.m)
-				b.commandQueue.done(time.Since(j.arrived))
-				b.inflight.Done()
+				for {
+					b.serve(j.m)
+					b.commandQueue.done(time.Since(j.arrived))
+					b.inflight.Done()
+					if !j.sequenced {
+						break
+					}
+					next, ok := b.seq.next(j.user)
+					if !ok {
+						break
+					}
+					// Its wait behind its user's command is not the
+					// broker's queue (overload).
+					j, j.sequenced, j.arrived = next, true, time.Now()
+				}
 			}
 		}()
 	}
