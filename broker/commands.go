@@ -46,9 +46,12 @@ type job struct {
 func (b *Broker) onCommand(m *nats.Msg) {
 	arrived := time.Now()
 	user, verb, err := subjects.ParseCommand(m.Subject)
-	if err == nil && verb == subjects.VerbSend && (b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived)) {
-		b.shed(m, user)
-		return
+	// shedding revises its verdict as time passes: asked on every command.
+	if b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived) {
+		if err == nil && verb == subjects.VerbSend {
+			b.shed(m, user)
+			return
+		}
 	}
 	b.inflight.Add(1)
 	j := job{m: m, arrived: arrived, user: user}
