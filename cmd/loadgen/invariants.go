@@ -3,9 +3,12 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/ringer-dev/ringer/broker"
 	"github.com/ringer-dev/ringer/broker/store"
@@ -93,6 +96,17 @@ const staleFor = 10 * time.Second
 // maxSettle bounds how long the check waits for one user's invitations.
 const maxSettle = 90 * time.Second
 
+// unreadableFor bounds how long the check asks again a sync that the
+// cluster could not answer.
+const unreadableFor = 60 * time.Second
+
+// unanswered reports whether err says the cluster did not answer (rather
+// than answered wrong).
+func unanswered(err error) bool {
+	return errors.Is(err, client.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, nats.ErrTimeout) || errors.Is(err, nats.ErrNoResponders)
+}
+
 // syncUntilSettled is syncUser, asked again while every invitation it lists
 // still has a deadline to reach (plus settleAfter). The drain waits for the
 // invitations loadgen tracks; one whose send timed out at the client but
@@ -102,10 +116,22 @@ const maxSettle = 90 * time.Second
 // catching up after a NATS node came back (a leader-fault chaos run) may
 // answer the sync with a view seconds old; still live then, it is a
 // violation.
+//
+// A sync the cluster cannot answer yet (a server just back from a fault:
+// UNAVAILABLE, a timeout) is asked again for up to unreadableFor before it
+// is reported: it says nothing about the user's line.
 func (r *run) syncUntilSettled(ctx context.Context, u *user) ([]protocol.Invitation, bool, error) {
 	stale := time.Now().Add(staleFor)
+	unreadable := time.Now().Add(unreadableFor)
 	for {
 		invs, busy, err := r.syncUser(ctx, u)
+		if err != nil && unanswered(err) && time.Now().Before(unreadable) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			continue
+		}
 		if err != nil || len(invs) == 0 {
 			return invs, busy, err
 		}
