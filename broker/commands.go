@@ -33,7 +33,10 @@ func (c *command) logged(e *zerolog.Event) *zerolog.Event {
 type job struct {
 	m       *nats.Msg
 	arrived time.Time
-	user    string // from the subject; "" if it names none
+	// The subject parsed once (subjects.ParseCommand): the acting user
+	// ("" if the subject names none) and verb, or why it is no command.
+	user, verb string
+	perr       error
 	// sequenced: the user's command in hand (sequencer), whose worker
 	// serves the user's commands that wait behind it next.
 	sequenced bool
@@ -45,17 +48,17 @@ type job struct {
 // (overload), refuses a new invitation at once (shed).
 func (b *Broker) onCommand(m *nats.Msg) {
 	arrived := time.Now()
-	user, verb, err := subjects.ParseCommand(m.Subject)
+	j := job{m: m, arrived: arrived}
+	j.user, j.verb, j.perr = subjects.ParseCommand(m.Subject)
 	// shedding revises its verdict as time passes: asked on every command.
 	if b.commandQueue.shedding(arrived) || b.projectorQueue.shedding(arrived) {
-		if err == nil && verb == subjects.VerbSend {
-			b.shed(m, user)
+		if j.perr == nil && j.verb == subjects.VerbSend {
+			b.shed(m, j.user)
 			return
 		}
 	}
 	b.inflight.Add(1)
-	j := job{m: m, arrived: arrived, user: user}
-	if err == nil && !b.seq.admit(user, &j) {
+	if j.perr == nil && !b.seq.admit(j.user, &j) {
 		return // waits behind the user's command in hand
 	}
 	b.jobs <- j
@@ -73,7 +76,7 @@ func (b *Broker) startWorkers() {
 			defer b.workers.Done()
 			for j := range b.jobs {
 				for {
-					b.serve(j.m)
+					b.serve(&j)
 					b.commandQueue.done(time.Since(j.arrived))
 					b.inflight.Done()
 					if !j.sequenced {
@@ -157,11 +160,11 @@ func (b *Broker) refuseReply(m *nats.Msg, why string) {
 
 // serve answers one request. Every path replies exactly once: a result or a
 // typed error. A panic is a bug; it is logged and answered with INTERNAL.
-func (b *Broker) serve(m *nats.Msg) {
+func (b *Broker) serve(j *job) {
 	start := time.Now()
 	verb := "unknown"
 	var rep protocol.Reply
-	user, v, perr := subjects.ParseCommand(m.Subject)
+	m, user, perr := j.m, j.user, j.perr
 	dest, ok := b.replyTo(m, user)
 	if !ok {
 		return // refused without a reply, and not executed
@@ -188,7 +191,7 @@ func (b *Broker) serve(m *nats.Msg) {
 		rep.Error = protocol.Errorf(protocol.CodeInvalidArgument, "%v", perr)
 		return
 	}
-	verb = v
+	verb = j.verb
 	if b.cfg.RequireRequestInfo {
 		if who, ok := auth.RequestUser(m.Header); !ok || who != user {
 			b.log.Warn().Str("subject", m.Subject).Str("stamped_user", who).Msg("command refused: Nats-Request-Info does not name the subject's user")
@@ -198,11 +201,11 @@ func (b *Broker) serve(m *nats.Msg) {
 	}
 	// Before decoding: a flood costs a map lookup per command, not a decode
 	// of up to 32 KiB.
-	if v == subjects.VerbSend && !b.sends.allow(user, time.Now()) {
+	if verb == subjects.VerbSend && !b.sends.allow(user, time.Now()) {
 		rep.Error = protocol.Errorf(protocol.CodeRateLimited, "%s sends more than %d invitations at once or %g per second", user, b.cfg.SendBurst, b.cfg.SendRate)
 		return
 	}
-	if v != subjects.VerbSend && !b.commands.allow(user, time.Now()) {
+	if verb != subjects.VerbSend && !b.commands.allow(user, time.Now()) {
 		rep.Error = protocol.Errorf(protocol.CodeRateLimited, "%s makes more than %d commands at once or %g per second", user, b.cfg.CommandBurst, b.cfg.CommandRate)
 		return
 	}
@@ -221,7 +224,7 @@ func (b *Broker) serve(m *nats.Msg) {
 		rep.Error = protocol.Errorf(protocol.CodeDeadlineExceeded, "the command arrived %d ms after its deadline: not executed", now-req.Deadline)
 		return
 	}
-	c := &command{user: user, verb: v, req: req}
+	c := &command{user: user, verb: verb, req: req}
 	ctx, cancel := b.opContext()
 	defer cancel()
 	rep, err = b.handle(ctx, c)
