@@ -58,7 +58,7 @@ func (b *Broker) fireBatch(_ context.Context, m jetstream.Msg) {
 	held := make(chan struct{})
 	defer close(held)
 	go func() {
-		tick := time.NewTicker(min(b.cfg.AckWait, time.Second) / 3) // the timer consumers' ack wait (store.Provision)
+		tick := time.NewTicker(store.TimerAckWait(b.cfg.AckWait) / 3)
 		defer tick.Stop()
 		for {
 			select {

@@ -209,9 +209,7 @@ func provisionTimers(ctx context.Context, js jetstream.JetStream, p subjects.Par
 		}
 		return fmt.Errorf("store: provision timers: %w", err)
 	}
-	// A fired timer held by a broker that died is redelivered after at most
-	// a second, so timers keep their ≤ 1 s promise across a kill -9.
-	timerAckWait := min(cfg.AckWait, time.Second)
+	timerAckWait := TimerAckWait(cfg.AckWait) // timers keep their ≤ 1 s promise across a kill -9
 	consumers := []struct {
 		stream, name, filter string
 		policy               jetstream.DeliverPolicy
@@ -298,3 +296,8 @@ func (a StatsSnapshot) Sub(b StatsSnapshot) StatsSnapshot {
 func (a StatsSnapshot) Add(b StatsSnapshot) StatsSnapshot {
 	return StatsSnapshot{Reads: a.Reads + b.Reads, Writes: a.Writes + b.Writes, Timers: a.Timers + b.Timers}
 }
+
+// TimerAckWait is the ack wait of the timer consumers provisioned with
+// ack wait ackWait: at most a second, so that a fired timer held by a
+// broker that died is redelivered within the timers' one-second promise.
+func TimerAckWait(ackWait time.Duration) time.Duration { return min(ackWait, time.Second) }
