@@ -208,3 +208,74 @@ func TestTimerBatchOutlivesABrokerKilledBeforeItIsStored(t *testing.T) {
 	})
 	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
 }
+
+// A fired batch stays the broker's while it is handled, however long that
+// takes: fireBatch tells the server it is in progress every third of the
+// ack wait, or a batch slower than the ack wait would be redelivered and
+// handled twice. Here the bucket has no quorum when an invitation's
+// offline deadline fires, so its timeout cannot be written: the batch must
+// stay delivered once, unacknowledged, for twice the ack wait; then the
+// quorum comes back and the invitation ends PEER_OFFLINE.
+func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
+	c, cfg := clusterR3(t)
+	cfg.Timeouts.Offline = 10 * time.Second
+	cfg.PresenceTTL = time.Minute
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
+	for _, s := range c.Servers {
+		ringertest.WaitServing(t, s.ClientURL())
+	}
+	alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+	js, err := jetstream.New(natstest.Connect(t, c.URLs()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	li := alice.Invite(t, "nobody")
+	deadline := time.UnixMilli(li.Invitation().Deadline)
+	stopped := stallStream(t, c, js, subjects.Partition(0).BucketStream())
+	if time.Until(deadline) < time.Second {
+		t.Fatalf("the bucket took until %s before its deadline to stall", time.Until(deadline))
+	}
+
+	batches, err := js.Consumer(ringertest.Ctx(t), subjects.Partition(0).TimerStream(), store.ConsumerTimerBatches)
+	if err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, time.Until(deadline)+10*time.Second, func() error {
+		info, err := batches.Info(ringertest.Ctx(t))
+		if err != nil {
+			return err
+		}
+		if info.NumAckPending == 0 {
+			return fmt.Errorf("no batch in hand (delivered up to %d)", info.Delivered.Stream)
+		}
+		return nil
+	})
+	ackWait := store.TimerAckWait(cfg.AckWait)
+	for held := time.Now().Add(2 * ackWait); time.Now().Before(held); {
+		info, err := batches.Info(ringertest.Ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.NumRedelivered > 0 || info.NumAckPending == 0 {
+			t.Fatalf("the batch was let go while its timeout waited for the bucket: %d redelivered, %d pending", info.NumRedelivered, info.NumAckPending)
+		}
+		time.Sleep(100 * time.Millisecond) // a sampling interval of a check over a window
+	}
+
+	c.Restart(stopped)
+	natstest.Eventually(t, 30*time.Second, func() error {
+		got, _, err := env.Brokers[0].Store().GetInvitationFresh(ringertest.Ctx(t), li.ID)
+		if err != nil {
+			return err
+		}
+		if got.Live() {
+			return fmt.Errorf("%s still %s, %s after its deadline", li.ID, got.State, time.Since(deadline).Round(time.Millisecond))
+		}
+		if got.State != protocol.StateFailed || got.Reason != protocol.ReasonPeerOffline {
+			t.Fatalf("%s ended %s %s, want FAILED PEER_OFFLINE", li.ID, got.State, got.Reason)
+		}
+		return nil
+	})
+	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
+}
