@@ -28,6 +28,7 @@ const (
 	sessPrefix  = "sess."
 	history     = Prefix + ".history."
 	pushPrefix  = "push."
+	projPrefix  = "proj."
 	pushAll     = Prefix + ".push.>"
 	pushRequest = Prefix + ".push.req."
 	pushDead    = Prefix + ".push.dead."
@@ -73,6 +74,13 @@ func History(user string) string { return history + user }
 
 // HistorySubjects is the subject filter of the history stream.
 func HistorySubjects() string { return history + "*" }
+
+// WatermarksKey is the KV key (in partition 0) of a broker instance's
+// projection watermarks: proj.<instance>.
+func WatermarksKey(instance string) string { return projPrefix + instance }
+
+// AllWatermarks is the KV key filter matching every instance's watermarks.
+func AllWatermarks() string { return projPrefix + "*" }
 
 // InvitationKey is the KV key of an invitation record: inv.<id>.
 func InvitationKey(id string) string { return invPrefix + id }

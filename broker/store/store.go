@@ -5,6 +5,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -109,6 +110,9 @@ type Store struct {
 	// failing: when writes started failing without a success since (Unix
 	// ns; 0: the last write went through). See WritesFailingFor.
 	failing, lastFail atomic.Int64
+	// writer and tracker: see TrackWrites.
+	writer  string
+	tracker WriteTracker
 }
 
 // part is one partition's handles.
@@ -421,24 +425,40 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	if w.TTL > 0 {
 		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
 	}
-	var rev uint64
-	var pubErr error
+	rec, tracked := w.Value.(lifecycle.Record)
+	var done WriteDone
+	if tracked && !w.Delete {
+		m.Header.Set(HeaderWriter, s.writer)
+		done = s.trackWrite(w.Key)
+	}
+	var (
+		rev    uint64
+		pubErr error
+		sent   []byte // a copy of what was sent, to resolve an unknown outcome
+	)
 	publish := func(data []byte) error { // data is only valid in here
 		m.Data = data
 		s.stats.writes.Add(1)
 		rev, pubErr = s.publish(ctx, m)
+		if pubErr != nil && done != nil {
+			sent = bytes.Clone(data)
+		}
 		return nil
 	}
 	if w.Delete {
 		m.Header.Set("KV-Operation", "DEL")
 		_ = publish(nil)
 	} else if err := protocol.Encode(w.Value, publish); err != nil {
+		s.settleWrite(done, w.Key, rec, nil, 0, err)
 		return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
 	}
 	if pubErr != nil {
-		return 0, mapPubErr(pubErr, w.Key)
+		err := mapPubErr(pubErr, w.Key)
+		s.settleWrite(done, w.Key, rec, sent, 0, err)
+		return 0, err
 	}
 	s.remember(w, rev)
+	s.settleWrite(done, w.Key, rec, nil, rev, nil)
 	return rev, nil
 }
 

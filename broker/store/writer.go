@@ -1,0 +1,154 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// HeaderWriter names, on every invitation revision a tracked store writes
+// (TrackWrites), the broker instance that wrote it: the instance that must
+// project it, or whose peers must once it is gone.
+const HeaderWriter = "Ringer-Writer"
+
+// A WriteTracker hears of every invitation write of a store (TrackWrites):
+// Begin in the invitation's partition before the publish, then Done with
+// its outcome.
+type WriteTracker interface {
+	Begin(part int) WriteDone
+}
+
+// WriteDone is the outcome of one tracked invitation write: Stored with the
+// revision written, Refused when JetStream certainly did not store it (a
+// compare-and-set conflict, a full store, an encoding error), or Unknown
+// when it may have (no answer in time, the connection lost): resolve then
+// tells whether and as which revision it was stored.
+type WriteDone interface {
+	Stored(r lifecycle.Record, rev uint64)
+	Refused()
+	Unknown(r lifecycle.Record, resolve Resolver)
+}
+
+// Resolver looks up whether a write whose answer was lost was stored: its
+// revision if the key's newest revision is that write, landed false if the
+// key has another (or none).
+type Resolver func(ctx context.Context) (rev uint64, landed bool, err error)
+
+// TrackWrites makes every later invitation write carry HeaderWriter =
+// instance and report to t. Call it before the store is used.
+func (s *Store) TrackWrites(instance string, t WriteTracker) {
+	s.writer, s.tracker = instance, t
+}
+
+// trackWrite begins a tracked write of key's record (nil: untracked).
+func (s *Store) trackWrite(key string) WriteDone {
+	if s.tracker == nil {
+		return nil
+	}
+	return s.tracker.Begin(int(subjects.PartitionOf(key, len(s.parts))))
+}
+
+// settleWrite tells done (if any) the outcome of a write of r under key:
+// rev on success, else err, with data (a copy of what was sent) for the
+// resolver when the outcome is unknown.
+func (s *Store) settleWrite(done WriteDone, key string, r lifecycle.Record, data []byte, rev uint64, err error) {
+	switch {
+	case done == nil:
+	case err == nil:
+		r.Revision = rev
+		done.Stored(r, rev)
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrFull), data == nil:
+		done.Refused()
+	default:
+		done.Unknown(r, func(ctx context.Context) (uint64, bool, error) {
+			got, rev, err := s.getFrom(ctx, true, key)
+			if errors.Is(err, ErrNotFound) {
+				return 0, false, nil
+			}
+			if err != nil {
+				return 0, false, err
+			}
+			return rev, bytes.Equal(got, data), nil
+		})
+	}
+}
+
+// Replay calls f, in stream order, for every invitation revision still in
+// partition part's bucket after sequence from (up to the bucket's last
+// sequence when it starts) that instance wrote (HeaderWriter): what a
+// broker that died may have committed without projecting. A revision
+// superseded since is no longer in the bucket (it keeps one per key); its
+// successor's writer projects it.
+func (s *Store) Replay(ctx context.Context, part int, from uint64, instance string, f func(r lifecycle.Record) error) error {
+	pt := s.parts[part]
+	last, err := s.LastSequence(ctx, part)
+	if err != nil {
+		return fmt.Errorf("store: replay: %w", err)
+	}
+	if last <= from {
+		return nil
+	}
+	cons, err := s.js.OrderedConsumer(ctx, pt.p.BucketStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{pt.p.InvitationChanges()},
+		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:    from + 1,
+	})
+	if err != nil {
+		return fmt.Errorf("store: replay: %w", err)
+	}
+	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
+		return nil // no invitation revision after from
+	}
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return fmt.Errorf("store: replay: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			meta, err := m.Metadata()
+			if err != nil {
+				return fmt.Errorf("store: replay: %w", err)
+			}
+			if meta.Sequence.Stream > last {
+				return nil
+			}
+			if m.Headers().Get(HeaderWriter) == instance && m.Headers().Get("KV-Operation") == "" && len(m.Data()) > 0 {
+				var r lifecycle.Record
+				if err := msgpack.Unmarshal(m.Data(), &r); err != nil {
+					return fmt.Errorf("store: replay: decode %s: %w", m.Subject(), err)
+				}
+				r.Revision = meta.Sequence.Stream
+				if err := f(r); err != nil {
+					return err
+				}
+			}
+			if meta.NumPending == 0 || meta.Sequence.Stream == last {
+				return nil
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return fmt.Errorf("store: replay: %w", err)
+		}
+		if n == 0 {
+			return nil // nothing after from matches
+		}
+	}
+}
+
+// LastSequence is the last sequence of partition part's bucket.
+func (s *Store) LastSequence(ctx context.Context, part int) (uint64, error) {
+	info, err := s.parts[part].bucket.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("store: bucket info: %w", err)
+	}
+	return info.State.LastSeq, nil
+}

@@ -1,0 +1,104 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// outcomes records what a WriteTracker hears.
+type outcomes struct {
+	parts    []int
+	stored   []uint64
+	refused  int
+	resolver Resolver
+}
+
+func (o *outcomes) Begin(part int) WriteDone { o.parts = append(o.parts, part); return o }
+
+func (o *outcomes) Stored(r lifecycle.Record, rev uint64) {
+	if r.Revision != rev {
+		panic("stored record without its revision")
+	}
+	o.stored = append(o.stored, rev)
+}
+func (o *outcomes) Refused()                               { o.refused++ }
+func (o *outcomes) Unknown(_ lifecycle.Record, r Resolver) { o.resolver = r }
+
+// A tracked store tags every invitation revision with its writer and tells
+// the tracker each write's outcome: stored with its revision, refused for a
+// failed compare-and-set; a write whose answer was lost is resolved by a
+// read — landed while the key's newest revision is that write, not once
+// another write replaced it, nor for a key never written.
+func TestTrackedWrites(t *testing.T) {
+	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := Provision(ctx, nc, ProvisionConfig{Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o outcomes
+	s.TrackWrites("w1", &o)
+	rec := lifecycle.New("tracked", "alice", "phone", "bob", "", "", lifecycle.Timeouts{Offline: time.Minute, Expire: time.Minute, Accept: time.Minute}, time.Now())
+	rev, err := s.Commit(ctx, PutInvitation(rec, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.stored) != 1 || o.stored[0] != rev || len(o.parts) != 1 || o.parts[0] != 0 {
+		t.Fatalf("after a stored write the tracker heard %+v, want stored %d in partition 0", o, rev)
+	}
+	m, err := s.parts[0].bucket.GetLastMsgForSubject(ctx, subjects.KVSubject(subjects.InvitationKey(rec.ID)))
+	if err != nil || m.Header.Get(HeaderWriter) != "w1" {
+		t.Fatalf("stored revision's writer %q (%v), want w1", m.Header.Get(HeaderWriter), err)
+	}
+	if _, err := s.Commit(ctx, PutInvitation(rec, 0)); !errors.Is(err, ErrConflict) || o.refused != 1 {
+		t.Fatalf("a second create: %v, refused %d; want ErrConflict, refused 1", err, o.refused)
+	}
+	if _, err := s.Commit(ctx, PutLine("alice", Line{Manual: true}, 0)); err != nil || len(o.parts) != 2 {
+		t.Fatalf("a line write is not tracked: %v, %d begun", err, len(o.parts))
+	}
+
+	sent, err := msgpack.Marshal(&rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lost := errors.New("nats: timeout")
+	resolve := func(key string, data []byte) (uint64, bool) {
+		t.Helper()
+		o.resolver = nil
+		s.settleWrite(&o, key, rec, data, 0, lost)
+		if o.resolver == nil {
+			t.Fatalf("an unanswered write of %s was not left to resolve", key)
+		}
+		rev, landed, err := o.resolver(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rev, landed
+	}
+	stored, err := s.parts[0].bucket.GetLastMsgForSubject(ctx, subjects.KVSubject(subjects.InvitationKey(rec.ID)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, landed := resolve(subjects.InvitationKey(rec.ID), bytes.Clone(stored.Data)); !landed || got != rev {
+		t.Fatalf("the newest revision resolved as landed=%v at %d, want landed at %d", landed, got, rev)
+	}
+	if _, landed := resolve(subjects.InvitationKey(rec.ID), sent[:len(sent)-1]); landed {
+		t.Fatal("other bytes than the newest revision's resolved as landed")
+	}
+	if _, landed := resolve(subjects.InvitationKey("never"), sent); landed {
+		t.Fatal("a key never written resolved as landed")
+	}
+}
