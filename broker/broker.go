@@ -47,6 +47,7 @@ type Broker struct {
 	consumers []jetstream.ConsumeContext
 	pools     []*pool
 	recorder  *recorder      // the projector's history and export steps (recorder.go)
+	outbox    *outbox        // projects this broker's commits (nil: Config.ConsumerProjection)
 	inflight  sync.WaitGroup // commands received and not yet answered
 	jobs      chan job       // commands for the workers (see startWorkers)
 	seq       *sequencer     // keeps each user's commands in order
@@ -151,10 +152,20 @@ func (b *Broker) Start(ctx context.Context) error {
 	// an invitation or user is in one partition, so its changes still go
 	// to one worker in stream order.
 	b.recorder = b.newRecorder()
+	b.outbox = nil
+	if !b.cfg.ConsumerProjection {
+		if b.outbox, err = b.newOutbox(ctx); err != nil {
+			b.stopConsumers()
+			return err
+		}
+	}
 	projector, timers, presence := newPool(16, 64, b.project, invitationOf), newPool(16, 64, b.fire, timerOf), newPool(16, 64, b.presenceChanged, sessionUserOf)
 	batches := newPool(4, 16, b.fireBatch, jetstream.Msg.Subject)
 	b.pools = append(b.pools, projector, timers, presence, batches)
 	for _, c := range b.durables() {
+		if c.Consumer == store.ConsumerProjector && b.outbox != nil {
+			continue // the outbox projects this broker's commits
+		}
 		cons, err := js.Consumer(ctx, c.Stream, c.Consumer)
 		if err != nil {
 			b.stopConsumers()
@@ -189,9 +200,12 @@ func (b *Broker) Start(ctx context.Context) error {
 	}
 	b.sub = sub
 	b.started = true
+	bgctx, cancel := context.WithCancel(context.Background())
+	b.stopBG = cancel
+	if b.outbox != nil {
+		b.bg.Go(func() { b.outbox.run(bgctx) })
+	}
 	if b.store.Replicated() {
-		bgctx, cancel := context.WithCancel(context.Background())
-		b.stopBG = cancel
 		b.bg.Add(1)
 		go b.watchServer(bgctx)
 		if b.cfg.LeaderCheck > 0 {
@@ -200,7 +214,11 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 	}
 	b.metrics.gauges(b.census, censusEvery, b.Check)
-	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).
+	var instance string
+	if b.outbox != nil {
+		instance = b.outbox.instance
+	}
+	b.log.Info().Str("commands", subjects.CommandWildcard()).Str("queue", b.cfg.QueueGroup).Str("instance", instance).
 		Str("server", b.nc.ConnectedServerName()).Msg("broker ready")
 	return nil
 }
@@ -275,6 +293,19 @@ func (b *Broker) stopConsumers() {
 // that count KV round trips.
 func (b *Broker) Store() *store.Store { return b.store }
 
+// Instance is the id this run of the broker writes into every invitation
+// revision it commits (store.HeaderWriter) and keeps its projection
+// watermarks under (outbox.go); "" before Start, or with
+// Config.ConsumerProjection.
+func (b *Broker) Instance() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.outbox == nil {
+		return ""
+	}
+	return b.outbox.instance
+}
+
 // Ready reports whether the broker is serving: started, not stopped, and
 // connected to NATS.
 func (b *Broker) Ready() bool {
@@ -294,7 +325,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	b.stopped = true
-	sub, consumers, pools, rec := b.sub, b.consumers, b.pools, b.recorder
+	sub, consumers, pools, rec, ob := b.sub, b.consumers, b.pools, b.recorder, b.outbox
 	b.mu.Unlock()
 	if b.stopBG != nil {
 		b.stopBG()
@@ -317,6 +348,9 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 			p.close()
 		}
 		rec.close() // after the pools: the projector hands it work
+		if ob != nil {
+			ob.close(ctx) // after the recorder: its work releases the watermarks
+		}
 		close(done)
 	}()
 	select {
@@ -342,7 +376,7 @@ func (b *Broker) stopCommands(sub *nats.Subscription) {
 }
 
 // nak asks JetStream to redeliver a message whose handling failed.
-func (b *Broker) nak(m jetstream.Msg, where string) {
+func (b *Broker) nak(m settler, where string) {
 	b.metrics.kvError(where)
 	_ = m.Nak()
 }

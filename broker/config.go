@@ -38,6 +38,10 @@ type Config struct {
 	// AckWait: how long in-flight projector/timer/presence work of a broker
 	// that died stays invisible before another broker redoes it.
 	AckWait time.Duration
+	// ConsumerProjection projects committed revisions from the projector
+	// consumer, delivered to any broker, as releases before 2026-12-05 did,
+	// instead of by the committing broker right after its commit (outbox.go).
+	ConsumerProjection bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
 	// into one schedule per partition and 100 ms slot (store.TimerBatcher);
 	// 0 arms one schedule per timer, as releases before 1.1 did.

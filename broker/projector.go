@@ -50,6 +50,22 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		b.projectorQueue.done(b.now().Sub(meta.Timestamp)) // commit → projection
 	}
 	b.store.Observe(rec) // a later command on this broker can skip its read
+	b.projectRecord(rec, m, meta.NumDelivered == 1)
+}
+
+// A settler hears how a revision's projection ended: Ack when done, Nak
+// or NakWithDelay to have it projected again (a jetstream.Msg of the
+// projector consumer, or the outbox's committed and replayed).
+type settler interface {
+	Ack() error
+	Nak() error
+	NakWithDelay(time.Duration) error
+}
+
+// projectRecord is project's work on a decoded revision: its events here,
+// steps 2 to 5 on the recorder, then s is settled. first: its outcome is
+// counted.
+func (b *Broker) projectRecord(rec lifecycle.Record, s settler, first bool) {
 	for _, n := range lifecycle.Events(rec) {
 		subj, err := subjects.UserEvents(n.User)
 		if err != nil {
@@ -57,28 +73,27 @@ func (b *Broker) project(_ context.Context, m jetstream.Msg) {
 		}
 		if err := protocol.MustEncode(&n.Event, func(data []byte) error { return b.nc.Publish(subj, data) }); err != nil {
 			withInvitation(b.log.Warn(), &rec).Err(err).Msg("publish event failed; will retry")
-			b.nak(m, "projector")
+			b.nak(s, "projector")
 			return
 		}
 	}
 	// 2–5 on the recorder (recorder.go): a stream that stalls must not hold
 	// up the events of the invitations queued behind this one. If the
-	// recorder's queue is full, JetStream redelivers this revision later
+	// recorder's queue is full, this revision is projected again later
 	// (its events again: clients drop repeats).
-	first := meta.NumDelivered == 1
 	if !b.recordings(&rec) {
-		b.projected(m, &rec, first)
+		b.projected(s, &rec, first)
 		return
 	}
-	if !b.recorder.offer(recording{m: m, rec: rec, first: first}) {
+	if !b.recorder.offer(recording{m: s, rec: rec, first: first}) {
 		b.metrics.kvError("recorder_full")
-		_ = m.NakWithDelay(time.Second)
+		_ = s.NakWithDelay(time.Second)
 	}
 }
 
 // projected acknowledges a revision whose projection is complete, counting
 // its outcome at its first delivery.
-func (b *Broker) projected(m jetstream.Msg, rec *lifecycle.Record, first bool) {
+func (b *Broker) projected(m settler, rec *lifecycle.Record, first bool) {
 	if !rec.Live() && !rec.Quiet && first {
 		b.metrics.outcome(*rec)
 	}

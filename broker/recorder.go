@@ -6,8 +6,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
 )
@@ -31,7 +29,7 @@ const (
 
 // recording is one revision whose steps 2 to 5 are still to do.
 type recording struct {
-	m     jetstream.Msg
+	m     settler
 	rec   lifecycle.Record
 	first bool // first delivery: its outcome is counted
 }
@@ -43,6 +41,10 @@ type recorder struct {
 	timers *store.TimerBatcher // nil: one schedule per timer (Config.TimerBatch 0)
 	wg     sync.WaitGroup
 	once   sync.Once
+	// mu guards closed: the outbox may offer work from its own goroutines
+	// (a retry, a replay) while the broker shuts down.
+	mu     sync.RWMutex
+	closed bool
 }
 
 func (b *Broker) newRecorder() *recorder {
@@ -64,13 +66,18 @@ func (b *Broker) newRecorder() *recorder {
 	return r
 }
 
-// offer hands j to its shard and reports whether it took it: false when
-// recorderDepth recordings already wait there (its streams have stalled
+// offer hands j to its shard and reports whether it took it: false once
+// the recorder is closed, or when recorderDepth recordings already wait there (its streams have stalled
 // for a while), so that the projector's worker asks for a redelivery later
 // instead of waiting. A revision handed back so is superseded in the bucket
 // by any later one of its invitation, so it cannot take its steps after a
 // later revision's.
 func (r *recorder) offer(j recording) bool {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return false
+	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(j.rec.ID))
 	select {
@@ -84,6 +91,9 @@ func (r *recorder) offer(j recording) bool {
 // close waits for the recordings handed over, once no more can come.
 func (r *recorder) close() {
 	r.once.Do(func() {
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
 		for _, ch := range r.shards {
 			close(ch)
 		}

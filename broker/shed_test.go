@@ -147,11 +147,14 @@ func (e *shedEnv) checkSendMetrics() {
 	}
 }
 
-// The projector is watched too: revisions projected long after their
-// commit make the broker shed sends although its commands are fast. Staged
-// with a broker clock one second ahead of the stream's timestamps.
+// The projector consumer is watched too (Config.ConsumerProjection: with
+// the outbox, a broker projects its own commits as it makes them, and no
+// consumer lags): revisions projected long after their commit make the
+// broker shed sends although its commands are fast. Staged with a broker
+// clock one second ahead of the stream's timestamps.
 func TestProjectorLagShedsSends(t *testing.T) {
 	cfg := DefaultConfig()
+	cfg.ConsumerProjection = true
 	e := newShedEnv(t, cfg, func(b *Broker) {
 		b.clock = func() time.Time { return time.Now().Add(time.Second) }
 		b.projectorQueue = newOverload(cfg.ShedLatency, 50*time.Millisecond)

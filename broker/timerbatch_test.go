@@ -120,21 +120,31 @@ func TestTimerBatchUndecodable(t *testing.T) {
 	checkLateness(t, deadline, time.Now())
 }
 
-// A revision is acknowledged only once the batch holding its timer is
-// stored (broker/recorder.go): until then it stays the broker's, and a
-// broker that dies meanwhile leaves it to be redelivered, so the timer is
-// armed again. Here the timer stream has no quorum when an invitation to a
-// user who is offline is sent: its revision must stay unacknowledged while
-// the batch cannot be stored. The broker is then killed, the stream's
-// server restarted and a new broker started: the invitation still times
-// out. An acknowledgement before the batch is stored loses the timer with
-// the broker, and the invitation stays live. (The caller sends no
+// A revision's projection is done only once the batch holding its timer
+// is stored (broker/recorder.go): until then it stays the broker's — its
+// outbox watermark stays below it, or with the projector consumer it stays
+// unacknowledged — and a broker that dies meanwhile leaves it to a peer,
+// which arms the timer again. Here the timer stream has no quorum when an
+// invitation to a user who is offline is sent: the revision must stay held
+// while the batch cannot be stored. The broker is then killed, the
+// stream's server restarted and a new broker started: the invitation still
+// times out. Letting go of it before the batch is stored loses the timer
+// with the broker, and the invitation stays live. (The caller sends no
 // heartbeat, so no read of hers settles the overdue invitation, the net
 // under lost timers, and presence lasts a minute.)
 func TestTimerBatchOutlivesABrokerKilledBeforeItIsStored(t *testing.T) {
+	for _, consumer := range []bool{false, true} {
+		t.Run(map[bool]string{false: "outbox", true: "consumer"}[consumer], func(t *testing.T) {
+			timerBatchOutlivesAKilledBroker(t, consumer)
+		})
+	}
+}
+
+func timerBatchOutlivesAKilledBroker(t *testing.T, consumer bool) {
 	c, cfg := clusterR3(t)
 	cfg.Timeouts.Offline = 15 * time.Second
 	cfg.PresenceTTL = time.Minute
+	cfg.ConsumerProjection = consumer
 	env := &ringertest.Env{T: t, URL: c.URLs()}
 	b0 := cfg
 	b0.Name = "b0"
@@ -156,33 +166,45 @@ func TestTimerBatchOutlivesABrokerKilledBeforeItIsStored(t *testing.T) {
 		return li.Send(ctx)
 	})
 	ctx := ringertest.Ctx(t)
-	rec, rev, err := env.Brokers[0].Store().GetInvitationFresh(ctx, li.ID)
+	st := env.Brokers[0].Store()
+	rec, rev, err := st.GetInvitationFresh(ctx, li.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	projector, err := js.Consumer(ctx, subjects.Partition(0).BucketStream(), store.ConsumerProjector)
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Delivered to b0, then held unacknowledged for as long as the stream
-	// has no quorum (checked for two seconds, well past the batch window).
-	natstest.Eventually(t, 10*time.Second, func() error {
-		info, err := projector.Info(ctx)
+	// held reports whether b0 still holds the revision's projection as
+	// unfinished, or why not.
+	held := func() error {
+		if !consumer {
+			e, err := st.GetWatermarks(ringertest.Ctx(t), env.Brokers[0].Instance())
+			if err != nil {
+				return err
+			}
+			if e.Marks.Parts[0] >= rev {
+				return fmt.Errorf("watermark %d past revision %d", e.Marks.Parts[0], rev)
+			}
+			return nil
+		}
+		projector, err := js.Consumer(ringertest.Ctx(t), subjects.Partition(0).BucketStream(), store.ConsumerProjector)
 		if err != nil {
 			return err
 		}
-		if info.Delivered.Stream < rev {
+		info, err := projector.Info(ringertest.Ctx(t))
+		switch {
+		case err != nil:
+			return err
+		case info.Delivered.Stream < rev:
 			return fmt.Errorf("revision %d not delivered yet (%d)", rev, info.Delivered.Stream)
+		case info.AckFloor.Stream >= rev:
+			return fmt.Errorf("revision %d acknowledged", rev)
 		}
 		return nil
-	})
-	for held := time.Now().Add(2 * time.Second); time.Now().Before(held); {
-		info, err := projector.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if info.AckFloor.Stream >= rev {
-			t.Fatalf("revision %d acknowledged while the batch holding its timer cannot be stored", rev)
+	}
+	// Held for as long as the stream has no quorum (checked for two
+	// seconds, well past the batch window).
+	natstest.Eventually(t, 10*time.Second, held)
+	for until := time.Now().Add(2 * time.Second); time.Now().Before(until); {
+		if err := held(); err != nil {
+			t.Fatalf("let go while the batch holding its timer cannot be stored: %v", err)
 		}
 		time.Sleep(100 * time.Millisecond) // a sampling interval of a check over a window
 	}

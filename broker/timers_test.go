@@ -11,6 +11,7 @@ import (
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // lateness checks that the failure came within a second of the deadline the
@@ -144,19 +145,31 @@ func BenchmarkTimerLateness(b *testing.B) {
 }
 
 // A revision superseded before it was projected is gone from the bucket's
-// stream (one revision per key), and with it JetStream's pending delivery:
-// if it was the one that asked for the timer (a broker died after the
-// ring's events and before arming, or its arm failed and was to be
-// retried), the revision that replaced it must arm it. Here the invitation
-// is sent and received while no broker runs, so the broker that then
-// starts only ever sees the received revision, which asks for no timer of
-// its own; the invitation still times out at its deadline.
+// stream (one revision per key), and with it JetStream's pending delivery
+// or the replay of a gone broker's commits: if it was the one that asked
+// for the timer (a broker died after the ring's events and before arming,
+// or its arm failed and was to be retried), the revision that replaced it
+// must arm it. Here the invitation is sent and received while no broker
+// runs (with the outbox: sent by a writer no broker will ever replay, and
+// received through the broker), so the broker only ever projects the
+// received revision, which asks for no timer of its own; the invitation
+// still times out at its deadline.
 func TestTimerOfASupersededRevisionIsArmed(t *testing.T) {
+	for _, consumer := range []bool{false, true} {
+		t.Run(map[bool]string{false: "outbox", true: "consumer"}[consumer], func(t *testing.T) {
+			timerOfASupersededRevisionIsArmed(t, consumer)
+		})
+	}
+}
+
+func timerOfASupersededRevisionIsArmed(t *testing.T, consumer bool) {
 	url := natstest.RunServer(t).ClientURL()
 	nc := natstest.Connect(t, url)
 	ctx := ringertest.Ctx(t)
 	cfg := ringertest.TestConfig()
 	cfg.Timeouts.Offline, cfg.Timeouts.Expire = 3*time.Second, 3*time.Second
+	cfg.PresenceTTL = time.Minute
+	cfg.ConsumerProjection = consumer
 	if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, AckWait: cfg.AckWait}); err != nil {
 		t.Fatal(err)
 	}
@@ -177,12 +190,32 @@ func TestTimerOfASupersededRevisionIsArmed(t *testing.T) {
 	if received.Rearm {
 		t.Fatal("the received revision asks for a timer of its own; the test needs one that relies on the sent one's")
 	}
-	if _, err := st.Commit(ctx, store.PutInvitation(received, rev)); err != nil {
-		t.Fatal(err)
+	if consumer {
+		if _, err := st.Commit(ctx, store.PutInvitation(received, rev)); err != nil {
+			t.Fatal(err)
+		}
+		ringertest.StartBroker(t, url, cfg)
+	} else {
+		ringertest.StartBroker(t, url, cfg)
+		for _, c := range []struct {
+			verb string
+			req  protocol.Request
+		}{{subjects.VerbLogin, protocol.Request{Device: "phone"}}, {subjects.VerbAck, protocol.Request{Device: "phone", ID: "superseded"}}} {
+			subj, err := subjects.Command("bob", c.verb)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := nc.RequestWithContext(ctx, subj, protocol.MustMarshal(&c.req))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep, err := protocol.DecodeReply(m.Data); err != nil || rep.Error != nil {
+				t.Fatalf("%s: %v %+v", c.verb, err, rep)
+			}
+		}
 	}
-	ringertest.StartBroker(t, url, cfg)
 	natstest.Eventually(t, time.Until(time.UnixMilli(received.Deadline))+2*time.Second, func() error {
-		rec, _, err := st.GetInvitationFresh(ctx, "superseded")
+		rec, _, err := st.GetInvitationFresh(ringertest.Ctx(t), "superseded")
 		if err != nil {
 			return err
 		}

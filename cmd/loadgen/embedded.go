@@ -102,6 +102,7 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 		bcfg.TimerBatch = cfg.timerBatch
 	}
 	bcfg.Export = cfg.export
+	bcfg.ConsumerProjection = cfg.consumerProjection
 	bcfg.History = cfg.history
 	bcfg.FollowLeader = cfg.followLeader
 	log := zerolog.Nop()
