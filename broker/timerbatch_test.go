@@ -215,19 +215,7 @@ func timerBatchOutlivesAKilledBroker(t *testing.T, consumer bool) {
 	b1.Name = "b1"
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, b1))
 	deadline := time.UnixMilli(rec.Deadline)
-	natstest.Eventually(t, time.Until(deadline)+30*time.Second, func() error {
-		got, _, err := env.Brokers[1].Store().GetInvitationFresh(ringertest.Ctx(t), li.ID)
-		if err != nil {
-			return err
-		}
-		if got.Live() {
-			return fmt.Errorf("%s still %s, %s after its deadline", li.ID, got.State, time.Since(deadline).Round(time.Millisecond))
-		}
-		if got.State != protocol.StateFailed || got.Reason != protocol.ReasonPeerOffline {
-			t.Fatalf("%s ended %s %s, want FAILED PEER_OFFLINE", li.ID, got.State, got.Reason)
-		}
-		return nil
-	})
+	endsPeerOffline(t, env.Brokers[1].Store(), li.ID, deadline, time.Until(deadline)+30*time.Second)
 	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
 }
 
@@ -286,18 +274,25 @@ func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
 	}
 
 	c.Restart(stopped)
-	natstest.Eventually(t, 30*time.Second, func() error {
-		got, _, err := env.Brokers[0].Store().GetInvitationFresh(ringertest.Ctx(t), li.ID)
+	endsPeerOffline(t, env.Brokers[0].Store(), li.ID, deadline, 30*time.Second)
+	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
+}
+
+// endsPeerOffline waits up to within for invitation id, due at deadline, to
+// end FAILED PEER_OFFLINE (read from st's stream leader).
+func endsPeerOffline(t *testing.T, st *store.Store, id string, deadline time.Time, within time.Duration) {
+	t.Helper()
+	natstest.Eventually(t, within, func() error {
+		got, _, err := st.GetInvitationFresh(ringertest.Ctx(t), id)
 		if err != nil {
 			return err
 		}
 		if got.Live() {
-			return fmt.Errorf("%s still %s, %s after its deadline", li.ID, got.State, time.Since(deadline).Round(time.Millisecond))
+			return fmt.Errorf("%s still %s, %s after its deadline", id, got.State, time.Since(deadline).Round(time.Millisecond))
 		}
 		if got.State != protocol.StateFailed || got.Reason != protocol.ReasonPeerOffline {
-			t.Fatalf("%s ended %s %s, want FAILED PEER_OFFLINE", li.ID, got.State, got.Reason)
+			t.Fatalf("%s ended %s %s, want FAILED PEER_OFFLINE", id, got.State, got.Reason)
 		}
 		return nil
 	})
-	alice.Rec.Wait(t, "Failure "+li.ID+" PEER_OFFLINE")
 }

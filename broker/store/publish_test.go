@@ -68,16 +68,7 @@ func TestParsedConflictMapsToErrConflict(t *testing.T) {
 // ErrNoStreamResponse (which Transient counts as retryable) for a subject
 // no stream stores.
 func TestPublishAnswersAsPublishMsg(t *testing.T) {
-	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := Provision(ctx, nc, ProvisionConfig{Replicas: 1}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, s := openR1(t)
 	create := func(key string) *nats.Msg {
 		m := nats.NewMsg(subjects.KVSubject(key))
 		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
@@ -107,4 +98,21 @@ func TestPublishAnswersAsPublishMsg(t *testing.T) {
 	if !errors.Is(err, jetstream.ErrNoStreamResponse) || !Transient(err) {
 		t.Errorf("no stream: %v, want ErrNoStreamResponse, transient", err)
 	}
+}
+
+// openR1 provisions and opens a store on a server of its own, with a
+// context for the test's calls.
+func openR1(t *testing.T) (context.Context, *Store) {
+	t.Helper()
+	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	if err := Provision(ctx, nc, ProvisionConfig{Replicas: 1}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, s
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"testing"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
-	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
@@ -39,16 +37,7 @@ func (o *outcomes) Unknown(_ lifecycle.Record, r Resolver) { o.resolver = r }
 // read — landed while the key's newest revision is that write, not once
 // another write replaced it, nor for a key never written.
 func TestTrackedWrites(t *testing.T) {
-	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := Provision(ctx, nc, ProvisionConfig{Replicas: 1}); err != nil {
-		t.Fatal(err)
-	}
-	s, err := Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, s := openR1(t)
 	var o outcomes
 	s.TrackWrites("w1", &o)
 	rec := lifecycle.New("tracked", "alice", "phone", "bob", "", "", lifecycle.Timeouts{Offline: time.Minute, Expire: time.Minute, Accept: time.Minute}, time.Now())
