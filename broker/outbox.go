@@ -99,21 +99,26 @@ func (o *outbox) Begin(part int) store.WriteDone {
 func (o *outbox) release(part int, h uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	holds := o.parts[part].holds
-	if holds[h]--; holds[h] <= 0 {
-		delete(holds, h)
+	o.parts[part].drop(h)
+}
+
+// drop removes one hold at h.
+func (p *outboxPart) drop(h uint64) {
+	if p.holds[h]--; p.holds[h] <= 0 {
+		delete(p.holds, h)
 	}
 }
 
 // stored notes revision rev of part as acknowledged, and moves a write's
-// hold from where it began (from) to just below rev until it is projected.
+// hold from where it began (from) to just below rev until it is projected:
+// one lock per commit on the hot path.
 func (o *outbox) stored(part int, from, rev uint64) {
 	o.mu.Lock()
+	defer o.mu.Unlock()
 	p := &o.parts[part]
 	p.acked = max(p.acked, rev)
 	p.holds[rev-1]++
-	o.mu.Unlock()
-	o.release(part, from)
+	p.drop(from)
 }
 
 // marks are the current watermarks.
