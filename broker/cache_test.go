@@ -239,6 +239,44 @@ func TestStaleCachedClaimDoesNotRefuse(t *testing.T) {
 	}
 }
 
+// Glare from a stale cache: the cache shows alice's invitation to bob
+// ringing, while in fact bob's phone accepted it and alice hung up. Bob's
+// send to alice must ring her, not merge into the call that is over.
+// (Accepting again what this device accepted is a no-op that succeeds even
+// after the call; merge must not take that for a merge.)
+func TestStaleCachedGlareDoesNotMergeIntoAnEndedCall(t *testing.T) {
+	e := newStaleEnv(t)
+	ctx := e.ctx
+	e.online(t, "alice", "bob")
+	at := time.Now().UnixMilli()
+	for _, l := range []struct {
+		user  string
+		claim store.Claim
+	}{{"bob", store.Claim{ID: "old", At: at, Peer: "alice"}}, {"alice", store.Claim{ID: "old", At: at, Peer: "bob", Out: true}}} {
+		_, rev, _ := e.b.store.GetLine(ctx, l.user)
+		if _, err := e.b.store.Commit(ctx, store.PutLine(l.user, store.Line{Claims: []store.Claim{l.claim}}, rev)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old := lifecycle.New("old", "alice", "phone", "bob", "", "", e.b.cfg.Timeouts, time.Now())
+	if _, err := e.b.store.Commit(ctx, store.PutInvitation(old, 0)); err != nil {
+		t.Fatal(err)
+	}
+	// Another broker: bob's phone accepts as a merge does (no response),
+	// alice confirms, then hangs up.
+	for _, a := range []lifecycle.Action{{Kind: lifecycle.Accept, User: "bob", Device: "phone"}, doAckAccept, doHangup} {
+		e.apply(t, e.other, "old", a)
+	}
+	if rec, ok := e.b.store.CachedInvitation("old"); !ok || rec.State != protocol.StateSent {
+		t.Fatal("set-up: the cache must still show alice's invitation ringing")
+	}
+
+	inv := e.send(t, "bob", "alice")
+	if inv.State != protocol.StateSent || inv.MergedInto != "" {
+		t.Fatalf("bob's send after his call with alice ended: %s/%s merged into %q, want SENT", inv.State, inv.Reason, inv.MergedInto)
+	}
+}
+
 // A cached line still shows bob's do-not-disturb flag, which another broker
 // has cleared since: the send must ring bob. (The busy verdict came from a
 // cached line, so it is confirmed with a read before it is given.)

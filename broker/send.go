@@ -476,13 +476,20 @@ func (b *Broker) merge(ctx context.Context, c *command, id, into string, ringing
 		return protocol.Reply{}, false, err
 	}
 	if ringing {
-		_, err := b.transition(ctx, into, lifecycle.Action{Kind: lifecycle.Accept, User: c.user, Device: c.req.Device})
+		cur, err := b.transition(ctx, into, lifecycle.Action{Kind: lifecycle.Accept, User: c.user, Device: c.req.Device})
 		var pe *protocol.Error
 		if errors.As(err, &pe) {
 			return protocol.Reply{}, true, nil // it was canceled, accepted elsewhere, timed out: look again
 		}
 		if err != nil {
 			return protocol.Reply{}, false, err
+		}
+		// Accepting again what this device accepted is a no-op that
+		// succeeds, even once that call is over (a retried accept): the
+		// view that rang was stale, and a call that ended is nothing to
+		// merge into.
+		if !cur.Live() {
+			return protocol.Reply{}, true, nil
 		}
 	} else {
 		// Accepted by this device already, says a view that may be stale

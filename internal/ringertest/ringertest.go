@@ -7,6 +7,7 @@ package ringertest
 import (
 	"context"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -50,13 +51,19 @@ type Broker struct {
 	NC *nats.Conn
 }
 
-// StartBroker starts a broker on its own connection to url.
+// StartBroker starts a broker on its own connection to url. Under go test
+// -v it logs to the test's output at info level, or debug level with
+// RINGER_TEST_DEBUG set (the glare and claim decisions are debug lines).
 func StartBroker(t testing.TB, url string, cfg broker.Config) *Broker {
 	t.Helper()
 	nc := natstest.Connect(t, url, nats.Name("broker "+cfg.Name))
 	log := zerolog.Nop()
 	if testing.Verbose() {
-		log = zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.InfoLevel)
+		lvl := zerolog.InfoLevel
+		if os.Getenv("RINGER_TEST_DEBUG") != "" {
+			lvl = zerolog.DebugLevel
+		}
+		log = zerolog.New(zerolog.NewTestWriter(t)).Level(lvl)
 	}
 	b, err := broker.New(nc, cfg, broker.WithLogger(log))
 	if err != nil {
