@@ -28,6 +28,11 @@ func TestTimerBatches(t *testing.T) {
 	if cfg.TimerBatch == 0 {
 		t.Fatal("timer batches are off by default")
 	}
+	// The callers log in without heartbeats: their sessions must outlive the
+	// offline timeout, or a caller's lapse fails its invitations
+	// PEER_OFFLINE before the timer does (fresh-clone CI: one observed
+	// 56 ms before its deadline).
+	cfg.PresenceTTL = time.Minute
 	env := ringertest.Start(t, cfg)
 	st := env.Brokers[0].Store()
 	const callers, each = 10, 4 // each caller's MaxOutgoing
