@@ -31,6 +31,12 @@ type Metrics struct {
 	leaderMoves    *prometheus.CounterVec
 	serversLeft    prometheus.Counter
 	leaderFollows  prometheus.Counter
+	outboxHeld     prometheus.Gauge
+	outboxLag      prometheus.Gauge
+	outboxRetries  prometheus.Counter
+	outboxUnknown  *prometheus.CounterVec
+	outboxReclaims prometheus.Counter
+	outboxReplayed prometheus.Counter
 }
 
 func newMetrics() *Metrics {
@@ -73,6 +79,24 @@ func newMetrics() *Metrics {
 		leaderFollows: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "nats_server_follows_total", Help: "Times this broker reconnected to follow the server leading its partition's bucket (--follow-leader).",
 		}),
+		outboxHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ringer", Name: "outbox_held", Help: "Invitation writes of this broker in flight or committed and not yet projected, as of the last watermark refresh (every --ack-wait/4).",
+		}),
+		outboxLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "ringer", Name: "outbox_watermark_lag", Help: "Stream sequences between this broker's watermarks and the last sequence acknowledged to it, summed over partitions, as of the last refresh: what a peer would replay past the writes it needs if this broker died now.",
+		}),
+		outboxRetries: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "outbox_retries_total", Help: "Projections of this broker's commits tried again after a failure (a publish, or a full recorder queue).",
+		}),
+		outboxUnknown: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "outbox_unknown_writes_total", Help: "Invitation writes whose answer was lost, by what a read then found (stored: projected; not_stored: dropped).",
+		}, []string{"found"}),
+		outboxReclaims: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "outbox_reclaims_total", Help: "Gone brokers' watermarks this broker claimed, replayed and deleted.",
+		}),
+		outboxReplayed: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "outbox_replayed_total", Help: "Revisions that gone brokers committed and this broker projected for them.",
+		}),
 		timerLateness: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Namespace: "ringer", Name: "timer_lateness_seconds", Help: "Time between an invitation's deadline and the timeout it caused.",
 			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12),
@@ -90,10 +114,14 @@ func newMetrics() *Metrics {
 	for _, where := range []string{"command", "census", "timers", "presence", "projector"} {
 		m.kvErrors.WithLabelValues(where)
 	}
+	for _, found := range []string{"stored", "not_stored"} {
+		m.outboxUnknown.WithLabelValues(found)
+	}
 	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {
 		m.pushRequests.WithLabelValues(string(kind))
 	}
 	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft, m.leaderFollows,
+		m.outboxHeld, m.outboxLag, m.outboxRetries, m.outboxUnknown, m.outboxReclaims, m.outboxReplayed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -49,12 +49,14 @@ type outbox struct {
 	rev    uint64 // of proj.<instance>; 0 before the first write
 	closed bool
 	peers  map[string]*peerMarks
+	bumped time.Time // when idle partitions were last moved to their end
 }
 
 // outboxPart is one partition's state of the outbox.
 type outboxPart struct {
-	acked uint64         // highest sequence acknowledged to this broker
-	holds map[uint64]int // watermark holds (sequence → count)
+	acked  uint64         // highest sequence acknowledged to this broker
+	holds  map[uint64]int // watermark holds (sequence → count)
+	marked uint64         // acked as of the last refresh
 }
 
 // peerMarks is another instance's watermarks as last seen.
@@ -121,18 +123,57 @@ func (o *outbox) stored(part int, from, rev uint64) {
 	p.drop(from)
 }
 
-// marks are the current watermarks.
-func (o *outbox) marks() []uint64 {
+// marks are the current watermarks, and how many holds are under them and
+// how far they trail the acked sequences (for the metrics). Each
+// partition's acked sequence is noted as marked.
+func (o *outbox) marks() (out []uint64, held int, lag uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	out := make([]uint64, len(o.parts))
-	for i, p := range o.parts {
+	out = make([]uint64, len(o.parts))
+	for i := range o.parts {
+		p := &o.parts[i]
 		out[i] = p.acked
-		for h := range p.holds {
+		for h, n := range p.holds {
 			out[i] = min(out[i], h)
+			held += n
+		}
+		lag += p.acked - out[i]
+		p.marked = p.acked
+	}
+	return out, held, lag
+}
+
+// bumpIdle moves the acked sequence of every partition in which this
+// broker holds nothing and has committed nothing since the last refresh
+// to the partition's last sequence, at most once per grace: a peer that
+// replays after this broker's death then reads only what came after,
+// however long the broker has been idle there. It is safe because a
+// revision of this broker not yet projected is always held: a write that
+// begins after the bump holds at the bumped sequence and is stored past
+// it; one that began before holds at the old one.
+func (o *outbox) bumpIdle(ctx context.Context) {
+	o.mu.Lock()
+	if time.Since(o.bumped) < o.grace {
+		o.mu.Unlock()
+		return
+	}
+	o.bumped = time.Now()
+	var idle []int
+	for i, p := range o.parts {
+		if len(p.holds) == 0 && p.acked == p.marked {
+			idle = append(idle, i)
 		}
 	}
-	return out
+	o.mu.Unlock()
+	for _, i := range idle {
+		last, err := o.b.store.LastSequence(ctx, i)
+		if err != nil {
+			return // the next bump will do
+		}
+		o.mu.Lock()
+		o.parts[i].acked = max(o.parts[i].acked, last)
+		o.mu.Unlock()
+	}
 }
 
 // settled reports whether nothing is held.
@@ -151,7 +192,10 @@ func (o *outbox) settled() bool {
 // revision; when a peer claimed them meanwhile — this broker was thought
 // gone — over the peer's claim).
 func (o *outbox) refresh(ctx context.Context) error {
-	w := store.Watermarks{Parts: o.marks()}
+	marks, held, lag := o.marks()
+	o.b.metrics.outboxHeld.Set(float64(held))
+	o.b.metrics.outboxLag.Set(float64(lag))
+	w := store.Watermarks{Parts: marks}
 	o.mu.Lock()
 	rev := o.rev
 	o.mu.Unlock()
@@ -202,6 +246,7 @@ func (o *outbox) run(ctx context.Context) {
 		case <-tick.C:
 		}
 		rctx, cancel := context.WithTimeout(ctx, o.grace)
+		o.bumpIdle(rctx)
 		if err := o.refresh(rctx); err != nil && ctx.Err() == nil {
 			o.b.log.Warn().Err(err).Msg("watermarks not written")
 		}
@@ -274,15 +319,23 @@ func (o *outbox) replay(ctx context.Context, e store.WatermarksEntry) error {
 			break
 		}
 		err := o.b.store.Replay(ctx, part, from, e.Instance, func(r lifecycle.Record) error {
+			if err := o.b.projectAndWait(ctx, r); err != nil {
+				return err
+			}
 			n++
-			return o.b.projectAndWait(ctx, r)
+			o.b.metrics.outboxReplayed.Inc()
+			return nil
 		})
 		if err != nil {
 			return err
 		}
 	}
 	o.b.log.Info().Str("instance", e.Instance).Int("revisions", n).Msg("projected what a gone broker committed")
-	return o.b.store.DeleteWatermarks(ctx, e.Instance, rev)
+	if err := o.b.store.DeleteWatermarks(ctx, e.Instance, rev); err != nil {
+		return err
+	}
+	o.b.metrics.outboxReclaims.Inc()
+	return nil
 }
 
 // close ends the outbox once the broker's work is done: the watermarks are
@@ -336,10 +389,12 @@ func (w *outboxWrite) Unknown(r lifecycle.Record, resolve store.Resolver) {
 			cancel()
 			switch {
 			case err == nil && landed:
+				w.o.b.metrics.outboxUnknown.WithLabelValues("stored").Inc()
 				r.Revision = rev
 				w.Stored(r, rev)
 				return
 			case err == nil:
+				w.o.b.metrics.outboxUnknown.WithLabelValues("not_stored").Inc()
 				w.Refused()
 				return
 			case w.o.isClosed():
@@ -372,6 +427,7 @@ func (c *committed) Nak() error {
 
 func (c *committed) NakWithDelay(d time.Duration) error {
 	c.tries++
+	c.o.b.metrics.outboxRetries.Inc()
 	time.AfterFunc(d, func() {
 		if c.o.isClosed() {
 			return // held: a peer replays it

@@ -57,6 +57,53 @@ func TestAGoneBrokersCommitsAreProjected(t *testing.T) {
 		}
 		return fmt.Errorf("the gone instance's watermarks are still there (%+v, %v)", e, err)
 	})
+	b := env.Brokers[0].Broker
+	if n := counter(t, b, "ringer_outbox_reclaims_total"); n != 1 {
+		t.Errorf("ringer_outbox_reclaims_total = %g, want 1", n)
+	}
+	if n := counter(t, b, "ringer_outbox_replayed_total"); n != 1 {
+		t.Errorf("ringer_outbox_replayed_total = %g, want 1 (the gone broker's one revision)", n)
+	}
+}
+
+// A broker that commits nothing keeps its watermarks near the bucket's end
+// all the same: what others write moves them, so a peer replaying after
+// its death reads only what came after, not everything since its last
+// commit.
+func TestIdleWatermarksFollowTheBucket(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	ctx := ringertest.Ctx(t)
+	st, err := store.Open(ctx, natstest.Connect(t, env.URL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	instance := env.Brokers[0].Instance()
+	before, err := st.GetWatermarks(ctx, instance)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		if _, err := st.Commit(ctx, store.PutLine(fmt.Sprintf("user%d", i), store.Line{Manual: true}, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last, err := st.LastSequence(ctx, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Marks.Parts[0] >= last {
+		t.Fatalf("set-up: watermark %d already at the end %d", before.Marks.Parts[0], last)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		e, err := st.GetWatermarks(ringertest.Ctx(t), instance)
+		if err != nil {
+			return err
+		}
+		if e.Marks.Parts[0] < last {
+			return fmt.Errorf("the idle broker's watermark is %d, the bucket's end %d", e.Marks.Parts[0], last)
+		}
+		return nil
+	})
 }
 
 // A broker's watermarks are there while it runs, deleted when it shuts
