@@ -312,7 +312,10 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 // answer waits for u's ring of the scenario's invitation and accepts it
 // after the think time; ri is nil if it never rang.
 func (r *run) answer(s *invState, gc *groupCall, u *user) (ri *client.RemoteInvitation, err error) {
-	if ri = gc.ring(r.ctx, u, 15*time.Second); ri == nil {
+	done := r.tr.waiting(s, u.id+"'s ring")
+	ri = gc.ring(r.ctx, u, 15*time.Second)
+	done()
+	if ri == nil {
 		return nil, nil
 	}
 	r.st.record(stSendToRing, time.Since(s.sendAt))
@@ -327,6 +330,7 @@ func (r *run) answer(s *invState, gc *groupCall, u *user) (ri *client.RemoteInvi
 // 10 s before it calls a difference a violation: nothing else changes the
 // call meanwhile.
 func (r *run) checkInCall(s *invState, caller *user, in int, callerLeft bool) (sure bool) {
+	defer r.tr.waiting(s, fmt.Sprintf("the record to show %d in the call", in))()
 	inv, ok := r.readUntil(caller, s.group, func(inv protocol.Invitation) bool {
 		on := inv.CallState == protocol.CallActive
 		return on == (in >= 2) && (!on || inv.InCall() == in)
@@ -494,7 +498,7 @@ func (r *run) glare(s *invState, us []*user) string {
 	r.settle(call, a, func(ctx context.Context) error { return cl.Hangup(ctx, call) })
 	// The call's own fate is an ordinary call's (under faults an accept
 	// can fail ACCEPT_FAILURE): both must see it end, the same way.
-	va, vb := r.finalView(a, call), r.finalView(b, call)
+	va, vb := r.finalView(s, a, call), r.finalView(s, b, call)
 	if va.Live() || vb.Live() || va.State != vb.State || va.Reason != vb.Reason {
 		r.tr.violate(vGlare, "%s: the call ends %s/%s for %s, %s/%s for %s", s.group, va.State, va.Reason, a.id, vb.State, vb.Reason, b.id)
 	}
@@ -542,7 +546,8 @@ func (r *run) settle(id string, u *user, f func(context.Context) error) {
 // history at a heartbeat after the device's resync, once the projector
 // wrote the entry) for u's device to see invitation id finished, and
 // returns what it sees.
-func (r *run) finalView(u *user, id string) protocol.Invitation {
+func (r *run) finalView(s *invState, u *user, id string) protocol.Invitation {
+	defer r.tr.waiting(s, u.id+"'s device to see "+id+" end")()
 	cl, _ := u.client()
 	deadline := time.Now().Add(40 * time.Second)
 	for {
@@ -563,7 +568,7 @@ func (r *run) checkGroup(s *invState, us []*user, gc *groupCall) protocol.Invita
 	var wg sync.WaitGroup
 	for i, u := range us { // at the same time: each may wait for a catch-up
 		wg.Add(1)
-		go func() { defer wg.Done(); views[i] = r.finalView(u, s.group) }()
+		go func() { defer wg.Done(); views[i] = r.finalView(s, u, s.group) }()
 	}
 	wg.Wait()
 	var newest uint64

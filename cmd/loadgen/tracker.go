@@ -3,6 +3,9 @@ package main
 
 import (
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -104,6 +107,10 @@ type invState struct {
 	done   bool
 	doneAt time.Time
 	doneCh chan struct{}
+
+	// waits: what a scenario is waiting for right now (tracker.waiting),
+	// by when it began: named when it never finishes.
+	waits map[string]time.Time
 }
 
 // tracker holds every invitation of the run and the violations found.
@@ -383,6 +390,39 @@ func (s *invState) timerOutcome() bool {
 
 // finish completes a group or glare scenario's invitation, which its own
 // goroutine checked (groups.go), with outcome.
+// waiting notes that scenario s waits for what (a ring, a device's view,
+// a read) until the returned func is called.
+func (t *tracker) waiting(s *invState, what string) (done func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if s.waits == nil {
+		s.waits = map[string]time.Time{}
+	}
+	s.waits[what] = time.Now()
+	return func() {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		delete(s.waits, what)
+	}
+}
+
+// describeWaits renders what a scenario still waits for, oldest first.
+func describeWaits(waits map[string]time.Time, now time.Time) string {
+	if len(waits) == 0 {
+		return ""
+	}
+	whats := slices.SortedFunc(maps.Keys(waits), func(a, b string) int { return waits[a].Compare(waits[b]) })
+	var b strings.Builder
+	b.WriteString("; waiting for")
+	for i, w := range whats {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		fmt.Fprintf(&b, " %s (%.1fs)", w, now.Sub(waits[w]).Seconds())
+	}
+	return b.String()
+}
+
 func (t *tracker) finish(s *invState, outcome string, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -438,7 +478,7 @@ func (t *tracker) unfinished(now time.Time) []*invState {
 			continue
 		}
 		if s.outcome == "" {
-			t.violateLocked(vNoTerminal, "%s (%s, %s→%s): no terminal outcome; last state %s", s.id, s.p.b, s.caller.id, s.callee.id, s.lastState)
+			t.violateLocked(vNoTerminal, "%s (%s, %s→%s): no terminal outcome; last state %s%s", s.id, s.p.b, s.caller.id, s.callee.id, s.lastState, describeWaits(s.waits, now))
 			continue
 		}
 		for _, r := range []role{roleCaller, roleCallee} {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -72,4 +73,25 @@ func TestTrackerChecksATimeoutAgainstItsOwnState(t *testing.T) {
 			t.Errorf("last view %s: %d violations (%v), want %d", tc.last, n, kinds, tc.want)
 		}
 	}
+}
+
+// A scenario that never finishes is reported with what it still waits
+// for, oldest first; a wait that ended is not named.
+func TestUnfinishedScenarioNamesItsWaits(t *testing.T) {
+	tr := newTracker(newStats())
+	s := &invState{id: "g~scenario", group: "g", p: plan{b: bGroupJoin}, caller: &user{id: "a"}, callee: &user{id: "b"}}
+	tr.register(s)
+	ring := tr.waiting(s, "b's ring")
+	view := tr.waiting(s, "a's device to see g end")
+	tr.waiting(s, "c's device to see g end")
+	ring()
+	tr.mu.Lock()
+	s.waits["a's device to see g end"] = time.Now().Add(-30 * time.Second)
+	tr.mu.Unlock()
+	tr.unfinished(time.Now())
+	_, _, samples := tr.violations()
+	if len(samples) != 1 || !strings.Contains(samples[0], "waiting for a's device to see g end (30.0s), c's device to see g end (0.0s)") {
+		t.Fatalf("samples %q", samples)
+	}
+	view()
 }
