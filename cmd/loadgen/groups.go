@@ -257,8 +257,17 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 		r.checkGroup(s, us[:len(us)-1], gc)
 		return "GROUP_UNANSWERED"
 	}
-	if r.do("invite", func(ctx context.Context) error { return li.Invite(ctx, late.id) }) == nil {
+	// A late callee whose invite failed is left out of the final checks:
+	// its device never hears of the invitation, and waiting for it to see
+	// the end would outlast the drain (CI: a caller's presence lost in a
+	// stalled cluster made the invite FORBIDDEN, and the scenario waited
+	// 40 s for the late callee's view).
+	parties := us[:len(us)-1]
+	if err := r.do("invite", func(ctx context.Context) error { return li.Invite(ctx, late.id) }); err == nil {
+		parties = us
 		join(late)
+	} else if c := errCode(err); c == "TIMEOUT" || c == string(protocol.CodeUnavailable) {
+		unsure = true // it may have taken effect: late may be ringing, or even join
 	}
 	// Who is in the call, as this scenario made it; every leave is checked
 	// against the broker's record.
@@ -305,7 +314,7 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 	if unsure {
 		r.st.note("groupjoin: a command failed for good; who was in the call not checked")
 	}
-	r.checkGroup(s, us, gc)
+	r.checkGroup(s, parties, gc)
 	return outGroupJoined
 }
 
