@@ -281,22 +281,13 @@ func TestGroupWorkload(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 3 s workload")
 	}
-	t.Setenv("RINGER_NATS", "")
-	var stdout, stderr bytes.Buffer
-	code := realMain([]string{"--duration", "3s", "--rate", "20", "--users", "80", "--seed", "3",
-		"--mix", "group=1,groupjoin=1,glare=1,accept=1", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
-		"--drain", "25s", "--json", "--gc-floor", "0"}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var res struct {
 		Outcomes   map[string]int64 `json:"outcomes"`
 		Violations int64            `json:"violations"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatal(err)
-	}
+	runWorkload(t, &res, "--duration", "3s", "--rate", "20", "--users", "80", "--seed", "3",
+		"--mix", "group=1,groupjoin=1,glare=1,accept=1", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
+		"--drain", "25s", "--gc-floor", "0")
 	for _, o := range []string{outGroupAnswered, outGroupJoined, outGlareMerged, outAccepted} {
 		if res.Outcomes[o] == 0 {
 			t.Errorf("no %s outcome: %v", o, res.Outcomes)
@@ -321,28 +312,18 @@ func TestGroupJoinWithAFailedInviteFinishes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 1 s workload")
 	}
-	t.Setenv("RINGER_NATS", "")
-	var stdout, stderr bytes.Buffer
-	code := realMain([]string{"--duration", "1s", "--rate", "2", "--users", "60", "--seed", "5",
-		"--mix", "groupjoin=1", "--group-callees", "16", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
-		"--drain", "20s", "--json", "--gc-floor", "0"}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var res struct {
 		Invitations, Completed, Violations int64
 		Outcomes                           map[string]int64 `json:"outcomes"`
-		Errors                             map[string]int64 `json:"errors"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatal(err)
-	}
+	report := runWorkload(t, &res, "--duration", "1s", "--rate", "2", "--users", "60", "--seed", "5",
+		"--mix", "groupjoin=1", "--group-callees", "16", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
+		"--drain", "20s", "--gc-floor", "0")
 	if res.Invitations == 0 || res.Completed != res.Invitations || res.Violations != 0 || res.Outcomes[outGroupJoined] != res.Invitations {
-		t.Errorf("invitations %d, completed %d, violations %d, outcomes %v\n%s", res.Invitations, res.Completed, res.Violations, res.Outcomes, stderr.String())
+		t.Errorf("invitations %d, completed %d, violations %d, outcomes %v\n%s", res.Invitations, res.Completed, res.Violations, res.Outcomes, report)
 	}
-	if !strings.Contains(stderr.String(), "invite INVALID_ARGUMENT") {
-		t.Errorf("the late invites did not fail as set up:\n%s", stderr.String())
+	if !strings.Contains(report, "invite INVALID_ARGUMENT") {
+		t.Errorf("the late invites did not fail as set up:\n%s", report)
 	}
 }
 
@@ -356,17 +337,6 @@ func TestWorkloadPartitioned(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 4 s workload on a cluster")
 	}
-	t.Setenv("RINGER_NATS", "")
-	var stdout, stderr bytes.Buffer
-	code := realMain([]string{"--replicas", "3", "--partitions", "3", "--brokers", "2", "--settle", "0",
-		"--duration", "4s", "--rate", "30", "--users", "120", "--seed", "11",
-		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1,push=1,glare=2,group=2,groupjoin=1",
-		"--push-wake-min", "100ms", "--push-wake-max", "500ms", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
-		"--drain", "25s", "--export", "--json", "--gc-floor", "0"}, &stdout, &stderr)
-	if code != 0 {
-		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
-	}
-	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	var res struct {
 		Invitations, Completed, Violations int64
 		Outcomes                           map[string]int64 `json:"outcomes"`
@@ -375,11 +345,13 @@ func TestWorkloadPartitioned(t *testing.T) {
 			RoutedInPerInvitation float64 `json:"routed_in_per_invitation"`
 		} `json:"nats"`
 	}
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &res); err != nil {
-		t.Fatal(err)
-	}
+	report := runWorkload(t, &res, "--replicas", "3", "--partitions", "3", "--brokers", "2", "--settle", "0",
+		"--duration", "4s", "--rate", "30", "--users", "120", "--seed", "11",
+		"--mix", "accept=4,refuse=2,cancel=2,ignore=1,offline=1,busy=2,disconnect=1,push=1,glare=2,group=2,groupjoin=1",
+		"--push-wake-min", "100ms", "--push-wake-max", "500ms", "--short-timeouts", "--think", "50ms", "--hold", "100ms",
+		"--drain", "25s", "--export", "--gc-floor", "0")
 	if res.Invitations == 0 || res.Completed != res.Invitations || res.Violations != 0 || res.Export.Missing != 0 || res.Export.Duplicates != 0 {
-		t.Errorf("invitations %d, completed %d, violations %d, export %+v\n%s", res.Invitations, res.Completed, res.Violations, res.Export, stderr.String())
+		t.Errorf("invitations %d, completed %d, violations %d, export %+v\n%s", res.Invitations, res.Completed, res.Violations, res.Export, report)
 	}
 	if res.NATS.RoutedInPerInvitation < 1 { // three replicas: every write is replicated
 		t.Errorf("nats: %.2f messages between servers per invitation on a three-node cluster", res.NATS.RoutedInPerInvitation)
@@ -389,4 +361,21 @@ func TestWorkloadPartitioned(t *testing.T) {
 			t.Errorf("no %s outcome: %v", o, res.Outcomes)
 		}
 	}
+}
+
+// runWorkload runs loadgen embedded with args (and --json) and decodes
+// its last line, the JSON report, into res; it returns stderr, the text
+// report. A non-zero exit fails the test.
+func runWorkload(t *testing.T, res any, args ...string) string {
+	t.Helper()
+	t.Setenv("RINGER_NATS", "")
+	var stdout, stderr bytes.Buffer
+	if code := realMain(append(args, "--json"), &stdout, &stderr); code != 0 {
+		t.Fatalf("exit status %d\nstderr:\n%s", code, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), res); err != nil {
+		t.Fatal(err)
+	}
+	return stderr.String()
 }
