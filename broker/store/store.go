@@ -113,6 +113,8 @@ type Store struct {
 	// writer and tracker: see TrackWrites.
 	writer  string
 	tracker WriteTracker
+	// gossip: see Gossip.
+	gossip gossip
 }
 
 // part is one partition's handles.
@@ -442,6 +444,9 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 		rev, pubErr = s.publish(ctx, m)
 		if pubErr != nil && done != nil {
 			sent = bytes.Clone(data)
+		}
+		if pubErr == nil {
+			s.tell(w.Key, rev, data)
 		}
 		return nil
 	}
