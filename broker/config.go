@@ -42,6 +42,12 @@ type Config struct {
 	// consumer, delivered to any broker, as releases before 2026-12-05 did,
 	// instead of by the committing broker right after its commit (outbox.go).
 	ConsumerProjection bool
+	// CacheGossip: each broker tells the others every invitation and line
+	// it writes, and keeps what they write in its record cache
+	// (store.Gossip): with several brokers, commands then rarely start
+	// from a stale record. Needs the outbox (its watermarks name the
+	// peers) and a cache.
+	CacheGossip bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
 	// into one schedule per partition and 100 ms slot (store.TimerBatcher);
 	// 0 arms one schedule per timer, as releases before 1.1 did.
@@ -204,6 +210,7 @@ func DefaultConfig() Config {
 		UnreceivedHold: 10 * time.Second,
 		MaxDevices:     10,
 		CacheSize:      20000,
+		CacheGossip:    true,
 		MaxContent:     protocol.MaxContentLen,
 		MaxResponse:    protocol.MaxResponseLen,
 		MaxChannelID:   protocol.MaxChannelIDLen,

@@ -61,9 +61,18 @@ type outboxPart struct {
 
 // peerMarks is another instance's watermarks as last seen.
 type peerMarks struct {
-	e      store.WatermarksEntry
-	seen   time.Time // when its revision last changed, by this broker's clock
-	replay bool      // this broker is replaying them
+	e        store.WatermarksEntry
+	seen     time.Time // when its revision last changed, by this broker's clock
+	replay   bool      // this broker is replaying them
+	unlisten func()    // stops hearing its cache gossip (store.ListenTo)
+}
+
+// forget drops peer instance (its watermarks deleted: gone for good).
+func (o *outbox) forget(instance string) {
+	if p, ok := o.peers[instance]; ok {
+		p.unlisten()
+		delete(o.peers, instance)
+	}
 }
 
 // newOutbox starts with the partitions' last sequences (a broker that dies
@@ -85,6 +94,9 @@ func (b *Broker) newOutbox(ctx context.Context) (*outbox, error) {
 		return nil, err
 	}
 	b.store.TrackWrites(o.instance, o)
+	if b.cfg.CacheGossip {
+		b.store.Gossip(o.instance)
+	}
 	return o, nil
 }
 
@@ -261,18 +273,33 @@ func (o *outbox) seen(e store.WatermarksEntry) {
 		return
 	}
 	o.mu.Lock()
+	_, known := o.peers[e.Instance]
+	o.mu.Unlock()
+	unlisten := func() {}
+	if !known && !e.Deleted {
+		// A new peer: hear its cache gossip from now on. Not under the
+		// lock, which every commit takes: listening waits for the server.
+		var err error
+		if unlisten, err = o.b.store.ListenTo(e.Instance); err != nil {
+			o.b.log.Warn().Err(err).Str("instance", e.Instance).Msg("not listening to a peer's cache gossip")
+			unlisten = func() {}
+		}
+	}
+	o.mu.Lock()
 	defer o.mu.Unlock()
 	p, ok := o.peers[e.Instance]
 	switch {
 	case e.Deleted:
 		if ok && !p.replay {
-			delete(o.peers, e.Instance)
+			o.forget(e.Instance)
 		}
-	case !ok:
-		o.peers[e.Instance] = &peerMarks{e: e, seen: time.Now()}
-	case p.e.Revision != e.Revision:
+	case !ok && !o.closed:
+		o.peers[e.Instance] = &peerMarks{e: e, seen: time.Now(), unlisten: unlisten}
+		return
+	case ok && p.e.Revision != e.Revision:
 		p.e, p.seen = e, time.Now()
 	}
+	unlisten() // not kept: nothing to stop, or the broker stopped meanwhile
 }
 
 // reclaim claims and replays every peer's watermarks unchanged for grace.
@@ -294,7 +321,7 @@ func (o *outbox) reclaim(ctx context.Context) {
 			if p, ok := o.peers[e.Instance]; ok {
 				p.replay, p.seen = false, time.Now()
 				if err == nil {
-					delete(o.peers, e.Instance)
+					o.forget(e.Instance)
 				}
 			}
 			if err != nil && ctx.Err() == nil {
@@ -345,6 +372,9 @@ func (o *outbox) close(ctx context.Context) {
 	o.mu.Lock()
 	o.closed = true
 	rev := o.rev
+	for _, p := range o.peers {
+		p.unlisten()
+	}
 	o.mu.Unlock()
 	if o.settled() {
 		if err := o.b.store.DeleteWatermarks(ctx, o.instance, rev); err == nil {
