@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/broker"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
@@ -53,7 +54,7 @@ func stalledStream(t *testing.T, stream string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopped := stallStream(t, c, js, stream)
+	stopped := stallStream(t, c, js, stream, nil)
 	// Ready again when a call rings: the groups led by the stopped server
 	// elect new leaders (seconds).
 	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
@@ -124,7 +125,11 @@ func stalledStream(t *testing.T, stream string) {
 // every group on three replicas keeps its quorum and the groups the stream's
 // leader leads (brokers gather a partition's timer stream there) keep their
 // leader. Its writes wait for their deadlines until c.Restart.
-func stallStream(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, stream string) (stopped int) {
+//
+// Each group of keep (mover moves them) is first led from a server that stays
+// up: a consumer whose leader stops forgets the progress acknowledgements
+// given to the old leader and redelivers what was in hand.
+func stallStream(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, stream string, mover *store.Store, keep ...store.Group) (stopped int) {
 	t.Helper()
 	ctx := ringertest.Ctx(t)
 	st, err := js.Stream(ctx, stream)
@@ -157,6 +162,21 @@ func stallStream(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, stre
 		}
 		return nil
 	})
+	for _, g := range keep {
+		natstest.Eventually(t, 20*time.Second, func() error {
+			leader, err := mover.Leader(ctx, g)
+			switch {
+			case err != nil:
+				return err
+			case leader != peers[1]:
+				return nil
+			}
+			if err := mover.MoveLeader(ctx, g, peers[0]); err != nil {
+				return err
+			}
+			return fmt.Errorf("%s led from %s, which is to stop; moved to %s", g, leader, peers[0])
+		})
+	}
 	stopped = slices.IndexFunc(c.Servers, func(s *server.Server) bool { return s.Name() == peers[1] })
 	t.Logf("%s replicas %v; stopping %s", stream, peers, c.Servers[stopped].Name())
 	c.Stop(stopped)

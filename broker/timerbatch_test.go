@@ -162,7 +162,7 @@ func timerBatchOutlivesAKilledBroker(t *testing.T, consumer bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stopped := stallStream(t, c, js, subjects.Partition(0).TimerStream())
+	stopped := stallStream(t, c, js, subjects.Partition(0).TimerStream(), nil)
 
 	// Sent once the groups the stopped server led have new leaders.
 	var li *client.LocalInvitation
@@ -252,7 +252,8 @@ func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
 	}
 	li := alice.Invite(t, "nobody")
 	deadline := time.UnixMilli(li.Invitation().Deadline)
-	stopped := stallStream(t, c, js, subjects.Partition(0).BucketStream())
+	stopped := stallStream(t, c, js, subjects.Partition(0).BucketStream(), env.Brokers[0].Store(),
+		store.Group{Stream: subjects.Partition(0).TimerStream(), Consumer: store.ConsumerTimerBatches})
 	if time.Until(deadline) < time.Second {
 		t.Fatalf("the bucket took until %s before its deadline to stall", time.Until(deadline))
 	}
