@@ -54,9 +54,8 @@ type outbox struct {
 
 // outboxPart is one partition's state of the outbox.
 type outboxPart struct {
-	acked  uint64         // highest sequence acknowledged to this broker
-	holds  map[uint64]int // watermark holds (sequence → count)
-	marked uint64         // acked as of the last refresh
+	acked uint64         // highest sequence acknowledged to this broker
+	holds map[uint64]int // watermark holds (sequence → count)
 }
 
 // peerMarks is another instance's watermarks as last seen.
@@ -136,8 +135,7 @@ func (o *outbox) stored(part int, from, rev uint64) {
 }
 
 // marks are the current watermarks, and how many holds are under them and
-// how far they trail the acked sequences (for the metrics). Each
-// partition's acked sequence is noted as marked.
+// how far they trail the acked sequences (for the metrics).
 func (o *outbox) marks() (out []uint64, held int, lag uint64) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -150,19 +148,17 @@ func (o *outbox) marks() (out []uint64, held int, lag uint64) {
 			held += n
 		}
 		lag += p.acked - out[i]
-		p.marked = p.acked
 	}
 	return out, held, lag
 }
 
 // bumpIdle moves the acked sequence of every partition in which this
-// broker holds nothing and has committed nothing since the last refresh
-// to the partition's last sequence, at most once per grace: a peer that
-// replays after this broker's death then reads only what came after,
-// however long the broker has been idle there. It is safe because a
-// revision of this broker not yet projected is always held: a write that
-// begins after the bump holds at the bumped sequence and is stored past
-// it; one that began before holds at the old one.
+// broker holds nothing to the partition's last sequence, at most once per
+// grace: a peer that replays after this broker's death then reads only
+// what came after, however long the broker has been idle there. It is
+// safe because a write in flight and a revision not yet projected are
+// always held: a write that begins after the look holds at the old acked
+// sequence or the bumped one, and is stored past both.
 func (o *outbox) bumpIdle(ctx context.Context) {
 	o.mu.Lock()
 	if time.Since(o.bumped) < o.grace {
@@ -172,7 +168,7 @@ func (o *outbox) bumpIdle(ctx context.Context) {
 	o.bumped = time.Now()
 	var idle []int
 	for i, p := range o.parts {
-		if len(p.holds) == 0 && p.acked == p.marked {
+		if len(p.holds) == 0 {
 			idle = append(idle, i)
 		}
 	}
