@@ -208,3 +208,29 @@ func decodeEvent(t *testing.T, m *nats.Msg) *protocol.Event {
 	}
 	return ev
 }
+
+// The outbox's gauges are what its watermarks were at the last refresh: a
+// committed revision not yet projected is one hold, its watermark one
+// sequence below what was acknowledged; projected, both are back to 0.
+func TestOutboxGaugesAtRefresh(t *testing.T) {
+	e := newOutboxEnv(t)
+	o := e.b.outbox
+	w := o.Begin(0).(*outboxWrite)
+	rec := e.commit(t, "gauged", nil)
+	o.stored(0, w.hold, rec.Revision) // as Stored, without its projection
+	gauges := func(held, lag float64) {
+		t.Helper()
+		if err := o.refresh(e.ctx); err != nil {
+			t.Fatal(err)
+		}
+		if got := testutil.ToFloat64(e.b.metrics.outboxHeld); got != held {
+			t.Errorf("ringer_outbox_held = %g, want %g", got, held)
+		}
+		if got := testutil.ToFloat64(e.b.metrics.outboxLag); got != lag {
+			t.Errorf("ringer_outbox_watermark_lag = %g, want %g", got, lag)
+		}
+	}
+	gauges(1, 1)
+	_ = (&committed{o: o, part: 0, rec: rec}).Ack()
+	gauges(0, 0)
+}
