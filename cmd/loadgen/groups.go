@@ -556,8 +556,8 @@ func (r *run) settle(id string, u *user, f func(context.Context) error) {
 // wrote the entry) for u's device to see invitation id finished, and
 // returns what it sees.
 func (r *run) finalView(s *invState, u *user, id string) protocol.Invitation {
-	defer r.tr.waiting(s, u.id+"'s device to see "+id+" end")()
-	cl, _ := u.client()
+	cl, dev := u.client()
+	defer r.tr.waitingSeeing(s, u.id+"'s device to see "+id+" end", func() string { return deviceView(cl, dev, id) })()
 	deadline := time.Now().Add(40 * time.Second)
 	for {
 		v, ok := cl.Invitation(id)
@@ -566,6 +566,16 @@ func (r *run) finalView(s *invState, u *user, id string) protocol.Invitation {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// deviceView describes what device dev (client cl) knows of invitation id.
+func deviceView(cl *client.Client, dev, id string) string {
+	v, ok := cl.Invitation(id)
+	if !ok {
+		return fmt.Sprintf("device %s: not tracked (connection %s)", dev, cl.ConnectionState())
+	}
+	return fmt.Sprintf("device %s: %s %s call %s rev %d deadline %s (connection %s)", dev, v.State, v.Reason, v.CallState, v.Revision,
+		time.UnixMilli(v.Deadline).UTC().Format("15:04:05.000"), cl.ConnectionState())
 }
 
 // checkGroup checks a finished group invitation on every side: each

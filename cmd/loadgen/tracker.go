@@ -109,8 +109,8 @@ type invState struct {
 	doneCh chan struct{}
 
 	// waits: what a scenario is waiting for right now (tracker.waiting),
-	// by when it began: named when it never finishes.
-	waits map[string]time.Time
+	// since when, and what it sees meanwhile: named when it never finishes.
+	waits map[string]wait
 }
 
 // tracker holds every invitation of the run and the violations found.
@@ -390,15 +390,28 @@ func (s *invState) timerOutcome() bool {
 
 // finish completes a group or glare scenario's invitation, which its own
 // goroutine checked (groups.go), with outcome.
+// wait is one thing a scenario waits for: since when, and (sees, if not
+// nil) what it sees meanwhile, asked when the scenario is reported.
+type wait struct {
+	since time.Time
+	sees  func() string
+}
+
 // waiting notes that scenario s waits for what (a ring, a device's view,
 // a read) until the returned func is called.
 func (t *tracker) waiting(s *invState, what string) (done func()) {
+	return t.waitingSeeing(s, what, nil)
+}
+
+// waitingSeeing is waiting with a description of what the scenario sees
+// meanwhile (a device's view), named if the wait never ends.
+func (t *tracker) waitingSeeing(s *invState, what string, sees func() string) (done func()) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if s.waits == nil {
-		s.waits = map[string]time.Time{}
+		s.waits = map[string]wait{}
 	}
-	s.waits[what] = time.Now()
+	s.waits[what] = wait{since: time.Now(), sees: sees}
 	return func() {
 		t.mu.Lock()
 		defer t.mu.Unlock()
@@ -407,18 +420,22 @@ func (t *tracker) waiting(s *invState, what string) (done func()) {
 }
 
 // describeWaits renders what a scenario still waits for, oldest first.
-func describeWaits(waits map[string]time.Time, now time.Time) string {
+func describeWaits(waits map[string]wait, now time.Time) string {
 	if len(waits) == 0 {
 		return ""
 	}
-	whats := slices.SortedFunc(maps.Keys(waits), func(a, b string) int { return waits[a].Compare(waits[b]) })
+	whats := slices.SortedFunc(maps.Keys(waits), func(a, b string) int { return waits[a].since.Compare(waits[b].since) })
 	var b strings.Builder
 	b.WriteString("; waiting for")
 	for i, w := range whats {
 		if i > 0 {
 			b.WriteString(",")
 		}
-		fmt.Fprintf(&b, " %s (%.1fs)", w, now.Sub(waits[w]).Seconds())
+		fmt.Fprintf(&b, " %s (%.1fs", w, now.Sub(waits[w].since).Seconds())
+		if sees := waits[w].sees; sees != nil {
+			fmt.Fprintf(&b, "; sees %s", sees())
+		}
+		b.WriteString(")")
 	}
 	return b.String()
 }

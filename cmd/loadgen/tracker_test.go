@@ -83,14 +83,14 @@ func TestUnfinishedScenarioNamesItsWaits(t *testing.T) {
 	tr.register(s)
 	ring := tr.waiting(s, "b's ring")
 	view := tr.waiting(s, "a's device to see g end")
-	tr.waiting(s, "c's device to see g end")
+	tr.waitingSeeing(s, "c's device to see g end", func() string { return "nothing" })
 	ring()
 	tr.mu.Lock()
-	s.waits["a's device to see g end"] = time.Now().Add(-30 * time.Second)
+	s.waits["a's device to see g end"] = wait{since: time.Now().Add(-30 * time.Second)}
 	tr.mu.Unlock()
 	tr.unfinished(time.Now())
 	_, _, samples := tr.violations()
-	if len(samples) != 1 || !strings.Contains(samples[0], "waiting for a's device to see g end (30.0s), c's device to see g end (0.0s)") {
+	if len(samples) != 1 || !strings.Contains(samples[0], "waiting for a's device to see g end (30.0s), c's device to see g end (0.0s; sees nothing)") {
 		t.Fatalf("samples %q", samples)
 	}
 	view()
