@@ -89,7 +89,7 @@ func newMetrics() *Metrics {
 			Namespace: "ringer", Name: "outbox_retries_total", Help: "Projections of this broker's commits tried again after a failure (a publish, or a full recorder queue).",
 		}),
 		outboxUnknown: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ringer", Name: "outbox_unknown_writes_total", Help: "Invitation writes whose answer was lost, by what a read then found (stored: projected; not_stored: dropped).",
+			Namespace: "ringer", Name: "outbox_unknown_writes_total", Help: "Invitation writes whose answer was lost, by what a read then found (stored: projected; not_stored: dropped; undecided: still at the revision it expected a minute later, dropped).",
 		}, []string{"found"}),
 		outboxReclaims: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "outbox_reclaims_total", Help: "Gone brokers' watermarks this broker claimed, replayed and deleted.",
@@ -114,7 +114,7 @@ func newMetrics() *Metrics {
 	for _, where := range []string{"command", "census", "timers", "presence", "projector"} {
 		m.kvErrors.WithLabelValues(where)
 	}
-	for _, found := range []string{"stored", "not_stored"} {
+	for _, found := range []string{"stored", "not_stored", "undecided"} {
 		m.outboxUnknown.WithLabelValues(found)
 	}
 	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {

@@ -43,6 +43,9 @@ type outbox struct {
 	instance string
 	every    time.Duration // refresh
 	grace    time.Duration // a peer's key unchanged this long is reclaimed
+	// undecided bounds how long a write whose answer was lost is held
+	// while its key still holds the revision it expected (Unknown; under mu).
+	undecided time.Duration
 
 	mu     sync.Mutex
 	parts  []outboxPart
@@ -81,7 +84,7 @@ func (b *Broker) newOutbox(ctx context.Context) (*outbox, error) {
 	id := make([]byte, 8)
 	_, _ = rand.Read(id)
 	o := &outbox{b: b, instance: hex.EncodeToString(id), every: max(b.cfg.AckWait/4, 50*time.Millisecond), grace: b.cfg.AckWait,
-		parts: make([]outboxPart, b.store.Partitions()), peers: map[string]*peerMarks{}}
+		undecided: undecidedFor, parts: make([]outboxPart, b.store.Partitions()), peers: map[string]*peerMarks{}}
 	for i := range o.parts {
 		last, err := b.store.LastSequence(ctx, i)
 		if err != nil {
@@ -406,9 +409,18 @@ func (w *outboxWrite) Stored(r lifecycle.Record, rev uint64) {
 func (w *outboxWrite) Refused() { w.o.release(w.part, w.hold) }
 
 // Unknown keeps the write's hold until a read tells whether it was stored
-// (then it is projected) or not.
+// (then it is projected) or not. While the key still holds the revision
+// the write expected, the write may yet be stored (store.ErrUndecided: a
+// proposal its stream leader commits once it has a quorum again, a publish
+// a paused server forwards late), so the resolver asks again — the key's
+// next write decides it, and a live invitation's timer writes one — for up
+// to outbox.undecided, after which the write counts as not stored.
 func (w *outboxWrite) Unknown(r lifecycle.Record, resolve store.Resolver) {
+	w.o.mu.Lock()
+	limit := w.o.undecided
+	w.o.mu.Unlock()
 	go func() {
+		began := time.Now()
 		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 			ctx, cancel := w.o.b.opContext()
 			rev, landed, err := resolve(ctx)
@@ -423,6 +435,12 @@ func (w *outboxWrite) Unknown(r lifecycle.Record, resolve store.Resolver) {
 				w.o.b.metrics.outboxUnknown.WithLabelValues("not_stored").Inc()
 				w.Refused()
 				return
+			case errors.Is(err, store.ErrUndecided) && time.Since(began) >= limit:
+				withInvitation(w.o.b.log.Warn(), &r).Dur("after", time.Since(began)).
+					Msg("a write whose answer was lost is still neither stored nor replaced; counted as not stored")
+				w.o.b.metrics.outboxUnknown.WithLabelValues("undecided").Inc()
+				w.Refused()
+				return
 			case w.o.isClosed():
 				return // the hold stays in the last watermarks: a peer replays
 			}
@@ -430,6 +448,10 @@ func (w *outboxWrite) Unknown(r lifecycle.Record, resolve store.Resolver) {
 		}
 	}()
 }
+
+// undecidedFor is outbox.undecided: far longer than a Raft election
+// (4–9 s) or a server's freeze that the cluster survives.
+const undecidedFor = time.Minute
 
 // committed settles the projection of a revision this broker committed
 // (projectRecord's settler): done, it releases the watermark; failed, it

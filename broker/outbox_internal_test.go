@@ -186,6 +186,21 @@ func TestOutboxResolvesAWriteWhoseAnswerWasLost(t *testing.T) {
 			t.Fatalf("resolver asked %d times", asked.Load())
 		}
 	})
+	t.Run("undecided for too long", func(t *testing.T) {
+		e.b.outbox.mu.Lock()
+		e.b.outbox.undecided = 0
+		e.b.outbox.mu.Unlock()
+		defer func() {
+			e.b.outbox.mu.Lock()
+			e.b.outbox.undecided = undecidedFor
+			e.b.outbox.mu.Unlock()
+		}()
+		w := e.b.outbox.Begin(0)
+		rec := lifecycle.New("neverdecided", "alice", "phone", "bob", "", "", e.b.cfg.Timeouts, time.Now())
+		w.Unknown(rec, func(context.Context) (uint64, bool, error) { return 0, false, store.ErrUndecided })
+		e.settled(t)
+		e.none(t, rec.ID)
+	})
 	t.Run("not stored", func(t *testing.T) {
 		w := e.b.outbox.Begin(0)
 		rec := lifecycle.New("neverstored", "alice", "phone", "bob", "", "", e.b.cfg.Timeouts, time.Now())
@@ -193,7 +208,7 @@ func TestOutboxResolvesAWriteWhoseAnswerWasLost(t *testing.T) {
 		e.settled(t)
 		e.none(t, rec.ID)
 	})
-	for found, want := range map[string]float64{"stored": 1, "not_stored": 1} {
+	for found, want := range map[string]float64{"stored": 1, "not_stored": 1, "undecided": 1} {
 		if n := testutil.ToFloat64(e.b.metrics.outboxUnknown.WithLabelValues(found)); n != want {
 			t.Errorf("ringer_outbox_unknown_writes_total{found=%q} = %g, want %g", found, n, want)
 		}

@@ -454,16 +454,16 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 		m.Header.Set("KV-Operation", "DEL")
 		_ = publish(nil)
 	} else if err := protocol.Encode(w.Value, publish); err != nil {
-		s.settleWrite(done, w.Key, rec, nil, 0, err)
+		s.settleWrite(done, w.Key, w.ExpectRev, rec, nil, 0, err)
 		return 0, fmt.Errorf("store: encode %s: %w", w.Key, err)
 	}
 	if pubErr != nil {
 		err := mapPubErr(pubErr, w.Key)
-		s.settleWrite(done, w.Key, rec, sent, 0, err)
+		s.settleWrite(done, w.Key, w.ExpectRev, rec, sent, 0, err)
 		return 0, err
 	}
 	s.remember(w, rev)
-	s.settleWrite(done, w.Key, rec, nil, rev, nil)
+	s.settleWrite(done, w.Key, w.ExpectRev, rec, nil, rev, nil)
 	return rev, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
@@ -37,9 +38,18 @@ type WriteDone interface {
 }
 
 // Resolver looks up whether a write whose answer was lost was stored: its
-// revision if the key's newest revision is that write, landed false if the
-// key has another (or none).
+// revision if the key's newest revision is that write, landed false if
+// another write replaced the revision it expected (or the key is gone), and
+// ErrUndecided while the key is still at that revision (ask again later).
 type Resolver func(ctx context.Context) (rev uint64, landed bool, err error)
+
+// ErrUndecided: a write whose answer was lost may still be stored. Its key
+// still holds the revision the write expected, and a publish that timed out
+// can be a Raft proposal that the stream commits seconds later (a leader
+// without quorum, an election); "not stored" is certain only once another
+// revision replaced the expected one, since the write's compare-and-set can
+// then never succeed.
+var ErrUndecided = errors.New("store: a write whose answer was lost may still be stored")
 
 // TrackWrites makes every later invitation write carry HeaderWriter =
 // instance and report to t. Call it before the store is used.
@@ -55,27 +65,35 @@ func (s *Store) trackWrite(key string) WriteDone {
 	return s.tracker.Begin(int(subjects.PartitionOf(key, len(s.parts))))
 }
 
-// settleWrite tells done (if any) the outcome of a write of r under key:
-// rev on success, else err, with data (a copy of what was sent) for the
-// resolver when the outcome is unknown.
-func (s *Store) settleWrite(done WriteDone, key string, r lifecycle.Record, data []byte, rev uint64, err error) {
+// settleWrite tells done (if any) the outcome of a write of r under key
+// over revision expect: rev on success, else err, with data (a copy of what
+// was sent) for the resolver when the outcome is unknown.
+func (s *Store) settleWrite(done WriteDone, key string, expect uint64, r lifecycle.Record, data []byte, rev uint64, err error) {
 	switch {
 	case done == nil:
 	case err == nil:
 		r.Revision = rev
 		done.Stored(r, rev)
-	case errors.Is(err, ErrConflict), errors.Is(err, ErrFull), data == nil:
+	case errors.Is(err, ErrConflict), errors.Is(err, ErrFull), errors.Is(err, nats.ErrReconnectBufExceeded), data == nil:
+		// (ErrReconnectBufExceeded: a connection without a reconnect
+		// buffer, as brokerd's, never sent it.)
 		done.Refused()
 	default:
 		done.Unknown(r, func(ctx context.Context) (uint64, bool, error) {
 			got, rev, err := s.getFrom(ctx, true, key)
-			if errors.Is(err, ErrNotFound) {
-				return 0, false, nil
-			}
-			if err != nil {
+			switch {
+			case errors.Is(err, ErrNotFound) && expect == 0:
+				return 0, false, ErrUndecided // a create not (yet) stored
+			case errors.Is(err, ErrNotFound):
+				return 0, false, nil // the key is gone: the write can no longer land
+			case err != nil:
 				return 0, false, err
+			case bytes.Equal(got, data):
+				return rev, true, nil
+			case rev == expect:
+				return 0, false, ErrUndecided
 			}
-			return rev, bytes.Equal(got, data), nil
+			return rev, false, nil
 		})
 	}
 }

@@ -3,9 +3,11 @@ package store
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
@@ -35,7 +37,10 @@ func (o *outcomes) Unknown(_ lifecycle.Record, r Resolver) { o.resolver = r }
 // the tracker each write's outcome: stored with its revision, refused for a
 // failed compare-and-set; a write whose answer was lost is resolved by a
 // read — landed while the key's newest revision is that write, not once
-// another write replaced it, nor for a key never written.
+// another write replaced the revision it expected, undecided while the
+// key still holds that revision (a create: while the key has none), since
+// the write may be stored later; a write never sent (no reconnect buffer)
+// is refused.
 func TestTrackedWrites(t *testing.T) {
 	ctx, s := openR1(t)
 	var o outcomes
@@ -64,30 +69,39 @@ func TestTrackedWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	lost := errors.New("nats: timeout")
-	resolve := func(key string, data []byte) (uint64, bool) {
+	resolve := func(key string, expect uint64, data []byte) (uint64, bool, error) {
 		t.Helper()
 		o.resolver = nil
-		s.settleWrite(&o, key, rec, data, 0, lost)
+		s.settleWrite(&o, key, expect, rec, data, 0, lost)
 		if o.resolver == nil {
 			t.Fatalf("an unanswered write of %s was not left to resolve", key)
 		}
-		rev, landed, err := o.resolver(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return rev, landed
+		return o.resolver(ctx)
 	}
-	stored, err := s.parts[0].bucket.GetLastMsgForSubject(ctx, subjects.KVSubject(subjects.InvitationKey(rec.ID)))
+	key := subjects.InvitationKey(rec.ID)
+	stored, err := s.parts[0].bucket.GetLastMsgForSubject(ctx, subjects.KVSubject(key))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, landed := resolve(subjects.InvitationKey(rec.ID), bytes.Clone(stored.Data)); !landed || got != rev {
-		t.Fatalf("the newest revision resolved as landed=%v at %d, want landed at %d", landed, got, rev)
+	if got, landed, err := resolve(key, 0, bytes.Clone(stored.Data)); err != nil || !landed || got != rev {
+		t.Fatalf("the newest revision resolved as landed=%v at %d (%v), want landed at %d", landed, got, err, rev)
 	}
-	if _, landed := resolve(subjects.InvitationKey(rec.ID), sent[:len(sent)-1]); landed {
-		t.Fatal("other bytes than the newest revision's resolved as landed")
+	if _, landed, err := resolve(key, rev-1, sent[:len(sent)-1]); err != nil || landed {
+		t.Fatalf("other bytes than the newest revision's, over a revision replaced since: landed=%v (%v), want not stored", landed, err)
 	}
-	if _, landed := resolve(subjects.InvitationKey("never"), sent); landed {
-		t.Fatal("a key never written resolved as landed")
+	if _, _, err := resolve(key, rev, sent[:len(sent)-1]); !errors.Is(err, ErrUndecided) {
+		t.Fatalf("a write over the key's newest revision: %v, want ErrUndecided", err)
+	}
+	if _, _, err := resolve(subjects.InvitationKey("never"), 0, sent); !errors.Is(err, ErrUndecided) {
+		t.Fatalf("a create of a key never written: %v, want ErrUndecided", err)
+	}
+	if _, landed, err := resolve(subjects.InvitationKey("never"), rev, sent); err != nil || landed {
+		t.Fatalf("a write over a revision of a key now gone: landed=%v (%v), want not stored", landed, err)
+	}
+	refused := o.refused
+	o.resolver = nil
+	s.settleWrite(&o, key, rev, rec, sent, 0, fmt.Errorf("store: publish %s: %w", key, nats.ErrReconnectBufExceeded))
+	if o.refused != refused+1 || o.resolver != nil {
+		t.Fatal("a write the connection never sent (no reconnect buffer) was not refused")
 	}
 }

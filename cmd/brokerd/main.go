@@ -187,6 +187,13 @@ func brokerConn(o *options, url string, log zerolog.Logger) (*nats.Conn, error) 
 		// for 5-6 s).
 		nats.PingInterval(time.Second), nats.MaxPingsOutstanding(2),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// No reconnect buffer: a publish while the connection is down fails
+		// at once. Buffered, a write the broker had given up on (its client
+		// told UNAVAILABLE, its outbox counting it as not stored) would be
+		// sent after the reconnect and stored seconds later, unprojected;
+		// events and replies fail too, and are retried (the outbox) or
+		// asked again (clients).
+		nats.ReconnectBufSize(-1),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { log.Warn().Err(err).Msg("nats disconnected") }),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info().Str("url", c.ConnectedUrlRedacted()).Str("server", c.ConnectedServerName()).Msg("nats reconnected")
