@@ -350,6 +350,7 @@ func (o *outbox) replay(ctx context.Context, e store.WatermarksEntry) error {
 			}
 			n++
 			o.b.metrics.outboxReplayed.Inc()
+			withInvitation(o.b.log.Debug(), &r).Str("instance", e.Instance).Uint64("rev", r.Revision).Msg("replayed a gone broker's revision")
 			return nil
 		})
 		if err != nil {

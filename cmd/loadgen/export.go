@@ -127,13 +127,14 @@ func (r *run) readExport(ctx context.Context, open exportOpener) (rep *exportRep
 			}
 			seen[t.Revision] = true
 		}
-		broken := protocol.CheckChain(ts) != nil
-		if s := r.tr.get(id); s != nil && s.done && !s.sendFailed && s.terminal.Revision != 0 && s.terminal.Revision > ts[len(ts)-1].Revision {
-			broken = true // the outcome loadgen saw is not exported
+		broken, saw := protocol.CheckChain(ts) != nil, ""
+		if s := r.tr.get(id); s != nil && s.done && !s.sendFailed && s.terminal.Revision != 0 {
+			saw = fmt.Sprintf(" (loadgen saw %s %s %s at revision %d)", s.terminal.State, s.terminal.CallState, s.terminal.Reason, s.terminal.Revision)
+			broken = broken || s.terminal.Revision > ts[len(ts)-1].Revision // the outcome loadgen saw is not exported
 		}
 		if broken {
 			rep.Missing++
-			problem(vExportMissing, "%s: exported transitions do not chain to the outcome: %+v", id, ts)
+			problem(vExportMissing, "%s: exported transitions do not chain to the outcome%s: %+v", id, saw, ts)
 		}
 	}
 	return rep, byID, problems, false
