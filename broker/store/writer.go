@@ -104,6 +104,15 @@ func (s *Store) settleWrite(done WriteDone, key string, expect uint64, r lifecyc
 // broker that died may have committed without projecting. A revision
 // superseded since is no longer in the bucket (it keeps one per key); its
 // successor's writer projects it.
+//
+// It reads through an ordered consumer, which JetStream may place on any
+// replica of the bucket, including one still catching up after a
+// partition or a restart: such a consumer sees only part of the stream and
+// would end the replay early, its missing revisions never projected
+// (chaos runs: timeouts committed just before a kill -9, never exported).
+// So the consumer is used only on the stream leader or a replica that is
+// current, both when it starts and when it ends; otherwise the replay
+// fails, to be tried again.
 func (s *Store) Replay(ctx context.Context, part int, from uint64, instance string, f func(r lifecycle.Record) error) error {
 	pt := s.parts[part]
 	last, err := s.LastSequence(ctx, part)
@@ -113,18 +122,28 @@ func (s *Store) Replay(ctx context.Context, part int, from uint64, instance stri
 	if last <= from {
 		return nil
 	}
-	cons, err := s.js.OrderedConsumer(ctx, pt.p.BucketStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{pt.p.InvitationChanges()},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from + 1,
-	})
-	if err != nil {
-		return fmt.Errorf("store: replay: %w", err)
+	var cons jetstream.Consumer
+	for try := 0; ; try++ {
+		cons, err = s.js.OrderedConsumer(ctx, pt.p.BucketStream(), jetstream.OrderedConsumerConfig{
+			FilterSubjects: []string{pt.p.InvitationChanges()},
+			DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
+			OptStartSeq:    from + 1,
+		})
+		if err != nil {
+			return fmt.Errorf("store: replay: %w", err)
+		}
+		if err = s.upToDate(ctx, pt.p.BucketStream(), cons.CachedInfo()); err == nil {
+			break
+		}
+		if try == replayPlacements {
+			return fmt.Errorf("store: replay: %w", err)
+		}
 	}
-	if info := cons.CachedInfo(); info != nil && info.NumPending == 0 {
-		return nil // no invitation revision after from
+	pending := uint64(0)
+	if info := cons.CachedInfo(); info != nil {
+		pending = info.NumPending
 	}
-	for {
+	for done := pending == 0; !done; {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
 			return fmt.Errorf("store: replay: %w", err)
@@ -137,7 +156,8 @@ func (s *Store) Replay(ctx context.Context, part int, from uint64, instance stri
 				return fmt.Errorf("store: replay: %w", err)
 			}
 			if meta.Sequence.Stream > last {
-				return nil
+				done = true
+				break
 			}
 			if m.Headers().Get(HeaderWriter) == instance && m.Headers().Get("KV-Operation") == "" && len(m.Data()) > 0 {
 				var r lifecycle.Record
@@ -149,17 +169,53 @@ func (s *Store) Replay(ctx context.Context, part int, from uint64, instance stri
 					return err
 				}
 			}
-			if meta.NumPending == 0 || meta.Sequence.Stream == last {
-				return nil
+			if pending = meta.NumPending; pending == 0 || meta.Sequence.Stream == last {
+				done = true
+				break
 			}
 		}
-		if err := batch.Error(); err != nil {
+		if err := batch.Error(); err != nil && !done {
 			return fmt.Errorf("store: replay: %w", err)
 		}
 		if n == 0 {
-			return nil // nothing after from matches
+			return fmt.Errorf("store: replay: partition %d: the consumer stopped with %d revisions pending", part, pending)
 		}
 	}
+	// The consumer may have been recreated on the way (an ordered
+	// consumer's reset): where it ended must have been current too.
+	if err := s.upToDate(ctx, pt.p.BucketStream(), cons.CachedInfo()); err != nil {
+		return fmt.Errorf("store: replay: %w", err)
+	}
+	return nil
+}
+
+// replayPlacements bounds how many times Replay creates its consumer again
+// to have it placed on an up-to-date replica.
+const replayPlacements = 4
+
+// errLagging: a consumer placed on a replica that is catching up.
+var errLagging = errors.New("the consumer is on a replica still catching up")
+
+// upToDate reports (nil) whether the consumer ci describes runs on stream's
+// leader or on a replica the leader counts as current with no lag.
+func (s *Store) upToDate(ctx context.Context, stream string, ci *jetstream.ConsumerInfo) error {
+	if ci == nil || ci.Cluster == nil || ci.Cluster.Leader == "" {
+		return nil // not clustered: one server
+	}
+	st, err := s.js.Stream(ctx, stream)
+	if err != nil {
+		return err
+	}
+	si := st.CachedInfo()
+	if si.Cluster == nil || si.Cluster.Leader == ci.Cluster.Leader {
+		return nil
+	}
+	for _, r := range si.Cluster.Replicas {
+		if r.Name == ci.Cluster.Leader && r.Current && r.Lag == 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("%w (%s; stream leader %s)", errLagging, ci.Cluster.Leader, si.Cluster.Leader)
 }
 
 // LastSequence is the last sequence of partition part's bucket.

@@ -2,15 +2,18 @@ package store
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
@@ -104,4 +107,89 @@ func TestTrackedWrites(t *testing.T) {
 	if o.refused != refused+1 || o.resolver != nil {
 		t.Fatal("a write the connection never sent (no reconnect buffer) was not refused")
 	}
+}
+
+// A replay reads through a consumer that JetStream may place on any replica
+// of the bucket: it is trusted on the stream leader, or on a replica the
+// leader counts as current, never on one that is down or catching up (it
+// would end the replay before revisions it has not received). With every
+// replica current, Replay finds what the instance wrote.
+func TestReplayOnlyTrustsAnUpToDateReplica(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	c := natstest.RunCluster(t, 3)
+	nc := natstest.Connect(t, c.URLs())
+	natstest.Attempt(t, time.Minute, 10*time.Second, func(ctx context.Context) error {
+		return Provision(ctx, nc, ProvisionConfig{Replicas: 3})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	s, err := Open(ctx, nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var o outcomes
+	s.TrackWrites("w1", &o)
+	stream := s.parts[0].p.BucketStream()
+	cluster := func() *jetstream.ClusterInfo {
+		t.Helper()
+		st, err := s.js.Stream(ctx, stream)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.CachedInfo().Cluster
+	}
+	on := func(server string) *jetstream.ConsumerInfo {
+		return &jetstream.ConsumerInfo{Cluster: &jetstream.ClusterInfo{Leader: server}}
+	}
+	var leader string
+	natstest.Eventually(t, time.Minute, func() error {
+		ci := cluster()
+		if ci == nil || ci.Leader == "" || len(ci.Replicas) != 2 {
+			return fmt.Errorf("%s not ready: %+v", stream, ci)
+		}
+		for _, r := range ci.Replicas {
+			if !r.Current {
+				return fmt.Errorf("%s not current", r.Name)
+			}
+		}
+		leader = ci.Leader
+		return nil
+	})
+	rec := lifecycle.New("replayed", "alice", "phone", "bob", "", "", lifecycle.Timeouts{Offline: time.Minute, Expire: time.Minute, Accept: time.Minute}, time.Now())
+	natstest.Attempt(t, time.Minute, 5*time.Second, func(ctx context.Context) error {
+		_, err := s.Commit(ctx, PutInvitation(rec, 0))
+		return err
+	})
+	var found []string
+	natstest.Attempt(t, time.Minute, 10*time.Second, func(ctx context.Context) error {
+		found = nil
+		return s.Replay(ctx, 0, 0, "w1", func(r lifecycle.Record) error { found = append(found, r.ID); return nil })
+	})
+	if len(found) != 1 || found[0] != rec.ID {
+		t.Fatalf("replay found %v, want [%s]", found, rec.ID)
+	}
+
+	var follower string
+	for _, r := range cluster().Replicas {
+		follower = r.Name
+	}
+	if err := s.upToDate(ctx, stream, on(leader)); err != nil {
+		t.Fatalf("a consumer on the stream leader: %v", err)
+	}
+	if err := s.upToDate(ctx, stream, on(follower)); err != nil {
+		t.Fatalf("a consumer on a current replica: %v", err)
+	}
+	for i, srv := range c.Servers {
+		if srv.Name() == follower {
+			c.Stop(i)
+		}
+	}
+	natstest.Eventually(t, time.Minute, func() error {
+		if err := s.upToDate(ctx, stream, on(follower)); !errors.Is(err, errLagging) {
+			return fmt.Errorf("a consumer on a replica that is down: %v, want errLagging", err)
+		}
+		return nil
+	})
 }
