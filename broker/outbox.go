@@ -456,8 +456,10 @@ const undecidedFor = time.Minute
 
 // committed settles the projection of a revision this broker committed
 // (projectRecord's settler): done, it releases the watermark; failed, it
-// is projected again after a pause unless a later revision superseded it
-// (as JetStream redelivers only the newest revision of a key).
+// is projected again after a pause — unless a later revision superseded
+// it: then only its journals (history, export) are written, since the
+// successor's projection tells the world the newer state but not the legs
+// this revision ended.
 type committed struct {
 	o     *outbox
 	part  int
@@ -488,7 +490,16 @@ func (c *committed) NakWithDelay(d time.Duration) error {
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			_ = c.Nak() // cannot tell yet
 		case err != nil || rev != c.rec.Revision:
-			_ = c.Ack() // superseded: its successor's projection tells the world
+			// Superseded: no events (clients drop an older revision), no
+			// RING push after the newer state's STOP, no stale timer.
+			ctx, cancel := c.o.b.opContext()
+			ok := c.o.b.journals(ctx, &c.rec)
+			cancel()
+			if !ok {
+				_ = c.Nak()
+				return
+			}
+			_ = c.Ack()
 		default:
 			c.o.b.projectRecord(c.rec, c, false)
 		}

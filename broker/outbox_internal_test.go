@@ -136,9 +136,9 @@ func (e *outboxEnv) none(t *testing.T, id string) {
 }
 
 // A projection that failed is tried again — unless a later revision
-// superseded it meanwhile, which is then released unprojected, as
-// JetStream redelivers only a key's newest revision (its successor's
-// projection tells the world).
+// superseded it meanwhile: then no events (its successor's projection
+// tells the world), but its journals, since the history entry of a group
+// callee whose leg it ended is that revision's alone.
 func TestOutboxRetriesOnlyTheNewestRevision(t *testing.T) {
 	e := newOutboxEnv(t)
 	t.Run("newest: projected again", func(t *testing.T) {
@@ -160,8 +160,31 @@ func TestOutboxRetriesOnlyTheNewestRevision(t *testing.T) {
 		e.settled(t) // released: a projection, had there been one, came before
 		e.none(t, rec.ID)
 	})
-	if n := testutil.ToFloat64(e.b.metrics.outboxRetries); n != 2 {
-		t.Errorf("ringer_outbox_retries_total = %g, want 2", n)
+	t.Run("superseded: its journals written", func(t *testing.T) {
+		g := lifecycle.NewGroup("leftout", "alice", "phone", protocol.ModeJoin, []string{"bob", "carol"},
+			func(string) bool { return false }, "", "", e.b.cfg.Timeouts, time.Now())
+		if _, err := e.other.Commit(e.ctx, store.PutInvitation(g, 0)); err != nil {
+			t.Fatal(err)
+		}
+		w := e.b.outbox.Begin(0).(*outboxWrite)
+		refused := e.commit(t, g.ID, &lifecycle.Action{Kind: lifecycle.Refuse, User: "bob", Device: "d1"})
+		e.b.outbox.stored(0, w.hold, refused.Revision)
+		// carol refuses too: the invitation ends, a revision that does not
+		// touch bob's leg, so bob's entry is the superseded revision's.
+		e.commit(t, g.ID, &lifecycle.Action{Kind: lifecycle.Refuse, User: "carol", Device: "d1"})
+		_ = (&committed{o: e.b.outbox, part: 0, rec: refused}).NakWithDelay(0)
+		e.settled(t)
+		page, err := e.b.journal.Read(e.ctx, "bob", "", 10, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Calls) != 1 || page.Calls[0].ID != g.ID {
+			t.Fatalf("bob's history %+v, want the invitation whose leg the superseded revision ended", page.Calls)
+		}
+		e.none(t, g.ID)
+	})
+	if n := testutil.ToFloat64(e.b.metrics.outboxRetries); n != 3 {
+		t.Errorf("ringer_outbox_retries_total = %g, want 3", n)
 	}
 }
 

@@ -145,6 +145,17 @@ func (b *Broker) steps(ctx context.Context, rec *lifecycle.Record) bool {
 			return false
 		}
 	}
+	return b.journals(ctx, rec)
+}
+
+// journals takes steps 4 and 5 of project for rec, and reports whether
+// both succeeded. They are also what a revision superseded before its
+// projection completed still needs (committed.NakWithDelay): its
+// successor's projection sends the events, pushes and timer of the newer
+// state, but the history entries of the legs this revision ended are this
+// revision's alone (historyParties: a group's callee enters its history
+// in the revision that ends its leg).
+func (b *Broker) journals(ctx context.Context, rec *lifecycle.Record) bool {
 	// 4. A finished invitation enters both parties' histories (a group's
 	// callee, when its own leg ends: historyParties).
 	if parties := b.historyParties(rec); len(parties) > 0 {
