@@ -457,9 +457,9 @@ const undecidedFor = time.Minute
 // committed settles the projection of a revision this broker committed
 // (projectRecord's settler): done, it releases the watermark; failed, it
 // is projected again after a pause — unless a later revision superseded
-// it: then only its journals (history, export) are written, since the
-// successor's projection tells the world the newer state but not the legs
-// this revision ended.
+// it: then only its events and journals (history, export), since the
+// successor's projection tells the world the newer state but not the
+// callees whose legs only this revision changed.
 type committed struct {
 	o     *outbox
 	part  int
@@ -490,8 +490,14 @@ func (c *committed) NakWithDelay(d time.Duration) error {
 		case err != nil && !errors.Is(err, store.ErrNotFound):
 			_ = c.Nak() // cannot tell yet
 		case err != nil || rev != c.rec.Revision:
-			// Superseded: no events (clients drop an older revision), no
-			// RING push after the newer state's STOP, no stale timer.
+			// Superseded: its events and journals, for the callees whose
+			// legs it alone changed (a client applies an older revision
+			// only if it has not seen a newer one); no RING push after the
+			// newer state's STOP, no stale timer.
+			if err := c.o.b.publishEvents(&c.rec); err != nil {
+				_ = c.Nak()
+				return
+			}
 			ctx, cancel := c.o.b.opContext()
 			ok := c.o.b.journals(ctx, &c.rec)
 			cancel()

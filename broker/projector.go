@@ -66,16 +66,10 @@ type settler interface {
 // steps 2 to 5 on the recorder, then s is settled. first: its outcome is
 // counted.
 func (b *Broker) projectRecord(rec lifecycle.Record, s settler, first bool) {
-	for _, n := range lifecycle.Events(rec) {
-		subj, err := subjects.UserEvents(n.User)
-		if err != nil {
-			continue // ids were validated on the way in; an invalid one cannot have a subscriber
-		}
-		if err := protocol.MustEncode(&n.Event, func(data []byte) error { return b.nc.Publish(subj, data) }); err != nil {
-			withInvitation(b.log.Warn(), &rec).Err(err).Msg("publish event failed; will retry")
-			b.nak(s, "projector")
-			return
-		}
+	if err := b.publishEvents(&rec); err != nil {
+		withInvitation(b.log.Warn(), &rec).Err(err).Msg("publish event failed; will retry")
+		b.nak(s, "projector")
+		return
 	}
 	// 2–5 on the recorder (recorder.go): a stream that stalls must not hold
 	// up the events of the invitations queued behind this one. If the
@@ -89,6 +83,20 @@ func (b *Broker) projectRecord(rec lifecycle.Record, s settler, first bool) {
 		b.metrics.kvError("recorder_full")
 		_ = s.NakWithDelay(time.Second)
 	}
+}
+
+// publishEvents publishes the events of rec (step 1 of project).
+func (b *Broker) publishEvents(rec *lifecycle.Record) error {
+	for _, n := range lifecycle.Events(*rec) {
+		subj, err := subjects.UserEvents(n.User)
+		if err != nil {
+			continue // ids were validated on the way in; an invalid one cannot have a subscriber
+		}
+		if err := protocol.MustEncode(&n.Event, func(data []byte) error { return b.nc.Publish(subj, data) }); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // projected acknowledges a revision whose projection is complete, counting
