@@ -1,8 +1,12 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/rs/zerolog"
 
 	"github.com/ringer-dev/ringer/internal/natstest"
@@ -40,5 +44,34 @@ func TestNatsOrderedConnectsToTheFirstServer(t *testing.T) {
 	defer nc.Close()
 	if got := nc.ConnectedServerId(); got != second.ID() {
 		t.Fatalf("with the first server down the broker joined %s, not the second (%s)", got, second.ID())
+	}
+}
+
+// TestBrokerConnBuffersNothingWhileReconnecting: a publish on the broker's
+// connection while it is down fails at once (nats.ErrReconnectBufExceeded,
+// which the store counts as a write never sent) instead of waiting in a
+// buffer to be sent after the reconnect, long after the broker, and the
+// client it answered, gave up on it.
+func TestBrokerConnBuffersNothingWhileReconnecting(t *testing.T) {
+	srv := natstest.RunServer(t)
+	o, err := parseFlags(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := brokerConn(o, srv.ClientURL(), zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if s := nc.Status(); s != nats.RECONNECTING {
+			return fmt.Errorf("connection %v, want RECONNECTING", s)
+		}
+		return nil
+	})
+	if err := nc.Publish("ringer.test", []byte("late")); !errors.Is(err, nats.ErrReconnectBufExceeded) {
+		t.Fatalf("publish while reconnecting: %v, want nats.ErrReconnectBufExceeded", err)
 	}
 }
