@@ -124,8 +124,10 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 		}
 		next.Revision = rev
 		b.metrics.transition(next, a.Kind.String())
-		withInvitation(b.log.Debug(), &next).Str("action", a.Kind.String()).Str("state", string(next.State)).
-			Str("reason", string(next.Reason)).Uint64("rev", rev).Msg("transition")
+		if e := b.log.Debug(); e.Enabled() {
+			legsOf(withInvitation(e, &next), &next).Str("action", a.Kind.String()).Str("by", a.User).Str("device", a.Device).
+				Str("state", string(next.State)).Str("reason", string(next.Reason)).Uint64("rev", rev).Msg("transition")
+		}
 		return next, true, nil
 	}
 	return lifecycle.Record{}, false, store.ErrConflict
@@ -146,6 +148,13 @@ func (b *Broker) sync(ctx context.Context, c *command) (protocol.Reply, error) {
 	invs, busy, err := b.liveOf(ctx, c.user)
 	if err != nil {
 		return protocol.Reply{}, err
+	}
+	if e := c.logged(b.log.Debug()); e.Enabled() {
+		ids := make([]string, len(invs))
+		for i, inv := range invs {
+			ids[i] = inv.ID
+		}
+		e.Strs("live", ids).Msg("synced")
 	}
 	return protocol.Reply{Invitations: invs, Session: &protocol.Session{Busy: busy}}, nil
 }

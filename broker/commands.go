@@ -309,6 +309,19 @@ func withInvitation(e *zerolog.Event, r *lifecycle.Record) *zerolog.Event {
 	return e.Str("id", r.ID).Str("caller", r.Caller).Str("callee", r.Callee)
 }
 
+// legsOf adds a group record's legs to a debug line, one "user:STATE/REASON"
+// each: which callee a transition moved is otherwise not in the log.
+func legsOf(e *zerolog.Event, r *lifecycle.Record) *zerolog.Event {
+	if !r.Group() {
+		return e
+	}
+	legs := make([]string, len(r.Legs))
+	for i, l := range r.Legs {
+		legs[i] = l.User + ":" + string(l.State) + "/" + string(l.Reason)
+	}
+	return e.Strs("legs", legs)
+}
+
 // view is the wire view of a record at its revision.
 func view(r lifecycle.Record) *protocol.Invitation {
 	inv := r.Invitation
