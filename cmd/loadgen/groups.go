@@ -262,10 +262,17 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 	// the end would outlast the drain (CI: a caller's presence lost in a
 	// stalled cluster made the invite FORBIDDEN, and the scenario waited
 	// 40 s for the late callee's view).
+	// So is one whose line was busy: its leg is refused as busy at once
+	// and nothing rings on its devices (its final view would be waited
+	// for in vain).
 	parties := us[:len(us)-1]
 	if err := r.do("invite", func(ctx context.Context) error { return li.Invite(ctx, late.id) }); err == nil {
-		parties = us
-		join(late)
+		if legBusy(caller, s.group, late.id) {
+			r.st.note("groupjoin: the late callee was busy")
+		} else {
+			parties = us
+			join(late)
+		}
 	} else if c := errCode(err); c == "TIMEOUT" || c == string(protocol.CodeUnavailable) {
 		unsure = true // it may have taken effect: late may be ringing, or even join
 	}
@@ -316,6 +323,18 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 	}
 	r.checkGroup(s, parties, gc)
 	return outGroupJoined
+}
+
+// legBusy reports whether u's device sees callee's leg of invitation id
+// refused as busy (the invite's reply, which the client applied).
+func legBusy(u *user, id, callee string) bool {
+	cl, _ := u.client()
+	v, ok := cl.Invitation(id)
+	if !ok {
+		return false
+	}
+	l := v.Leg(callee)
+	return l != nil && l.State == protocol.StateRefused && l.Reason == protocol.ReasonBusy
 }
 
 // answer waits for u's ring of the scenario's invitation and accepts it
