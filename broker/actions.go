@@ -159,14 +159,21 @@ func (b *Broker) sync(ctx context.Context, c *command) (protocol.Reply, error) {
 	return protocol.Reply{Invitations: invs, Session: &protocol.Session{Busy: busy}}, nil
 }
 
+// liveOf lists user's live invitations for a login or a sync. Both read
+// through the stream leaders: they are how a device recovers what it missed
+// (after a reconnect, a failed heartbeat), which is when the replica that
+// answers this broker's direct gets (its own server's, nearest first) is the
+// likeliest to be catching up — for as long as a network partition lasted,
+// with the claims and legs the device missed. They are rare; a resync that
+// lists nothing it missed is lost for good.
 func (b *Broker) liveOf(ctx context.Context, user string) ([]protocol.Invitation, bool, error) {
-	line, _, err := b.store.GetLine(ctx, user)
+	line, _, err := b.store.GetLineFresh(ctx, user)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, false, err
 	}
 	invs := []protocol.Invitation{}
 	for _, id := range line.IDs() {
-		rec, _, err := b.store.GetInvitation(ctx, id)
+		rec, _, err := b.store.GetInvitationFresh(ctx, id)
 		if errors.Is(err, store.ErrNotFound) {
 			continue
 		}
@@ -302,7 +309,13 @@ func (b *Broker) get(ctx context.Context, c *command) (protocol.Reply, error) {
 	if err := subjects.ValidateID(c.req.ID); err != nil {
 		return protocol.Reply{}, protocol.Errorf(protocol.CodeInvalidArgument, "id: %v", err)
 	}
-	rec, _, err := b.store.GetInvitation(ctx, c.req.ID)
+	rec, rev, err := b.store.GetInvitation(ctx, c.req.ID)
+	if err == nil && rev < c.req.Seen && b.store.Replicated() {
+		// The client has seen a newer revision than this replica has: it
+		// is catching up (a partition healing), and its local subscriber
+		// answers every direct get until it has. Ask the leader.
+		rec, _, err = b.store.GetInvitationFresh(ctx, c.req.ID)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		return protocol.Reply{}, protocol.Errorf(protocol.CodeNotFound, "no invitation %s", c.req.ID)
 	}

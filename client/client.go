@@ -390,7 +390,13 @@ func (c *Client) SetBusy(ctx context.Context, busy bool) error {
 // party to, and applies it (unless it finished and was forgotten: then its
 // end is returned and no callback fires again).
 func (c *Client) Get(ctx context.Context, id string) (protocol.Invitation, error) {
-	rep, err := c.request(ctx, subjects.VerbGet, &protocol.Request{ID: id})
+	var seen uint64 // the broker answers with no older view
+	c.mu.Lock()
+	if t := c.tracked[id]; t != nil {
+		seen = t.inv.Revision
+	}
+	c.mu.Unlock()
+	rep, err := c.request(ctx, subjects.VerbGet, &protocol.Request{ID: id, Seen: seen})
 	if err != nil {
 		return protocol.Invitation{}, err
 	}

@@ -105,6 +105,11 @@ type Request struct {
 	// an invite adds Callees to a live JOIN invitation (ID).
 	Callees []string `msgpack:"callees,omitempty"`
 	Mode    Mode     `msgpack:"mode,omitempty"`
+	// Seen (get) is the newest revision of the invitation the client has
+	// applied (0: none): the broker answers with a view no older, reading
+	// through the stream leader if its fast read is older (a replica that
+	// is catching up, e.g. after a network partition).
+	Seen uint64 `msgpack:"seen,omitempty"`
 }
 
 // Timeouts are per-invitation overrides, in milliseconds; zero keeps the
