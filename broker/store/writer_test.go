@@ -123,7 +123,7 @@ func TestReplayOnlyTrustsAnUpToDateReplica(t *testing.T) {
 	natstest.Attempt(t, time.Minute, 10*time.Second, func(ctx context.Context) error {
 		return Provision(ctx, nc, ProvisionConfig{Replicas: 3})
 	})
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	s, err := Open(ctx, nc)
 	if err != nil {
@@ -187,6 +187,11 @@ func TestReplayOnlyTrustsAnUpToDateReplica(t *testing.T) {
 		}
 	}
 	natstest.Eventually(t, time.Minute, func() error {
+		// Each look its own time: the stopped server may have led the
+		// JetStream meta group, whose election holds stream info up (a
+		// look with the test's context outlived it on a loaded machine).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		if err := s.upToDate(ctx, stream, on(follower)); !errors.Is(err, errLagging) {
 			return fmt.Errorf("a consumer on a replica that is down: %v, want errLagging", err)
 		}
