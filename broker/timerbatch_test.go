@@ -235,6 +235,10 @@ func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
 	c, cfg := clusterR3(t)
 	cfg.Timeouts.Offline = 10 * time.Second
 	cfg.PresenceTTL = time.Minute
+	// No leader spreading: the broker must not move the batches' consumer
+	// while the test watches it (a new consumer leader redelivers what
+	// the old one had delivered).
+	cfg.LeaderCheck = 0
 	env := &ringertest.Env{T: t, URL: c.URLs()}
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
 	for _, s := range c.Servers {
@@ -252,6 +256,7 @@ func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
 	}
 	li := alice.Invite(t, "nobody")
 	deadline := time.UnixMilli(li.Invitation().Deadline)
+	moves := env.Brokers[0].NC.Stats().Reconnects
 	stopped := stallStream(t, c, js, subjects.Partition(0).BucketStream(), env.Brokers[0].Store(),
 		store.Group{Stream: subjects.Partition(0).TimerStream(), Consumer: store.ConsumerTimerBatches})
 	if time.Until(deadline) < time.Second {
@@ -279,6 +284,14 @@ func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
 		}
 		n++
 		if info.NumRedelivered > 0 || info.NumAckPending == 0 {
+			if env.Brokers[0].NC.Stats().Reconnects != moves {
+				// The stopped server was the broker's: its connection
+				// moved, and what it held was redelivered, as it must be
+				// (a redelivered batch is handled again, idempotently).
+				// This run cannot tell whether the batch was held.
+				t.Logf("the broker's connection moved with the stopped server: the batch's redelivery is not a sample (%d redelivered)", info.NumRedelivered)
+				break
+			}
 			t.Fatalf("the batch was let go while its timeout waited for the bucket: %d redelivered, %d pending", info.NumRedelivered, info.NumAckPending)
 		}
 		time.Sleep(100 * time.Millisecond) // a sampling interval of a check over a window
