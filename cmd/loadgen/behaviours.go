@@ -377,8 +377,9 @@ func (r *run) completed(s *invState) {
 	if s.p.b == bPush {
 		r.tr.mu.Lock()
 		outcome := s.outcome
+		callerLost := protocol.Reason(outcome) == protocol.ReasonPeerOffline && s.terminal.EndedAt != 0 && s.lastDL > 0 && s.terminal.EndedAt < s.lastDL
 		r.tr.mu.Unlock()
-		r.push.ended(s.id, outcome)
+		r.push.ended(s.id, outcome, callerLost)
 	}
 	if r.cfg.historyReads > 0 && float64(s.p.i%1000) < r.cfg.historyReads*1000 {
 		// A user looking at the call log right after a call: the read goes

@@ -29,8 +29,10 @@ type pushReport struct {
 	StopRequests int64 `json:"stop_requests"` // STOP requests seen for them
 	Woken        int64 `json:"woken"`         // asleep callees the simulated gateway logged in
 	Duplicates   int64 `json:"duplicates"`    // requests delivered more than once (at least once)
-	// RingsDropped: through a gateway (--push-listen), RINGs never
-	// delivered because their invitation timed out first (allowed).
+	// RingsDropped: RINGs never requested or delivered because their
+	// invitation ended first (allowed): through a gateway (--push-listen),
+	// it timed out while a frozen node held the RING; anywhere, the
+	// caller's presence loss ended it before the RING was requested.
 	RingsDropped int64 `json:"rings_dropped,omitempty"`
 }
 
@@ -48,14 +50,17 @@ type pushSim struct {
 	seen         map[string]bool
 	duplicates   int64             // requests delivered again (at least once)
 	outcomes     map[string]string // push-behaviour invitations' outcomes
-	viaGateway   bool              // --push-listen: requests arrive through ringer-push
-	rng          *rnd.Rand
+	// callerLost: ended PEER_OFFLINE by the caller's presence loss before
+	// the offline deadline, possibly before its RING was requested.
+	callerLost map[string]bool
+	viaGateway bool // --push-listen: requests arrive through ringer-push
+	rng        *rnd.Rand
 }
 
 // preparePush gives every asleep user a client that is not logged in, with
 // a push target registered, and starts the simulated gateway.
 func (r *run) preparePush(ctx context.Context) error {
-	ps := &pushSim{r: r, byUser: map[string]*user{}, rings: map[string]int{}, stops: map[string]int{}, seen: map[string]bool{}, outcomes: map[string]string{},
+	ps := &pushSim{r: r, byUser: map[string]*user{}, rings: map[string]int{}, stops: map[string]int{}, seen: map[string]bool{}, outcomes: map[string]string{}, callerLost: map[string]bool{},
 		rng: rnd.New(rnd.NewPCG(r.cfg.seed, 0x9054))}
 	for _, u := range r.pool.all {
 		if !u.asleep {
@@ -190,10 +195,12 @@ func (ps *pushSim) created(id string) {
 	ps.mu.Unlock()
 }
 
-// ended records a push-behaviour invitation's outcome.
-func (ps *pushSim) ended(id, outcome string) {
+// ended records a push-behaviour invitation's outcome, and whether it was
+// the caller's presence loss before the offline deadline.
+func (ps *pushSim) ended(id, outcome string, callerLost bool) {
 	ps.mu.Lock()
 	ps.outcomes[id] = outcome
+	ps.callerLost[id] = callerLost
 	ps.mu.Unlock()
 }
 
@@ -202,6 +209,13 @@ func (ps *pushSim) ended(id, outcome string) {
 // it) is dropped by design, and the invitation then timed out unanswered.
 func (ps *pushSim) ringMissed(id string) bool {
 	o := ps.outcomes[id]
+	if ps.callerLost[id] {
+		// The caller's presence was lost (a loaded machine, its
+		// heartbeats late) and ended the invitation, possibly before the
+		// broker requested its RING: a RING for an ended invitation is
+		// never requested.
+		return true
+	}
 	return ps.viaGateway && (o == string(protocol.ReasonPeerOffline) || o == string(protocol.ReasonPeerNoResponse))
 }
 
