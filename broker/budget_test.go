@@ -140,12 +140,18 @@ func TestKVBudgetExpiry(t *testing.T) {
 			li := alice.Invite(t, "bob")
 			bob.Rec.WaitRemote(t, li.ID)
 			alice.Rec.Wait(t, "ReceivedByPeer "+li.ID)
-			before := st.Stats()
+			before, moves := st.Stats(), env.Brokers[0].NC.Stats().Reconnects
 			if got := alice.Rec.Wait(t, "Failure "+li.ID); !strings.HasSuffix(got, string(protocol.ReasonInvitationExpire)) {
 				t.Fatalf("caller saw %q, want INVITATION_EXPIRE", got)
 			}
 			got := st.Stats().Sub(before)
 			t.Logf("from receipt to expiry: %+v", got)
+			if env.Brokers[0].NC.Stats().Reconnects != moves {
+				// A loaded machine dropped the broker's connection (CI,
+				// once): writes in flight then are retried, as they must
+				// be, and counted twice. Not the budget of a lifecycle.
+				t.Skip("the broker's connection dropped meanwhile: its retried writes are not the budget")
+			}
 			if want := (store.StatsSnapshot{Reads: 2, Writes: 2, Timers: 1}); got != want {
 				t.Errorf("KV round trips from receipt to expiry: %+v, budget %+v (update docs/architecture.md if this is intended)", got, want)
 			}
