@@ -135,6 +135,11 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 	}
 	b.journal = journal.New(b.nc, js, b.cfg.HistorySize)
+	if b.cfg.History {
+		if err := b.journal.BindHistory(ctx); err != nil {
+			return err
+		}
+	}
 	if b.cfg.Export {
 		if err := journal.ProvisionExport(ctx, js, b.cfg.Replicas, b.cfg.ExportRetention); err != nil {
 			return err

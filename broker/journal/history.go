@@ -58,10 +58,10 @@ type Page struct {
 
 // Read returns up to limit entries of user's history older than cursor (""
 // for the newest), only missed calls if missed. It costs one batched direct
-// get of the user's subject: at most the history size in entries, whatever
-// the number of users or of calls in the stream. On a replicated stream a
-// follower may answer, so an invitation that finished a moment ago can be
-// missing for that moment.
+// get of the user's subject (at most the history size in entries, whatever
+// the number of users or of calls in the stream) and, on a replicated
+// stream bound with BindHistory, one read of the subject's last entry
+// through the stream leader (complete).
 func (j *Journal) Read(ctx context.Context, user, cursor string, limit int, missed bool) (Page, error) {
 	before := uint64(0) // 0: no bound
 	if cursor != "" {
@@ -100,16 +100,80 @@ func (j *Journal) entries(ctx context.Context, user string) ([]protocol.CallReco
 	}{subjects.History(user), j.size, 4 << 20}
 	var out []protocol.CallRecord
 	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, func(m *nats.Msg) error {
-		var e protocol.CallRecord
-		if err := msgpack.Unmarshal(m.Data, &e); err != nil {
-			return fmt.Errorf("undecodable entry: %w", err)
-		}
-		e.Cursor = m.Header.Get(jetstream.SequenceHeader)
+		e, err := entryOf(m.Data, m.Header.Get(jetstream.SequenceHeader))
 		out = append(out, e)
-		return nil
+		return err
 	})
+	if err == nil && j.testHookAfterDirect != nil {
+		j.testHookAfterDirect()
+	}
+	if err == nil && j.historyLeader != nil {
+		out, err = j.complete(ctx, user, out)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("journal: history of %s: %w", user, err)
 	}
 	return out, nil
+}
+
+// entryOf decodes one history entry stored at stream sequence seq.
+func entryOf(data []byte, seq string) (protocol.CallRecord, error) {
+	var e protocol.CallRecord
+	if err := msgpack.Unmarshal(data, &e); err != nil {
+		return e, fmt.Errorf("undecodable entry: %w", err)
+	}
+	e.Cursor = seq
+	return e, nil
+}
+
+// complete checks entries, user's history as a replica answered it, against
+// the stream leader, and adds what the leader holds past the replica's last
+// entry. Any replica answers a direct get, and one on a server that a
+// network partition cut off keeps answering with what it had, for as long as
+// the partition and its catching up last (docs/architecture.md, "Reads"):
+// without this, a call that ended meanwhile would be missing from the
+// history, and from the SDK's catch-up after a resync, for all that time.
+// When the replica is current it costs one leader read of the subject's last
+// entry; when it lags, one more per missing entry (at most the history size).
+func (j *Journal) complete(ctx context.Context, user string, entries []protocol.CallRecord) ([]protocol.CallRecord, error) {
+	subj := subjects.History(user)
+	last, err := j.historyLeader.GetLastMsgForSubject(ctx, subj)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil // the leader's word: every entry aged out (the replica's are on their way out)
+	}
+	if err != nil {
+		return nil, err
+	}
+	have := uint64(0)
+	if n := len(entries); n > 0 {
+		have, _ = strconv.ParseUint(entries[n-1].Cursor, 10, 64)
+	}
+	if last.Sequence <= have {
+		return entries, nil
+	}
+	// From the oldest entry the leader holds after the replica's last, up
+	// to the last one, which is in hand.
+	for seq, reads := have+1, 0; seq < last.Sequence && reads < j.size; reads++ {
+		m, err := j.historyLeader.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(subj))
+		if err != nil {
+			return nil, err
+		}
+		if m.Sequence >= last.Sequence {
+			break
+		}
+		e, err := entryOf(m.Data, strconv.FormatUint(m.Sequence, 10))
+		if err != nil {
+			return nil, err
+		}
+		entries, seq = append(entries, e), m.Sequence+1
+	}
+	e, err := entryOf(last.Data, strconv.FormatUint(last.Sequence, 10))
+	if err != nil {
+		return nil, err
+	}
+	entries = append(entries, e)
+	if len(entries) > j.size { // the leader dropped the replica's oldest meanwhile
+		entries = entries[len(entries)-j.size:]
+	}
+	return entries, nil
 }

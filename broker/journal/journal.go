@@ -61,6 +61,22 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 	return nil
 }
 
+// BindHistory binds the journal to the history stream (Provision must have
+// created it). On a replicated stream every history read is then checked
+// against the stream leader (complete); on a single replica the direct get
+// is the leader's own answer.
+func (j *Journal) BindHistory(ctx context.Context) error {
+	leader, err := j.js.Stream(ctx, subjects.HistoryStream)
+	if err != nil {
+		return fmt.Errorf("journal: bind %s: %w", subjects.HistoryStream, err)
+	}
+	if leader.CachedInfo().Config.Replicas > 1 {
+		leader.CachedInfo().Config.AllowDirect = false // reads through the leader
+		j.historyLeader = leader
+	}
+	return nil
+}
+
 // limit is JetStream's spelling of a size limit (-1: none).
 func limit(n int64) int64 {
 	if n <= 0 {
@@ -76,6 +92,12 @@ type Journal struct {
 	size int
 	// export and exportLeader are the export stream (BindExport).
 	export, exportLeader jetstream.Stream
+	// historyLeader reads the history stream through its leader; nil on a
+	// single replica, or before BindHistory.
+	historyLeader jetstream.Stream
+	// testHookAfterDirect, when set, runs between a history read's direct
+	// get and its check with the leader (complete).
+	testHookAfterDirect func()
 }
 
 // New returns a journal on nc whose streams were provisioned with a

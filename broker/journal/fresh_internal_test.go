@@ -1,0 +1,96 @@
+package journal
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/protocol"
+)
+
+// A history read answered by a replica that lags (one a network partition
+// cut off answers direct gets with what it had) is completed from the
+// stream leader. The lag is made exactly: entries are appended after the
+// read's direct get has been answered and before its check with the
+// leader, which is what a lagging replica looks like to the reader.
+func TestHistoryReadIsCompletedFromTheLeader(t *testing.T) {
+	c := natstest.RunCluster(t, 3)
+	nc := natstest.Connect(t, c.URLs())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const size = 5
+	if err := Provision(ctx, js, Config{Replicas: 3, HistorySize: size, HistoryRetention: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	j := New(nc, js, size)
+	if err := j.BindHistory(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if j.historyLeader == nil {
+		t.Fatal("an R3 history stream is not read through its leader")
+	}
+	n := 0
+	appendCalls := func(user string, k int) {
+		t.Helper()
+		for range k {
+			n++
+			inv := protocol.Invitation{ID: fmt.Sprintf("inv%d", n), Caller: "carol", Callee: user,
+				State: protocol.StateCanceled, CreatedAt: int64(n), EndedAt: int64(n)}
+			if err := j.Append(ctx, &inv, user); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ids := func(user string) []string {
+		t.Helper()
+		page, err := j.Read(ctx, user, "", size, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, e := range page.Calls {
+			out = append(out, e.ID)
+		}
+		return out
+	}
+	laggingBy := func(user string, k int) {
+		j.testHookAfterDirect = func() {
+			j.testHookAfterDirect = nil
+			appendCalls(user, k)
+		}
+	}
+
+	for _, tc := range []struct {
+		name        string
+		before, lag int
+		want        []string // newest first
+	}{
+		{"current", 2, 0, []string{"inv2", "inv1"}},
+		{"one behind", 0, 1, []string{"inv3", "inv2", "inv1"}},
+		{"several behind", 0, 2, []string{"inv5", "inv4", "inv3", "inv2", "inv1"}},
+		{"behind by more than the history keeps", 0, size + 2, []string{"inv12", "inv11", "inv10", "inv9", "inv8"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			appendCalls("bob", tc.before)
+			laggingBy("bob", tc.lag)
+			if got := ids("bob"); !slices.Equal(got, tc.want) {
+				t.Fatalf("bob's history: %v, want %v", got, tc.want)
+			}
+		})
+	}
+	t.Run("empty replica", func(t *testing.T) {
+		laggingBy("dave", 2)
+		if got, want := ids("dave"), []string{"inv14", "inv13"}; !slices.Equal(got, want) {
+			t.Fatalf("dave's history: %v, want %v", got, want)
+		}
+	})
+}
