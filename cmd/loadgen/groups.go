@@ -605,6 +605,14 @@ func (r *run) checkGroup(s *invState, us []*user, gc *groupCall) protocol.Invita
 	views := make([]protocol.Invitation, len(us))
 	var wg sync.WaitGroup
 	for i, u := range us { // at the same time: each may wait for a catch-up
+		if i > 0 && legBusy(us[0], s.group, u.id) {
+			// Refused as busy at the send (chaos: a line still held by the
+			// claim of a send that failed, for the claim grace): nothing
+			// rang on its devices, whose view of the end would be waited
+			// for in vain. Its leg is checked against the record below.
+			r.st.note("group: a callee's line was busy")
+			continue
+		}
 		wg.Add(1)
 		go func() { defer wg.Done(); views[i] = r.finalView(s, u, s.group) }()
 	}
