@@ -46,8 +46,8 @@ type Config struct {
 	// it writes, and keeps what they write in its record cache
 	// (store.Gossip): with several brokers, commands then rarely start
 	// from a stale record. Needs the outbox (its watermarks name the
-	// peers) and a cache. Off by default: two chaos runs with it on
-	// ended with a group call's end unseen by a device (being looked at).
+	// peers) and a cache; without either it does nothing. A lone broker
+	// publishes nothing.
 	CacheGossip bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
 	// into one schedule per partition and 100 ms slot (store.TimerBatcher);
@@ -211,6 +211,7 @@ func DefaultConfig() Config {
 		UnreceivedHold: 10 * time.Second,
 		MaxDevices:     10,
 		CacheSize:      20000,
+		CacheGossip:    true,
 		MaxContent:     protocol.MaxContentLen,
 		MaxResponse:    protocol.MaxResponseLen,
 		MaxChannelID:   protocol.MaxChannelIDLen,

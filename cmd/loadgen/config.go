@@ -224,7 +224,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.brokers, "brokers", 1, "embedded mode: brokers sharing the work (one queue group, each on its own NATS connection)")
 	fs.IntVar(&c.cacheSize, "cache-size", -1, "embedded mode: the brokers' record cache size (0 = none; -1 = brokerd's default)")
 	fs.DurationVar(&c.timerBatch, "timer-batch", -1, "embedded mode: the brokers' --timer-batch window, e.g. 10ms (0 = one schedule per timer; unset: brokerd's default)")
-	fs.BoolVar(&c.cacheGossip, "cache-gossip", false, "embedded mode: the brokers tell each other every invitation and line they write, keeping their record caches current (brokerd --cache-gossip); matters with --brokers 2 or more")
+	fs.BoolVar(&c.cacheGossip, "cache-gossip", true, "embedded mode: the brokers tell each other every invitation and line they write, keeping their record caches current (brokerd --cache-gossip, on by default); matters with --brokers 2 or more; --cache-gossip=false to compare")
 	fs.BoolVar(&c.consumerProjection, "consumer-projection", false, "embedded mode: the brokers project from the shared projector consumer (brokerd --consumer-projection), to compare with the committing broker's own projection")
 	fs.BoolVar(&c.followLeader, "follow-leader", false, "embedded mode with --replicas 3: the brokers reconnect to the server that leads their partition's bucket (brokerd --follow-leader, off by default), to measure what crossing a route costs")
 	fs.BoolVar(&c.history, "history", true, "embedded mode: the brokers keep call histories (brokerd --history); --history=false measures what they cost per call (needs --history-reads 0; a device that misses a ring then cannot catch up from its history)")
