@@ -429,11 +429,13 @@ func (w *outboxWrite) Unknown(r lifecycle.Record, resolve store.Resolver) {
 			switch {
 			case err == nil && landed:
 				w.o.b.metrics.outboxUnknown.WithLabelValues("stored").Inc()
+				withInvitation(w.o.b.log.Debug(), &r).Uint64("rev", rev).Msg("a write whose answer was lost was stored")
 				r.Revision = rev
 				w.Stored(r, rev)
 				return
 			case err == nil:
 				w.o.b.metrics.outboxUnknown.WithLabelValues("not_stored").Inc()
+				withInvitation(w.o.b.log.Debug(), &r).Uint64("replacedBy", rev).Msg("a write whose answer was lost was not stored")
 				w.Refused()
 				return
 			case errors.Is(err, store.ErrUndecided) && time.Since(began) >= limit:
