@@ -67,4 +67,31 @@ func TestExportCheckRetriesAnUnreadableStream(t *testing.T) {
 	if n, kinds, _ := r.tr.violations(); n != 1 || kinds[vExportMissing] != 1 {
 		t.Fatalf("%d violations %v, want 1 %s", n, kinds, vExportMissing)
 	}
+
+	// Exports that keep coming after the settle time are waited for: each
+	// check that finds fewer missing waits settle more. The outcomes of
+	// two invitations are exported at the second and the third check, the
+	// third past the first settle time.
+	r = newRun(&config{}, nil, nil)
+	ids := []string{r.runID + "-3", r.runID + "-4"}
+	for _, id := range ids {
+		publish(id, protocol.Transition{Revision: 20})
+		s := &invState{id: id}
+		r.tr.register(s)
+		s.done, s.terminal.Revision = true, 21 // loadgen saw the outcome at 21
+	}
+	checks := 0
+	late := func() (jetstream.JetStream, func(), error) {
+		checks++
+		if checks == 2 || checks == 3 {
+			publish(ids[checks-2], protocol.Transition{Revision: 21, Previous: 20})
+		}
+		return js, func() {}, nil
+	}
+	if rep, _ = r.checkExport(ctx, late, time.Second); rep.Missing != 0 || checks != 3 {
+		t.Fatalf("after %d checks: report %+v, want nothing missing after the third", checks, rep)
+	}
+	if n, kinds, _ := r.tr.violations(); n != 0 {
+		t.Fatalf("%d violations %v: late exports counted as missing", n, kinds)
+	}
 }
