@@ -64,11 +64,10 @@ func (j *Journal) BindExport(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("journal: bind %s: %w", subjects.ExportStream, err)
 	}
-	leader, err := j.js.Stream(ctx, subjects.ExportStream)
+	leader, err := store.BindLeader(ctx, j.js, subjects.ExportStream)
 	if err != nil {
-		return fmt.Errorf("journal: bind %s: %w", subjects.ExportStream, err)
+		return fmt.Errorf("journal: %w", err)
 	}
-	leader.CachedInfo().Config.AllowDirect = false
 	j.export, j.exportLeader = direct, leader
 	return nil
 }

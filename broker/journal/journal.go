@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
@@ -66,12 +67,11 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg Config) error {
 // against the stream leader (complete); on a single replica the direct get
 // is the leader's own answer.
 func (j *Journal) BindHistory(ctx context.Context) error {
-	leader, err := j.js.Stream(ctx, subjects.HistoryStream)
+	leader, err := store.BindLeader(ctx, j.js, subjects.HistoryStream)
 	if err != nil {
-		return fmt.Errorf("journal: bind %s: %w", subjects.HistoryStream, err)
+		return fmt.Errorf("journal: %w", err)
 	}
 	if leader.CachedInfo().Config.Replicas > 1 {
-		leader.CachedInfo().Config.AllowDirect = false // reads through the leader
 		j.historyLeader = leader
 	}
 	return nil

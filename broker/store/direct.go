@@ -86,6 +86,18 @@ func directBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, str
 	}
 }
 
+// BindLeader returns a handle on stream whose message gets go to the
+// stream leader (STREAM.MSG.GET), never to a replica's direct get: the
+// reads that must not be stale.
+func BindLeader(ctx context.Context, js jetstream.JetStream, stream string) (jetstream.Stream, error) {
+	leader, err := js.Stream(ctx, stream)
+	if err != nil {
+		return nil, fmt.Errorf("store: bind stream %s: %w", stream, err)
+	}
+	leader.CachedInfo().Config.AllowDirect = false
+	return leader, nil
+}
+
 // directGet is the subject of the stream's direct get API.
 func directGet(js jetstream.JetStream, stream string) string {
 	prefix := js.Options().APIPrefix

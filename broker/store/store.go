@@ -190,11 +190,10 @@ func bindPart(ctx context.Context, js jetstream.JetStream, p subjects.Partition)
 	if err != nil {
 		return nil, fmt.Errorf("store: bind stream %s: %w", p.BucketStream(), err)
 	}
-	leader, err := js.Stream(ctx, p.BucketStream())
+	leader, err := BindLeader(ctx, js, p.BucketStream())
 	if err != nil {
-		return nil, fmt.Errorf("store: bind stream %s: %w", p.BucketStream(), err)
+		return nil, err
 	}
-	leader.CachedInfo().Config.AllowDirect = false // this handle's gets go to the leader
 	timers, err := js.Stream(ctx, p.TimerStream())
 	if err != nil {
 		return nil, fmt.Errorf("store: bind stream %s: %w", p.TimerStream(), err)
