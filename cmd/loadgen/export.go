@@ -57,7 +57,7 @@ func (r *run) checkExport(ctx context.Context, open exportOpener, settle time.Du
 		}
 		again := unreadable || time.Now().Before(until)
 		if len(problems) == 0 || !again || ctx.Err() != nil {
-			if late := first - len(problems); late > 0 && first > 0 {
+			if late := first - len(problems); late > 0 {
 				r.st.note(fmt.Sprintf("export: %d invitations' last transitions exported after the first check", late))
 			}
 			for _, p := range problems {

@@ -261,18 +261,12 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 	// its device never hears of the invitation, and waiting for it to see
 	// the end would outlast the drain (CI: a caller's presence lost in a
 	// stalled cluster made the invite FORBIDDEN, and the scenario waited
-	// 40 s for the late callee's view).
-	// So is one whose line was busy: its leg is refused as busy at once
-	// and nothing rings on its devices (its final view would be waited
-	// for in vain).
+	// 40 s for the late callee's view). One whose line was busy is not
+	// waited for by answer and checkGroup.
 	parties := us[:len(us)-1]
 	if err := r.do("invite", func(ctx context.Context) error { return li.Invite(ctx, late.id) }); err == nil {
-		if legBusy(caller, s.group, late.id) {
-			r.st.note("groupjoin: the late callee was busy")
-		} else {
-			parties = us
-			join(late)
-		}
+		parties = us
+		join(late)
 	} else if c := errCode(err); c == "TIMEOUT" || c == string(protocol.CodeUnavailable) {
 		unsure = true // it may have taken effect: late may be ringing, or even join
 	}
@@ -326,7 +320,7 @@ func (r *run) groupJoin(s *invState, us []*user) string {
 }
 
 // legBusy reports whether u's device sees callee's leg of invitation id
-// refused as busy (the invite's reply, which the client applied).
+// refused as busy (the send's or invite's reply, which the client applied).
 func legBusy(u *user, id, callee string) bool {
 	cl, _ := u.client()
 	v, ok := cl.Invitation(id)
@@ -338,8 +332,12 @@ func legBusy(u *user, id, callee string) bool {
 }
 
 // answer waits for u's ring of the scenario's invitation and accepts it
-// after the think time; ri is nil if it never rang.
+// after the think time; ri is nil if it never rang, at once if u's leg was
+// refused as busy (nothing rings: legBusy).
 func (r *run) answer(s *invState, gc *groupCall, u *user) (ri *client.RemoteInvitation, err error) {
+	if legBusy(s.caller, s.group, u.id) {
+		return nil, nil
+	}
 	done := r.tr.waiting(s, u.id+"'s ring")
 	ri = gc.ring(r.ctx, u, 15*time.Second)
 	done()
