@@ -142,7 +142,9 @@ func stallStream(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, stre
 		t.Fatal(err)
 	}
 	var peers []string
-	natstest.Eventually(t, 20*time.Second, func() error {
+	// Each check with a deadline of its own: a JetStream API request can go
+	// unanswered while the groups settle (natstest.Attempt).
+	natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) error {
 		info, err := st.Info(ctx)
 		if err != nil {
 			return err
@@ -163,7 +165,7 @@ func stallStream(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, stre
 		return nil
 	})
 	for _, g := range keep {
-		natstest.Eventually(t, 20*time.Second, func() error {
+		natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) error {
 			leader, err := mover.Leader(ctx, g)
 			switch {
 			case err != nil:
