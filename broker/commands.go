@@ -58,7 +58,7 @@ func (b *Broker) onCommand(m *nats.Msg) {
 		}
 	}
 	b.inflight.Add(1)
-	if j.perr == nil && !b.seq.admit(j.user, &j) {
+	if j.perr == nil && sequenced(j.verb) && !b.seq.admit(j.user, &j) {
 		return // waits behind the user's command in hand
 	}
 	b.jobs <- j

@@ -1,6 +1,10 @@
 package broker
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/ringer-dev/ringer/subjects"
+)
 
 // sequencer hands a user's commands to the workers one at a time, in the
 // order they arrived. Commands of one user mostly act on the same records:
@@ -21,6 +25,13 @@ type sequencer struct {
 	mu    sync.Mutex
 	users map[string][]job // user → commands waiting behind the one in hand
 }
+
+// sequenced reports whether a user's commands of verb go through the
+// sequencer. A history read acts on no record the others act on, and reads
+// another stream, which may be slow to answer while the records' is not
+// (a history stream without a leader: journal's leader check): no command
+// of its user waits behind it.
+func sequenced(verb string) bool { return verb != subjects.VerbHistory }
 
 // maxQueued bounds the commands of one user waiting in a sequencer.
 const maxQueued = 8

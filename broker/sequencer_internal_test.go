@@ -3,6 +3,8 @@ package broker
 import (
 	"testing"
 	"time"
+
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // A user's commands are handed on one at a time in arrival order; other
@@ -40,5 +42,15 @@ func TestSequencerOrdersEachUsersCommands(t *testing.T) {
 	}
 	if len(s.users) != 0 {
 		t.Fatalf("entries left for idle users: %v", s.users)
+	}
+}
+
+// Every verb but history is sequenced: a history read reads another stream
+// and may be slow while its user's other commands are not.
+func TestHistoryReadsAreNotSequenced(t *testing.T) {
+	for _, verb := range subjects.Verbs {
+		if got, want := sequenced(verb), verb != subjects.VerbHistory; got != want {
+			t.Errorf("sequenced(%s) = %v, want %v", verb, got, want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -54,7 +55,22 @@ func (j *Journal) Append(ctx context.Context, inv *protocol.Invitation, users ..
 type Page struct {
 	Calls []protocol.CallRecord // newest first
 	Next  string                // cursor of the next, older, page; "" if none
+	// Unchecked is why the replica's answer could not be checked against
+	// the stream leader (complete), which did not answer within
+	// leaderWait: it may lack the newest entries. Nil when checked, or
+	// when there is nothing to check against (a single replica).
+	Unchecked error
 }
+
+// leaderWait bounds the check of a history read against the stream leader.
+// A stream without a leader (no quorum; an election, 4–9 s) refuses it or
+// leaves it unanswered, while its replicas still answer the direct get:
+// their answer is served rather than an error or a read held to its
+// deadline, and a later read (the SDK's catch-up repeats its reads for half
+// a minute after a resync) is checked once the leader is back. Shorter than
+// the SDK's probeAfter, so the reply comes before the client suspects its
+// server.
+const leaderWait = 500 * time.Millisecond
 
 // Read returns up to limit entries of user's history older than cursor (""
 // for the newest), only missed calls if missed. It costs one batched direct
@@ -71,11 +87,11 @@ func (j *Journal) Read(ctx context.Context, user, cursor string, limit int, miss
 		}
 		before = n
 	}
-	all, err := j.entries(ctx, user)
+	all, unchecked, err := j.entries(ctx, user)
 	if err != nil {
 		return Page{}, err
 	}
-	var page Page
+	page := Page{Unchecked: unchecked}
 	for _, e := range slices.Backward(all) {
 		seq, _ := strconv.ParseUint(e.Cursor, 10, 64)
 		if (before != 0 && seq >= before) || (missed && !e.Missed) {
@@ -91,29 +107,35 @@ func (j *Journal) Read(ctx context.Context, user, cursor string, limit int, miss
 }
 
 // entries reads every entry of user's history, oldest first, each with its
-// stream sequence as cursor.
-func (j *Journal) entries(ctx context.Context, user string) ([]protocol.CallRecord, error) {
+// stream sequence as cursor; unchecked is why they could not be checked
+// against the leader (Page.Unchecked).
+func (j *Journal) entries(ctx context.Context, user string) (out []protocol.CallRecord, unchecked, err error) {
 	req := struct {
 		NextFor  string `json:"next_by_subj"`
 		Batch    int    `json:"batch"`
 		MaxBytes int    `json:"max_bytes"`
 	}{subjects.History(user), j.size, 4 << 20}
-	var out []protocol.CallRecord
-	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, func(m *nats.Msg) error {
+	_, err = store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, func(m *nats.Msg) error {
 		e, err := entryOf(m.Data, m.Header.Get(jetstream.SequenceHeader))
 		out = append(out, e)
 		return err
 	})
-	if err == nil && j.testHookAfterDirect != nil {
+	if err != nil {
+		return nil, nil, fmt.Errorf("journal: history of %s: %w", user, err)
+	}
+	if j.testHookAfterDirect != nil {
 		j.testHookAfterDirect()
 	}
-	if err == nil && j.historyLeader != nil {
-		out, err = j.complete(ctx, user, out)
+	if j.historyLeader != nil {
+		lctx, cancel := context.WithTimeout(ctx, leaderWait)
+		full, cerr := j.complete(lctx, user, out)
+		cancel()
+		if cerr != nil {
+			return out, fmt.Errorf("journal: history of %s: the stream leader: %w", user, cerr), nil
+		}
+		out = full
 	}
-	if err != nil {
-		return nil, fmt.Errorf("journal: history of %s: %w", user, err)
-	}
-	return out, nil
+	return out, nil, nil
 }
 
 // entryOf decodes one history entry stored at stream sequence seq.
