@@ -401,6 +401,12 @@ type outboxWrite struct {
 
 func (w *outboxWrite) Stored(r lifecycle.Record, rev uint64) {
 	w.o.stored(w.part, w.hold, rev)
+	if e := w.o.b.log.Debug(); e.Enabled() {
+		// Every invitation revision this broker stores, whatever path wrote
+		// it: what a trace of a lost projection starts from.
+		withInvitation(e, &r).Str("state", string(r.State)).Str("reason", string(r.Reason)).
+			Int("partition", w.part).Uint64("rev", rev).Msg("stored")
+	}
 	if w.o.isClosed() {
 		return // written after Shutdown (a tool's, a test's): held for a peer
 	}
@@ -421,11 +427,18 @@ func (w *outboxWrite) Unknown(r lifecycle.Record, resolve store.Resolver) {
 	limit := w.o.undecided
 	w.o.mu.Unlock()
 	go func() {
-		began := time.Now()
+		began, told := time.Now(), false
 		for wait := 100 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 			ctx, cancel := w.o.b.opContext()
 			rev, landed, err := resolve(ctx)
 			cancel()
+			if err != nil && !errors.Is(err, store.ErrUndecided) && !told && time.Since(began) >= limit {
+				// The read that would tell keeps failing: the hold stays
+				// (the write may have landed), and says so once.
+				told = true
+				withInvitation(w.o.b.log.Warn(), &r).Err(err).Dur("after", time.Since(began)).
+					Msg("a write whose answer was lost cannot be resolved yet: its read keeps failing; still trying")
+			}
 			switch {
 			case err == nil && landed:
 				w.o.b.metrics.outboxUnknown.WithLabelValues("stored").Inc()
