@@ -89,7 +89,7 @@ func newMetrics() *Metrics {
 			Namespace: "ringer", Name: "outbox_retries_total", Help: "Projections of this broker's commits tried again after a failure (a publish, or a full recorder queue).",
 		}),
 		outboxUnknown: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Namespace: "ringer", Name: "outbox_unknown_writes_total", Help: "Invitation writes whose answer was lost, by what a read then found (stored: projected; not_stored: dropped; undecided: still at the revision it expected a minute later, dropped).",
+			Namespace: "ringer", Name: "outbox_unknown_writes_total", Help: "Invitation writes whose answer was lost or was a compare-and-set conflict, by what a read then found (stored: projected; not_stored: dropped; undecided: still at the revision it expected a minute later, dropped).",
 		}, []string{"found"}),
 		outboxReclaims: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "outbox_reclaims_total", Help: "Gone brokers' watermarks this broker claimed, replayed and deleted.",

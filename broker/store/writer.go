@@ -28,9 +28,10 @@ type WriteTracker interface {
 
 // WriteDone is the outcome of one tracked invitation write: Stored with the
 // revision written, Refused when JetStream certainly did not store it (a
-// compare-and-set conflict, a full store, an encoding error), or Unknown
-// when it may have (no answer in time, the connection lost): resolve then
-// tells whether and as which revision it was stored.
+// full store, an encoding error, never sent), or Unknown when it may have
+// (no answer in time, the connection lost, or a compare-and-set conflict:
+// see settleWrite): resolve then tells whether and as which revision it was
+// stored.
 type WriteDone interface {
 	Stored(r lifecycle.Record, rev uint64)
 	Refused()
@@ -74,11 +75,19 @@ func (s *Store) settleWrite(done WriteDone, key string, expect uint64, r lifecyc
 	case err == nil:
 		r.Revision = rev
 		done.Stored(r, rev)
-	case errors.Is(err, ErrConflict), errors.Is(err, ErrFull), errors.Is(err, nats.ErrReconnectBufExceeded), data == nil:
+	case errors.Is(err, ErrFull), errors.Is(err, nats.ErrReconnectBufExceeded), data == nil:
 		// (ErrReconnectBufExceeded: a connection without a reconnect
 		// buffer, as brokerd's, never sent it.)
 		done.Refused()
 	default:
+		// A compare-and-set conflict is no proof either: while a network
+		// partition heals, a deposed leader that has not stepped down yet
+		// can refuse the write against its stale state while its successor
+		// stores it, and the first answer is the one heard. Harsh chaos
+		// runs lost the projections (export, history, events) of revisions
+		// stored so: a conflict answered, and the writer's fresh read then
+		// found its own write already there. The read settles it (one
+		// leader read per conflict, off the command's path).
 		done.Unknown(r, func(ctx context.Context) (uint64, bool, error) {
 			got, rev, err := s.getFrom(ctx, true, key)
 			switch {

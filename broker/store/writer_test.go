@@ -37,13 +37,13 @@ func (o *outcomes) Refused()                               { o.refused++ }
 func (o *outcomes) Unknown(_ lifecycle.Record, r Resolver) { o.resolver = r }
 
 // A tracked store tags every invitation revision with its writer and tells
-// the tracker each write's outcome: stored with its revision, refused for a
-// failed compare-and-set; a write whose answer was lost is resolved by a
-// read — landed while the key's newest revision is that write, not once
-// another write replaced the revision it expected, undecided while the
-// key still holds that revision (a create: while the key has none), since
-// the write may be stored later; a write never sent (no reconnect buffer)
-// is refused.
+// the tracker each write's outcome: stored with its revision; a write whose
+// answer was lost, or was a compare-and-set conflict (a deposed leader may
+// answer one for a write its successor stored), is resolved by a read —
+// landed while the key's newest revision is that write, not once another
+// write replaced the revision it expected, undecided while the key still
+// holds that revision (a create: while the key has none), since the write
+// may be stored later; a write never sent (no reconnect buffer) is refused.
 func TestTrackedWrites(t *testing.T) {
 	ctx, s := openR1(t)
 	var o outcomes
@@ -60,8 +60,13 @@ func TestTrackedWrites(t *testing.T) {
 	if err != nil || m.Header.Get(HeaderWriter) != "w1" {
 		t.Fatalf("stored revision's writer %q (%v), want w1", m.Header.Get(HeaderWriter), err)
 	}
-	if _, err := s.Commit(ctx, PutInvitation(rec, 0)); !errors.Is(err, ErrConflict) || o.refused != 1 {
-		t.Fatalf("a second create: %v, refused %d; want ErrConflict, refused 1", err, o.refused)
+	other := rec
+	other.CallerDevice = "tablet"
+	if _, err := s.Commit(ctx, PutInvitation(other, 0)); !errors.Is(err, ErrConflict) || o.refused != 0 || o.resolver == nil {
+		t.Fatalf("a second create: %v, refused %d, resolver %v; want ErrConflict, left to resolve", err, o.refused, o.resolver != nil)
+	}
+	if _, landed, err := o.resolver(ctx); err != nil || landed {
+		t.Fatalf("a create that conflicted with another record: landed=%v (%v), want not stored", landed, err)
 	}
 	if _, err := s.Commit(ctx, PutLine("alice", Line{Manual: true}, 0)); err != nil || len(o.parts) != 2 {
 		t.Fatalf("a line write is not tracked: %v, %d begun", err, len(o.parts))
@@ -88,6 +93,16 @@ func TestTrackedWrites(t *testing.T) {
 	}
 	if got, landed, err := resolve(key, 0, bytes.Clone(stored.Data)); err != nil || !landed || got != rev {
 		t.Fatalf("the newest revision resolved as landed=%v at %d (%v), want landed at %d", landed, got, err, rev)
+	}
+	// A conflict answered for a write that was stored (a deposed leader
+	// refused it, its successor stored it): the read finds it.
+	o.resolver = nil
+	s.settleWrite(&o, key, 0, rec, bytes.Clone(stored.Data), 0, fmt.Errorf("store: publish %s: %w", key, ErrConflict))
+	if o.resolver == nil {
+		t.Fatal("a write answered by a conflict was not left to resolve")
+	}
+	if got, landed, err := o.resolver(ctx); err != nil || !landed || got != rev {
+		t.Fatalf("a conflict-answered write that is the newest revision: landed=%v at %d (%v), want landed at %d", landed, got, err, rev)
 	}
 	if _, landed, err := resolve(key, rev-1, sent[:len(sent)-1]); err != nil || landed {
 		t.Fatalf("other bytes than the newest revision's, over a revision replaced since: landed=%v (%v), want not stored", landed, err)
