@@ -36,8 +36,9 @@ import (
 //
 // Projection is idempotent (events carry revisions, timers and history
 // are deduplicated), so a broker presumed dead that was only slow costs a
-// second projection, never a lost one. A write whose answer was lost (it
-// may or may not be stored) holds the watermark until a read tells.
+// second projection, never a lost one. A write whose answer was lost, or
+// was a compare-and-set conflict (it may or may not be stored either way:
+// store.WriteDone), holds the watermark until a read tells.
 type outbox struct {
 	b        *Broker
 	instance string
@@ -415,8 +416,9 @@ func (w *outboxWrite) Stored(r lifecycle.Record, rev uint64) {
 
 func (w *outboxWrite) Refused() { w.o.release(w.part, w.hold) }
 
-// Unknown keeps the write's hold until a read tells whether it was stored
-// (then it is projected) or not. While the key still holds the revision
+// Unknown keeps the hold of a write whose answer was lost or was a
+// conflict until a read tells whether it was stored (then it is projected)
+// or not. (The log lines below say "answer was lost" for both.) While the key still holds the revision
 // the write expected, the write may yet be stored (store.ErrUndecided: a
 // proposal its stream leader commits once it has a quorum again, a publish
 // a paused server forwards late), so the resolver asks again — the key's
