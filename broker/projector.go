@@ -65,24 +65,47 @@ type settler interface {
 // projectRecord is project's work on a decoded revision: its events here,
 // steps 2 to 5 on the recorder, then s is settled. first: its outcome is
 // counted.
+//
+// A revision with steps to take is handed to the recorder before its
+// events are published, and the events are one of its parts (finish): a
+// later revision of its invitation is committed only after a party heard
+// these events (a RECEIVED, a cancel after the ring), so it reaches the
+// recorder's shard behind this one and takes its steps after — its timer
+// check finds this revision's timer armed, its STOP push follows this
+// revision's RING. Handed over after the events, as before, a party's
+// quick answer could overtake it.
 func (b *Broker) projectRecord(rec lifecycle.Record, s settler, first bool) {
-	if err := b.publishEvents(&rec); err != nil {
-		withInvitation(b.log.Warn(), &rec).Err(err).Msg("publish event failed; will retry")
-		b.nak(s, "projector")
-		return
-	}
-	// 2–5 on the recorder (recorder.go): a stream that stalls must not hold
-	// up the events of the invitations queued behind this one. If the
-	// recorder's queue is full, this revision is projected again later
-	// (its events again: clients drop repeats).
 	if !b.recordings(&rec) {
+		if !b.announce(&rec) {
+			b.nak(s, "projector")
+			return
+		}
 		b.projected(s, &rec, first)
 		return
 	}
-	if !b.recorder.offer(recording{m: s, rec: rec, first: first}) {
+	f := b.finisher(recording{m: s, rec: rec, first: first})
+	f.add() // the events
+	if !b.recorder.offer(f) {
+		// The recorder's queue is full: the events now (a stream that
+		// stalls must not hold up the events of the invitations queued
+		// behind this one), and this revision is projected again later
+		// (its events again: clients drop repeats).
+		b.announce(&rec)
 		b.metrics.kvError("recorder_full")
 		_ = s.NakWithDelay(time.Second)
+		return
 	}
+	f.done(b.announce(&rec))
+}
+
+// announce publishes the events of rec and reports whether it could (a
+// failure is logged: the revision is projected again).
+func (b *Broker) announce(rec *lifecycle.Record) bool {
+	if err := b.publishEvents(rec); err != nil {
+		withInvitation(b.log.Warn(), rec).Err(err).Msg("publish event failed; will retry")
+		return false
+	}
+	return true
 }
 
 // publishEvents publishes the events of rec (step 1 of project).

@@ -16,11 +16,12 @@ import (
 // push, history or export stream: its leader lost, no quorum, a server
 // frozen; every write then waits for its deadline) delays only those
 // steps, never the events of the invitations queued behind them on the
-// projector's workers. It is sharded by invitation like the projector, so
-// one invitation's revisions take these steps in order (a STOP push after
-// its RING). Every step is idempotent (message ids, the export's
-// compare-and-set, a timer's subject), so a redelivery repeats them
-// harmlessly. The revision's message is acknowledged when they are done,
+// projector's workers. It is sharded by invitation like the projector, and
+// a revision is handed over before its events are published
+// (projectRecord), so one invitation's revisions take these steps in order
+// (a STOP push after its RING). Every step is idempotent (message ids, the
+// export's compare-and-set, a timer's subject), so a redelivery repeats
+// them harmlessly. The revision's message is acknowledged when they are done,
 // and redelivered if one fails.
 const (
 	recorderShards = 64
@@ -37,7 +38,7 @@ type recording struct {
 // recorder runs recordings on recorderShards goroutines, each taking the
 // invitations that hash to it in order.
 type recorder struct {
-	shards []chan recording
+	shards []chan *finish
 	timers *store.TimerBatcher // nil: one schedule per timer (Config.TimerBatch 0)
 	wg     sync.WaitGroup
 	once   sync.Once
@@ -48,40 +49,40 @@ type recorder struct {
 }
 
 func (b *Broker) newRecorder() *recorder {
-	r := &recorder{shards: make([]chan recording, recorderShards)}
+	r := &recorder{shards: make([]chan *finish, recorderShards)}
 	if b.cfg.TimerBatch > 0 {
 		r.timers = b.store.NewTimerBatcher(b.cfg.TimerBatch)
 	}
 	for i := range r.shards {
-		ch := make(chan recording, recorderDepth)
+		ch := make(chan *finish, recorderDepth)
 		r.shards[i] = ch
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
-			for j := range ch {
-				b.record(j)
+			for f := range ch {
+				b.record(f)
 			}
 		}()
 	}
 	return r
 }
 
-// offer hands j to its shard and reports whether it took it: false once
-// the recorder is closed, or when recorderDepth recordings already wait there (its streams have stalled
-// for a while), so that the projector's worker asks for a redelivery later
+// offer hands f's recording to its shard and reports whether it took it:
+// false once the recorder is closed, or when recorderDepth recordings
+// already wait there (its streams have stalled for a while), so that the projector's worker asks for a redelivery later
 // instead of waiting. A revision handed back so is superseded in the bucket
 // by any later one of its invitation, so it cannot take its steps after a
 // later revision's.
-func (r *recorder) offer(j recording) bool {
+func (r *recorder) offer(f *finish) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	if r.closed {
 		return false
 	}
 	h := fnv.New32a()
-	_, _ = h.Write([]byte(j.rec.ID))
+	_, _ = h.Write([]byte(f.j.rec.ID))
 	select {
-	case r.shards[h.Sum32()%uint32(len(r.shards))] <- j:
+	case r.shards[h.Sum32()%uint32(len(r.shards))] <- f:
 		return true
 	default:
 		return false
@@ -104,15 +105,15 @@ func (r *recorder) close() {
 	})
 }
 
-// record takes steps 2 to 5 of project for j's revision, then acknowledges
-// it (or asks for a redelivery if a step failed). A timer armed in a batch
-// (Config.TimerBatch) is stored while steps 3 to 5 run: whichever finishes
-// last acknowledges.
-func (b *Broker) record(j recording) {
+// record takes steps 2 to 5 of project for finish's revision, then
+// acknowledges it (or asks for a redelivery if a step failed). A timer
+// armed in a batch (Config.TimerBatch) is stored while steps 3 to 5 run,
+// and the events may still be in publication (projectRecord): whichever
+// part finishes last acknowledges.
+func (b *Broker) record(finish *finish) {
 	ctx, cancel := b.opContext()
 	defer cancel()
-	rec := &j.rec
-	finish := b.finisher(j)
+	rec := &finish.j.rec
 	// 2. The timer after the events: arming is a JetStream round trip that
 	// the ring need not wait for (a redelivery after a crash redoes both).
 	// A revision that relies on a timer an earlier one asked for makes

@@ -94,16 +94,27 @@ func stalledStream(t *testing.T, stream string) {
 		}
 		ids[i] = li.ID
 	}
-	// Their writes hang now. New invitations still ring at once.
+	// Their writes hang now. New invitations still ring at once: held
+	// behind the stalled writes, every one of them would wait seconds (the
+	// writes' deadline is 5 s; without the recorder not even the readiness
+	// call above rings). One slow ring of eight is allowed: on a loaded
+	// 2-core CI box, with -race, one invitation has taken 3 to 4 s from its
+	// send to its ring while the other seven took milliseconds (twice).
 	var ringing []string
+	var slow []string
 	for i := ended; i < ended+rung; i++ {
 		start := time.Now()
 		li := callers[i].Invite(t, callees[i].User())
 		ringing = append(ringing, li.ID)
 		callees[i].Rec.WaitRemote(t, li.ID)
 		if took := time.Since(start); took > 2*time.Second {
-			t.Fatalf("invitation %d rang %s after its send, behind the stalled writes to %s", i-ended, took.Round(time.Millisecond), stream)
+			slow = append(slow, fmt.Sprintf("invitation %d rang %s after its send", i-ended, took.Round(time.Millisecond)))
 		}
+	}
+	if len(slow) > 1 {
+		t.Fatalf("%d of %d invitations rang late, behind the stalled writes to %s: %s", len(slow), rung, stream, strings.Join(slow, "; "))
+	} else if len(slow) == 1 {
+		t.Logf("one slow ring allowed: %s", slow[0])
 	}
 
 	// The outage outlasts the deadline (5 s) of the writes just made, so
