@@ -52,8 +52,9 @@ type Broker struct {
 }
 
 // StartBroker starts a broker on its own connection to url. Under go test
-// -v it logs to the test's output at info level, or debug level with
-// RINGER_TEST_DEBUG set (the glare and claim decisions are debug lines).
+// -v it logs to the test's output (a fuzz test's: to stderr) at info level,
+// or debug level with RINGER_TEST_DEBUG set (the glare and claim decisions
+// are debug lines).
 func StartBroker(t testing.TB, url string, cfg broker.Config) *Broker {
 	t.Helper()
 	nc := natstest.Connect(t, url, nats.Name("broker "+cfg.Name))
@@ -64,6 +65,11 @@ func StartBroker(t testing.TB, url string, cfg broker.Config) *Broker {
 			lvl = zerolog.DebugLevel
 		}
 		log = zerolog.New(zerolog.NewTestWriter(t)).Level(lvl)
+		if _, fuzz := t.(*testing.F); fuzz {
+			// A fuzz target's broker logs while the target runs, where the
+			// F's methods panic (TestWriter calls Helper).
+			log = zerolog.New(os.Stderr).Level(lvl)
+		}
 	}
 	b, err := broker.New(nc, cfg, broker.WithLogger(log))
 	if err != nil {
