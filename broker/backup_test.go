@@ -18,6 +18,7 @@ import (
 // up, the invitation that was ringing reaches its outcome, and nobody is
 // left busy.
 func TestBackupWhileCallsRunAndRestore(t *testing.T) {
+	t.Parallel() // waits on timeouts and elections, with no latency bound: run beside another such test
 	cfg := ringertest.TestConfig()
 	env := ringertest.Start(t, cfg)
 	alice, bob := env.Login("alice", "phone"), env.Login("bob", "phone")

@@ -15,6 +15,7 @@ import (
 // broker's pings, so only the failing writes (a device's heartbeats) can
 // tell the broker to move.
 func TestABrokerLeavesAServerWhereNoWriteGoesThrough(t *testing.T) {
+	t.Parallel() // waits out elections and restarts, with no latency bound: run beside another such test
 	c, cfg := clusterR3(t)
 	cfg.PresenceTTL = 3 * time.Second // a heartbeat, so a write, every second
 	cfg.FollowLeader = false          // only the failing writes may move it (follow.go moves it too)

@@ -321,6 +321,7 @@ func servingClusterR3(t *testing.T, tune ...func(*broker.Config)) (*natstest.Clu
 
 // A three-node JetStream cluster with R3 state loses one server during traffic.
 func TestClusterNodeLoss(t *testing.T) {
+	t.Parallel() // waits out elections and restarts, with no latency bound: run beside another such test
 	c, cfg := clusterR3(t)
 	cfg.Export = true
 	env := &ringertest.Env{T: t, URL: c.URLs()}

@@ -17,6 +17,7 @@ import (
 // reconnects to that server (broker/follow.go), and follows the leadership
 // when it moves; calls go on working through the moves.
 func TestABrokerFollowsTheBucketLeader(t *testing.T) {
+	t.Parallel() // waits out elections and restarts, with no latency bound: run beside another such test
 	c, cfg := clusterR3(t)
 	cfg.LeaderCheck, cfg.FollowLeader = 200*time.Millisecond, true
 	env := &ringertest.Env{T: t, URL: c.URLs()}

@@ -354,6 +354,7 @@ func TestGroupBadInput(t *testing.T) {
 // elsewhere, the JOIN ones time out leg by leg on the surviving broker,
 // and no line stays held.
 func TestGroupsSurviveABrokerKill(t *testing.T) {
+	t.Parallel() // waits on timeouts and elections, with no latency bound: run beside another such test
 	env := ringertest.StartBrokers(t, 2)
 	ctx := ringertest.Ctx(t)
 	const n = 6

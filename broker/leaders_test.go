@@ -20,6 +20,7 @@ import (
 // bucket, and a group moved elsewhere comes back (broker/leaders.go), so
 // that a node that hangs stalls calls only if it leads the bucket.
 func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
+	t.Parallel() // waits on timeouts and elections, with no latency bound: run beside another such test
 	c, cfg := clusterR3(t)
 	cfg.Export = true // RINGER_EXPORT is one of the groups too
 	env := &ringertest.Env{T: t, URL: c.URLs()}
@@ -85,6 +86,7 @@ func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
 // its share of the writes) even when elections put them all on one, and
 // each partition's groups gather on its own bucket's leader.
 func TestPartitionLeadersSpreadOverServers(t *testing.T) {
+	t.Parallel() // waits on timeouts and elections, with no latency bound: run beside another such test
 	c, cfg := clusterR3(t)
 	cfg.Partitions = 3
 	env := &ringertest.Env{T: t, URL: c.URLs()}

@@ -138,6 +138,7 @@ func TestTimerBatchUndecodable(t *testing.T) {
 // heartbeat, so no read of hers settles the overdue invitation, the net
 // under lost timers, and presence lasts a minute.)
 func TestTimerBatchOutlivesABrokerKilledBeforeItIsStored(t *testing.T) {
+	t.Parallel() // waits out elections and restarts, with no latency bound: run beside another such test
 	for _, consumer := range []bool{false, true} {
 		t.Run(map[bool]string{false: "outbox", true: "consumer"}[consumer], func(t *testing.T) {
 			timerBatchOutlivesAKilledBroker(t, consumer)
@@ -232,6 +233,7 @@ func timerBatchOutlivesAKilledBroker(t *testing.T, consumer bool) {
 // stay delivered once, unacknowledged, for twice the ack wait; then the
 // quorum comes back and the invitation ends PEER_OFFLINE.
 func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
+	t.Parallel() // waits out elections and restarts, with no latency bound: run beside another such test
 	c, cfg := clusterR3(t)
 	cfg.Timeouts.Offline = 10 * time.Second
 	cfg.PresenceTTL = time.Minute
