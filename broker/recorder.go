@@ -69,10 +69,10 @@ func (b *Broker) newRecorder() *recorder {
 
 // offer hands f's recording to its shard and reports whether it took it:
 // false once the recorder is closed, or when recorderDepth recordings
-// already wait there (its streams have stalled for a while), so that the projector's worker asks for a redelivery later
-// instead of waiting. A revision handed back so is superseded in the bucket
-// by any later one of its invitation, so it cannot take its steps after a
-// later revision's.
+// already wait there (its streams have stalled for a while), so that the
+// projector's worker asks for a redelivery later instead of waiting. A
+// revision handed back so is superseded in the bucket by any later one of
+// its invitation, so it cannot take its steps after a later revision's.
 func (r *recorder) offer(f *finish) bool {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
