@@ -44,7 +44,7 @@ type outbox struct {
 	instance string
 	every    time.Duration // refresh
 	grace    time.Duration // a peer's key unchanged this long is reclaimed
-	// undecided bounds how long a write whose answer was lost is held
+	// undecided bounds how long a write whose outcome is unknown is held
 	// while its key still holds the revision it expected (Unknown; under mu).
 	undecided time.Duration
 
@@ -416,10 +416,10 @@ func (w *outboxWrite) Stored(r lifecycle.Record, rev uint64) {
 
 func (w *outboxWrite) Refused() { w.o.release(w.part, w.hold) }
 
-// Unknown keeps the hold of a write whose answer was lost or was a
-// conflict until a read tells whether it was stored (then it is projected)
-// or not. (The log lines below say "answer was lost" for both.) While the key still holds the revision
-// the write expected, the write may yet be stored (store.ErrUndecided: a
+// Unknown keeps the hold of a write whose outcome is unknown (its answer
+// was lost, or was a compare-and-set conflict) until a read tells whether
+// it was stored (then it is projected) or not. While the key still holds
+// the revision the write expected, the write may yet be stored (store.ErrUndecided: a
 // proposal its stream leader commits once it has a quorum again, a publish
 // a paused server forwards late), so the resolver asks again — the key's
 // next write decides it, and a live invitation's timer writes one — for up
@@ -439,23 +439,23 @@ func (w *outboxWrite) Unknown(r lifecycle.Record, resolve store.Resolver) {
 				// (the write may have landed), and says so once.
 				told = true
 				withInvitation(w.o.b.log.Warn(), &r).Err(err).Dur("after", time.Since(began)).
-					Msg("a write whose answer was lost cannot be resolved yet: its read keeps failing; still trying")
+					Msg("a write whose outcome is unknown cannot be resolved yet: its read keeps failing; still trying")
 			}
 			switch {
 			case err == nil && landed:
 				w.o.b.metrics.outboxUnknown.WithLabelValues("stored").Inc()
-				withInvitation(w.o.b.log.Debug(), &r).Uint64("rev", rev).Msg("a write whose answer was lost was stored")
+				withInvitation(w.o.b.log.Debug(), &r).Uint64("rev", rev).Msg("a write whose outcome was unknown was stored")
 				r.Revision = rev
 				w.Stored(r, rev)
 				return
 			case err == nil:
 				w.o.b.metrics.outboxUnknown.WithLabelValues("not_stored").Inc()
-				withInvitation(w.o.b.log.Debug(), &r).Uint64("replacedBy", rev).Msg("a write whose answer was lost was not stored")
+				withInvitation(w.o.b.log.Debug(), &r).Uint64("replacedBy", rev).Msg("a write whose outcome was unknown was not stored")
 				w.Refused()
 				return
 			case errors.Is(err, store.ErrUndecided) && time.Since(began) >= limit:
 				withInvitation(w.o.b.log.Warn(), &r).Dur("after", time.Since(began)).
-					Msg("a write whose answer was lost is still neither stored nor replaced; counted as not stored")
+					Msg("a write whose outcome is unknown is still neither stored nor replaced; counted as not stored")
 				w.o.b.metrics.outboxUnknown.WithLabelValues("undecided").Inc()
 				w.Refused()
 				return

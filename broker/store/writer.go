@@ -38,10 +38,11 @@ type WriteDone interface {
 	Unknown(r lifecycle.Record, resolve Resolver)
 }
 
-// Resolver looks up whether a write whose answer was lost was stored: its
-// revision if the key's newest revision is that write, landed false if
-// another write replaced the revision it expected (or the key is gone), and
-// ErrUndecided while the key is still at that revision (ask again later).
+// Resolver looks up whether a write whose outcome is unknown (its answer
+// lost, or a conflict: settleWrite) was stored: its revision if the key's
+// newest revision is that write, landed false if another write replaced the
+// revision it expected (or the key is gone), and ErrUndecided while the key
+// is still at that revision (ask again later).
 type Resolver func(ctx context.Context) (rev uint64, landed bool, err error)
 
 // ErrUndecided: a write whose answer was lost may still be stored. Its key
