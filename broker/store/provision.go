@@ -179,12 +179,12 @@ func provisionBucket(ctx context.Context, js jetstream.JetStream, p subjects.Par
 		if err != nil {
 			return nil, false, fmt.Errorf("store: provision bucket %s: %w", p.Bucket(), err)
 		}
-		return kv, false, nil
+		return kv, false, tuneBucket(ctx, js, p, cfg.partitionBytes())
 	}
 	if err != nil {
 		return nil, false, fmt.Errorf("store: bind bucket %s: %w", p.Bucket(), err)
 	}
-	return kv, true, limitBucket(ctx, js, p, cfg.partitionBytes())
+	return kv, true, tuneBucket(ctx, js, p, cfg.partitionBytes())
 }
 
 // provisionTimers creates or updates partition p's timer stream and its
@@ -252,21 +252,21 @@ func maxBytes(n int64) int64 {
 	return n
 }
 
-// limitBucket applies the size limits to partition p's bucket, which exists
-// already (an operator changed --store-max-bytes), leaving the rest of its
-// configuration as it is.
-func limitBucket(ctx context.Context, js jetstream.JetStream, p subjects.Partition, limit int64) error {
+// tuneBucket sets what the KV API does not on partition p's bucket: the
+// size limits (an operator may change --store-max-bytes) and atomic batches
+// allowed (CommitBatch), leaving the rest of its configuration as it is.
+func tuneBucket(ctx context.Context, js jetstream.JetStream, p subjects.Partition, limit int64) error {
 	st, err := js.Stream(ctx, p.BucketStream())
 	if err != nil {
 		return fmt.Errorf("store: bind stream %s: %w", p.BucketStream(), err)
 	}
 	cfg := st.CachedInfo().Config
-	if cfg.MaxBytes == maxBytes(limit) && cfg.MaxMsgSize == MaxValueSize {
+	if cfg.MaxBytes == maxBytes(limit) && cfg.MaxMsgSize == MaxValueSize && cfg.AllowAtomicPublish {
 		return nil
 	}
-	cfg.MaxBytes, cfg.MaxMsgSize = maxBytes(limit), MaxValueSize
+	cfg.MaxBytes, cfg.MaxMsgSize, cfg.AllowAtomicPublish = maxBytes(limit), MaxValueSize, true
 	if _, err := js.UpdateStream(ctx, cfg); err != nil {
-		return fmt.Errorf("store: limit bucket to %d bytes: %w", limit, err)
+		return fmt.Errorf("store: tune bucket %s (%d bytes, atomic batches): %w", p.Bucket(), limit, err)
 	}
 	return nil
 }

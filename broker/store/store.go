@@ -115,6 +115,8 @@ type Store struct {
 	tracker WriteTracker
 	// gossip: see Gossip.
 	gossip gossip
+	// batches: see AtomicBatches.
+	batches bool
 }
 
 // part is one partition's handles.
@@ -127,6 +129,9 @@ type part struct {
 	// must not make (refusing a call as busy).
 	leader jetstream.Stream
 	timers jetstream.Stream
+	// atomic: the bucket is replicated and takes atomic batches (false
+	// once it refused one as disabled).
+	atomic atomic.Bool
 }
 
 // partOf is the partition holding key.
@@ -198,7 +203,10 @@ func bindPart(ctx context.Context, js jetstream.JetStream, p subjects.Partition)
 	if err != nil {
 		return nil, fmt.Errorf("store: bind stream %s: %w", p.TimerStream(), err)
 	}
-	return &part{p: p, kv: kv, bucket: bucket, leader: leader, timers: timers}, nil
+	pt := &part{p: p, kv: kv, bucket: bucket, leader: leader, timers: timers}
+	cfg := bucket.CachedInfo().Config
+	pt.atomic.Store(cfg.Replicas > 1 && cfg.AllowAtomicPublish)
+	return pt, nil
 }
 
 // JetStream returns the JetStream context the store uses (for consumers).
@@ -409,29 +417,11 @@ func PutLine(user string, l Line, expect uint64) Write {
 }
 
 // Commit writes w with compare-and-set. It returns the new revision, or
-// ErrConflict when the key's revision was no longer w.ExpectRev. Every write
-// Ringer makes is one key: see docs/architecture.md for why no transition
-// needs a multi-key batch.
+// ErrConflict when the key's revision was no longer w.ExpectRev. Every
+// transition is one key (docs/architecture.md); a send's claims and record
+// may also go as one batch (CommitBatch).
 func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
-	if r, ok := w.Value.(lifecycle.Record); ok {
-		if s.chains {
-			r.Chain = r.Chained(w.ExpectRev, time.Now().UnixMilli())
-		} else {
-			r.Chain = nil // kept by a record written while the export was on
-		}
-		w.Value = r
-	}
-	m := nats.NewMsg(s.kvSubject(w.Key))
-	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.ExpectRev, 10))
-	if w.TTL > 0 {
-		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
-	}
-	rec, tracked := w.Value.(lifecycle.Record)
-	var done WriteDone
-	if tracked && !w.Delete {
-		m.Header.Set(HeaderWriter, s.writer)
-		done = s.trackWrite(w.Key)
-	}
+	w, m, rec, done := s.message(w)
 	var (
 		rev    uint64
 		pubErr error
@@ -450,7 +440,6 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 		return nil
 	}
 	if w.Delete {
-		m.Header.Set("KV-Operation", "DEL")
 		_ = publish(nil)
 	} else if err := protocol.Encode(w.Value, publish); err != nil {
 		s.settleWrite(done, w.Key, w.ExpectRev, rec, nil, 0, err)
@@ -464,6 +453,36 @@ func (s *Store) Commit(ctx context.Context, w Write) (uint64, error) {
 	s.remember(w, rev)
 	s.settleWrite(done, w.Key, w.ExpectRev, rec, nil, rev, nil)
 	return rev, nil
+}
+
+// message prepares w's publish: the record's chain (KeepChains), the
+// compare-and-set, TTL and delete headers, and, for an invitation record,
+// the writer's header and the write's tracking (done; nil if untracked).
+// It returns w as it will be written.
+func (s *Store) message(w Write) (Write, *nats.Msg, lifecycle.Record, WriteDone) {
+	if r, ok := w.Value.(lifecycle.Record); ok {
+		if s.chains {
+			r.Chain = r.Chained(w.ExpectRev, time.Now().UnixMilli())
+		} else {
+			r.Chain = nil // kept by a record written while the export was on
+		}
+		w.Value = r
+	}
+	m := nats.NewMsg(s.kvSubject(w.Key))
+	m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(w.ExpectRev, 10))
+	if w.TTL > 0 {
+		m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(w.TTL))
+	}
+	if w.Delete {
+		m.Header.Set("KV-Operation", "DEL")
+	}
+	rec, tracked := w.Value.(lifecycle.Record)
+	var done WriteDone
+	if tracked && !w.Delete {
+		m.Header.Set(HeaderWriter, s.writer)
+		done = s.trackWrite(w.Key)
+	}
+	return w, m, rec, done
 }
 
 // kvSubject is the stream subject of key in its partition.
@@ -626,6 +645,19 @@ func (s *Store) ArmedHere(id string, at int64) bool { return s.cache.armedHere(i
 
 // NewID returns a fresh invitation id.
 func NewID() string { return nuid.Next() }
+
+// NewIDFor returns a fresh invitation id whose record lives in the
+// partition of user's line, so that a send's record and its caller's claim
+// can go in one batch (Batches). It draws ids until one hashes there: P
+// draws on average, each a few tens of nanoseconds.
+func (s *Store) NewIDFor(user string) string {
+	want := s.partOf(subjects.LineKey(user))
+	for {
+		if id := nuid.Next(); s.partOf(subjects.InvitationKey(id)) == want {
+			return id
+		}
+	}
+}
 
 // PendingTimers counts messages in the timer streams: armed schedules plus
 // fired timers not yet handled.
