@@ -119,6 +119,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		return err
 	}
 	opts := []store.Option{store.CacheSize(b.cfg.CacheSize)}
+	if b.cfg.AtomicSends {
+		opts = append(opts, store.AtomicBatches())
+	}
 	if b.cfg.Export {
 		opts = append(opts, store.KeepChains()) // the export reads every revision's step
 	}

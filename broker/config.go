@@ -49,6 +49,13 @@ type Config struct {
 	// peers) and a cache; without either it does nothing. A lone broker
 	// publishes nothing.
 	CacheGossip bool
+	// AtomicSends: on a replicated deployment, a send writes its two line
+	// claims and its record as one atomic batch (store.CommitBatch) where
+	// the three keys share a partition, and, where only the callee's line
+	// is elsewhere, claims that line first and batches the other two. Its
+	// new ids are minted in the caller's partition. One server never
+	// batches (JetStream stages an R1 batch on disk, which is slower).
+	AtomicSends bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
 	// into one schedule per partition and 100 ms slot (store.TimerBatcher);
 	// 0 arms one schedule per timer, as releases before 1.1 did.
@@ -212,6 +219,7 @@ func DefaultConfig() Config {
 		MaxDevices:     10,
 		CacheSize:      20000,
 		CacheGossip:    true,
+		AtomicSends:    true,
 		MaxContent:     protocol.MaxContentLen,
 		MaxResponse:    protocol.MaxResponseLen,
 		MaxChannelID:   protocol.MaxChannelIDLen,

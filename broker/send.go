@@ -41,9 +41,13 @@ func backoff(conflicts int) {
 //	        (+ the invitation of each claim already on those lines;
 //	        lines and invitations come from the record cache when it has them)
 //	writes: line.<callee> claim ∥ line.<caller> claim, then inv.<id> (expected new)
+//	        (replicated, with AtomicSends: the claims of the lines in the
+//	        record's partition and the record as one atomic batch — all three
+//	        with one partition — after the claim of a line elsewhere)
 //
-// A busy callee gives a REFUSED(BUSY) record and no claim. Claims go first so
-// that a ringing invitation always holds its lines; a claim whose invitation
+// A busy callee gives a REFUSED(BUSY) record and no claim. Claims go first
+// (or in the record's batch) so that a ringing invitation always holds its
+// lines; a claim whose invitation
 // is never written (the sender died in between) holds for ClaimGrace only
 // (store.Holding). Nothing is released at the end: a claim stops holding when
 // its invitation finishes, and the next write of the line drops it.
@@ -59,6 +63,9 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	id := req.ID
 	if id == "" {
 		id = store.NewID()
+		if b.cfg.AtomicSends {
+			id = b.store.NewIDFor(c.user) // its record batches with the caller's claim
+		}
 	}
 
 	// The first attempt assumes the id is new and every read current. Only
@@ -192,11 +199,45 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 		rec := lifecycle.NewBusy(id, c.user, req.Device, req.Callee, req.ChannelID, now)
 		rec.Blocked = blocked
 		cctx, cancel := ctx, context.CancelFunc(func() {})
+		created := false
 		if busy {
 			if err := session.wait(); err != nil {
 				return protocol.Reply{}, err
 			}
-		} else {
+		} else if in, ok := b.batchable(parties, id, dropped); ok {
+			// The claims and the record as one atomic batch (or two writes:
+			// the claim of a line in another partition, then the batch of
+			// the other two). The record must not land for a caller who is
+			// not logged in.
+			if !early {
+				if err := session.wait(); err != nil {
+					return protocol.Reply{}, err
+				}
+			}
+			lastAt = max(now.UnixMilli(), lastAt+1)
+			rec = lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
+			rec.Push = lines[0].Push
+			err := b.sendBatch(ctx, parties, lines, lineRevs, held, store.Claim{ID: id, At: lastAt}, in, &rec, invRev)
+			if linesCached && (err == nil || errors.Is(err, store.ErrConflict)) {
+				b.store.CacheOutcome(err != nil)
+			}
+			switch {
+			case errors.Is(err, store.ErrConflict):
+				checkInv = true
+				if !linesCached {
+					conflicts++
+				}
+				continue
+			case errors.Is(err, store.ErrBatchRefused):
+				// Nothing of it was stored (the stream has too many batches in
+				// flight): the writes go one by one below, from the same reads.
+			case err != nil:
+				return protocol.Reply{}, err
+			default:
+				created = true
+			}
+		}
+		if !busy && !created {
 			claimed := b.now()
 			lastAt = max(now.UnixMilli(), lastAt+1)
 			claim := store.Claim{ID: id, At: lastAt}
@@ -235,14 +276,17 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			rec = lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
 			rec.Push = lines[0].Push
 		}
-		again, err := b.create(cctx, &rec, invRev)
+		again, cerr := false, error(nil)
+		if !created {
+			again, cerr = b.create(cctx, &rec, invRev)
+		}
 		cancel()
 		if again {
 			checkInv, conflicts = true, conflicts+1
 			continue
 		}
-		if err != nil {
-			return protocol.Reply{}, err
+		if cerr != nil {
+			return protocol.Reply{}, cerr
 		}
 		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rec.Revision).
 			Int("attempt", attempt).Int64("claimAt", lastAt).Func(func(e *zerolog.Event) {
@@ -268,6 +312,70 @@ func (b *Broker) create(ctx context.Context, rec *lifecycle.Record, expect uint6
 	rec.Revision = rev
 	b.metrics.transition(*rec, "send")
 	return false, nil
+}
+
+// batchable tells which of a send's lines (callee, caller) share the
+// record's partition and so go in one atomic batch with it
+// (Config.AtomicSends, store.Batches); a line elsewhere is claimed first,
+// on its own. ok false: no batch (not configured, the store does not
+// batch, no line shares the record's partition, or callerFirst — see claim
+// — asks for the caller's line first while only the callee's could join
+// the batch).
+func (b *Broker) batchable(parties [2]string, id string, callerFirst bool) (in [2]bool, ok bool) {
+	if !b.cfg.AtomicSends {
+		return in, false
+	}
+	inv := subjects.InvitationKey(id)
+	for i, u := range parties {
+		in[i] = b.store.Batches(subjects.LineKey(u), inv)
+	}
+	switch {
+	case !in[0] && !in[1]:
+		return in, false
+	case callerFirst && in[1] && !in[0]:
+		return in, false
+	}
+	return in, true
+}
+
+// sendBatch writes a send's claims and its record rec over revision expect:
+// the lines in the record's partition (in, see batchable) in one atomic
+// batch with rec, after the claim of a line elsewhere, if any. It sets
+// rec's revision. store.ErrConflict: a line or the record's key changed
+// since it was read, and the batch stored nothing (a claim written before
+// it stays, as claim's do). store.ErrBatchRefused: nothing of the batch was
+// stored; write one by one.
+func (b *Broker) sendBatch(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, c store.Claim, in [2]bool, rec *lifecycle.Record, expect uint64) error {
+	callee, caller := c, c
+	callee.Peer, caller.Peer, caller.Out = parties[1], parties[0], true
+	var batch []store.Write
+	for i, cl := range []store.Claim{callee, caller} {
+		w := store.PutLine(parties[i], lines[i].WithClaims(append(store.Claims(held[i]), cl)), revs[i])
+		if in[i] {
+			batch = append(batch, w)
+			continue
+		}
+		claimed := b.now()
+		if _, err := b.store.Commit(ctx, w); err != nil {
+			return err
+		}
+		// As in send: past a third of the grace this claim may soon count
+		// as abandoned, and the record must not land after that.
+		limit := b.cfg.ClaimGrace / 3
+		if b.now().Sub(claimed) > limit {
+			return protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
+		}
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, limit-b.now().Sub(claimed))
+		defer cancel()
+	}
+	newRevs, err := b.store.CommitBatch(ctx, append(batch, b.putInvitation(*rec, expect)))
+	if err != nil {
+		return err
+	}
+	rec.Revision = newRevs[len(newRevs)-1]
+	b.metrics.transition(*rec, "send")
+	return nil
 }
 
 // claim writes both parties' lines (callee, caller; in parallel): the

@@ -104,6 +104,7 @@ func (e *embeddedEnv) startBroker(ctx context.Context, cfg *config, logw io.Writ
 	bcfg.Export = cfg.export
 	bcfg.ConsumerProjection = cfg.consumerProjection
 	bcfg.CacheGossip = cfg.cacheGossip
+	bcfg.AtomicSends = cfg.atomicSends
 	bcfg.History = cfg.history
 	bcfg.FollowLeader = cfg.followLeader
 	log := zerolog.Nop()
