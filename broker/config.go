@@ -49,12 +49,12 @@ type Config struct {
 	// peers) and a cache; without either it does nothing. A lone broker
 	// publishes nothing.
 	CacheGossip bool
-	// AtomicSends: on a replicated deployment, a send writes its two line
-	// claims and its record as one atomic batch (store.CommitBatch) where
-	// the three keys share a partition, and, where only the callee's line
-	// is elsewhere, claims that line first and batches the other two. Its
-	// new ids are minted in the caller's partition. One server never
-	// batches (JetStream stages an R1 batch on disk, which is slower).
+	// AtomicSends: on a replicated deployment, a send writes its record and
+	// the line claims in the record's partition as one atomic batch
+	// (store.CommitBatch), after claiming on its own a line in another
+	// partition; with neither line there it writes one by one. The ids it
+	// mints are in the caller's partition. One server never batches
+	// (JetStream stages an R1 batch on disk, which is slower).
 	AtomicSends bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
 	// into one schedule per partition and 100 ms slot (store.TimerBatcher);

@@ -265,28 +265,22 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			} else if err != nil {
 				return protocol.Reply{}, err
 			}
-			// Past a third of the grace, another sender may soon count these
-			// claims as abandoned; writing the invitation now could make two
-			// invitations ring one callee. Give up; a retry claims afresh.
-			limit := b.cfg.ClaimGrace / 3
-			if b.now().Sub(claimed) > limit {
-				return protocol.Reply{}, protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
+			if cctx, cancel, err = b.claimDeadline(ctx, claimed); err != nil {
+				return protocol.Reply{}, err
 			}
-			cctx, cancel = context.WithTimeout(ctx, limit-b.now().Sub(claimed))
 			rec = lifecycle.New(id, c.user, req.Device, req.Callee, req.Content, req.ChannelID, timeouts, now)
 			rec.Push = lines[0].Push
 		}
-		again, cerr := false, error(nil)
 		if !created {
-			again, cerr = b.create(cctx, &rec, invRev)
-		}
-		cancel()
-		if again {
-			checkInv, conflicts = true, conflicts+1
-			continue
-		}
-		if cerr != nil {
-			return protocol.Reply{}, cerr
+			again, err := b.create(cctx, &rec, invRev)
+			cancel()
+			if again {
+				checkInv, conflicts = true, conflicts+1
+				continue
+			}
+			if err != nil {
+				return protocol.Reply{}, err
+			}
 		}
 		withInvitation(c.logged(b.log.Debug()), &rec).Str("state", string(rec.State)).Str("reason", string(rec.Reason)).Uint64("rev", rec.Revision).
 			Int("attempt", attempt).Int64("claimAt", lastAt).Func(func(e *zerolog.Event) {
@@ -346,11 +340,9 @@ func (b *Broker) batchable(parties [2]string, id string, callerFirst bool) (in [
 // it stays, as claim's do). store.ErrBatchRefused: nothing of the batch was
 // stored; write one by one.
 func (b *Broker) sendBatch(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, c store.Claim, in [2]bool, rec *lifecycle.Record, expect uint64) error {
-	callee, caller := c, c
-	callee.Peer, caller.Peer, caller.Out = parties[1], parties[0], true
 	var batch []store.Write
-	for i, cl := range []store.Claim{callee, caller} {
-		w := store.PutLine(parties[i], lines[i].WithClaims(append(store.Claims(held[i]), cl)), revs[i])
+	for i, cl := range partyClaims(parties, c) {
+		w := claimWrite(parties[i], lines[i], revs[i], held[i], cl)
 		if in[i] {
 			batch = append(batch, w)
 			continue
@@ -359,14 +351,14 @@ func (b *Broker) sendBatch(ctx context.Context, parties [2]string, lines [2]stor
 		if _, err := b.store.Commit(ctx, w); err != nil {
 			return err
 		}
-		// As in send: past a third of the grace this claim may soon count
-		// as abandoned, and the record must not land after that.
-		limit := b.cfg.ClaimGrace / 3
-		if b.now().Sub(claimed) > limit {
-			return protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
+		if b.afterClaim != nil {
+			b.afterClaim() // tests: a claim that took long
 		}
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, limit-b.now().Sub(claimed))
+		var err error
+		if ctx, cancel, err = b.claimDeadline(ctx, claimed); err != nil {
+			return err
+		}
 		defer cancel()
 	}
 	newRevs, err := b.store.CommitBatch(ctx, append(batch, b.putInvitation(*rec, expect)))
@@ -386,8 +378,8 @@ func (b *Broker) sendBatch(ctx context.Context, parties [2]string, lines [2]stor
 // right only while the caller's line is as read: write that one first,
 // and the callee's only once it landed.
 func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Line, revs [2]uint64, held [2][]store.Held, c store.Claim, callerFirst bool) ([2]uint64, error) {
-	callee, caller := c, c
-	callee.Peer, caller.Peer, caller.Out = parties[1], parties[0], true
+	cl := partyClaims(parties, c)
+	callee, caller := cl[0], cl[1]
 	if !callerFirst {
 		newRevs, err := b.claimLines(ctx, parties[:], lines[:], revs[:], held[:], []store.Claim{callee, caller})
 		return [2]uint64(newRevs), err
@@ -398,6 +390,34 @@ func (b *Broker) claim(ctx context.Context, parties [2]string, lines [2]store.Li
 	}
 	calleeRevs, err := b.claimLines(ctx, parties[:], lines[:], revs[:], held[:], []store.Claim{callee, {}})
 	return [2]uint64{calleeRevs[0], newRevs[1]}, err
+}
+
+// partyClaims returns claim c as the callee's line holds it (the caller as
+// its peer) and as the caller's holds it (outgoing, the callee as its peer).
+func partyClaims(parties [2]string, c store.Claim) [2]store.Claim {
+	callee, caller := c, c
+	callee.Peer, caller.Peer, caller.Out = parties[1], parties[0], true
+	return [2]store.Claim{callee, caller}
+}
+
+// claimWrite is the write of user's line l (read at rev) holding the claims
+// of it that still hold (held) plus c.
+func claimWrite(user string, l store.Line, rev uint64, held []store.Held, c store.Claim) store.Write {
+	return store.PutLine(user, l.WithClaims(append(store.Claims(held), c)), rev)
+}
+
+// claimDeadline bounds what a send may still write after claiming a line
+// at claimed. Past a third of the grace, another sender may soon count the
+// claim as abandoned; writing the invitation then could make two
+// invitations ring one callee, so the send gives up with UNAVAILABLE (a
+// retry claims afresh). Otherwise ctx is cut to the rest of that third.
+func (b *Broker) claimDeadline(ctx context.Context, claimed time.Time) (context.Context, context.CancelFunc, error) {
+	limit := b.cfg.ClaimGrace / 3
+	if b.now().Sub(claimed) > limit {
+		return nil, nil, protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
+	}
+	ctx, cancel := context.WithTimeout(ctx, limit-b.now().Sub(claimed))
+	return ctx, cancel, nil
 }
 
 // claimLines writes the lines of users in parallel, each with the claims
@@ -416,8 +436,7 @@ func (b *Broker) claimLines(ctx context.Context, users []string, lines []store.L
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			l := lines[i].WithClaims(append(store.Claims(held[i]), claims[i]))
-			newRevs[i], errs[i] = b.store.Commit(ctx, store.PutLine(users[i], l, revs[i]))
+			newRevs[i], errs[i] = b.store.Commit(ctx, claimWrite(users[i], lines[i], revs[i], held[i], claims[i]))
 		}()
 	}
 	wg.Wait()
