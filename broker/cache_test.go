@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
@@ -35,7 +36,18 @@ func newStaleEnv(t *testing.T) *staleEnv {
 	if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, AckWait: time.Second}); err != nil {
 		t.Fatal(err)
 	}
-	cached, err := store.Open(ctx, nc, store.CacheSize(100))
+	return staleEnvOn(t, ctx, nc, DefaultConfig())
+}
+
+// staleEnvOn is newStaleEnv's broker (config cfg) over a store nc already
+// holds (provisioned).
+func staleEnvOn(t *testing.T, ctx context.Context, nc *nats.Conn, cfg Config) *staleEnv {
+	t.Helper()
+	opts := []store.Option{store.CacheSize(100)}
+	if cfg.AtomicSends {
+		opts = append(opts, store.AtomicBatches())
+	}
+	cached, err := store.Open(ctx, nc, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,7 +55,6 @@ func newStaleEnv(t *testing.T) *staleEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := DefaultConfig()
 	cfg.ClaimGrace = 3 * time.Second
 	b, err := New(nc, cfg)
 	if err != nil {
