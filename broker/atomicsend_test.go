@@ -20,17 +20,19 @@ import (
 // another partition: one write round trip when all three keys share a
 // partition (always, with one partition), two when one line is elsewhere,
 // three (the claims, then the record) when neither line shares the
-// record's partition, or with --atomic-sends=false. A stream that turns
+// record's partition, or with --atomic-sends=false. The Go client names an
+// invitation in its caller's partition, so its sends take one write or
+// two. A stream that turns
 // batches away (atomic publish switched off under a running broker) gets
 // the writes one by one, later sends no longer try, and calls ring.
 func TestAtomicSends(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		atomic bool
-		writes [4]uint64 // all in one partition; caller's line and record; callee's line and record; none shared
+		writes [6]uint64 // all in one partition; caller's line and record; callee's line and record; none shared; named by the client, callee with the caller, elsewhere
 	}{
-		{"atomic", true, [4]uint64{1, 2, 2, 3}},
-		{"separate", false, [4]uint64{3, 3, 3, 3}},
+		{"atomic", true, [6]uint64{1, 2, 2, 3, 1, 2}},
+		{"separate", false, [6]uint64{3, 3, 3, 3, 3, 3}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, env := servingClusterR3(t, func(c *broker.Config) {
@@ -51,6 +53,9 @@ func TestAtomicSends(t *testing.T) {
 			}
 			alice, bob := p0[0], p0[1]
 			idIn := func(p subjects.Partition) string {
+				if p < 0 {
+					return "" // the client names it, in the caller's partition
+				}
 				for {
 					if id := nuid.Next(); subjects.PartitionOf(subjects.InvitationKey(id), 2) == p {
 						return id
@@ -79,9 +84,9 @@ func TestAtomicSends(t *testing.T) {
 			for i, send := range []struct {
 				callee string
 				p      subjects.Partition
-			}{{bob, 0}, {carol, 0}, {carol, 1}, {bob, 1}} {
+			}{{bob, 0}, {carol, 0}, {carol, 1}, {bob, 1}, {bob, -1}, {carol, -1}} {
 				if got := sendWrites(send.callee, send.p); got != tc.writes[i] {
-					t.Errorf("send %d (callee's line in partition %d, record in %d) wrote %d times, want %d",
+					t.Errorf("send %d (callee's line in partition %d, record in %d, -1: named by the client) wrote %d times, want %d",
 						i+1, subjects.PartitionOf(subjects.LineKey(send.callee), 2), send.p, got, tc.writes[i])
 				}
 			}

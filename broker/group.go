@@ -35,7 +35,7 @@ func (b *Broker) sendGroup(ctx context.Context, c *command) (protocol.Reply, err
 	}
 	id := req.ID
 	if id == "" {
-		id = store.NewID()
+		id = b.store.NewIDFor(c.user) // in the caller's partition, as a 1:1 send's
 	}
 	if err := b.checkSession(ctx, c.user, req.Device).wait(); err != nil {
 		return protocol.Reply{}, err

@@ -14,7 +14,11 @@ import (
 )
 
 func (b *Broker) session() *protocol.Session {
-	return &protocol.Session{TTLMs: b.cfg.PresenceTTL.Milliseconds(), HeartbeatMs: (b.cfg.PresenceTTL / 3).Milliseconds(), NowMs: b.now().UnixMilli()}
+	s := &protocol.Session{TTLMs: b.cfg.PresenceTTL.Milliseconds(), HeartbeatMs: (b.cfg.PresenceTTL / 3).Milliseconds(), NowMs: b.now().UnixMilli()}
+	if n := b.store.Partitions(); n > 1 {
+		s.Partitions = n
+	}
+	return s
 }
 
 // login records the device's session (a KV entry with a TTL) and returns

@@ -62,10 +62,7 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 	}
 	id := req.ID
 	if id == "" {
-		id = store.NewID()
-		if b.cfg.AtomicSends {
-			id = b.store.NewIDFor(c.user) // its record batches with the caller's claim
-		}
+		id = b.store.NewIDFor(c.user) // in the caller's partition: its record batches with the caller's claim
 	}
 
 	// The first attempt assumes the id is new and every read current. Only

@@ -146,6 +146,11 @@ type Session struct {
 	// NowMs is the broker's clock when it replied (Unix ms): clients learn
 	// from it the offset to write Request.Deadline in the broker's clock.
 	NowMs int64 `msgpack:"nowMs,omitempty"`
+	// Partitions is how many partitions the deployment's state is spread
+	// over (login, heartbeat; absent for one): a client that names its
+	// invitations draws ids in its own user's partition
+	// (subjects.LocalInvitationID), so that a call writes to fewer of them.
+	Partitions int `msgpack:"partitions,omitempty"`
 }
 
 // Event is published on a user's events subject for every committed

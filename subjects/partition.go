@@ -33,6 +33,20 @@ func PartitionOf(key string, n int) Partition {
 	return Partition(h.Sum32() % uint32(n))
 }
 
+// LocalInvitationID returns the first id drawn from next whose invitation
+// record lives, among n partitions, in the partition of user's line: an
+// invitation that user sends then writes its record and its caller's claim
+// to one partition, in one atomic batch at R3 (docs/protocol.md §1.4). It
+// draws n ids on average; with n ≤ 1 it returns next's first.
+func LocalInvitationID(user string, n int, next func() string) string {
+	want := PartitionOf(LineKey(user), n)
+	for {
+		if id := next(); PartitionOf(InvitationKey(id), n) == want {
+			return id
+		}
+	}
+}
+
 // Bucket is the partition's KV bucket: RINGER, RINGER_P1, RINGER_P2…
 func (p Partition) Bucket() string {
 	if p == 0 {

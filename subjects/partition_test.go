@@ -77,3 +77,18 @@ func TestPartitionOf(t *testing.T) {
 		t.Error("one partition: not 0")
 	}
 }
+
+func TestLocalInvitationID(t *testing.T) {
+	for _, n := range []int{0, 1, 2, 3, 7, MaxPartitions} {
+		for _, user := range []string{"alice", "bob", "u-17"} {
+			draws := 0
+			id := LocalInvitationID(user, n, func() string { draws++; return fmt.Sprintf("inv-%d", draws) })
+			if got, want := PartitionOf(InvitationKey(id), n), PartitionOf(LineKey(user), n); got != want {
+				t.Errorf("n=%d %s: id %s in partition %d, line in %d", n, user, id, got, want)
+			}
+			if n <= 1 && draws != 1 {
+				t.Errorf("n=%d: %d draws, want the first id", n, draws)
+			}
+		}
+	}
+}

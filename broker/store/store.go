@@ -643,20 +643,13 @@ func (s *Store) TimerArmed(ctx context.Context, id string, at int64) (bool, erro
 // look-up.
 func (s *Store) ArmedHere(id string, at int64) bool { return s.cache.armedHere(id, at) }
 
-// NewID returns a fresh invitation id.
-func NewID() string { return nuid.Next() }
-
 // NewIDFor returns a fresh invitation id whose record lives in the
 // partition of user's line, so that a send's record and its caller's claim
-// can go in one batch (Batches). It draws ids until one hashes there: P
-// draws on average, each a few tens of nanoseconds.
+// can go in one batch (Batches) and a call writes to fewer partitions
+// (subjects.LocalInvitationID: P draws on average, each a few tens of
+// nanoseconds).
 func (s *Store) NewIDFor(user string) string {
-	want := s.partOf(subjects.LineKey(user))
-	for {
-		if id := nuid.Next(); s.partOf(subjects.InvitationKey(id)) == want {
-			return id
-		}
-	}
+	return subjects.LocalInvitationID(user, len(s.parts), nuid.Next)
 }
 
 // PendingTimers counts messages in the timer streams: armed schedules plus

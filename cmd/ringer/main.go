@@ -239,8 +239,8 @@ func command(ctx context.Context, c *client.Client, verb string, args []string, 
 			li = c.CreateGroupInvitation(mode, users...)
 		}
 		// A NUID's first 12 characters are the same for a whole process:
-		// the channel takes its last 8.
-		li.ID, li.Content, li.ChannelID = nuid.Next(), rest, "room-"+nuid.Next()[14:]
+		// the channel takes its last 8. Send names the invitation.
+		li.Content, li.ChannelID = rest, "room-"+nuid.Next()[14:]
 		if err := li.Send(ctx); err != nil {
 			return err
 		}
