@@ -30,6 +30,7 @@
 #                             [--warmup 20s] [--concurrency 64] [--users 800]
 #                             [--rate R] [--presence-ttl 60s] [--no-build]
 #                             [--broker-flags "--follow-leader=false …"] [--spread]
+#                             [--loadgen-flags "--local-ids=false …"]
 #   --cpus  CPU share of each nats-server container (docker --cpus; 0 = no
 #           limit). On a 2-core box keep servers × cpus well under 2, so that
 #           brokers and loadgen are not what bounds the run.
@@ -39,6 +40,7 @@
 #           brokerd's default 15 s they would be 160/s, most of a capped
 #           cluster's budget). 60 s as in docs/benchmarks.md's peak runs.
 #   --broker-flags  more brokerd flags, space-separated, for every broker.
+#   --loadgen-flags  more loadgen flags, space-separated (e.g. --local-ids=false).
 #   --spread  broker i lists server ((i-1) mod N)+1 first and connects in that
 #           order (brokerd --nats-ordered), so that the brokers spread evenly
 #           over the servers instead of nats.go's random pick (which can put
@@ -49,7 +51,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS="" SPREAD=0
+SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS="" SPREAD=0 LFLAGS=""
 while (($#)); do
 	case "$1" in
 	--servers) SERVERS=$2; shift 2 ;;
@@ -63,9 +65,10 @@ while (($#)); do
 	--rate) RATE=$2; shift 2 ;;
 	--presence-ttl) TTL=$2; shift 2 ;;
 	--broker-flags) BFLAGS=$2; shift 2 ;;
+	--loadgen-flags) LFLAGS=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
 	--spread) SPREAD=1; shift ;;
-	-h | --help) sed -n '2,48p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,50p' "$0"; exit 0 ;;
 	*) echo "scale-out.sh: unknown argument $1" >&2; exit 2 ;;
 	esac
 done
@@ -195,7 +198,7 @@ for n in $SERVERS; do
 		healthy "$project" "$dir" "${brokers[@]}" || { dc logs >"$dir/compose.log" 2>&1; die "brokers not ready in 180 s (see $dir/compose.log)"; }
 		loop=(--concurrency "$CONCURRENCY")
 		[[ -n $RATE ]] && loop=(--rate "$RATE" --max-inflight "$((CONCURRENCY * 4))")
-		load() { dc run --rm loadgen --mix accept=1 --think 0 --hold 0 "${loop[@]}" --users "$USERS" --duration "$1" --json; }
+		load() { dc run --rm loadgen --mix accept=1 --think 0 --hold 0 "${loop[@]}" --users "$USERS" --duration "$1" $LFLAGS --json; }
 		load "$WARMUP" >/dev/null 2>"$dir/warmup.err" || true
 		ids=() before=()
 		for ((i = 1; i <= n; i++)); do

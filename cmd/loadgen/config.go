@@ -150,6 +150,7 @@ type config struct {
 	consumerProjection bool    // embedded: the brokers project from the shared projector consumer (brokerd --consumer-projection)
 	cacheGossip        bool    // embedded: the brokers tell each other their writes (brokerd --cache-gossip)
 	atomicSends        bool    // embedded R3: a send's claims and record in one atomic batch (brokerd --atomic-sends)
+	localIDs           bool    // invitations named in their caller's partition (as the Go client names them)
 	groupCallees       int     // callees of a group or groupjoin invitation
 	// pushListen, if set, is where loadgen serves a push gateway's
 	// deliveries (POST /push, as ringer-push sends them) instead of reading
@@ -227,6 +228,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.DurationVar(&c.timerBatch, "timer-batch", -1, "embedded mode: the brokers' --timer-batch window, e.g. 10ms (0 = one schedule per timer; unset: brokerd's default)")
 	fs.BoolVar(&c.cacheGossip, "cache-gossip", true, "embedded mode: the brokers tell each other every invitation and line they write, keeping their record caches current (brokerd --cache-gossip, on by default); matters with --brokers 2 or more; --cache-gossip=false to compare")
 	fs.BoolVar(&c.atomicSends, "atomic-sends", true, "embedded mode with --replicas 3: a send writes its line claims and its record as one atomic batch where they share a partition (brokerd --atomic-sends, on by default); --atomic-sends=false to compare")
+	fs.BoolVar(&c.localIDs, "local-ids", true, "name each invitation so that its record lives in its caller's partition, as the Go client does with the ids it draws (Client.NewInvitationID); --local-ids=false names them without regard to partitions, to compare")
 	fs.BoolVar(&c.consumerProjection, "consumer-projection", false, "embedded mode: the brokers project from the shared projector consumer (brokerd --consumer-projection), to compare with the committing broker's own projection")
 	fs.BoolVar(&c.followLeader, "follow-leader", false, "embedded mode with --replicas 3: the brokers reconnect to the server that leads their partition's bucket (brokerd --follow-leader, off by default), to measure what crossing a route costs")
 	fs.BoolVar(&c.history, "history", true, "embedded mode: the brokers keep call histories (brokerd --history); --history=false measures what they cost per call (needs --history-reads 0; a device that misses a ring then cannot catch up from its history)")

@@ -121,7 +121,7 @@ func (r *run) startGroup(i uint64, p plan, now time.Time) *invState {
 	}
 	// The tracker knows the scenario by a key of its own: the parties'
 	// events of the invitation are not a 1:1 invitation's to check.
-	id := fmt.Sprintf("%s-%d", r.runID, i)
+	id := r.localID(fmt.Sprintf("%s-%d", r.runID, i), us[0])
 	s := &invState{id: id + "~scenario", group: id, p: p, caller: us[0], callee: us[1]}
 	r.tr.register(s)
 	r.st.started.Add(1)
@@ -419,7 +419,7 @@ func (r *run) readUntil(u *user, id string, want func(protocol.Invitation) bool)
 // in one call: one invitation ACCEPTED, the other CANCELED/MERGED into it.
 func (r *run) glare(s *invState, us []*user) string {
 	a, b := us[0], us[1]
-	ids := [2]string{s.group + "a", s.group + "b"}
+	ids := [2]string{r.localID(s.group+"a", a), r.localID(s.group+"b", b)}
 	gc := r.groups.add(ids[0], us)
 	r.groups.mu.Lock()
 	r.groups.calls[ids[1]] = gc

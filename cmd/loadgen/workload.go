@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/big"
 	rnd "math/rand/v2"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // run is one loadgen run against one deployment.
@@ -161,7 +163,7 @@ func (r *run) start(i uint64) *invState {
 			r.pool.release(us[0], now)
 			return nil
 		}
-		s = &invState{id: id, p: p, caller: us[0], callee: off}
+		s = &invState{id: r.localID(id, us[0]), p: p, caller: us[0], callee: off}
 	case bPush:
 		us := r.pool.take(1, now)
 		if us == nil {
@@ -172,14 +174,14 @@ func (r *run) start(i uint64) *invState {
 			r.pool.release(us[0], now)
 			return nil
 		}
-		s = &invState{id: id, p: p, caller: us[0], callee: asleep}
+		s = &invState{id: r.localID(id, us[0]), p: p, caller: us[0], callee: asleep}
 		r.tr.register(s)
 		r.send(s)
 		r.tr.mu.Lock()
 		failed := s.sendFailed
 		r.tr.mu.Unlock()
 		if !failed {
-			r.push.created(id)
+			r.push.created(s.id)
 		}
 		return s
 	case bBusy:
@@ -188,7 +190,7 @@ func (r *run) start(i uint64) *invState {
 			return nil
 		}
 		if target := r.pool.takeEngaged(p.x); target != nil {
-			s = &invState{id: id, p: p, caller: us[0], callee: target}
+			s = &invState{id: r.localID(id, us[0]), p: p, caller: us[0], callee: target}
 			break
 		}
 		// Nobody rings right now: make someone ring first (a carrier
@@ -198,9 +200,9 @@ func (r *run) start(i uint64) *invState {
 			r.pool.release(us[0], now)
 			return nil
 		}
-		s = &invState{id: id, p: p, caller: us[0], callee: more[1]}
+		s = &invState{id: r.localID(id, us[0]), p: p, caller: us[0], callee: more[1]}
 		r.pool.hold(more[1]) // held by the carrier and by the collision
-		c := &invState{id: id + "c", p: p, caller: more[0], callee: more[1], collision: s}
+		c := &invState{id: r.localID(id+"c", more[0]), p: p, caller: more[0], callee: more[1], collision: s}
 		c.p.b = bCarrier
 		s.carrier = c
 		r.tr.register(s)
@@ -212,11 +214,30 @@ func (r *run) start(i uint64) *invState {
 		if us == nil {
 			return nil
 		}
-		s = &invState{id: id, p: p, caller: us[0], callee: us[1]}
+		s = &invState{id: r.localID(id, us[0]), p: p, caller: us[0], callee: us[1]}
 	}
 	r.tr.register(s)
 	r.send(s)
 	return s
+}
+
+// localID names an invitation that caller sends: base, or base with a
+// "_<n>" suffix, whichever first places its record in the partition of the
+// caller's line, as the Go client does with ids it draws itself
+// (Client.NewInvitationID); base as it is with --local-ids=false or where
+// the deployment has one partition.
+func (r *run) localID(base string, caller *user) string {
+	cl, _ := caller.client()
+	if !r.cfg.localIDs || cl == nil {
+		return base
+	}
+	n := 0
+	return subjects.LocalInvitationID(caller.id, cl.Session().Partitions, func() string {
+		if n++; n == 1 {
+			return base
+		}
+		return base + "_" + strconv.Itoa(n)
+	})
 }
 
 // send sends s from its caller's client.
