@@ -114,6 +114,9 @@ func TestAtomicSends(t *testing.T) {
 			if got := sendWrites(bob, 0); got != 3 {
 				t.Errorf("a later send wrote %d times, want 3", got)
 			}
+			if n := counter(t, env.Brokers[0].Broker, "ringer_send_batches_refused_total"); n != 1 {
+				t.Errorf("ringer_send_batches_refused_total = %v, want 1", n)
+			}
 			callee := env.Login(bob, "phone", client.WithoutHeartbeat())
 			li := caller.Invite(t, bob)
 			callee.Rec.WaitRemote(t, li.ID)

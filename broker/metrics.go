@@ -24,6 +24,7 @@ type Metrics struct {
 	transitions    *prometheus.CounterVec
 	kvErrors       *prometheus.CounterVec
 	sheds          prometheus.Counter
+	batchesRefused prometheus.Counter
 	storeFull      prometheus.Counter
 	repliesRefused prometheus.Counter
 	timerLateness  prometheus.Histogram
@@ -60,6 +61,9 @@ func newMetrics() *Metrics {
 		}, []string{"where"}),
 		sheds: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "sends_shed_total", Help: "Sends refused with UNAVAILABLE because the broker was overloaded (a standing queue: see --shed-latency).",
+		}),
+		batchesRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "send_batches_refused_total", Help: "Atomic sends (--atomic-sends) whose batch JetStream turned away unstored (50 batches in flight on the stream, a batch message lost, or atomic publish disabled), written one by one instead.",
 		}),
 		storeFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "store_full_total", Help: "Writes JetStream refused for lack of space (the bucket's --store-max-bytes or the server's max_file_store); /readyz fails while they happen.",
@@ -120,7 +124,7 @@ func newMetrics() *Metrics {
 	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {
 		m.pushRequests.WithLabelValues(string(kind))
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft, m.leaderFollows,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.batchesRefused, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft, m.leaderFollows,
 		m.outboxHeld, m.outboxLag, m.outboxRetries, m.outboxUnknown, m.outboxReclaims, m.outboxReplayed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m

@@ -228,6 +228,8 @@ func (b *Broker) send(ctx context.Context, c *command) (protocol.Reply, error) {
 			case errors.Is(err, store.ErrBatchRefused):
 				// Nothing of it was stored (the stream has too many batches in
 				// flight): the writes go one by one below, from the same reads.
+				b.metrics.batchesRefused.Inc()
+				c.logged(b.log.Debug()).Str("id", id).Str("callee", req.Callee).Err(err).Msg("send batch refused, writing one by one")
 			case err != nil:
 				return protocol.Reply{}, err
 			default:
