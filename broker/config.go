@@ -58,7 +58,9 @@ type Config struct {
 	AtomicSends bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
 	// into one schedule per partition and 100 ms slot (store.TimerBatcher);
-	// 0 arms one schedule per timer, as releases before 1.1 did.
+	// 0 arms one schedule per timer, as releases before 1.1 did. As long as
+	// a slot by default: a shorter window splits a slot's deadlines over
+	// several schedules where each broker arms few timers per partition.
 	TimerBatch time.Duration
 	// LeaderCheck: how often a broker of a replicated deployment checks that
 	// the Raft groups a call depends on are led by the bucket's leader, and
@@ -195,7 +197,7 @@ func DefaultConfig() Config {
 		Replicas:    1,
 		Partitions:  1,
 		AckWait:     5 * time.Second,
-		TimerBatch:  10 * time.Millisecond,
+		TimerBatch:  store.TimerSlot,
 		LeaderCheck: 2 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
