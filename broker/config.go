@@ -57,7 +57,7 @@ type Config struct {
 	// (JetStream stages an R1 batch on disk, which is slower).
 	AtomicSends bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
-	// into one schedule per partition and 100 ms slot (store.TimerBatcher);
+	// into one schedule per 100 ms slot (store.TimerBatcher);
 	// 0 arms one schedule per timer, as releases before 1.1 did. As long as
 	// a slot by default: a shorter window splits a slot's deadlines over
 	// several schedules where each broker arms few timers per partition.

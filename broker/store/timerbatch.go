@@ -58,7 +58,8 @@ func DecodeTimerBatch(data []byte) ([]TimerEntry, error) {
 }
 
 // ArmTimers arms one durable timer that fires, at Unix ms at, the batch of
-// entries (all of partition p; at is no earlier than any of theirs).
+// entries (of any partitions) from partition p's timer stream; at is no
+// earlier than any of theirs.
 func (s *Store) ArmTimers(ctx context.Context, p subjects.Partition, at int64, es []TimerEntry) error {
 	data, err := msgpack.Marshal(es)
 	if err != nil {
@@ -80,13 +81,20 @@ func (s *Store) ArmTimers(ctx context.Context, p subjects.Partition, at int64, e
 }
 
 // TimerBatcher arms timers in batches (ArmTimers): what Arm is given within
-// its window goes out as one schedule per partition and slot.
+// its window goes out as one schedule per slot, whatever the partitions of
+// its invitations (a fired entry is handled by invitation id, wherever its
+// batch was stored). Each flush stores its schedules on the next partition's
+// timer stream in turn, so the batches spread over the partitions' leaders,
+// and a flush that fails on one is armed again, later, on another.
+// Grouping by partition as well cost one schedule per partition per slot
+// and broker, a floor that grew with P (docs/architecture.md, "Timers").
 type TimerBatcher struct {
-	s      *Store
-	window time.Duration
-	in     chan armRequest
-	done   chan struct{}
-	once   sync.Once
+	s       *Store
+	window  time.Duration
+	in      chan armRequest
+	done    chan struct{}
+	once    sync.Once
+	flushes int // the flushes so far (run's goroutine only): picks the partition
 }
 
 type armRequest struct {
@@ -137,28 +145,24 @@ func (tb *TimerBatcher) run() {
 			}
 		}
 		window.Stop()
-		tb.flush(batch)
+		tb.flush(subjects.Partition(tb.flushes%len(tb.s.parts)), batch)
+		tb.flushes++
 	}
 }
 
-// slotKey is one schedule of a flush: a partition and the end of a slot.
-type slotKey struct {
-	p  subjects.Partition
-	at int64
-}
-
-// flush arms batch as one schedule per partition and slot (split at
-// MaxTimerBatch), written in parallel, and reports to each request.
-func (tb *TimerBatcher) flush(batch []armRequest) {
+// flush arms batch on partition p's timer stream as one schedule per slot
+// (split at MaxTimerBatch), written in parallel, and reports to each
+// request.
+func (tb *TimerBatcher) flush(p subjects.Partition, batch []armRequest) {
 	slot := TimerSlot.Milliseconds()
-	groups := map[slotKey][]armRequest{}
-	var order []slotKey
+	groups := map[int64][]armRequest{}
+	var order []int64
 	for _, r := range batch {
-		k := slotKey{p: tb.s.partOf(subjects.InvitationKey(r.e.ID)).p, at: (r.e.At + slot - 1) / slot * slot}
-		if len(groups[k]) == 0 {
-			order = append(order, k)
+		at := (r.e.At + slot - 1) / slot * slot
+		if len(groups[at]) == 0 {
+			order = append(order, at)
 		}
-		groups[k] = append(groups[k], r)
+		groups[at] = append(groups[at], r)
 	}
 	var wg sync.WaitGroup
 	for _, k := range order {
@@ -171,7 +175,7 @@ func (tb *TimerBatcher) flush(batch []armRequest) {
 					es[i] = r.e
 				}
 				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				err := tb.s.ArmTimers(ctx, k.p, k.at, es)
+				err := tb.s.ArmTimers(ctx, p, k, es)
 				cancel()
 				for _, r := range rs {
 					r.done(err)
