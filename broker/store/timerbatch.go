@@ -19,8 +19,8 @@ import (
 // stream four replicated operations per call (the schedule stored, purged
 // when it fires, the fired message stored, and removed when acknowledged),
 // though nearly every call ends long before its deadline. A TimerBatcher
-// gathers the timers its broker arms within a short window into one
-// schedule per partition and deadline slot: the same durability (a
+// gathers the timers its broker arms within a window into one schedule per
+// deadline slot, whatever their partitions: the same durability (a
 // revision is acknowledged only once the batch holding its timer is
 // stored, so a broker that dies first has it redelivered), a fraction of
 // the operations, and at most TimerSlot of extra lateness.
