@@ -42,6 +42,10 @@ func stalledStream(t *testing.T, stream string) {
 	c, env := servingClusterR3(t, func(cfg *broker.Config) {
 		// The invitations left ringing still ring when the server is back.
 		cfg.Timeouts.Offline, cfg.Timeouts.Expire = time.Minute, time.Minute
+		// Nobody goes offline meanwhile: the stopped server may lead the
+		// bucket, and the sessions' 2 s TTL ran out during its election
+		// (fresh-clone CI at dc9d54c: a caller NOT_LOGGEDIN after the stall).
+		cfg.PresenceTTL = time.Minute
 	})
 	const ended, rung = 40, 8
 	callers, callees := make([]*ringertest.Client, ended+rung), make([]*ringertest.Client, ended+rung)
