@@ -52,15 +52,16 @@ type Config struct {
 	// AtomicSends: on a replicated deployment, a send writes its record and
 	// the line claims in the record's partition as one atomic batch
 	// (store.CommitBatch), after claiming on its own a line in another
-	// partition; with neither line there it writes one by one. The ids it
-	// mints are in the caller's partition. One server never batches
+	// partition; with neither line there it writes one by one (the ids the
+	// broker and the Go SDK draw put the record in the caller's partition,
+	// store.NewIDFor). One server never batches
 	// (JetStream stages an R1 batch on disk, which is slower).
 	AtomicSends bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
 	// into one schedule per 100 ms slot (store.TimerBatcher);
 	// 0 arms one schedule per timer, as releases before 1.1 did. As long as
 	// a slot by default: a shorter window splits a slot's deadlines over
-	// several schedules where each broker arms few timers per partition.
+	// several schedules where a broker arms few timers per window.
 	TimerBatch time.Duration
 	// LeaderCheck: how often a broker of a replicated deployment checks that
 	// the Raft groups a call depends on are led by the bucket's leader, and

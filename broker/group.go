@@ -99,11 +99,9 @@ func (b *Broker) sendGroup(ctx context.Context, c *command) (protocol.Reply, err
 			}
 			// As in send: past a third of the grace, the claims may soon
 			// count as abandoned.
-			limit := b.cfg.ClaimGrace / 3
-			if b.now().Sub(now) > limit {
-				return protocol.Reply{}, protocol.Errorf(protocol.CodeUnavailable, "claiming lines took longer than %s: retry", limit)
+			if cctx, cancel, err = b.claimDeadline(ctx, now); err != nil {
+				return protocol.Reply{}, err
 			}
-			cctx, cancel = context.WithTimeout(ctx, limit-b.now().Sub(now))
 		}
 		again, err := b.create(cctx, &rec, 0)
 		cancel()
