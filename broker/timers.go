@@ -107,12 +107,12 @@ func (b *Broker) fireOne(id string, at int64) (wait time.Duration, ok bool) {
 	ctx, cancel := b.opContext()
 	defer cancel()
 
-	// Most timers fire after their invitation ended. A cached record that is
-	// no longer live says so for good (nothing revives a finished record);
+	// Most timers fire after their invitation ended or its call started. A
+	// cached record that needs no timer says so for good (NeedsTimer);
 	// anything else needs a leader read: a lagging follower could say "not
 	// found" or show an older deadline, and a dropped timer would leave the
 	// invitation stuck.
-	if rec, ok := b.store.CachedInvitation(id); ok && !rec.Live() {
+	if rec, ok := b.store.CachedInvitation(id); ok && !rec.NeedsTimer() {
 		return 0, true
 	}
 	rec, rev, err := b.store.GetInvitationFresh(ctx, id)

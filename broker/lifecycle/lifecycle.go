@@ -324,6 +324,16 @@ func Apply(r Record, a Action, now time.Time) (next Record, changed bool, err er
 	return next, true, nil
 }
 
+// NeedsTimer reports whether r may still need a durable timer: not once it
+// ended (nothing revives a finished record), nor once a 1:1 call started
+// with no maximum duration (no later revision of it has a deadline). Any
+// committed revision can say so, even one older than the record's latest:
+// a timer asked for before it need not be stored (store.TimerBatcher), and
+// one that fires is dropped without a read.
+func (r Record) NeedsTimer() bool {
+	return r.Live() && (r.Deadline != 0 || r.Group())
+}
+
 // ErrNotDue is returned by a Timeout that fired before the record's deadline
 // (the deadline moved later); the broker re-arms the timer.
 var ErrNotDue = protocol.Errorf(protocol.CodeInternal, "timer not due yet")
