@@ -222,6 +222,7 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 	}
 	b.metrics.gauges(b.census, censusEvery, b.Check)
+	b.metrics.timerCounters(b.store.Stats)
 	var instance string
 	if b.outbox != nil {
 		instance = b.outbox.instance

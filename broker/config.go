@@ -58,7 +58,9 @@ type Config struct {
 	// (JetStream stages an R1 batch on disk, which is slower).
 	AtomicSends bool
 	// TimerBatch: how long the recorder gathers the durable timers it arms
-	// into one schedule per 100 ms slot (store.TimerBatcher);
+	// into one schedule per 100 ms slot (store.TimerBatcher); each timer
+	// waits at least half of it, and is not stored if its invitation needs
+	// it no more by then (ended, or a 1:1 call answered).
 	// 0 arms one schedule per timer, as releases before 1.1 did. As long as
 	// a slot by default: a shorter window splits a slot's deadlines over
 	// several schedules where a broker arms few timers per window.

@@ -165,6 +165,19 @@ func (m *Metrics) leaderMoved(group string) { m.leaderMoves.WithLabelValues(grou
 
 func (m *Metrics) kvError(where string) { m.kvErrors.WithLabelValues(where).Inc() }
 
+// timerCounters registers what the broker's timer batcher did with the
+// timers it was handed, from the store's counts (stats).
+func (m *Metrics) timerCounters(stats func() store.StatsSnapshot) {
+	m.Registry.MustRegister(
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "ringer", Name: "timer_schedules_total",
+			Help: "Timer schedules this broker stored (with --timer-batch, each a batch of timers)."},
+			func() float64 { return float64(stats().Timers) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: "ringer", Name: "timers_skipped_total",
+			Help: "Timers handed to this broker's batcher (--timer-batch) and not stored, because their invitation needed them no more by the flush (it ended, or its call was answered)."},
+			func() float64 { return float64(stats().Skipped) }),
+	)
+}
+
 // censusEvery is how often at most a broker takes the census behind its
 // cluster-wide gauges (on a scrape).
 const censusEvery = 10 * time.Second

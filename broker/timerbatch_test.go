@@ -322,3 +322,45 @@ func endsPeerOffline(t *testing.T, st *store.Store, id string, deadline time.Tim
 		return nil
 	})
 }
+
+// A call answered while its timers wait in the batcher stores none of
+// them: the offline timer of SENT and the accept-ack timer of ACCEPTING
+// are needed no more once the call is ACCEPTED (no maximum duration), so
+// the batcher drops them at its flush instead of storing schedules that
+// would only fire into a record that ignores them.
+func TestAnsweredCallsStoreNoTimers(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.TimerBatch = time.Second // each timer waits half a second or more before it is stored
+	cfg.Timeouts.Offline, cfg.Timeouts.Expire, cfg.Timeouts.Accept = time.Minute, time.Minute, 30*time.Second
+	env := ringertest.Start(t, cfg)
+	st := env.Brokers[0].Store()
+	const calls = 4
+	var callers, callees []*ringertest.Client
+	for i := range calls {
+		callers = append(callers, env.Login(fmt.Sprintf("caller%d", i), "phone"))
+		callees = append(callees, env.Login(fmt.Sprintf("callee%d", i), "phone"))
+	}
+	before := st.Stats()
+	for i := range calls {
+		li := callers[i].Call(t, callees[i])
+		callees[i].Rec.Wait(t, "RemoteAccepted "+li.ID) // the caller's ackaccept is committed
+	}
+	// Each call asked for two timers (SENT, ACCEPTING) and maybe a third
+	// (RECEIVED relies on SENT's, not yet stored): all are dropped.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if d := st.Stats().Sub(before); d.Skipped < 2*calls {
+			return fmt.Errorf("%d timers skipped, want %d or more", d.Skipped, 2*calls)
+		}
+		return nil
+	})
+	d := st.Stats().Sub(before)
+	if d.Timers != 0 {
+		t.Errorf("%d answered calls stored %d timer schedules (%d skipped), want none", calls, d.Timers, d.Skipped)
+	}
+	if n := counter(t, env.Brokers[0].Broker, "ringer_timers_skipped_total"); n < float64(d.Skipped) {
+		t.Errorf("ringer_timers_skipped_total = %g, want %d or more", n, d.Skipped)
+	}
+	if n, err := st.PendingTimers(ringertest.Ctx(t)); err != nil || n != 0 {
+		t.Errorf("%d messages in the timer streams (%v), want none", n, err)
+	}
+}

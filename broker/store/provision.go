@@ -273,7 +273,7 @@ func tuneBucket(ctx context.Context, js jetstream.JetStream, p subjects.Partitio
 
 // Stats counts the JetStream round trips a store made.
 type Stats struct {
-	reads, writes, timers atomic.Uint64
+	reads, writes, timers, skipped atomic.Uint64
 }
 
 // StatsSnapshot is a point-in-time copy of Stats.
@@ -281,20 +281,23 @@ type StatsSnapshot struct {
 	Reads  uint64 // direct gets and key listings
 	Writes uint64 // messages written to the bucket, each its own round trip
 	Timers uint64 // timer schedules published
+	// Skipped: timers handed to a TimerBatcher and not stored, because
+	// their invitation needed them no more by the flush (no round trip).
+	Skipped uint64
 }
 
 func (s *Stats) snapshot() StatsSnapshot {
-	return StatsSnapshot{Reads: s.reads.Load(), Writes: s.writes.Load(), Timers: s.timers.Load()}
+	return StatsSnapshot{Reads: s.reads.Load(), Writes: s.writes.Load(), Timers: s.timers.Load(), Skipped: s.skipped.Load()}
 }
 
 // Sub returns a - b, for measuring one operation.
 func (a StatsSnapshot) Sub(b StatsSnapshot) StatsSnapshot {
-	return StatsSnapshot{Reads: a.Reads - b.Reads, Writes: a.Writes - b.Writes, Timers: a.Timers - b.Timers}
+	return StatsSnapshot{Reads: a.Reads - b.Reads, Writes: a.Writes - b.Writes, Timers: a.Timers - b.Timers, Skipped: a.Skipped - b.Skipped}
 }
 
 // Add returns a + b (the round trips of several stores).
 func (a StatsSnapshot) Add(b StatsSnapshot) StatsSnapshot {
-	return StatsSnapshot{Reads: a.Reads + b.Reads, Writes: a.Writes + b.Writes, Timers: a.Timers + b.Timers}
+	return StatsSnapshot{Reads: a.Reads + b.Reads, Writes: a.Writes + b.Writes, Timers: a.Timers + b.Timers, Skipped: a.Skipped + b.Skipped}
 }
 
 // TimerAckWait is the ack wait of the timer consumers provisioned with

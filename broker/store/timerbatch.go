@@ -88,6 +88,16 @@ func (s *Store) ArmTimers(ctx context.Context, p subjects.Partition, at int64, e
 // and a flush that fails on one is armed again, later, on another.
 // Grouping by partition as well cost one schedule per partition per slot
 // and broker, a floor that grew with P (docs/architecture.md, "Timers").
+//
+// A timer waits at least half a window before it is stored, and is not
+// stored at all if by then its invitation no longer needs it
+// (lifecycle.Record.NeedsTimer, from the record cache, which this broker's
+// own writes and projections and its peers' cache gossip keep current): an
+// ACCEPTING invitation's accept-ack timer is superseded by ACCEPTED within
+// the caller's round trip in nearly every call, and a call that ends while
+// its timer waits needs none. The revision that asked for it is then
+// acknowledged as if it were stored: a committed revision that needs no
+// timer is final for timers.
 type TimerBatcher struct {
 	s       *Store
 	window  time.Duration
@@ -100,6 +110,7 @@ type TimerBatcher struct {
 type armRequest struct {
 	e    TimerEntry
 	done func(error)
+	at   time.Time // when it was handed over
 }
 
 // NewTimerBatcher starts a batcher that gathers timers for window before
@@ -111,10 +122,11 @@ func (s *Store) NewTimerBatcher(window time.Duration) *TimerBatcher {
 }
 
 // Arm arms invitation id's timer at Unix ms at with the next batch, and
-// calls done with the outcome once that batch is stored (or failed). It
-// waits only while earlier batches are being written and the queue is full.
+// calls done with the outcome once that batch is stored (or failed, or the
+// timer turned out to be needed no more). It waits only while earlier
+// batches are being written and the queue is full.
 func (tb *TimerBatcher) Arm(id string, at int64, done func(error)) {
-	tb.in <- armRequest{e: TimerEntry{ID: id, At: at}, done: done}
+	tb.in <- armRequest{e: TimerEntry{ID: id, At: at}, done: done, at: time.Now()}
 }
 
 // Close arms what was handed over and stops. Arm must not be called after.
@@ -123,37 +135,86 @@ func (tb *TimerBatcher) Close() {
 	<-tb.done
 }
 
+// soon: a timer due within it is stored at the next flush, however
+// recently it was handed over.
+const soon = time.Second
+
+// run gathers timers and, every window while some wait, flushes those
+// handed over at least half a window before (or due soon); the others wait
+// for the next flush. So each timer is stored half a window to a window and
+// a half after Arm, and flushes are at least a window apart. A backlog of
+// cap(in) timers is flushed at once, whatever their age.
 func (tb *TimerBatcher) run() {
 	defer close(tb.done)
+	var (
+		held  []armRequest
+		tick  = time.NewTimer(tb.window)
+		ticks <-chan time.Time // nil while nothing waits
+	)
+	tick.Stop()
 	for {
-		first, ok := <-tb.in
-		if !ok {
-			return
-		}
-		batch := []armRequest{first}
-		window := time.NewTimer(tb.window)
-	gather:
-		for len(batch) < cap(tb.in) {
-			select {
-			case r, ok := <-tb.in:
-				if !ok {
-					break gather
-				}
-				batch = append(batch, r)
-			case <-window.C:
-				break gather
+		select {
+		case r, ok := <-tb.in:
+			if !ok {
+				tb.flush(held, time.Now())
+				return
+			}
+			held = append(held, r)
+			switch {
+			case len(held) >= cap(tb.in):
+				held = tb.flush(held, time.Now().Add(tb.window))
+			case ticks == nil:
+				tick.Reset(tb.window)
+				ticks = tick.C
+			}
+		case now := <-ticks:
+			ticks = nil
+			if held = tb.flush(held, now); len(held) > 0 {
+				tick.Reset(tb.window)
+				ticks = tick.C
 			}
 		}
-		window.Stop()
-		tb.flush(subjects.Partition(tb.flushes%len(tb.s.parts)), batch)
-		tb.flushes++
 	}
 }
 
-// flush arms batch on partition p's timer stream as one schedule per slot
+// flush stores, on the next partition's timer stream, the timers of held
+// handed over by ripe minus half a window or due soon, drops those no
+// longer needed, and returns the others (in order).
+func (tb *TimerBatcher) flush(held []armRequest, ripe time.Time) []armRequest {
+	var (
+		out, young []armRequest
+		cutoff     = ripe.Add(-tb.window / 2)
+		due        = ripe.Add(soon).UnixMilli()
+	)
+	for _, r := range held {
+		switch {
+		case r.at.After(cutoff) && r.e.At > due:
+			young = append(young, r)
+		case tb.needless(r.e.ID):
+			tb.s.stats.skipped.Add(1)
+			r.done(nil)
+		default:
+			out = append(out, r)
+		}
+	}
+	if len(out) > 0 {
+		tb.store(subjects.Partition(tb.flushes%len(tb.s.parts)), out)
+		tb.flushes++
+	}
+	return young
+}
+
+// needless reports whether the cache holds a revision of invitation id
+// that needs no timer (lifecycle.Record.NeedsTimer).
+func (tb *TimerBatcher) needless(id string) bool {
+	rec, ok := tb.s.cache.invitation(id)
+	return ok && !rec.NeedsTimer()
+}
+
+// store arms batch on partition p's timer stream as one schedule per slot
 // (split at MaxTimerBatch), written in parallel, and reports to each
 // request.
-func (tb *TimerBatcher) flush(p subjects.Partition, batch []armRequest) {
+func (tb *TimerBatcher) store(p subjects.Partition, batch []armRequest) {
 	slot := TimerSlot.Milliseconds()
 	groups := map[int64][]armRequest{}
 	var order []int64

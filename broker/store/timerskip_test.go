@@ -1,0 +1,94 @@
+package store_test
+
+import (
+	"context"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/ringer-dev/ringer/broker/lifecycle"
+	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/protocol"
+	"github.com/ringer-dev/ringer/subjects"
+)
+
+// A batched timer whose invitation needs it no more when its batch is
+// flushed — the invitation ended, or its 1:1 call started with no maximum
+// duration — is not stored, and its Arm reports success; every other
+// timer is stored, including one of an invitation the store knows nothing
+// of (or every timer, without a record cache).
+func TestTimerBatcherSkipsTimersNoLongerNeeded(t *testing.T) {
+	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := store.Provision(ctx, nc, store.ProvisionConfig{}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, nc, store.CacheSize(100)) // what the batcher consults
+	if err != nil {
+		t.Fatal(err)
+	}
+	tb := st.NewTimerBatcher(100 * time.Millisecond)
+	defer tb.Close()
+
+	slot := store.TimerSlot.Milliseconds()
+	at := (time.Now().Add(time.Hour).UnixMilli()/slot + 1) * slot // one slot, an hour away
+	record := func(id string, state protocol.State, call protocol.CallState, deadline int64) lifecycle.Record {
+		r := lifecycle.Record{Invitation: protocol.Invitation{ID: id, Caller: "a", Callee: "b",
+			State: state, CallState: call, Deadline: deadline}, TimerAt: at}
+		r.Revision = 7
+		return r
+	}
+	// What the store has seen of each invitation by the flush (its cache).
+	seen := []lifecycle.Record{
+		record("ended", protocol.StateCanceled, "", 0),
+		record("answered", protocol.StateAccepted, protocol.CallActive, 0),
+		record("hungup", protocol.StateAccepted, protocol.CallEnded, 0),
+		record("capped", protocol.StateAccepted, protocol.CallActive, at), // a maximum duration: still timed
+		record("ringing", protocol.StateReceived, "", at),
+		{Invitation: protocol.Invitation{ID: "group", Caller: "a", State: protocol.StateSent, Mode: protocol.ModeFirst,
+			Legs: []protocol.Leg{{User: "b", State: protocol.StateAccepted}}}}, // a group's legs may ring again
+	}
+	for _, r := range seen {
+		if r.Revision == 0 {
+			r.Revision = 7
+		}
+		st.Observe(r)
+	}
+	ids := []string{"ended", "answered", "hungup", "capped", "ringing", "group", "unseen"}
+	before := st.Stats()
+	done := make(chan error, len(ids))
+	for _, id := range ids {
+		tb.Arm(id, at, func(err error) { done <- err })
+	}
+	for range ids {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := st.Stats().Sub(before)
+	if d.Timers != 1 || d.Skipped != 3 {
+		t.Errorf("%d schedules, %d timers skipped; want 1 schedule (capped, ringing, group, unseen) and 3 skipped (ended, answered, hungup)", d.Timers, d.Skipped)
+	}
+	s, err := st.JetStream().Stream(ctx, subjects.Partition(0).TimerStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := s.GetMsg(ctx, s.CachedInfo().State.FirstSeq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	es, err := store.DecodeTimerBatch(m.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stored []string
+	for _, e := range es {
+		stored = append(stored, e.ID)
+	}
+	slices.Sort(stored)
+	if want := []string{"capped", "group", "ringing", "unseen"}; !slices.Equal(stored, want) {
+		t.Errorf("the schedule holds %v, want %v", stored, want)
+	}
+}
