@@ -18,16 +18,7 @@ import (
 // finished invitations and claims whose invitation was never written, and
 // tells overdue ones (live past their deadline by more than the margin).
 func TestCensusCountsLiveInvitationsAndCalls(t *testing.T) {
-	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := store.Provision(ctx, nc, store.ProvisionConfig{Partitions: 2}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, st := openPartitions(t, 2)
 	now := time.Now()
 	timeouts := lifecycle.Timeouts{Offline: 30 * time.Second, Expire: 30 * time.Second, Accept: 10 * time.Second}
 	put := func(r lifecycle.Record) {

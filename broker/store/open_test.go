@@ -70,6 +70,23 @@ func openStore(t *testing.T, replicas int) (*nats.Conn, *store.Store) {
 	return nc, st
 }
 
+// openPartitions provisions parts partitions on a fresh server and opens a
+// store on them with opts; the context bounds the test's operations.
+func openPartitions(t *testing.T, parts int, opts ...store.Option) (context.Context, *store.Store) {
+	t.Helper()
+	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	if err := store.Provision(ctx, nc, store.ProvisionConfig{Partitions: parts}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, nc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctx, st
+}
+
 // The bucket's size limit follows --store-max-bytes at every start, also
 // for a bucket that exists already; its record limit is MaxValueSize.
 func TestProvisionAppliesTheSizeLimits(t *testing.T) {

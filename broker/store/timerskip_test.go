@@ -1,14 +1,12 @@
 package store_test
 
 import (
-	"context"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
-	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -19,16 +17,7 @@ import (
 // timer is stored, including one of an invitation the store knows nothing
 // of (or every timer, without a record cache).
 func TestTimerBatcherSkipsTimersNoLongerNeeded(t *testing.T) {
-	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := store.Provision(ctx, nc, store.ProvisionConfig{}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, nc, store.CacheSize(100)) // what the batcher consults
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, st := openPartitions(t, 1, store.CacheSize(100)) // the cache: what the batcher consults
 	tb := st.NewTimerBatcher(100 * time.Millisecond)
 	defer tb.Close()
 

@@ -1,13 +1,11 @@
 package store_test
 
 import (
-	"context"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/ringer-dev/ringer/broker/store"
-	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/subjects"
 )
 
@@ -17,16 +15,7 @@ import (
 // the partitions' timer streams in turn.
 func TestTimerBatchesSpanPartitions(t *testing.T) {
 	const parts = 4
-	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := store.Provision(ctx, nc, store.ProvisionConfig{Partitions: parts}); err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	ctx, st := openPartitions(t, parts)
 	tb := st.NewTimerBatcher(time.Second) // every Arm below lands in one window
 	defer tb.Close()
 
