@@ -17,20 +17,24 @@
 #
 #   {"points":[{"nats_servers":N,"partitions":P,"replicas":R,"cpu_per_server":C,
 #               "accepted_per_s":X,"violations":V,"server_ms_per_call":[…],
-#               "broker_servers":[…]},…]}
+#               "broker_servers":[…],"server_idle_ms_per_s":[…]},…]}
 #
 # server_ms_per_call is each nats-server's CPU (its container's cgroup) over
 # the measured run divided by the calls completed in it: the per-server
 # costs docs/benchmarks.md's cost model is built from (null where the
 # container's cgroup could not be read). broker_servers is the server each
 # broker was connected to at the end (from its logs: "" if it did not say).
+# server_idle_ms_per_s (with --idle) is each nats-server's CPU per second
+# while nothing runs but the brokers, between the warm-up and the load: the
+# fixed cost of the deployment (Raft groups, the brokers' leader checks,
+# consumers' heartbeats), which grows with the partitions.
 #
 # Usage: scripts/scale-out.sh [--servers "1 3 5"] [--partitions "1 n"]
 #                             [--cpus 0.2] [--brokers 2] [--duration 20s]
 #                             [--warmup 20s] [--concurrency 64] [--users 800]
 #                             [--rate R] [--presence-ttl 60s] [--no-build]
 #                             [--broker-flags "--follow-leader=false …"] [--spread]
-#                             [--loadgen-flags "--local-ids=false …"]
+#                             [--loadgen-flags "--local-ids=false …"] [--idle 20s]
 #   --cpus  CPU share of each nats-server container (docker --cpus; 0 = no
 #           limit). On a 2-core box keep servers × cpus well under 2, so that
 #           brokers and loadgen are not what bounds the run.
@@ -45,13 +49,15 @@
 #           order (brokerd --nats-ordered), so that the brokers spread evenly
 #           over the servers instead of nats.go's random pick (which can put
 #           two on one server); --brokers N puts one beside every server.
+#   --idle  also measure each server's CPU for this long with no load, after
+#           the warm-up (its users' sessions still live, heartbeating none).
 #   --rate  open loop at R invitations/s instead of the closed loop: with
 #           --cpus 0, what each server spends per call at a rate all of them
 #           sustain (the cost model's input).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS="" SPREAD=0 LFLAGS=""
+SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS="" SPREAD=0 LFLAGS="" IDLE=""
 while (($#)); do
 	case "$1" in
 	--servers) SERVERS=$2; shift 2 ;;
@@ -66,6 +72,7 @@ while (($#)); do
 	--presence-ttl) TTL=$2; shift 2 ;;
 	--broker-flags) BFLAGS=$2; shift 2 ;;
 	--loadgen-flags) LFLAGS=$2; shift 2 ;;
+	--idle) IDLE=$2; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
 	--spread) SPREAD=1; shift ;;
 	-h | --help) sed -n '2,50p' "$0"; exit 0 ;;
@@ -205,6 +212,17 @@ for n in $SERVERS; do
 			ids+=("$(dc ps -q "n$i")")
 			before+=("$(cpu_ns "${ids[-1]}")")
 		done
+		idle=""
+		if [[ -n $IDLE ]]; then
+			t0=$(date +%s%N)
+			sleep "$IDLE"
+			t1=$(date +%s%N)
+			for ((i = 0; i < n; i++)); do
+				now=$(cpu_ns "${ids[i]}")
+				((now < 0 || before[i] < 0)) && idle+="-1 " || idle+="$(((now - before[i]) * 1000 / (t1 - t0))) "
+				before[i]=$now
+			done
+		fi
 		out=$(load "$DURATION" 2>"$dir/loadgen.err" | tail -1) || true
 		used=""
 		for ((i = 0; i < n; i++)); do
@@ -225,6 +243,7 @@ import json, sys
 n, p, r, c, line = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
 used = [int(u) for u in sys.argv[6].split()]
 brokers = sys.argv[7].split()
+idle = [int(u) for u in sys.argv[8].split()]
 try:
     res = json.loads(line)
 except ValueError:
@@ -233,8 +252,9 @@ calls = max(res["completed"], 1)
 print(json.dumps({"nats_servers": n, "partitions": p, "replicas": r, "cpu_per_server": c,
                   "accepted_per_s": round(res["accepted_per_s"], 1), "violations": res["violations"],
                   "server_ms_per_call": [round(u / 1e6 / calls, 2) if u >= 0 else None for u in used],
-                  "broker_servers": brokers}))
-' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used" "$bservers") || die "point $n/$parts: $point (see $dir/loadgen.err)"
+                  "broker_servers": brokers,
+                  **({"server_idle_ms_per_s": [u if u >= 0 else None for u in idle]} if idle else {})}))
+' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used" "$bservers" "$idle") || die "point $n/$parts: $point (see $dir/loadgen.err)"
 		log "point: $point"
 		POINTS+=("$point")
 	done
