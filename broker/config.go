@@ -69,6 +69,14 @@ type Config struct {
 	// the Raft groups a call depends on are led by the bucket's leader, and
 	// moves those that are not (leaders.go). 0 never does.
 	LeaderCheck time.Duration
+	// LeaderCheckIdle: the longest a broker goes between leader checks
+	// while every group is where it wants it: the interval doubles from
+	// LeaderCheck after each check that finds nothing to do, and falls back
+	// to LeaderCheck when one does, or when JetStream announces a leader
+	// elected (each check asks JetStream about every group of every
+	// partition: a fixed cost that grows with the partitions). At most
+	// LeaderCheck: every LeaderCheck, as before.
+	LeaderCheckIdle time.Duration
 	// FollowLeader: at each leader check, a broker not connected to the
 	// server leading its partition's bucket reconnects to it (follow.go).
 	// Off by default: it helps only where the servers share CPU.
@@ -193,15 +201,16 @@ func (c Config) Journal() journal.Config {
 // DefaultConfig returns the configuration brokerd runs with when given no flags.
 func DefaultConfig() Config {
 	return Config{
-		Name:        "brokerd",
-		QueueGroup:  "ringer",
-		Workers:     256,
-		ShedLatency: 50 * time.Millisecond,
-		Replicas:    1,
-		Partitions:  1,
-		AckWait:     5 * time.Second,
-		TimerBatch:  store.TimerSlot,
-		LeaderCheck: 2 * time.Second,
+		Name:            "brokerd",
+		QueueGroup:      "ringer",
+		Workers:         256,
+		ShedLatency:     50 * time.Millisecond,
+		Replicas:        1,
+		Partitions:      1,
+		AckWait:         5 * time.Second,
+		TimerBatch:      store.TimerSlot,
+		LeaderCheck:     2 * time.Second,
+		LeaderCheckIdle: 30 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
 			Expire:  60 * time.Second,
@@ -265,6 +274,8 @@ func (c Config) Validate() error {
 		return bad("timer batch %s not in 0..1s", c.TimerBatch)
 	case c.LeaderCheck != 0 && c.LeaderCheck < 100*time.Millisecond:
 		return bad("leader check %s: 0 (off) or at least 100ms", c.LeaderCheck)
+	case c.LeaderCheckIdle < 0:
+		return bad("leader check idle %s < 0", c.LeaderCheckIdle)
 	case c.MinTimeout <= 0 || c.MaxTimeout < c.MinTimeout:
 		return bad("timeout bounds [%s, %s]", c.MinTimeout, c.MaxTimeout)
 	case c.PresenceTTL < time.Second:

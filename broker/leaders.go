@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/broker/store"
@@ -30,26 +31,74 @@ import (
 // (a stepdown with a preferred server: a hand-over of milliseconds, not an
 // election). Brokers doing it at once ask the same thing twice, which is
 // harmless.
+//
+// A look asks JetStream about every group of every partition (6 per
+// partition and 3 more): on CPU-capped servers with five partitions and two
+// brokers, looks every 2 s took about a tenth of the cluster's CPU while
+// it did nothing else (docs/benchmarks.md). Leaders change only at
+// elections and hand-overs, which JetStream announces: so while every
+// group is where it should be, the looks grow apart (doubling, up to
+// LeaderCheckIdle), and an announced election brings them back to every
+// LeaderCheck. The announcement is a hint (core NATS, at most once): the
+// idle looks still come.
+
+// leaderElected matches JetStream's advisories of a stream's or a
+// consumer's new leader, in the broker's account.
+const leaderElected = "$JS.EVENT.ADVISORY.*.LEADER_ELECTED.>"
 
 // colocate runs the checks until ctx ends.
 func (b *Broker) colocate(ctx context.Context) {
 	defer b.bg.Done()
+	elected := make(chan struct{}, 1)
+	sub, err := b.nc.Subscribe(leaderElected, func(*nats.Msg) {
+		select {
+		case elected <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		b.log.Warn().Err(err).Msg("not listening to leader elections; leader checks stay every --leader-check")
+	} else {
+		defer func() { _ = sub.Unsubscribe() }()
+	}
 	every := b.cfg.LeaderCheck
+	jitter := func() time.Duration { return every/2 + rand.N(every) } // spread over brokers
+	t := time.NewTimer(jitter())
+	defer t.Stop()
 	var misplaced map[store.Group]string // group → its leader at the last look, when it should move
 	var away string                      // the bucket leader this broker was not connected to at the last look
 	for {
-		t := time.NewTimer(every/2 + rand.N(every)) // spread over brokers
 		select {
 		case <-ctx.Done():
-			t.Stop()
 			return
+		case <-elected:
+			if every > b.cfg.LeaderCheck { // not when already looking often: elections must not postpone looks
+				every = b.cfg.LeaderCheck
+				t.Reset(jitter())
+			}
+			continue
 		case <-t.C:
 		}
-		misplaced = b.alignLeaders(ctx, misplaced)
+		b.metrics.leaderChecked()
+		var settled bool
+		misplaced, settled = b.alignLeaders(ctx, misplaced)
 		if b.cfg.FollowLeader {
 			away = b.followLeader(ctx, away)
+			settled = settled && away == ""
 		}
+		every = nextLook(every, settled, b.cfg.LeaderCheck, b.cfg.LeaderCheckIdle)
+		t.Reset(jitter())
 	}
+}
+
+// nextLook is the interval before the next leader check after one at
+// interval every: twice as long (up to idle) if it found nothing to do,
+// else base.
+func nextLook(every time.Duration, settled bool, base, idle time.Duration) time.Duration {
+	if !settled {
+		return base
+	}
+	return max(base, min(2*every, idle))
 }
 
 // move is a leadership hand-over: group g from server from to server to.
@@ -60,13 +109,14 @@ type move struct {
 
 // alignLeaders does one look (see colocate): it makes the moves of plan
 // that the last look asked for too (seen[g] is g's leader then), and
-// returns the moves it left for the next look to confirm.
-func (b *Broker) alignLeaders(ctx context.Context, seen map[store.Group]string) map[store.Group]string {
+// returns the moves it left for the next look to confirm, and whether
+// there was nothing to move.
+func (b *Broker) alignLeaders(ctx context.Context, seen map[store.Group]string) (map[store.Group]string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.LeaderCheck)
 	defer cancel()
 	moves, err := b.plan(ctx)
 	if err != nil {
-		return nil // an election: look again later
+		return nil, false // an election: look again soon
 	}
 	next := map[store.Group]string{}
 	for _, m := range moves {
@@ -81,7 +131,7 @@ func (b *Broker) alignLeaders(ctx context.Context, seen map[store.Group]string) 
 		b.metrics.leaderMoved(m.g.String())
 		b.log.Info().Str("group", m.g.String()).Str("from", m.from).Str("to", m.to).Msg("moved leader")
 	}
-	return next
+	return next, len(moves) == 0
 }
 
 // ErrNotSettled is returned by Settled while the leader check still wants

@@ -162,3 +162,63 @@ func TestPartitionLeadersSpreadOverServers(t *testing.T) {
 	alice, bob := env.Login("alice", "phone"), env.Login("bob", "phone")
 	alice.Call(t, bob)
 }
+
+// Once every group is led where it should be, a broker's leader checks
+// grow apart (each asks JetStream about every group of every partition, a
+// cost the servers pay even when idle), and a group moved away while they
+// are apart still comes back within seconds: JetStream's advisory of the
+// group's new leader brings the checks back to every LeaderCheck.
+func TestLeaderChecksThinOutWhenSettled(t *testing.T) {
+	t.Parallel() // waits on timeouts and elections, with no latency bound: run beside another such test
+	c, cfg := clusterR3(t)
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	off := cfg
+	off.Name, off.LeaderCheck = "b0", 0 // leaves leaders where they are
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, off))
+	st := env.Brokers[0].Store()
+	on := cfg
+	on.Name, on.LeaderCheck, on.LeaderCheckIdle = "b1", 100*time.Millisecond, time.Minute
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, on))
+	b1 := env.Brokers[1].Broker
+	natstest.Attempt(t, 30*time.Second, 250*time.Millisecond, func(ctx context.Context) error {
+		return env.Brokers[0].Settled(ctx)
+	})
+
+	// A measuring window, not a wait for an event: every 100 ms the broker
+	// would look ~60 times in it; growing apart from 100 ms, a handful.
+	before := counter(t, b1, "ringer_leader_checks_total")
+	time.Sleep(6 * time.Second)
+	looks := counter(t, b1, "ringer_leader_checks_total") - before
+	t.Logf("%g leader checks in 6 s once settled", looks)
+	if looks > 10 {
+		t.Errorf("%g leader checks in 6 s with nothing to move, want 10 or fewer", looks)
+	}
+
+	// Checks seconds apart now (without the advisory, the group came back
+	// after 5.7 s; with it, in 0.4 s): move the projector's leadership away.
+	g := store.PartitionGroups(0)[0]
+	var bucket string
+	natstest.Attempt(t, 10*time.Second, 250*time.Millisecond, func(ctx context.Context) error {
+		var err error
+		if bucket, err = st.Leader(ctx, store.BucketGroup(0)); err != nil {
+			return err
+		}
+		other := c.Servers[0].Name()
+		if other == bucket {
+			other = c.Servers[1].Name()
+		}
+		return st.MoveLeader(ctx, g, other)
+	})
+	moved := time.Now()
+	natstest.Attempt(t, 30*time.Second, 100*time.Millisecond, func(ctx context.Context) error {
+		if l, err := st.Leader(ctx, g); err != nil || l != bucket {
+			return fmt.Errorf("%s led by %q (%v), the bucket by %s", g, l, err, bucket)
+		}
+		return nil
+	})
+	back := time.Since(moved)
+	t.Logf("%s back on the bucket's leader %s after %s", g, bucket, back)
+	if back > 2*time.Second {
+		t.Errorf("%s came back after %s: the election's advisory did not bring the checks forward", g, back)
+	}
+}

@@ -32,6 +32,7 @@ type Metrics struct {
 	leaderMoves    *prometheus.CounterVec
 	serversLeft    prometheus.Counter
 	leaderFollows  prometheus.Counter
+	leaderChecks   prometheus.Counter
 	outboxHeld     prometheus.Gauge
 	outboxLag      prometheus.Gauge
 	outboxRetries  prometheus.Counter
@@ -80,6 +81,9 @@ func newMetrics() *Metrics {
 		serversLeft: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "nats_servers_left_total", Help: "Times this broker left its NATS server because every write had failed for seconds (a server cut off from the cluster, or a cluster-wide election).",
 		}),
+		leaderChecks: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: "ringer", Name: "leader_checks_total", Help: "Leader checks this broker made (--leader-check, less often while nothing needs moving: --leader-check-idle), each a look at every Raft group's leader.",
+		}),
 		leaderFollows: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: "ringer", Name: "nats_server_follows_total", Help: "Times this broker reconnected to follow the server leading its partition's bucket (--follow-leader).",
 		}),
@@ -124,7 +128,7 @@ func newMetrics() *Metrics {
 	for _, kind := range []protocol.PushKind{protocol.PushRing, protocol.PushStop} {
 		m.pushRequests.WithLabelValues(string(kind))
 	}
-	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.batchesRefused, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft, m.leaderFollows,
+	m.Registry.MustRegister(m.commands, m.latency, m.outcomes, m.transitions, m.kvErrors, m.sheds, m.batchesRefused, m.storeFull, m.repliesRefused, m.timerLateness, m.pushRequests, m.leaderMoves, m.serversLeft, m.leaderFollows, m.leaderChecks,
 		m.outboxHeld, m.outboxLag, m.outboxRetries, m.outboxUnknown, m.outboxReclaims, m.outboxReplayed,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
@@ -160,6 +164,8 @@ func (m *Metrics) shed() {
 func (m *Metrics) serverLeft() { m.serversLeft.Inc() }
 
 func (m *Metrics) leaderFollowed() { m.leaderFollows.Inc() }
+
+func (m *Metrics) leaderChecked() { m.leaderChecks.Inc() }
 
 func (m *Metrics) leaderMoved(group string) { m.leaderMoves.WithLabelValues(group).Inc() }
 
