@@ -65,17 +65,33 @@ func (b *Broker) colocate(ctx context.Context) {
 	jitter := func() time.Duration { return every/2 + rand.N(every) } // spread over brokers
 	t := time.NewTimer(jitter())
 	defer t.Stop()
+	// A broker between servers misses the advisories published meanwhile:
+	// a reconnect, seen within a LeaderCheck, counts as an election.
+	reconnects := b.nc.Stats().Reconnects
+	watch := time.NewTicker(b.cfg.LeaderCheck)
+	defer watch.Stop()
+	// soon brings the next look back to LeaderCheck; not when already
+	// looking that often, so that elections cannot postpone looks.
+	soon := func() {
+		if every > b.cfg.LeaderCheck {
+			every = b.cfg.LeaderCheck
+			t.Reset(jitter())
+		}
+	}
 	var misplaced map[store.Group]string // group → its leader at the last look, when it should move
 	var away string                      // the bucket leader this broker was not connected to at the last look
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-elected:
-			if every > b.cfg.LeaderCheck { // not when already looking often: elections must not postpone looks
-				every = b.cfg.LeaderCheck
-				t.Reset(jitter())
+		case <-watch.C:
+			if n := b.nc.Stats().Reconnects; n != reconnects {
+				reconnects = n
+				soon()
 			}
+			continue
+		case <-elected:
+			soon()
 			continue
 		case <-t.C:
 		}
@@ -114,7 +130,7 @@ type move struct {
 func (b *Broker) alignLeaders(ctx context.Context, seen map[store.Group]string) (map[store.Group]string, bool) {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.LeaderCheck)
 	defer cancel()
-	moves, err := b.plan(ctx)
+	moves, waiting, err := b.plan(ctx)
 	if err != nil {
 		return nil, false // an election: look again soon
 	}
@@ -131,7 +147,7 @@ func (b *Broker) alignLeaders(ctx context.Context, seen map[store.Group]string) 
 		b.metrics.leaderMoved(m.g.String())
 		b.log.Info().Str("group", m.g.String()).Str("from", m.from).Str("to", m.to).Msg("moved leader")
 	}
-	return next, len(moves) == 0
+	return next, len(moves) == 0 && !waiting
 }
 
 // ErrNotSettled is returned by Settled while the leader check still wants
@@ -143,7 +159,7 @@ var ErrNotSettled = errors.New("broker: leaders not settled")
 // naming it), or why it could not tell (an election, say): for benchmarks,
 // which should not measure the moves of a cluster just started.
 func (b *Broker) Settled(ctx context.Context) error {
-	moves, err := b.plan(ctx)
+	moves, _, err := b.plan(ctx)
 	if err != nil {
 		return err
 	}
@@ -166,21 +182,23 @@ func (b *Broker) Settled(ctx context.Context) error {
 // follow its bucket's leader, and the groups every partition writes
 // (store.Shared) follow partition 0's. A group with no current replica on
 // that server stays where it is (with more servers than replicas,
-// JetStream may place a partition's streams on different servers).
-func (b *Broker) plan(ctx context.Context) ([]move, error) {
+// JetStream may place a partition's streams on different servers); one
+// whose replica there is not current yet (a server catching up after a
+// fault) cannot move now either, and plan reports waiting: the next look
+// must come soon, with no election to announce it.
+func (b *Broker) plan(ctx context.Context) (moves []move, waiting bool, err error) {
 	n := b.store.Partitions()
 	buckets := make([]*jetstream.ClusterInfo, n)
 	for p := range subjects.Partition(n) {
 		c, err := b.store.Cluster(ctx, store.BucketGroup(p))
 		if err != nil {
-			return nil, err
+			return nil, false, err
 		}
 		buckets[p] = c
 	}
 	if m, ok := spread(buckets); ok {
-		return []move{m}, nil
+		return []move{m}, false, nil
 	}
-	var moves []move
 	for p := range subjects.Partition(n) {
 		groups := store.PartitionGroups(p)
 		if p == 0 {
@@ -193,14 +211,25 @@ func (b *Broker) plan(ctx context.Context) ([]move, error) {
 			case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConsumerNotFound):
 				continue // history or push is off
 			case errors.Is(err, store.ErrNoLeader):
-				return nil, err // an election
-			case err != nil || c.Leader == want || !slices.ContainsFunc(c.Replicas, func(r *jetstream.PeerInfo) bool { return r.Name == want && r.Current }):
-				continue // there already, or cannot go there (no current replica on that server)
+				return nil, false, err // an election
+			case err != nil:
+				waiting = true // unreadable now: look again soon
+				continue
+			case c.Leader == want:
+				continue // there already
+			}
+			i := slices.IndexFunc(c.Replicas, func(r *jetstream.PeerInfo) bool { return r.Name == want })
+			switch {
+			case i < 0:
+				continue // cannot go there: no replica on that server
+			case !c.Replicas[i].Current:
+				waiting = true // not yet: its replica there is catching up
+				continue
 			}
 			moves = append(moves, move{g, c.Leader, want})
 		}
 	}
-	return moves, nil
+	return moves, waiting, nil
 }
 
 // spread finds one partition's bucket leadership to move from a server
