@@ -156,7 +156,7 @@ func (tb *TimerBatcher) run() {
 		select {
 		case r, ok := <-tb.in:
 			if !ok {
-				tb.flush(held, time.Now())
+				tb.flush(held, time.Now().Add(tb.window)) // all of them, however young
 				return
 			}
 			held = append(held, r)

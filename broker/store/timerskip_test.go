@@ -81,3 +81,25 @@ func TestTimerBatcherSkipsTimersNoLongerNeeded(t *testing.T) {
 		t.Errorf("the schedule holds %v, want %v", stored, want)
 	}
 }
+
+// Closing the batcher stores the timers it holds, however recently they
+// were handed over, and reports to each.
+func TestTimerBatcherCloseStoresWhatItHolds(t *testing.T) {
+	_, st := openPartitions(t, 1)
+	tb := st.NewTimerBatcher(time.Second) // a timer waits half a second or more
+	before := st.Stats()
+	done := make(chan error, 1)
+	tb.Arm("young", time.Now().Add(time.Hour).UnixMilli(), func(err error) { done <- err })
+	tb.Close()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatal("Close returned without storing a timer it held, or reporting on it")
+	}
+	if d := st.Stats().Sub(before); d.Timers != 1 {
+		t.Errorf("%d schedules stored at Close, want 1", d.Timers)
+	}
+}
