@@ -72,7 +72,8 @@ type Config struct {
 	// LeaderCheckIdle: the longest a broker goes between leader checks
 	// while every group is where it wants it: the interval doubles from
 	// LeaderCheck after each check that finds nothing to do, and falls back
-	// to LeaderCheck when one does, or when JetStream announces a leader
+	// to LeaderCheck when one does (a group to move, or one that cannot
+	// move yet), at a reconnect, or when JetStream announces a leader
 	// elected (each check asks JetStream about every group of every
 	// partition: a fixed cost that grows with the partitions). At most
 	// LeaderCheck: every LeaderCheck, as before.

@@ -180,12 +180,12 @@ func (b *Broker) Settled(ctx context.Context) error {
 // servers (spread: at most one move, returned alone), so that each server
 // leads its share of the writes; then each partition's other groups
 // follow its bucket's leader, and the groups every partition writes
-// (store.Shared) follow partition 0's. A group with no current replica on
-// that server stays where it is (with more servers than replicas,
-// JetStream may place a partition's streams on different servers); one
-// whose replica there is not current yet (a server catching up after a
-// fault) cannot move now either, and plan reports waiting: the next look
-// must come soon, with no election to announce it.
+// (store.Shared) follow partition 0's. A group with no replica on that
+// server stays where it is (with more servers than replicas, JetStream may
+// place a partition's streams on different servers); one whose replica
+// there is not current yet (a server catching up after a fault), or that
+// could not be read, cannot move now, and plan reports waiting: the next
+// look must come soon, with no election to announce it.
 func (b *Broker) plan(ctx context.Context) (moves []move, waiting bool, err error) {
 	n := b.store.Partitions()
 	buckets := make([]*jetstream.ClusterInfo, n)
@@ -215,21 +215,42 @@ func (b *Broker) plan(ctx context.Context) (moves []move, waiting bool, err erro
 			case err != nil:
 				waiting = true // unreadable now: look again soon
 				continue
-			case c.Leader == want:
-				continue // there already
 			}
-			i := slices.IndexFunc(c.Replicas, func(r *jetstream.PeerInfo) bool { return r.Name == want })
-			switch {
-			case i < 0:
-				continue // cannot go there: no replica on that server
-			case !c.Replicas[i].Current:
-				waiting = true // not yet: its replica there is catching up
-				continue
+			switch placed(c, want) {
+			case placeMove:
+				moves = append(moves, move{g, c.Leader, want})
+			case placeNotYet:
+				waiting = true
 			}
-			moves = append(moves, move{g, c.Leader, want})
 		}
 	}
 	return moves, waiting, nil
+}
+
+// placement is what plan makes of a group's leadership against the
+// server that should lead it.
+type placement int
+
+const (
+	placeThere  placement = iota // led there already
+	placeNever                   // no replica on that server: stays where it is for good
+	placeNotYet                  // its replica there is catching up: cannot move yet
+	placeMove                    // a current replica there: hand it over
+)
+
+// placed judges group leadership c against server want.
+func placed(c *jetstream.ClusterInfo, want string) placement {
+	if c.Leader == want {
+		return placeThere
+	}
+	i := slices.IndexFunc(c.Replicas, func(r *jetstream.PeerInfo) bool { return r.Name == want })
+	switch {
+	case i < 0:
+		return placeNever
+	case !c.Replicas[i].Current:
+		return placeNotYet
+	}
+	return placeMove
 }
 
 // spread finds one partition's bucket leadership to move from a server
