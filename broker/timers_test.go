@@ -225,3 +225,34 @@ func timerOfASupersededRevisionIsArmed(t *testing.T, consumer bool) {
 		return nil
 	})
 }
+
+// The accept-ack timer of an answered call fires into a record that needs
+// no timer (ACCEPTED, no maximum duration), which the broker's cache says
+// for good: it is dropped without a read (lifecycle.Record.NeedsTimer).
+func TestAnsweredCallsTimerFiresWithoutARead(t *testing.T) {
+	cfg := ringertest.TestConfig()
+	cfg.TimerBatch = 0 // a schedule of its own per timer, so that it fires
+	cfg.PresenceTTL = time.Minute
+	cfg.Timeouts.Offline, cfg.Timeouts.Expire, cfg.Timeouts.Accept = time.Minute, time.Minute, time.Second
+	env := ringertest.Start(t, cfg)
+	st := env.Brokers[0].Store()
+	alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+	bob := env.Login("bob", "phone", client.WithoutHeartbeat())
+	li := alice.Call(t, bob)
+	bob.Rec.Wait(t, "RemoteAccepted "+li.ID) // ACCEPTED, in the broker's cache
+	ctx := ringertest.Ctx(t)
+	before := st.Stats()
+	// The offline timer (a minute away) stays; the accept-ack one (a second) fires and goes.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if n, err := st.PendingTimers(ctx); err != nil || n != 1 {
+			return fmt.Errorf("%d timers pending (%v), want the offline one alone", n, err)
+		}
+		return nil
+	})
+	if d := st.Stats().Sub(before); d.Reads != 0 {
+		t.Errorf("the answered call's accept-ack timer fired with %d reads, want none", d.Reads)
+	}
+	if inv, _ := alice.Invitation(li.ID); inv.State != protocol.StateAccepted || inv.CallState != protocol.CallActive {
+		t.Errorf("the call after its accept-ack timer: %s/%s", inv.State, inv.CallState)
+	}
+}
