@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
+	"github.com/ringer-dev/ringer/protocol"
 )
 
 // The SDK's side of a NATS server that hangs or is cut off (client/liveness.go):
@@ -137,4 +139,82 @@ func TestADeviceLeavesAServerThatDeniesWhatItSaw(t *testing.T) {
 	if err := <-refused; err != nil {
 		t.Fatalf("refuse: %v", err)
 	}
+}
+
+// A command whose reply never came may have been carried out: the device
+// asks the broker what became of the invitation, even one it holds as
+// ended. Bob left a JOIN call and joins it again; the join is carried out,
+// but his server's sends to him are held, so neither its reply nor its
+// event reaches him and his device still sees himself out of the call.
+// The call then ends, his leg with it. Nothing else would ask: his resync
+// lists live invitations (his leg no longer is), re-reads the views it
+// holds as live (his is LEFT) and catches up on ones it never saw (it saw
+// this one). Without the ask he would keep a revision the broker moved
+// past (chaos: group_views_differ, a callee seeing LEFT where the caller's
+// leg of it had ended otherwise).
+func TestDeviceAsksAfterACommandWithNoKnownOutcome(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	ctx := ringertest.Ctx(t)
+	nc, proxy := frozenPath(t, env, "bob/phone")
+	alice, carol := env.Login("alice", "p"), env.Login("carol", "p")
+	bob := env.LoginOn(nc, "bob", "p")
+	li := sendGroup(t, alice, protocol.ModeJoin, "bob", "carol")
+	rb, rc := bob.Rec.WaitRemote(t, li.ID), carol.Rec.WaitRemote(t, li.ID)
+	for _, ri := range []*client.RemoteInvitation{rb, rc} {
+		if err := ri.Accept(ctx, ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := rb.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	left, _ := bob.Invitation(li.ID)
+	if left.Reason != protocol.ReasonLeft || left.Live() {
+		t.Fatalf("bob's view after leaving: %s %s", left.State, left.Reason)
+	}
+
+	proxy.FreezeToClient()
+	joined := make(chan error, 1)
+	go func() {
+		jctx, cancel := context.WithTimeout(ctx, time.Second) // one attempt
+		defer cancel()
+		joined <- rb.Accept(jctx, "")
+	}()
+	natstest.Eventually(t, 5*time.Second, func() error { // carried out
+		inv, err := alice.Get(ctx, li.ID)
+		if err != nil {
+			return err
+		}
+		if !inv.Leg("bob").Joined() {
+			return fmt.Errorf("bob's leg: %+v", *inv.Leg("bob"))
+		}
+		return nil
+	})
+	if err := rc.Leave(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := li.Leave(ctx); err != nil { // bob alone: the call ends, his leg with it
+		t.Fatal(err)
+	}
+	final, err := alice.Get(ctx, li.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := final.Leg("bob"); final.CallState != protocol.CallEnded || l.Reason != protocol.ReasonHangup {
+		t.Fatalf("set-up: the call %s, bob's leg %s %s", final.CallState, l.State, l.Reason)
+	}
+	if err := <-joined; err == nil {
+		t.Fatal("set-up: bob's join was answered through a path that holds what his server sends")
+	}
+	proxy.Sever() // what was held is lost; the device reconnects and resyncs
+
+	want := final.For("bob")
+	natstest.Eventually(t, 10*time.Second, func() error {
+		v, _ := bob.Invitation(li.ID)
+		if v.Revision != want.Revision || v.Reason != want.Reason {
+			return fmt.Errorf("bob's device sees %s %s rev %d; the broker's view of him is %s %s rev %d",
+				v.State, v.Reason, v.Revision, want.State, want.Reason, want.Revision)
+		}
+		return nil
+	})
 }

@@ -429,6 +429,9 @@ func (c *Client) act(ctx context.Context, verb, id, response string) error {
 			}
 		}
 		if err != nil {
+			if transient(err) || errors.Is(err, ErrDeadlineExceeded) {
+				c.doubted(id)
+			}
 			return err
 		}
 		if rep.Invitation != nil {
@@ -436,6 +439,55 @@ func (c *Client) act(ctx context.Context, verb, id, response string) error {
 		}
 		return nil
 	}
+}
+
+// doubted marks the view of invitation id in doubt: a command on it failed
+// with no known outcome. It may have been carried out all the same, its
+// reply lost and its events too, and a view the device holds as ended is
+// asked for by nothing else: a JOIN callee who left and whose join again
+// took effect unheard, then dropped from the call, would see itself out
+// of the call for good (chaos: group_views_differ). So the view is asked
+// for (Get) at every resync and heartbeat until one succeeds after
+// catchUpWindow from now (a replica or a deposed leader may answer stale
+// before then). Only a view this client tracks is marked: an invitation it
+// never saw becomes live by a command only if it was live before, and
+// Sync lists live ones.
+func (c *Client) doubted(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if t := c.tracked[id]; t != nil && t.inv.Revision != 0 {
+		t.doubt = time.Now().Add(catchUpWindow).UnixMilli()
+	}
+}
+
+// inDoubt lists the invitations whose view is in doubt (see doubted).
+func (c *Client) inDoubt() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ids []string
+	for id, t := range c.tracked {
+		if t.doubt != 0 {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// askDoubted gets each view in doubt; a view got after its doubt window
+// (at asked, unix ms) is no longer in doubt.
+func (c *Client) askDoubted(ctx context.Context) error {
+	for _, id := range c.inDoubt() {
+		asked := time.Now().UnixMilli()
+		if _, err := c.Get(ctx, id); err != nil && !isGone(err) {
+			return err
+		}
+		c.mu.Lock()
+		if t := c.tracked[id]; t != nil && t.doubt != 0 && asked > t.doubt {
+			t.doubt = 0
+		}
+		c.mu.Unlock()
+	}
+	return nil
 }
 
 // contradicts reports whether err, the reply to verb on invitation id,

@@ -68,6 +68,12 @@ type tracked struct {
 	local  *LocalInvitation
 	remote *RemoteInvitation
 	fired  fired // callbacks already fired
+	// doubt (unix ms), if not 0: a command on it failed with no known
+	// outcome (no reply, UNAVAILABLE, DEADLINE_EXCEEDED after a retry), so
+	// it may have been carried out with its reply and events lost. The
+	// view is asked for at every resync and heartbeat until one succeeds
+	// after then (see Client.doubted).
+	doubt int64
 }
 
 // fired is a set of callbacks (and automatic acks) already given for one

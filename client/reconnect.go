@@ -155,6 +155,9 @@ func (c *Client) Resync(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := c.askDoubted(ctx); err != nil {
+		return err
+	}
 	if since := aware - c.blindSpot().Milliseconds(); aware != 0 {
 		if err := c.catchUp(ctx, since); err != nil {
 			return err
@@ -256,6 +259,7 @@ func (c *Client) reconcile(ctx context.Context, now time.Time) {
 		inv := t.inv
 		switch {
 		case inv.Revision == 0:
+		case t.doubt != 0: // asked below (askDoubted), and kept meanwhile
 		case !inv.Live():
 			if inv.EndedAt != 0 && ms-inv.EndedAt > c.remember.Milliseconds() {
 				delete(c.tracked, id)
@@ -284,4 +288,5 @@ func (c *Client) reconcile(ctx context.Context, now time.Time) {
 			c.mu.Unlock()
 		}
 	}
+	_ = c.askDoubted(ctx) // a failure: again at the next heartbeat
 }
