@@ -115,7 +115,7 @@ func (b *Broker) Start(ctx context.Context) error {
 	if b.started {
 		return errors.New("broker: already started")
 	}
-	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait, MaxBytes: b.cfg.StoreMaxBytes, Partitions: b.cfg.Partitions}); err != nil {
+	if err := store.Provision(ctx, b.nc, store.ProvisionConfig{Replicas: b.cfg.Replicas, AckWait: b.cfg.AckWait, MaxBytes: b.cfg.StoreMaxBytes, Partitions: b.cfg.Partitions, Projector: b.cfg.ConsumerProjection}); err != nil {
 		return err
 	}
 	opts := []store.Option{store.CacheSize(b.cfg.CacheSize)}
@@ -171,9 +171,6 @@ func (b *Broker) Start(ctx context.Context) error {
 	batches := newPool(4, 16, b.fireBatch, jetstream.Msg.Subject)
 	b.pools = append(b.pools, projector, timers, presence, batches)
 	for _, c := range b.durables() {
-		if c.Consumer == store.ConsumerProjector && b.outbox != nil {
-			continue // the outbox projects this broker's commits
-		}
 		cons, err := js.Consumer(ctx, c.Stream, c.Consumer)
 		if err != nil {
 			b.stopConsumers()
@@ -426,15 +423,18 @@ func (b *Broker) Check(ctx context.Context) error {
 }
 
 // durables are the durable consumers a broker consumes: each partition's
-// projector, timers, timer batches and presence.
+// timers, timer batches and presence, and its projector with
+// Config.ConsumerProjection (else the outbox projects this broker's commits).
 func (b *Broker) durables() []store.Group {
 	var out []store.Group
 	for p := range subjects.Partition(b.store.Partitions()) {
 		out = append(out,
-			store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerProjector},
 			store.Group{Stream: p.TimerStream(), Consumer: store.ConsumerTimers},
 			store.Group{Stream: p.TimerStream(), Consumer: store.ConsumerTimerBatches},
 			store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerPresence})
+		if b.cfg.ConsumerProjection {
+			out = append(out, store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerProjector})
+		}
 	}
 	return out
 }

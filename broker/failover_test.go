@@ -399,9 +399,13 @@ func TestBrokersJoiningDoNotDisturb(t *testing.T) {
 // after two missed idle heartbeats. So the heartbeat the broker asks for
 // bounds how long rings stall once the leaders are back: with nats.go's
 // default (15 s) it was up to 30 s, which CI once saw as "no ring within
-// 10s" on a cluster that had just started.
+// 10s" on a cluster that had just started. (The committing broker's own
+// projection, the default since 2026-12-05, has no pull on the way to a
+// ring: the test runs the consumer's path, --consumer-projection, which
+// alone provisions that consumer.)
 func TestRingsResumeSoonAfterQuorumReturns(t *testing.T) {
 	c, cfg := clusterR3(t)
+	cfg.ConsumerProjection = true
 	cfg.PresenceTTL = time.Minute                                              // nobody goes offline meanwhile
 	cfg.Timeouts.Offline, cfg.Timeouts.Expire = 30*time.Second, 30*time.Second // a ring is awaited, not a timeout
 	// Everyone is on the node that stays up.

@@ -209,7 +209,7 @@ func (b *Broker) plan(ctx context.Context) (moves []move, waiting bool, err erro
 			c, err := b.store.Cluster(ctx, g)
 			switch {
 			case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConsumerNotFound):
-				continue // history or push is off
+				continue // history, push or the projector consumer is off
 			case errors.Is(err, store.ErrNoLeader):
 				return nil, false, err // an election
 			case err != nil:

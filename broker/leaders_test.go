@@ -29,9 +29,9 @@ func TestLeadersGatherOnTheBucketLeader(t *testing.T) {
 	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, off))
 	st := env.Brokers[0].Store()
 
-	// Set-up: the projector's consumer led by another server than the bucket.
+	// Set-up: the presence consumer led by another server than the bucket.
 	var bucket, other string
-	g := store.PartitionGroups(0)[0] // the projector
+	g := store.PartitionGroups(0)[0] // presence
 	natstest.Attempt(t, 30*time.Second, time.Second, func(ctx context.Context) error {
 		var err error
 		if bucket, err = st.Leader(ctx, store.BucketGroup(0)); err != nil {
@@ -195,7 +195,7 @@ func TestLeaderChecksThinOutWhenSettled(t *testing.T) {
 	}
 
 	// Checks seconds apart now (without the advisory, the group came back
-	// after 5.7 s; with it, in 0.4 s): move the projector's leadership away.
+	// after 5.7 s; with it, in 0.4 s): move the presence consumer's leadership away.
 	g := store.PartitionGroups(0)[0]
 	var bucket string
 	natstest.Attempt(t, 10*time.Second, 250*time.Millisecond, func(ctx context.Context) error {

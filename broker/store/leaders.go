@@ -30,15 +30,16 @@ func (g Group) String() string {
 func BucketGroup(p subjects.Partition) Group { return Group{Stream: p.BucketStream()} }
 
 // PartitionGroups are the Raft groups of partition p that its calls depend
-// on besides its bucket: the consumers that turn its changes into events,
-// timers and presence loss, and its timer stream.
+// on besides its bucket: the consumers that turn its changes into timers
+// and presence loss, its timer stream, and last the projector consumer,
+// which exists only where a broker runs with --consumer-projection.
 func PartitionGroups(p subjects.Partition) []Group {
 	return []Group{
-		{Stream: p.BucketStream(), Consumer: ConsumerProjector},
 		{Stream: p.BucketStream(), Consumer: ConsumerPresence},
 		{Stream: p.TimerStream()},
 		{Stream: p.TimerStream(), Consumer: ConsumerTimers},
 		{Stream: p.TimerStream(), Consumer: ConsumerTimerBatches},
+		{Stream: p.BucketStream(), Consumer: ConsumerProjector},
 	}
 }
 

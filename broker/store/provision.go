@@ -16,7 +16,7 @@ import (
 
 // Durable consumer names shared by every broker.
 const (
-	ConsumerProjector = "ringer-projector" // invitation changes → events, timers
+	ConsumerProjector = "ringer-projector" // invitation changes → events, timers (--consumer-projection only)
 	ConsumerTimers    = "ringer-timers"    // fired timers → timeouts
 	// ConsumerTimerBatches: fired batches of timers (TimerBatcher) → timeouts.
 	ConsumerTimerBatches = "ringer-timer-batches"
@@ -39,6 +39,11 @@ type ProvisionConfig struct {
 	// broker provisions: a later start with another count is refused
 	// (ErrLayout).
 	Partitions int
+	// Projector provisions each bucket's projector consumer, which only a
+	// broker run with --consumer-projection reads. Unread, it would still
+	// cost every partition a replicated consumer (a Raft group): it is
+	// created by the first broker that needs it, and never removed by one.
+	Projector bool
 }
 
 // partitionBytes is one partition's share of MaxBytes.
@@ -210,17 +215,20 @@ func provisionTimers(ctx context.Context, js jetstream.JetStream, p subjects.Par
 		return fmt.Errorf("store: provision timers: %w", err)
 	}
 	timerAckWait := TimerAckWait(cfg.AckWait) // timers keep their ≤ 1 s promise across a kill -9
-	consumers := []struct {
+	type consumer struct {
 		stream, name, filter string
 		policy               jetstream.DeliverPolicy
 		ackWait              time.Duration
-	}{
+	}
+	consumers := []consumer{
 		// New changes only: a broker starting on an old bucket must not replay
 		// history; what a dead broker left unacked is redelivered anyway.
-		{p.BucketStream(), ConsumerProjector, p.InvitationChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
 		{p.BucketStream(), ConsumerPresence, p.SessionChanges(), jetstream.DeliverNewPolicy, cfg.AckWait},
 		{p.TimerStream(), ConsumerTimers, p.TimerFires(), jetstream.DeliverAllPolicy, timerAckWait},
 		{p.TimerStream(), ConsumerTimerBatches, p.TimerBatchFires(), jetstream.DeliverAllPolicy, timerAckWait},
+	}
+	if cfg.Projector {
+		consumers = append(consumers, consumer{p.BucketStream(), ConsumerProjector, p.InvitationChanges(), jetstream.DeliverNewPolicy, cfg.AckWait})
 	}
 	for _, c := range consumers {
 		_, err := js.CreateOrUpdateConsumer(ctx, c.stream, jetstream.ConsumerConfig{

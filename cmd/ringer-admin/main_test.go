@@ -31,7 +31,7 @@ func TestBackupRestoreCommands(t *testing.T) {
 		t.Fatalf("output: %q", out.String())
 	}
 	js, _ := jetstream.New(natstest.Connect(t, fresh))
-	for _, c := range []struct{ stream, consumer string }{{"KV_RINGER", "ringer-projector"}, {"RINGER_TIMERS", "ringer-timers"}} {
+	for _, c := range []struct{ stream, consumer string }{{"KV_RINGER", "ringer-presence"}, {"RINGER_TIMERS", "ringer-timers"}} {
 		if _, err := js.Consumer(context.Background(), c.stream, c.consumer); err != nil {
 			t.Fatalf("%s/%s after the restore: %v", c.stream, c.consumer, err)
 		}
