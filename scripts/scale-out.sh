@@ -35,6 +35,7 @@
 #                             [--rate R] [--presence-ttl 60s] [--no-build]
 #                             [--broker-flags "--follow-leader=false …"] [--spread]
 #                             [--loadgen-flags "--local-ids=false …"] [--idle 20s]
+#                             [--profile 15s] [--state-writes 10s]
 #   --cpus  CPU share of each nats-server container (docker --cpus; 0 = no
 #           limit). On a 2-core box keep servers × cpus well under 2, so that
 #           brokers and loadgen are not what bounds the run.
@@ -51,13 +52,24 @@
 #           two on one server); --brokers N puts one beside every server.
 #   --idle  also measure each server's CPU for this long with no load, after
 #           the warm-up (its users' sessions still live, heartbeating none).
+#   --profile  also take a CPU profile of every nats-server for this long
+#           during the loaded run (from 3 s in, past the logins), through its
+#           prof_port: dist/scale/<project>/n<i>.cpu.pprof, read with
+#           `go tool pprof -top dist/scale/<project>/n1.cpu.pprof`. Profiling
+#           costs the capped servers a little CPU: compare profiled runs only
+#           with each other.
+#   --state-writes  also count, for this long during the loaded run (from 3 s
+#           in), how often each durable consumer's state file is rewritten
+#           (scripts/consumer-state-writes.py; reads the containers' volumes
+#           on the host, so it needs root): consumer_state_writes in the
+#           point, per stream/consumer summed over replicas, and the total.
 #   --rate  open loop at R invitations/s instead of the closed loop: with
 #           --cpus 0, what each server spends per call at a rate all of them
 #           sustain (the cost model's input).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS="" SPREAD=0 LFLAGS="" IDLE=""
+SERVERS="1 3 5" PARTS="1 n" CPUS=0.2 BROKERS=2 DURATION=20s WARMUP=20s CONCURRENCY=64 USERS=800 RATE="" TTL=60s BUILD=1 BFLAGS="" SPREAD=0 LFLAGS="" IDLE="" PROFILE="" WRITES=""
 while (($#)); do
 	case "$1" in
 	--servers) SERVERS=$2; shift 2 ;;
@@ -73,6 +85,8 @@ while (($#)); do
 	--broker-flags) BFLAGS=$2; shift 2 ;;
 	--loadgen-flags) LFLAGS=$2; shift 2 ;;
 	--idle) IDLE=$2; shift 2 ;;
+	--profile) PROFILE=${2%s}; shift 2 ;;
+	--state-writes) WRITES=${2%s}; shift 2 ;;
 	--no-build) BUILD=0; shift ;;
 	--spread) SPREAD=1; shift ;;
 	-h | --help) sed -n '2,50p' "$0"; exit 0 ;;
@@ -102,6 +116,7 @@ compose() { # DIR N REPLICAS PARTITIONS
 			echo "listen: 0.0.0.0:4222"
 			echo "http_port: 8222"
 			echo "jetstream { store_dir: /data }"
+			if [[ -n $PROFILE ]]; then echo "prof_port: 6060"; fi
 			if ((n > 1)); then echo "cluster { name: scale, listen: 0.0.0.0:6222, routes: [ ${routes%, } ] }"; fi
 		} >"$dir/n$i.conf"
 	done
@@ -223,7 +238,26 @@ for n in $SERVERS; do
 				before[i]=$now
 			done
 		fi
+		profs=()
+		if [[ -n $PROFILE ]]; then
+			for ((i = 1; i <= n; i++)); do
+				ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "${ids[i - 1]}")
+				(sleep 3 && curl -sf -o "$dir/n$i.cpu.pprof" "http://$ip:6060/debug/pprof/profile?seconds=$PROFILE" ||
+					log "no profile of n$i") &
+				profs+=($!)
+			done
+		fi
+		if [[ -n $WRITES ]]; then
+			stores=()
+			for ((i = 0; i < n; i++)); do
+				stores+=("$(docker inspect -f '{{range .Mounts}}{{if eq .Destination "/data"}}{{.Source}}{{end}}{{end}}' "${ids[i]}")")
+			done
+			(sleep 3 && scripts/consumer-state-writes.py "$WRITES" "${stores[@]}" >"$dir/state-writes.json" ||
+				log "no state-writes count") &
+			profs+=($!)
+		fi
 		out=$(load "$DURATION" 2>"$dir/loadgen.err" | tail -1) || true
+		((${#profs[@]})) && wait "${profs[@]}"
 		used=""
 		for ((i = 0; i < n; i++)); do
 			after=$(cpu_ns "${ids[i]}")
@@ -244,6 +278,12 @@ n, p, r, c, line = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(s
 used = [int(u) for u in sys.argv[6].split()]
 brokers = sys.argv[7].split()
 idle = [int(u) for u in sys.argv[8].split()]
+writes = None
+if sys.argv[9]:
+    try:
+        writes = json.load(open(sys.argv[9]))
+    except (OSError, ValueError):
+        writes = None
 try:
     res = json.loads(line)
 except ValueError:
@@ -253,8 +293,9 @@ print(json.dumps({"nats_servers": n, "partitions": p, "replicas": r, "cpu_per_se
                   "accepted_per_s": round(res["accepted_per_s"], 1), "violations": res["violations"],
                   "server_ms_per_call": [round(u / 1e6 / calls, 2) if u >= 0 else None for u in used],
                   "broker_servers": brokers,
-                  **({"server_idle_ms_per_s": [u if u >= 0 else None for u in idle]} if idle else {})}))
-' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used" "$bservers" "$idle") || die "point $n/$parts: $point (see $dir/loadgen.err)"
+                  **({"server_idle_ms_per_s": [u if u >= 0 else None for u in idle]} if idle else {}),
+                  **({"consumer_state_writes": {"total_per_s": writes["total_per_s"], **writes["per_s"]}} if writes else {})}))
+' "$n" "$parts" "$replicas" "$CPUS" "$out" "$used" "$bservers" "$idle" "${WRITES:+$dir/state-writes.json}") || die "point $n/$parts: $point (see $dir/loadgen.err)"
 		log "point: $point"
 		POINTS+=("$point")
 	done
