@@ -585,6 +585,26 @@ func (r *run) finalView(s *invState, u *user, id string) protocol.Invitation {
 	}
 }
 
+// legSeen waits, up to legCatchUp, for u's device to see its leg of
+// invitation id as the record has it (l, ended), and returns its last view.
+func (r *run) legSeen(s *invState, u *user, id string, l *protocol.Leg) protocol.Invitation {
+	cl, dev := u.client()
+	defer r.tr.waitingSeeing(s, fmt.Sprintf("%s's device to see its leg of %s %s %s", u.id, id, l.State, l.Reason),
+		func() string { return deviceView(cl, dev, id) })()
+	deadline := time.Now().Add(legCatchUp)
+	for {
+		v, _ := cl.Invitation(id)
+		if !v.Live() && v.State == l.State && v.Reason == l.Reason || time.Now().After(deadline) || r.ctx.Err() != nil {
+			return v
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// legCatchUp bounds legSeen: the Go SDK asks about a view in doubt at its
+// resync and every heartbeat for 30 s after the command that failed.
+const legCatchUp = 35 * time.Second
+
 // deviceView describes what device dev (client cl) knows of invitation id.
 func deviceView(cl *client.Client, dev, id string) string {
 	v, ok := cl.Invitation(id)
@@ -636,6 +656,14 @@ func (r *run) checkGroup(s *invState, us []*user, gc *groupCall) protocol.Invita
 			continue // not invited (the JOIN scenario's late callee, if its invite failed), or never rang
 		}
 		if v := views[i+1]; v.Live() || v.State != l.State || v.Reason != l.Reason {
+			// A device that saw its leg end may have missed a later
+			// revision (a join again whose reply was lost, then the end):
+			// the SDK asks after a command with no known outcome, at its
+			// resync and heartbeats, so give it that long to catch up.
+			v = r.legSeen(s, u, s.group, l)
+			if !v.Live() && v.State == l.State && v.Reason == l.Reason {
+				continue
+			}
 			cl, dev := u.client()
 			r.tr.violate(vGroupViews, "%s: %s's device %s sees %q %q (rev %d; connection %s), the caller's leg of it %s %s",
 				s.group, u.id, dev, v.State, v.Reason, v.Revision, cl.ConnectionState(), l.State, l.Reason)
