@@ -170,7 +170,7 @@ func timerOfASupersededRevisionIsArmed(t *testing.T, consumer bool) {
 	cfg.Timeouts.Offline, cfg.Timeouts.Expire = 3*time.Second, 3*time.Second
 	cfg.PresenceTTL = time.Minute
 	cfg.ConsumerProjection = consumer
-	if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, AckWait: cfg.AckWait}); err != nil {
+	if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, AckWait: cfg.AckWait, Projector: consumer}); err != nil {
 		t.Fatal(err)
 	}
 	st, err := store.Open(ctx, nc)
