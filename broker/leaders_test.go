@@ -222,3 +222,60 @@ func TestLeaderChecksThinOutWhenSettled(t *testing.T) {
 		t.Errorf("%s came back after %s: the election's advisory did not bring the checks forward", g, back)
 	}
 }
+
+// A broker that moved to another server may have missed the advisories of
+// elections held meanwhile, so a reconnect brings its backed-off leader
+// checks back to every LeaderCheck, as an advisory does.
+func TestLeaderChecksComeBackAfterAReconnect(t *testing.T) {
+	t.Parallel() // waits for the checks to grow apart, with no latency bound: run beside another such test
+	c, cfg := clusterR3(t)
+	env := &ringertest.Env{T: t, URL: c.URLs()}
+	on := cfg
+	on.Name, on.LeaderCheck, on.LeaderCheckIdle = "b1", 100*time.Millisecond, time.Minute
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, on))
+	b1 := env.Brokers[0]
+	natstest.Attempt(t, 30*time.Second, 250*time.Millisecond, func(ctx context.Context) error {
+		return b1.Settled(ctx)
+	})
+
+	// checked waits for the next check and returns when it was seen.
+	checked := func(within time.Duration) (time.Time, bool) {
+		before := counter(t, b1.Broker, "ringer_leader_checks_total")
+		for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+			if counter(t, b1.Broker, "ringer_leader_checks_total") > before {
+				return time.Now(), true
+			}
+		}
+		return time.Time{}, false
+	}
+	// Apart: two checks more than 1.5 s from each other (the interval
+	// doubles from 100 ms; the next after a 1.6 s gap is 1.6-4.8 s away).
+	last, _ := checked(10 * time.Second)
+	for {
+		next, ok := checked(20 * time.Second)
+		if !ok {
+			t.Fatal("no leader check in 20 s")
+		}
+		gap := next.Sub(last)
+		last = next
+		if gap > 1500*time.Millisecond {
+			break
+		}
+	}
+	reconnects := b1.NC.Stats().Reconnects
+	if err := b1.NC.ForceReconnect(); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if b1.NC.Stats().Reconnects == reconnects || !b1.NC.IsConnected() {
+			return errors.New("not reconnected yet")
+		}
+		return nil
+	})
+	back := time.Now()
+	at, ok := checked(5 * time.Second)
+	if !ok || at.Sub(back) > 700*time.Millisecond {
+		t.Fatalf("after a reconnect the next leader check came %s later (seen: %v); want within 0.7 s", at.Sub(back), ok)
+	}
+	t.Logf("a leader check %s after the reconnect (%s after the one before it)", at.Sub(back).Round(time.Millisecond), at.Sub(last).Round(time.Millisecond))
+}
