@@ -2,6 +2,7 @@ package journal
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"testing"
@@ -97,4 +98,60 @@ func TestHistoryReadIsCompletedFromTheLeader(t *testing.T) {
 			t.Fatalf("dave's history: %v, want %v", got, want)
 		}
 	})
+}
+
+// A history read whose stream has no leader (no quorum: two of three
+// servers down) is served from the replica that answers, marked unchecked,
+// within leaderWait — not held to the read's deadline, nor refused.
+func TestHistoryReadWithoutALeaderIsServedUnchecked(t *testing.T) {
+	t.Parallel() // waits for a leader to be lost, with no latency bound: run beside the other tests
+	c := natstest.RunCluster(t, 3)
+	nc := natstest.Connect(t, c.Servers[0].ClientURL())
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 5
+	natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) error {
+		return Provision(ctx, js, Config{Replicas: 3, HistorySize: size, HistoryRetention: time.Hour})
+	})
+	j := New(nc, js, size)
+	natstest.Attempt(t, 10*time.Second, 2*time.Second, j.BindHistory)
+	inv := protocol.Invitation{ID: "inv1", Caller: "carol", Callee: "bob", State: protocol.StateCanceled, CreatedAt: 1, EndedAt: 1}
+	natstest.Attempt(t, 10*time.Second, 2*time.Second, func(ctx context.Context) error {
+		return j.Append(ctx, &inv, "bob")
+	})
+	// Every replica has it before the others go.
+	natstest.Eventually(t, 10*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		page, err := j.Read(ctx, "bob", "", size, false)
+		if err != nil || len(page.Calls) != 1 || page.Unchecked != nil {
+			return fmt.Errorf("read: %v, %d entries, unchecked %v", err, len(page.Calls), page.Unchecked)
+		}
+		return nil
+	})
+	c.Stop(1)
+	c.Stop(2)
+
+	var page Page
+	natstest.Eventually(t, 30*time.Second, func() error { // until the lone replica knows it leads no more
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		start := time.Now()
+		page, err = j.Read(ctx, "bob", "", size, false)
+		took := time.Since(start)
+		switch {
+		case err != nil:
+			return err
+		case page.Unchecked == nil:
+			return errors.New("read checked against a leader: the stream still has one")
+		case took > 3*leaderWait:
+			return fmt.Errorf("a read without a leader took %s (leaderWait %s)", took, leaderWait)
+		}
+		return nil
+	})
+	if len(page.Calls) != 1 || page.Calls[0].ID != "inv1" {
+		t.Fatalf("without a leader: %+v", page.Calls)
+	}
 }
