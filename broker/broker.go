@@ -167,9 +167,14 @@ func (b *Broker) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	projector, timers, presence := newPool(16, 64, b.project, invitationOf), newPool(16, 64, b.fire, timerOf), newPool(16, 64, b.presenceChanged, sessionUserOf)
+	timers, presence := newPool(16, 64, b.fire, timerOf), newPool(16, 64, b.presenceChanged, sessionUserOf)
 	batches := newPool(4, 16, b.fireBatch, jetstream.Msg.Subject)
-	b.pools = append(b.pools, projector, timers, presence, batches)
+	b.pools = append(b.pools, timers, presence, batches)
+	var projector *pool // the projector consumer's deliveries (Config.ConsumerProjection only)
+	if b.cfg.ConsumerProjection {
+		projector = newPool(16, 64, b.project, invitationOf)
+		b.pools = append(b.pools, projector)
+	}
 	for _, c := range b.durables() {
 		cons, err := js.Consumer(ctx, c.Stream, c.Consumer)
 		if err != nil {
@@ -433,7 +438,7 @@ func (b *Broker) durables() []store.Group {
 			store.Group{Stream: p.TimerStream(), Consumer: store.ConsumerTimerBatches},
 			store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerPresence})
 		if b.cfg.ConsumerProjection {
-			out = append(out, store.Group{Stream: p.BucketStream(), Consumer: store.ConsumerProjector})
+			out = append(out, store.ProjectorGroup(p))
 		}
 	}
 	return out

@@ -32,8 +32,8 @@ import (
 // election). Brokers doing it at once ask the same thing twice, which is
 // harmless.
 //
-// A look asks JetStream about every group of every partition (6 per
-// partition and 3 more): on CPU-capped servers with five partitions and two
+// A look asks JetStream about every group of every partition (5 per
+// partition, 6 with --consumer-projection, and 3 more): on CPU-capped servers with five partitions and two
 // brokers, looks every 2 s took about a tenth of the cluster's CPU while
 // it did nothing else (docs/benchmarks.md). Leaders change only at
 // elections and hand-overs, which JetStream announces: so while every
@@ -201,6 +201,9 @@ func (b *Broker) plan(ctx context.Context) (moves []move, waiting bool, err erro
 	}
 	for p := range subjects.Partition(n) {
 		groups := store.PartitionGroups(p)
+		if b.cfg.ConsumerProjection {
+			groups = append(groups, store.ProjectorGroup(p))
+		}
 		if p == 0 {
 			groups = append(groups, store.Shared...)
 		}
@@ -209,7 +212,7 @@ func (b *Broker) plan(ctx context.Context) (moves []move, waiting bool, err erro
 			c, err := b.store.Cluster(ctx, g)
 			switch {
 			case errors.Is(err, jetstream.ErrStreamNotFound), errors.Is(err, jetstream.ErrConsumerNotFound):
-				continue // history, push or the projector consumer is off
+				continue // history or push is off
 			case errors.Is(err, store.ErrNoLeader):
 				return nil, false, err // an election
 			case err != nil:

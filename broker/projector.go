@@ -10,6 +10,7 @@ import (
 
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/push"
+	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
 )
@@ -159,12 +160,12 @@ func (b *Broker) timerLost(ctx context.Context, rec *lifecycle.Record) bool {
 }
 
 // reliesOnTimer reports whether rec is a live revision that relies on the
-// timer an earlier revision asked for, due more than a second from now
+// timer an earlier revision asked for, due later than store.DueSoon
 // (timerLost checks those): not one that asks for its own (Rearm), needs
 // none, or fires about now anyway.
 func (b *Broker) reliesOnTimer(rec *lifecycle.Record) bool {
 	return !rec.Rearm && rec.Live() && rec.Deadline != 0 && rec.TimerAt != 0 &&
-		time.UnixMilli(rec.TimerAt).After(b.now().Add(time.Second))
+		time.UnixMilli(rec.TimerAt).After(b.now().Add(store.DueSoon))
 }
 
 // recordings reports whether rec has work for the recorder (steps 2 to 5

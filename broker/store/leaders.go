@@ -31,16 +31,20 @@ func BucketGroup(p subjects.Partition) Group { return Group{Stream: p.BucketStre
 
 // PartitionGroups are the Raft groups of partition p that its calls depend
 // on besides its bucket: the consumers that turn its changes into timers
-// and presence loss, its timer stream, and last the projector consumer,
-// which exists only where a broker runs with --consumer-projection.
+// and presence loss, and its timer stream.
 func PartitionGroups(p subjects.Partition) []Group {
 	return []Group{
 		{Stream: p.BucketStream(), Consumer: ConsumerPresence},
 		{Stream: p.TimerStream()},
 		{Stream: p.TimerStream(), Consumer: ConsumerTimers},
 		{Stream: p.TimerStream(), Consumer: ConsumerTimerBatches},
-		{Stream: p.BucketStream(), Consumer: ConsumerProjector},
 	}
+}
+
+// ProjectorGroup is partition p's projector consumer, which exists only
+// where a broker runs with --consumer-projection (ProvisionConfig.Projector).
+func ProjectorGroup(p subjects.Partition) Group {
+	return Group{Stream: p.BucketStream(), Consumer: ConsumerProjector}
 }
 
 // Shared are the groups every partition's calls write (a stalled one stalls

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/ringer-dev/ringer/broker/store"
 	"github.com/ringer-dev/ringer/internal/natstest"
+	"github.com/ringer-dev/ringer/subjects"
 )
 
 // layouts are the deployments store tests run on: one server (R1) and,
@@ -109,6 +111,43 @@ func TestProvisionAppliesTheSizeLimits(t *testing.T) {
 		}
 		if cfg.MaxBytes != want || cfg.MaxMsgSize != store.MaxValueSize {
 			t.Fatalf("--store-max-bytes %d: bucket MaxBytes %d, MaxMsgSize %d", limit, cfg.MaxBytes, cfg.MaxMsgSize)
+		}
+	}
+}
+
+// The projector consumer is created only for a broker that reads it
+// (--consumer-projection): unread, it costs every partition a consumer
+// that nats-server keeps current with every invitation write.
+func TestProvisionCreatesTheProjectorOnlyForItsReaders(t *testing.T) {
+	srv := natstest.RunServer(t)
+	nc := natstest.Connect(t, srv.ClientURL())
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	js, _ := jetstream.New(nc)
+	const parts = 2
+	has := func() (int, error) {
+		n := 0
+		for p := range subjects.Partition(parts) {
+			g := store.ProjectorGroup(p)
+			_, err := js.Consumer(ctx, g.Stream, g.Consumer)
+			switch {
+			case err == nil:
+				n++
+			case !errors.Is(err, jetstream.ErrConsumerNotFound):
+				return 0, err
+			}
+		}
+		return n, nil
+	}
+	for _, tc := range []struct {
+		projector bool
+		want      int
+	}{{false, 0}, {true, parts}, {false, parts}} { // created once, never removed by a broker
+		if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, Partitions: parts, Projector: tc.projector}); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := has(); err != nil || n != tc.want {
+			t.Fatalf("provisioned with Projector %v: %d projector consumers (%v), want %d", tc.projector, n, err, tc.want)
 		}
 	}
 }

@@ -135,12 +135,13 @@ func (tb *TimerBatcher) Close() {
 	<-tb.done
 }
 
-// soon: a timer due within it is stored at the next flush, however
-// recently it was handed over.
-const soon = time.Second
+// DueSoon: a timer due within it fires about now anyway. The batcher
+// stores one at the next flush, however recently it was handed over; the
+// broker does not check that one an earlier revision asked for is armed.
+const DueSoon = time.Second
 
 // run gathers timers and, every window while some wait, flushes those
-// handed over at least half a window before (or due soon); the others wait
+// handed over at least half a window before (or DueSoon); the others wait
 // for the next flush. So each timer is stored half a window to a window and
 // a half after Arm, and flushes are at least a window apart. A backlog of
 // cap(in) timers is flushed at once, whatever their age.
@@ -178,13 +179,13 @@ func (tb *TimerBatcher) run() {
 }
 
 // flush stores, on the next partition's timer stream, the timers of held
-// handed over by ripe minus half a window or due soon, drops those no
+// handed over by ripe minus half a window or due within DueSoon, drops those no
 // longer needed, and returns the others (in order).
 func (tb *TimerBatcher) flush(held []armRequest, ripe time.Time) []armRequest {
 	var (
 		out, young []armRequest
 		cutoff     = ripe.Add(-tb.window / 2)
-		due        = ripe.Add(soon).UnixMilli()
+		due        = ripe.Add(DueSoon).UnixMilli()
 	)
 	for _, r := range held {
 		switch {
