@@ -145,7 +145,7 @@ func (c *Client) Resync(ctx context.Context) error {
 	c.mu.Lock()
 	var stale []string
 	for id, t := range c.tracked {
-		if t.inv.Revision != 0 && t.inv.Live() && !seen[id] {
+		if t.inv.Revision != 0 && t.inv.Live() && !seen[id] && t.doubt == 0 { // askDoubted gets the others
 			stale = append(stale, id)
 		}
 	}

@@ -573,36 +573,33 @@ func (r *run) settle(id string, u *user, f func(context.Context) error) {
 // wrote the entry) for u's device to see invitation id finished, and
 // returns what it sees.
 func (r *run) finalView(s *invState, u *user, id string) protocol.Invitation {
+	return r.deviceSees(s, u, id, "end", 40*time.Second, func(v protocol.Invitation) bool { return !v.Live() })
+}
+
+// deviceSees waits, up to within, for u's device to hold a view of
+// invitation id that want accepts (what describes it), and returns its
+// last view.
+func (r *run) deviceSees(s *invState, u *user, id, what string, within time.Duration, want func(protocol.Invitation) bool) protocol.Invitation {
 	cl, dev := u.client()
-	defer r.tr.waitingSeeing(s, u.id+"'s device to see "+id+" end", func() string { return deviceView(cl, dev, id) })()
-	deadline := time.Now().Add(40 * time.Second)
+	defer r.tr.waitingSeeing(s, u.id+"'s device to see "+id+" "+what, func() string { return deviceView(cl, dev, id) })()
+	deadline := time.Now().Add(within)
 	for {
 		v, ok := cl.Invitation(id)
-		if ok && !v.Live() || time.Now().After(deadline) || r.ctx.Err() != nil {
+		if ok && want(v) || time.Now().After(deadline) || r.ctx.Err() != nil {
 			return v
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 }
 
-// legSeen waits, up to legCatchUp, for u's device to see its leg of
-// invitation id as the record has it (l, ended), and returns its last view.
-func (r *run) legSeen(s *invState, u *user, id string, l *protocol.Leg) protocol.Invitation {
-	cl, dev := u.client()
-	defer r.tr.waitingSeeing(s, fmt.Sprintf("%s's device to see its leg of %s %s %s", u.id, id, l.State, l.Reason),
-		func() string { return deviceView(cl, dev, id) })()
-	deadline := time.Now().Add(legCatchUp)
-	for {
-		v, _ := cl.Invitation(id)
-		if !v.Live() && v.State == l.State && v.Reason == l.Reason || time.Now().After(deadline) || r.ctx.Err() != nil {
-			return v
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+// seesLeg reports whether v, a callee's view, shows its leg l as ended.
+func seesLeg(v protocol.Invitation, l *protocol.Leg) bool {
+	return !v.Live() && v.State == l.State && v.Reason == l.Reason
 }
 
-// legCatchUp bounds legSeen: the Go SDK asks about a view in doubt at its
-// resync and every heartbeat for 30 s after the command that failed.
+// legCatchUp bounds the wait for a callee's device to see its leg as the
+// record has it: the Go SDK asks about a view in doubt at its resync and
+// every heartbeat for 30 s after the command that failed.
 const legCatchUp = 35 * time.Second
 
 // deviceView describes what device dev (client cl) knows of invitation id.
@@ -655,13 +652,14 @@ func (r *run) checkGroup(s *invState, us []*user, gc *groupCall) protocol.Invita
 		if l == nil || l.Reason == protocol.ReasonBusy {
 			continue // not invited (the JOIN scenario's late callee, if its invite failed), or never rang
 		}
-		if v := views[i+1]; v.Live() || v.State != l.State || v.Reason != l.Reason {
+		if v := views[i+1]; !seesLeg(v, l) {
 			// A device that saw its leg end may have missed a later
 			// revision (a join again whose reply was lost, then the end):
 			// the SDK asks after a command with no known outcome, at its
 			// resync and heartbeats, so give it that long to catch up.
-			v = r.legSeen(s, u, s.group, l)
-			if !v.Live() && v.State == l.State && v.Reason == l.Reason {
+			v = r.deviceSees(s, u, s.group, fmt.Sprintf("its leg %s %s", l.State, l.Reason), legCatchUp,
+				func(v protocol.Invitation) bool { return seesLeg(v, l) })
+			if seesLeg(v, l) {
 				continue
 			}
 			cl, dev := u.client()
