@@ -170,7 +170,7 @@ func (j *Journal) Exported(ctx context.Context, id string) ([]protocol.Transitio
 		MaxBytes int    `json:"max_bytes"`
 	}{subjects.Export(id), maxExported, 4 << 20}
 	var out []protocol.Transition
-	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.ExportStream, req, func(m *nats.Msg) error {
+	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.ExportStream, req, req.Batch, func(m *nats.Msg) error {
 		var t protocol.Transition
 		if err := msgpack.Unmarshal(m.Data, &t); err != nil {
 			return fmt.Errorf("undecodable transition: %w", err)

@@ -115,7 +115,7 @@ func (j *Journal) entries(ctx context.Context, user string) (out []protocol.Call
 		Batch    int    `json:"batch"`
 		MaxBytes int    `json:"max_bytes"`
 	}{subjects.History(user), j.size, 4 << 20}
-	_, err = store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, func(m *nats.Msg) error {
+	_, err = store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, req.Batch, func(m *nats.Msg) error {
 		e, err := entryOf(m.Data, m.Header.Get(jetstream.SequenceHeader))
 		out = append(out, e)
 		return err

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,21 +16,22 @@ import (
 var ErrTooMany = errors.New("store: too many messages for one direct get")
 
 // DirectBatch is one batched direct get (ADR-31) on stream: req is the
-// request (multi_last, or next_by_subj with batch), each sees every message
-// of the answer in order. It returns the last stream sequence the answering
+// request (multi_last, or next_by_subj with batch), at most batch messages
+// answer it (req's batch), and each sees every message of the answer in
+// order. It returns the last stream sequence the answering
 // replica had (0 when nothing matched: a 404 is an empty answer, not an
 // error); ErrTooMany for a 413, nats.ErrNoResponders for a 503.
 //
 // Any replica answers, and one on a NATS node that hangs does not: an
 // attempt that has had no answer at all after replicaWait is made again
 // (another replica, most likely) for as long as ctx allows.
-func DirectBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, req any, each func(*nats.Msg) error) (upTo uint64, err error) {
+func DirectBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, req any, batch int, each func(*nats.Msg) error) (upTo uint64, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
 	}
 	for {
-		upTo, answered, err := directBatch(ctx, nc, js, stream, body, each)
+		upTo, answered, err := directBatch(ctx, nc, js, stream, body, batch, each)
 		if answered || !errors.Is(err, errNoAnswer) {
 			return upTo, err
 		}
@@ -41,9 +43,15 @@ var errNoAnswer = errors.New("store: no answer from a replica")
 
 // directBatch is one attempt of DirectBatch; answered reports whether any
 // of the answer came (then it is not made again: each saw part of it).
-func directBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, body []byte, each func(*nats.Msg) error) (upTo uint64, answered bool, err error) {
+//
+// The answer arrives on a channel that holds all of it (batch messages and
+// the end): a synchronous subscription would allocate nats.go's default
+// 65 536-message channel, 512 KiB, for every look-up of a user's sessions —
+// most of the garbage a call made at R3 (docs/benchmarks.md).
+func directBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, body []byte, batch int, each func(*nats.Msg) error) (upTo uint64, answered bool, err error) {
 	inbox := nc.NewRespInbox()
-	sub, err := nc.SubscribeSync(inbox)
+	answer := make(chan *nats.Msg, batch+1)
+	sub, err := nc.ChanSubscribe(inbox, answer)
 	if err != nil {
 		return 0, false, err
 	}
@@ -51,18 +59,19 @@ func directBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, str
 	if err := nc.PublishRequest(directGet(js, stream), inbox, body); err != nil {
 		return 0, false, err
 	}
+	first := time.NewTimer(replicaWait) // for the first message of the answer
+	defer first.Stop()
 	for {
-		wait, cancel := ctx, context.CancelFunc(func() {})
-		if !answered {
-			wait, cancel = context.WithTimeout(ctx, replicaWait)
-		}
-		m, err := sub.NextMsgWithContext(wait)
-		cancel()
-		if err != nil {
-			if !answered && ctx.Err() == nil {
+		var m *nats.Msg
+		select {
+		case m = <-answer:
+		case <-first.C:
+			if !answered {
 				return 0, false, errNoAnswer
 			}
-			return 0, answered, err
+			continue
+		case <-ctx.Done():
+			return 0, answered, ctx.Err()
 		}
 		answered = true
 		if status := m.Header.Get("Status"); len(m.Data) == 0 && status != "" {

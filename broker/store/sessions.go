@@ -115,7 +115,7 @@ func (s *Store) lastValues(ctx context.Context, p subjects.Partition, subjs []st
 		MultiLast []string `json:"multi_last"`
 		Batch     int      `json:"batch"`
 	}{subjs, batch}
-	return DirectBatch(ctx, s.nc, s.js, p.BucketStream(), req, func(m *nats.Msg) error {
+	return DirectBatch(ctx, s.nc, s.js, p.BucketStream(), req, batch, func(m *nats.Msg) error {
 		if m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
 			return nil
 		}
