@@ -44,7 +44,8 @@ type Broker struct {
 	started   bool
 	stopped   bool
 	sub       *nats.Subscription
-	consumers []jetstream.ConsumeContext
+	pulls     []*pull            // of the durable consumers (pulls.go)
+	elections *nats.Subscription // the consumer leader elections that renew them
 	pools     []*pool
 	recorder  *recorder      // the projector's history and export steps (recorder.go)
 	outbox    *outbox        // projects this broker's commits (nil: Config.ConsumerProjection)
@@ -183,12 +184,16 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 		p := map[string]*pool{store.ConsumerProjector: projector, store.ConsumerTimers: timers,
 			store.ConsumerTimerBatches: batches, store.ConsumerPresence: presence}[c.Consumer]
-		cc, err := cons.Consume(p.dispatch, consumeOptions(b.log.With().Str("consumer", c.String()).Logger())...)
+		pl, err := startPull(c, cons, p.dispatch, b.cfg.PullHeartbeat, b.log)
 		if err != nil {
 			b.stopConsumers()
 			return fmt.Errorf("broker: consume %s: %w", c, err)
 		}
-		b.consumers = append(b.consumers, cc)
+		b.pulls = append(b.pulls, pl)
+	}
+	if b.elections, err = renewElected(b.nc, b.pulls); err != nil {
+		b.stopConsumers()
+		return fmt.Errorf("broker: subscribe to consumer leader elections: %w", err)
 	}
 
 	b.startWorkers()
@@ -260,36 +265,13 @@ func (b *Broker) StartRetrying(ctx context.Context, each time.Duration, onRetry 
 	}
 }
 
-// pullHeartbeat is the idle heartbeat a broker asks for on its pulls. A pull
-// can vanish with nobody told: its consumer's leader dies or loses quorum,
-// or it was sent while no server led the consumer (a cluster that has just
-// started, an election) and found no responders. nats.go pulls again only
-// after two missed heartbeats; its default (15 s) stalled events, timers and
-// presence for 30 s. The cost: an idle consumer sends each broker two
-// heartbeats a second.
-const pullHeartbeat = 500 * time.Millisecond
-
-// consumeOptions are the pull options of the broker's consumers.
-func consumeOptions(log zerolog.Logger) []jetstream.PullConsumeOpt {
-	return []jetstream.PullConsumeOpt{
-		// A small prefetch: what a broker has pulled but not handled waits
-		// for AckWait if the broker dies.
-		jetstream.PullMaxMessages(256),
-		jetstream.PullHeartbeat(pullHeartbeat),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			ev := log.Debug()
-			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, nats.ErrNoResponders) {
-				ev = log.Warn() // the consumer was unreachable; nats.go pulls again
-			}
-			ev.Err(err).Msg("consume")
-		}),
-	}
-}
-
 // stopConsumers undoes a partial Start so that it can be retried.
 func (b *Broker) stopConsumers() {
-	for _, cc := range b.consumers {
-		cc.Stop()
+	if b.elections != nil {
+		_ = b.elections.Unsubscribe()
+	}
+	for _, p := range b.pulls {
+		p.stop()
 	}
 	for _, p := range b.pools {
 		p.close()
@@ -297,7 +279,7 @@ func (b *Broker) stopConsumers() {
 	if b.recorder != nil {
 		b.recorder.close() // after the pools: the projector hands it work
 	}
-	b.consumers, b.pools, b.recorder = nil, nil, nil
+	b.pulls, b.elections, b.pools, b.recorder = nil, nil, nil, nil
 }
 
 // Store returns the broker's store (nil before Start), for tests and tools
@@ -336,7 +318,7 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 		return nil
 	}
 	b.stopped = true
-	sub, consumers, pools, rec, ob := b.sub, b.consumers, b.pools, b.recorder, b.outbox
+	sub, pulls, elections, pools, rec, ob := b.sub, b.pulls, b.elections, b.pools, b.recorder, b.outbox
 	b.mu.Unlock()
 	if b.stopBG != nil {
 		b.stopBG()
@@ -346,13 +328,17 @@ func (b *Broker) Shutdown(ctx context.Context) error {
 	if sub != nil {
 		_ = sub.Drain()
 	}
-	for _, cc := range consumers {
-		cc.Drain()
+	if elections != nil {
+		_ = elections.Unsubscribe()
+	}
+	drained := make([]<-chan struct{}, len(pulls))
+	for i, p := range pulls {
+		drained[i] = p.drain()
 	}
 	done := make(chan struct{})
 	go func() {
-		for _, cc := range consumers {
-			<-cc.Closed()
+		for _, c := range drained {
+			<-c
 		}
 		b.stopCommands(sub)
 		for _, p := range pools {
@@ -410,13 +396,11 @@ func (b *Broker) Check(ctx context.Context) error {
 		return fmt.Errorf("broker: bucket unreachable: %w", err)
 	}
 	b.mu.Lock()
-	consumers := b.consumers
+	pulls := b.pulls
 	b.mu.Unlock()
-	for _, cc := range consumers {
-		select {
-		case <-cc.Closed():
+	for _, p := range pulls {
+		if p.closed() {
 			return errors.New("broker: a durable consumer is no longer bound")
-		default:
 		}
 	}
 	for _, c := range b.durables() {

@@ -78,6 +78,13 @@ type Config struct {
 	// partition: a fixed cost that grows with the partitions). At most
 	// LeaderCheck: every LeaderCheck, as before.
 	LeaderCheckIdle time.Duration
+	// PullHeartbeat: the idle heartbeat of the broker's pulls of its
+	// durable consumers (pulls.go): a pull lost without an announced
+	// election of its consumer's leader is renewed after two missed ones.
+	// Each heartbeat wakes the consumer on its leader, which then rewrites
+	// its replicated state (docs/benchmarks.md, "Consumer state files").
+	// Less than 15 s (half of nats.go's pull expiry).
+	PullHeartbeat time.Duration
 	// FollowLeader: at each leader check, a broker not connected to the
 	// server leading its partition's bucket reconnects to it (follow.go).
 	// Off by default: it helps only where the servers share CPU.
@@ -212,6 +219,7 @@ func DefaultConfig() Config {
 		TimerBatch:      store.TimerSlot,
 		LeaderCheck:     2 * time.Second,
 		LeaderCheckIdle: 30 * time.Second,
+		PullHeartbeat:   2 * time.Second,
 		Timeouts: lifecycle.Timeouts{
 			Offline: 30 * time.Second,
 			Expire:  60 * time.Second,
@@ -277,6 +285,8 @@ func (c Config) Validate() error {
 		return bad("leader check %s: 0 (off) or at least 100ms", c.LeaderCheck)
 	case c.LeaderCheckIdle < 0:
 		return bad("leader check idle %s < 0", c.LeaderCheckIdle)
+	case c.PullHeartbeat < 100*time.Millisecond || c.PullHeartbeat >= 15*time.Second:
+		return bad("pull heartbeat %s not in 100ms..15s", c.PullHeartbeat)
 	case c.MinTimeout <= 0 || c.MaxTimeout < c.MinTimeout:
 		return bad("timeout bounds [%s, %s]", c.MinTimeout, c.MaxTimeout)
 	case c.PresenceTTL < time.Second:

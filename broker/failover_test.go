@@ -396,16 +396,20 @@ func TestBrokersJoiningDoNotDisturb(t *testing.T) {
 // The broker's outstanding pull on the projector's consumer can vanish with
 // nobody told (a pull that found no responders while nothing led, or one
 // held by a server that lost the leadership), and nats.go pulls again only
-// after two missed idle heartbeats. So the heartbeat the broker asks for
-// bounds how long rings stall once the leaders are back: with nats.go's
-// default (15 s) it was up to 30 s, which CI once saw as "no ring within
-// 10s" on a cluster that had just started. (The committing broker's own
-// projection, the default since 2026-12-05, has no pull on the way to a
-// ring: the test runs the consumer's path, --consumer-projection, which
-// alone provisions that consumer.)
+// after two missed idle heartbeats: with nats.go's default (15 s) rings
+// stalled up to 30 s, which CI once saw as "no ring within 10s" on a
+// cluster that had just started. The broker renews its pull when JetStream
+// announces the consumer's new leader, and soon after a pull that found no
+// responders (pulls.go); the heartbeat here is the longest allowed, 14.9 s,
+// so that rings coming back within 3 s are the renewal's doing (with it
+// and no renewal, 3 runs of 4 failed, stalled 4.5 s, 7.6 s and over 10 s).
+// (The committing broker's own projection, the default since 2026-12-05,
+// has no pull on the way to a ring: the test runs the consumer's path,
+// --consumer-projection, which alone provisions that consumer.)
 func TestRingsResumeSoonAfterQuorumReturns(t *testing.T) {
 	c, cfg := clusterR3(t)
 	cfg.ConsumerProjection = true
+	cfg.PullHeartbeat = 14900 * time.Millisecond
 	cfg.PresenceTTL = time.Minute                                              // nobody goes offline meanwhile
 	cfg.Timeouts.Offline, cfg.Timeouts.Expire = 30*time.Second, 30*time.Second // a ring is awaited, not a timeout
 	// Everyone is on the node that stays up.
@@ -474,7 +478,8 @@ func TestRingsResumeSoonAfterQuorumReturns(t *testing.T) {
 		natstest.Eventually(t, 30*time.Second, led)
 		took := ring()
 		t.Logf("outage %d: first ring once the leaders were back took %s", round, took)
-		// Two missed heartbeats (1 s) and the pull, with slack for a loaded box.
+		// The renewal (250 ms after the election) and the pull, with slack
+		// for a loaded box.
 		if took > 3*time.Second {
 			t.Errorf("outage %d: rings resumed %s after the leaders were back", round, took)
 		}
