@@ -94,6 +94,48 @@ func (w *MapWriter) Strings(k string, v []string) {
 	}
 }
 
+// OmitString writes k: v unless v is empty (omitempty).
+func (w *MapWriter) OmitString(k, v string) {
+	if v != "" {
+		w.String(k, v)
+	}
+}
+
+// OmitInt64 writes k: v unless v is 0 (omitempty).
+func (w *MapWriter) OmitInt64(k string, v int64) {
+	if v != 0 {
+		w.Int64(k, v)
+	}
+}
+
+// OmitInt writes k: v unless v is 0 (omitempty).
+func (w *MapWriter) OmitInt(k string, v int) {
+	if v != 0 {
+		w.Int(k, v)
+	}
+}
+
+// OmitUint writes k: v unless v is 0 (omitempty).
+func (w *MapWriter) OmitUint(k string, v uint64) {
+	if v != 0 {
+		w.Uint(k, v)
+	}
+}
+
+// OmitBool writes k: true unless v is false (omitempty).
+func (w *MapWriter) OmitBool(k string, v bool) {
+	if v {
+		w.Bool(k, v)
+	}
+}
+
+// OmitStrings writes k: v unless v is empty (omitempty).
+func (w *MapWriter) OmitStrings(k string, v []string) {
+	if len(v) != 0 {
+		w.Strings(k, v)
+	}
+}
+
 // Each writes an array of n elements, each by put(i).
 func (w *MapWriter) Each(n int, put func(i int) error) {
 	if w.err != nil {
@@ -152,54 +194,26 @@ func (inv *Invitation) WriteMsgpackFields(w *MapWriter) {
 	w.String("caller", inv.Caller)
 	w.String("callerDevice", inv.CallerDevice)
 	w.String("callee", inv.Callee)
-	if inv.CalleeDevice != "" {
-		w.String("calleeDevice", inv.CalleeDevice)
-	}
-	if inv.Content != "" {
-		w.String("content", inv.Content)
-	}
-	if inv.ChannelID != "" {
-		w.String("channelId", inv.ChannelID)
-	}
-	if inv.Response != "" {
-		w.String("response", inv.Response)
-	}
+	w.OmitString("calleeDevice", inv.CalleeDevice)
+	w.OmitString("content", inv.Content)
+	w.OmitString("channelId", inv.ChannelID)
+	w.OmitString("response", inv.Response)
 	w.String("state", string(inv.State))
-	if inv.Reason != "" {
-		w.String("reason", string(inv.Reason))
-	}
-	if inv.CallState != "" {
-		w.String("callState", string(inv.CallState))
-	}
-	if inv.EndedBy != "" {
-		w.String("endedBy", inv.EndedBy)
-	}
+	w.OmitString("reason", string(inv.Reason))
+	w.OmitString("callState", string(inv.CallState))
+	w.OmitString("endedBy", inv.EndedBy)
 	w.Uint("revision", inv.Revision)
 	w.Int64("createdAt", inv.CreatedAt)
-	if inv.ReceivedAt != 0 {
-		w.Int64("receivedAt", inv.ReceivedAt)
-	}
-	if inv.AnsweredAt != 0 {
-		w.Int64("answeredAt", inv.AnsweredAt)
-	}
-	if inv.EndedAt != 0 {
-		w.Int64("endedAt", inv.EndedAt)
-	}
-	if inv.Deadline != 0 {
-		w.Int64("deadline", inv.Deadline)
-	}
-	if inv.MergedInto != "" {
-		w.String("mergedInto", inv.MergedInto)
-	}
-	if inv.Mode != "" {
-		w.String("mode", string(inv.Mode))
-	}
+	w.OmitInt64("receivedAt", inv.ReceivedAt)
+	w.OmitInt64("answeredAt", inv.AnsweredAt)
+	w.OmitInt64("endedAt", inv.EndedAt)
+	w.OmitInt64("deadline", inv.Deadline)
+	w.OmitString("mergedInto", inv.MergedInto)
+	w.OmitString("mode", string(inv.Mode))
 	if len(inv.Legs) != 0 && w.Key("legs") {
 		w.Each(len(inv.Legs), func(i int) error { return inv.Legs[i].EncodeMsgpack(w.enc) })
 	}
-	if inv.CallerLeftAt != 0 {
-		w.Int64("callerLeftAt", inv.CallerLeftAt)
-	}
+	w.OmitInt64("callerLeftAt", inv.CallerLeftAt)
 }
 
 // EncodeMsgpack implements msgpack.CustomEncoder. (A value receiver: a
@@ -215,32 +229,16 @@ func (l Leg) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w := NewMapWriter(enc, 3+Present(l.Device != "", l.Reason != "", l.Response != "", l.InvitedBy != "",
 		l.ReceivedAt != 0, l.AnsweredAt != 0, l.EndedAt != 0, l.Deadline != 0))
 	w.String("user", l.User)
-	if l.Device != "" {
-		w.String("device", l.Device)
-	}
+	w.OmitString("device", l.Device)
 	w.String("state", string(l.State))
-	if l.Reason != "" {
-		w.String("reason", string(l.Reason))
-	}
-	if l.Response != "" {
-		w.String("response", l.Response)
-	}
-	if l.InvitedBy != "" {
-		w.String("invitedBy", l.InvitedBy)
-	}
+	w.OmitString("reason", string(l.Reason))
+	w.OmitString("response", l.Response)
+	w.OmitString("invitedBy", l.InvitedBy)
 	w.Int64("createdAt", l.CreatedAt)
-	if l.ReceivedAt != 0 {
-		w.Int64("receivedAt", l.ReceivedAt)
-	}
-	if l.AnsweredAt != 0 {
-		w.Int64("answeredAt", l.AnsweredAt)
-	}
-	if l.EndedAt != 0 {
-		w.Int64("endedAt", l.EndedAt)
-	}
-	if l.Deadline != 0 {
-		w.Int64("deadline", l.Deadline)
-	}
+	w.OmitInt64("receivedAt", l.ReceivedAt)
+	w.OmitInt64("answeredAt", l.AnsweredAt)
+	w.OmitInt64("endedAt", l.EndedAt)
+	w.OmitInt64("deadline", l.Deadline)
 	return w.Err()
 }
 
@@ -261,69 +259,35 @@ func (r Request) EncodeMsgpack(enc *msgpack.Encoder) error {
 		r.Response != "", r.Busy, r.Timeouts != nil, r.Deadline != 0, r.Limit != 0, r.Cursor != "", r.Missed,
 		r.Push != nil, r.Peer != "", len(r.Callees) != 0, r.Mode != "", r.Seen != 0))
 	w.String("device", r.Device)
-	if r.ID != "" {
-		w.String("id", r.ID)
-	}
-	if r.Callee != "" {
-		w.String("callee", r.Callee)
-	}
-	if r.Content != "" {
-		w.String("content", r.Content)
-	}
-	if r.ChannelID != "" {
-		w.String("channelId", r.ChannelID)
-	}
-	if r.Response != "" {
-		w.String("response", r.Response)
-	}
-	if r.Busy {
-		w.Bool("busy", r.Busy)
-	}
+	w.OmitString("id", r.ID)
+	w.OmitString("callee", r.Callee)
+	w.OmitString("content", r.Content)
+	w.OmitString("channelId", r.ChannelID)
+	w.OmitString("response", r.Response)
+	w.OmitBool("busy", r.Busy)
 	if r.Timeouts != nil {
 		w.Value("timeouts", r.Timeouts)
 	}
-	if r.Deadline != 0 {
-		w.Int64("deadline", r.Deadline)
-	}
-	if r.Limit != 0 {
-		w.Int("limit", r.Limit)
-	}
-	if r.Cursor != "" {
-		w.String("cursor", r.Cursor)
-	}
-	if r.Missed {
-		w.Bool("missed", r.Missed)
-	}
+	w.OmitInt64("deadline", r.Deadline)
+	w.OmitInt("limit", r.Limit)
+	w.OmitString("cursor", r.Cursor)
+	w.OmitBool("missed", r.Missed)
 	if r.Push != nil {
 		w.Value("push", r.Push)
 	}
-	if r.Peer != "" {
-		w.String("peer", r.Peer)
-	}
-	if len(r.Callees) != 0 {
-		w.Strings("callees", r.Callees)
-	}
-	if r.Mode != "" {
-		w.String("mode", string(r.Mode))
-	}
-	if r.Seen != 0 {
-		w.Uint("seen", r.Seen)
-	}
+	w.OmitString("peer", r.Peer)
+	w.OmitStrings("callees", r.Callees)
+	w.OmitString("mode", string(r.Mode))
+	w.OmitUint("seen", r.Seen)
 	return w.Err()
 }
 
 // EncodeMsgpack implements msgpack.CustomEncoder.
 func (t Timeouts) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w := NewMapWriter(enc, Present(t.OfflineMs != 0, t.ExpireMs != 0, t.AcceptMs != 0))
-	if t.OfflineMs != 0 {
-		w.Int64("offlineMs", t.OfflineMs)
-	}
-	if t.ExpireMs != 0 {
-		w.Int64("expireMs", t.ExpireMs)
-	}
-	if t.AcceptMs != 0 {
-		w.Int64("acceptMs", t.AcceptMs)
-	}
+	w.OmitInt64("offlineMs", t.OfflineMs)
+	w.OmitInt64("expireMs", t.ExpireMs)
+	w.OmitInt64("acceptMs", t.AcceptMs)
 	return w.Err()
 }
 
@@ -346,15 +310,11 @@ func (r Reply) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if len(r.Calls) != 0 {
 		w.Value("calls", r.Calls)
 	}
-	if r.Cursor != "" {
-		w.String("cursor", r.Cursor)
-	}
+	w.OmitString("cursor", r.Cursor)
 	if r.Push != nil {
 		w.Value("push", r.Push)
 	}
-	if len(r.Blocked) != 0 {
-		w.Strings("blocked", r.Blocked)
-	}
+	w.OmitStrings("blocked", r.Blocked)
 	return w.Err()
 }
 
@@ -366,32 +326,16 @@ func (c CallRecord) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w.String("direction", string(c.Direction))
 	w.String("peer", c.Peer)
 	w.String("state", string(c.State))
-	if c.Reason != "" {
-		w.String("reason", string(c.Reason))
-	}
-	if c.Missed {
-		w.Bool("missed", c.Missed)
-	}
-	if c.ChannelID != "" {
-		w.String("channelId", c.ChannelID)
-	}
-	if c.EndedBy != "" {
-		w.String("endedBy", c.EndedBy)
-	}
+	w.OmitString("reason", string(c.Reason))
+	w.OmitBool("missed", c.Missed)
+	w.OmitString("channelId", c.ChannelID)
+	w.OmitString("endedBy", c.EndedBy)
 	w.Int64("createdAt", c.CreatedAt)
-	if c.AnsweredAt != 0 {
-		w.Int64("answeredAt", c.AnsweredAt)
-	}
+	w.OmitInt64("answeredAt", c.AnsweredAt)
 	w.Int64("endedAt", c.EndedAt)
-	if c.Mode != "" {
-		w.String("mode", string(c.Mode))
-	}
-	if len(c.Peers) != 0 {
-		w.Strings("peers", c.Peers)
-	}
-	if c.DurationMs != 0 {
-		w.Int64("durationMs", c.DurationMs)
-	}
+	w.OmitString("mode", string(c.Mode))
+	w.OmitStrings("peers", c.Peers)
+	w.OmitInt64("durationMs", c.DurationMs)
 	w.String("cursor", c.Cursor)
 	return w.Err()
 }

@@ -16,33 +16,17 @@ func (r Record) EncodeMsgpack(enc *msgpack.Encoder) error {
 		r.Quiet, r.Push, r.Blocked, len(r.Chain) != 0, len(r.Touched) != 0, r.CallDeadline != 0, len(r.PushTo) != 0))
 	r.Invitation.WriteMsgpackFields(w)
 	w.Entry("timeouts", r.Timeouts.EncodeMsgpack)
-	if r.TimerAt != 0 {
-		w.Int64("timerAt", r.TimerAt)
-	}
-	if r.Rearm {
-		w.Bool("rearm", r.Rearm)
-	}
-	if r.Quiet {
-		w.Bool("quiet", r.Quiet)
-	}
-	if r.Push {
-		w.Bool("push", r.Push)
-	}
-	if r.Blocked {
-		w.Bool("blocked", r.Blocked)
-	}
+	w.OmitInt64("timerAt", r.TimerAt)
+	w.OmitBool("rearm", r.Rearm)
+	w.OmitBool("quiet", r.Quiet)
+	w.OmitBool("push", r.Push)
+	w.OmitBool("blocked", r.Blocked)
 	if len(r.Chain) != 0 && w.Key("chain") {
 		w.Each(len(r.Chain), func(i int) error { return r.Chain[i].EncodeMsgpack(enc) })
 	}
-	if len(r.Touched) != 0 {
-		w.Strings("touched", r.Touched)
-	}
-	if r.CallDeadline != 0 {
-		w.Int64("callDeadline", r.CallDeadline)
-	}
-	if len(r.PushTo) != 0 {
-		w.Strings("pushTo", r.PushTo)
-	}
+	w.OmitStrings("touched", r.Touched)
+	w.OmitInt64("callDeadline", r.CallDeadline)
+	w.OmitStrings("pushTo", r.PushTo)
 	return w.Err()
 }
 
@@ -52,28 +36,18 @@ func (t Timeouts) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w.Int64("offline", int64(t.Offline))
 	w.Int64("expire", int64(t.Expire))
 	w.Int64("accept", int64(t.Accept))
-	if t.MaxDuration != 0 {
-		w.Int64("maxDuration", int64(t.MaxDuration))
-	}
+	w.OmitInt64("maxDuration", int64(t.MaxDuration))
 	return w.Err()
 }
 
 // EncodeMsgpack implements msgpack.CustomEncoder.
 func (s Step) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w := protocol.NewMapWriter(enc, 2+protocol.Present(s.Rev != 0, s.CallState != "", s.Reason != "", s.Quiet))
-	if s.Rev != 0 {
-		w.Uint("r", s.Rev)
-	}
+	w.OmitUint("r", s.Rev)
 	w.String("s", string(s.State))
-	if s.CallState != "" {
-		w.String("c", string(s.CallState))
-	}
-	if s.Reason != "" {
-		w.String("w", string(s.Reason))
-	}
+	w.OmitString("c", string(s.CallState))
+	w.OmitString("w", string(s.Reason))
 	w.Int64("t", s.At)
-	if s.Quiet {
-		w.Bool("q", s.Quiet)
-	}
+	w.OmitBool("q", s.Quiet)
 	return w.Err()
 }

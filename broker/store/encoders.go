@@ -15,15 +15,9 @@ func (l Line) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if claims := l.Claims; len(claims) != 0 && w.Key("claims") {
 		w.Each(len(claims), func(i int) error { return claims[i].EncodeMsgpack(enc) })
 	}
-	if l.Manual {
-		w.Bool("manual", l.Manual)
-	}
-	if l.Push {
-		w.Bool("push", l.Push)
-	}
-	if len(l.Blocked) != 0 {
-		w.Strings("blocked", l.Blocked)
-	}
+	w.OmitBool("manual", l.Manual)
+	w.OmitBool("push", l.Push)
+	w.OmitStrings("blocked", l.Blocked)
 	return w.Err()
 }
 
@@ -32,11 +26,7 @@ func (c Claim) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w := protocol.NewMapWriter(enc, 2+protocol.Present(c.Peer != "", c.Out))
 	w.String("id", c.ID)
 	w.Int64("at", c.At)
-	if c.Peer != "" {
-		w.String("peer", c.Peer)
-	}
-	if c.Out {
-		w.Bool("out", c.Out)
-	}
+	w.OmitString("peer", c.Peer)
+	w.OmitBool("out", c.Out)
 	return w.Err()
 }
