@@ -2,6 +2,8 @@ package broker_test
 
 import (
 	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -10,6 +12,8 @@ import (
 	"github.com/ringer-dev/ringer/broker"
 	"github.com/ringer-dev/ringer/broker/lifecycle"
 	"github.com/ringer-dev/ringer/broker/store"
+	"github.com/ringer-dev/ringer/client"
+	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
 	"github.com/ringer-dev/ringer/subjects"
@@ -149,5 +153,63 @@ func publishEvents(t *testing.T, nc *nats.Conn, rec lifecycle.Record, users ...s
 		if err := nc.Publish(subj, protocol.MustMarshal(&n.Event)); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// A callee that accepts in its ring callback sends the accept only once its
+// automatic ack has been answered. With several brokers, an accept racing
+// its own device's ack landed on another broker and wrote against the
+// revision the ack had just replaced: a conflict, a read and a second
+// write (docs/benchmarks.md, "The callee's accept after its ack"). A
+// monitor sees, in the server's order, bob's ack, its reply, then his
+// accept.
+func TestAcceptInTheRingCallbackFollowsItsAck(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	alice := env.Login("alice", "phone")
+	accepted := make(chan error, 1)
+	env.Login("bob", "phone", client.WithHandler(client.Handler{
+		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
+			accepted <- ri.Accept(ringertest.Ctx(t), "at once")
+		},
+	}))
+	ackSubj, _ := subjects.Command("bob", subjects.VerbAck)
+	acceptSubj, _ := subjects.Command("bob", subjects.VerbAccept)
+	var (
+		mu    sync.Mutex
+		order []string // "ack", "ack reply", "accept", as the monitor saw them
+	)
+	mon := natstest.Connect(t, env.URL, nats.Name("monitor"))
+	if _, err := mon.Subscribe(">", func(m *nats.Msg) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case m.Subject == ackSubj:
+			order = append(order, "ack")
+		case strings.HasPrefix(m.Subject, "ringer.v1.user.bob.reply.") && slices.Equal(order, []string{"ack"}):
+			order = append(order, "ack reply") // bob's first reply after his ack (replies are per user, in order)
+		case m.Subject == acceptSubj:
+			order = append(order, "accept")
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mon.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	li := alice.Invite(t, "bob")
+	select {
+	case err := <-accepted:
+		if err != nil {
+			t.Fatalf("accept in the ring callback: %v", err)
+		}
+	case <-time.After(ringertest.Wait):
+		t.Fatal("bob's ring callback did not run")
+	}
+	alice.Rec.Wait(t, "Accepted "+li.ID)
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"ack", "ack reply", "accept"}; !slices.Equal(order, want) {
+		t.Fatalf("the monitor saw %v, want %v", order, want)
 	}
 }

@@ -76,21 +76,58 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 	} else {
 		ack = c.applyCallee(t, inv, once, h)
 	}
+	var acked chan struct{} // closed after the ack's first answer
 	if ack || ackAccept {
 		// Counted while c.closed is known false and under the lock Close
 		// takes to set it: an Add after the unlock could race Close's Wait.
 		c.bg.Add(1)
+		if ack {
+			acked = make(chan struct{})
+			t.acking = acked
+		}
 	}
 	c.mu.Unlock()
 
-	for _, f := range calls {
-		f()
-	}
+	// The ack goes before the callbacks run: an app that accepts in its
+	// callback finds the ack on its way (Accept waits for its answer).
 	if ack || ackAccept {
 		go func() {
 			defer c.bg.Done()
-			c.autoAck(inv, ackAccept)
+			c.autoAck(inv, ackAccept, acked)
 		}()
+	}
+	for _, f := range calls {
+		f()
+	}
+}
+
+// ackWait bounds how long a callee's accept or refuse waits for the
+// answer to the device's own ack of the invitation (waitAck).
+const ackWait = time.Second
+
+// waitAck waits, for at most ackWait or until ctx ends, for the first
+// answer to this device's automatic ack of invitation id, if one is in
+// flight. With several brokers an accept sent while its ack is still
+// being written lands, as often as not, on another broker whose copy of
+// the invitation is a revision behind: a compare-and-set conflict, a read
+// and a write again (docs/protocol.md §6.3). After its ack's answer the
+// accept finds the revision the ack wrote.
+func (c *Client) waitAck(ctx context.Context, id string) {
+	c.mu.Lock()
+	var acked chan struct{}
+	if t := c.tracked[id]; t != nil {
+		acked = t.acking
+	}
+	c.mu.Unlock()
+	if acked == nil {
+		return
+	}
+	wait := time.NewTimer(ackWait)
+	defer wait.Stop()
+	select {
+	case <-acked:
+	case <-wait.C:
+	case <-ctx.Done():
 	}
 }
 
@@ -104,7 +141,14 @@ const maxAckBackoff = time.Second
 // times the invitation out anyway: a JetStream leader election (4-9 s) can
 // make every attempt fail for a while, and an ack-accept given up sooner
 // turned an accepted call into ACCEPT_FAILURE. Close stops it.
-func (c *Client) autoAck(inv protocol.Invitation, accepted bool) {
+func (c *Client) autoAck(inv protocol.Invitation, accepted bool, acked chan struct{}) {
+	first := func() {
+		if acked != nil {
+			close(acked)
+			acked = nil
+		}
+	}
+	defer first()
 	verb, name := c.Ack, subjects.VerbAck
 	if accepted {
 		verb, name = c.AckAccept, subjects.VerbAckAccept
@@ -117,6 +161,7 @@ func (c *Client) autoAck(inv protocol.Invitation, accepted bool) {
 		ctx, cancel := context.WithTimeout(context.Background(), DefaultTimeout/2)
 		err := verb(ctx, inv.ID)
 		cancel()
+		first()
 		// A stale reply (contradicts) is retried too, past what act
 		// already retried within the attempt.
 		if !transient(err) && !c.contradicts(name, inv.ID, err) {

@@ -74,6 +74,10 @@ type tracked struct {
 	// view is asked for at every resync and heartbeat until one succeeds
 	// after then (see Client.doubted).
 	doubt int64
+	// acking, if not nil, is closed when this device's automatic ack of
+	// the invitation has had its first answer (or failed): its accept or
+	// refuse waits for that (waitAck).
+	acking chan struct{}
 }
 
 // fired is a set of callbacks (and automatic acks) already given for one
@@ -230,12 +234,12 @@ func (ri *RemoteInvitation) State() RemoteInvitationState { return RemoteState(r
 
 // Accept accepts with a response for the caller.
 func (ri *RemoteInvitation) Accept(ctx context.Context, response string) error {
-	return ri.c.act(ctx, subjects.VerbAccept, ri.ID(), response)
+	return ri.c.Accept(ctx, ri.ID(), response)
 }
 
 // Refuse refuses with a response for the caller.
 func (ri *RemoteInvitation) Refuse(ctx context.Context, response string) error {
-	return ri.c.act(ctx, subjects.VerbRefuse, ri.ID(), response)
+	return ri.c.Refuse(ctx, ri.ID(), response)
 }
 
 // Hangup ends the call this invitation became.
@@ -255,11 +259,13 @@ func (c *Client) RemoteInvitation(id string) *RemoteInvitation {
 // Accept accepts invitation id by id, without having received it first
 // (SPEC §2 rule 5).
 func (c *Client) Accept(ctx context.Context, id, response string) error {
+	c.waitAck(ctx, id)
 	return c.act(ctx, subjects.VerbAccept, id, response)
 }
 
 // Refuse refuses invitation id by id.
 func (c *Client) Refuse(ctx context.Context, id, response string) error {
+	c.waitAck(ctx, id)
 	return c.act(ctx, subjects.VerbRefuse, id, response)
 }
 
