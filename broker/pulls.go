@@ -65,6 +65,11 @@ type pull struct {
 // heartbeats every heartbeat.
 func startPull(g store.Group, cons jetstream.Consumer, handler jetstream.MessageHandler, heartbeat time.Duration, log zerolog.Logger) (*pull, error) {
 	p := &pull{group: g, cons: cons, handler: handler, heartbeat: heartbeat, log: log.With().Str("consumer", g.String()).Logger()}
+	// Under the lock, as in renew: the pull's error handler (another
+	// goroutine) may ask for a renewal, which replaces p.cc, as soon as
+	// the pull is sent.
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	cc, err := p.consume()
 	if err != nil {
 		return nil, err
