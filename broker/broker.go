@@ -45,7 +45,8 @@ type Broker struct {
 	stopped   bool
 	sub       *nats.Subscription
 	pulls     []*pull            // of the durable consumers (pulls.go)
-	elections *nats.Subscription // the consumer leader elections that renew them
+	elections *nats.Subscription // JetStream's leader elections (listenElections)
+	elected   chan struct{}      // an election happened (listenElections → colocate)
 	pools     []*pool
 	recorder  *recorder      // the projector's history and export steps (recorder.go)
 	outbox    *outbox        // projects this broker's commits (nil: Config.ConsumerProjection)
@@ -99,7 +100,7 @@ func New(nc *nats.Conn, cfg Config, opts ...Option) (*Broker, error) {
 	if nc == nil {
 		return nil, errors.New("broker: nil connection")
 	}
-	b := &Broker{cfg: cfg, nc: nc, clock: time.Now, log: zerolog.Nop(), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(),
+	b := &Broker{cfg: cfg, nc: nc, clock: time.Now, elected: make(chan struct{}, 1), log: zerolog.Nop(), commandQueue: newOverload(cfg.ShedLatency, shedWindow), projectorQueue: newOverload(cfg.ShedLatency, shedWindow), metrics: newMetrics(),
 		sends: newLimiter(cfg.SendRate, cfg.SendBurst), commands: newLimiter(cfg.CommandRate, cfg.CommandBurst)}
 	for _, o := range opts {
 		o(b)
@@ -191,9 +192,9 @@ func (b *Broker) Start(ctx context.Context) error {
 		}
 		b.pulls = append(b.pulls, pl)
 	}
-	if b.elections, err = renewElected(b.nc, b.pulls); err != nil {
+	if b.elections, err = listenElections(b.nc, b.pulls, b.elected); err != nil {
 		b.stopConsumers()
-		return fmt.Errorf("broker: subscribe to consumer leader elections: %w", err)
+		return fmt.Errorf("broker: subscribe to leader elections: %w", err)
 	}
 
 	b.startWorkers()

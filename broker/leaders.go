@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/ringer-dev/ringer/broker/store"
@@ -43,24 +42,12 @@ import (
 // idle looks still come.
 
 // leaderElected matches JetStream's advisories of a stream's or a
-// consumer's new leader, in the broker's account.
+// consumer's new leader, in the broker's account (listenElections).
 const leaderElected = "$JS.EVENT.ADVISORY.*.LEADER_ELECTED.>"
 
 // colocate runs the checks until ctx ends.
 func (b *Broker) colocate(ctx context.Context) {
 	defer b.bg.Done()
-	elected := make(chan struct{}, 1)
-	sub, err := b.nc.Subscribe(leaderElected, func(*nats.Msg) {
-		select {
-		case elected <- struct{}{}:
-		default:
-		}
-	})
-	if err != nil {
-		b.log.Warn().Err(err).Msg("not listening to leader elections; leader checks stay every --leader-check")
-	} else {
-		defer func() { _ = sub.Unsubscribe() }()
-	}
 	every := b.cfg.LeaderCheck
 	jitter := func() time.Duration { return every/2 + rand.N(every) } // spread over brokers
 	t := time.NewTimer(jitter())
@@ -90,7 +77,7 @@ func (b *Broker) colocate(ctx context.Context) {
 				soon()
 			}
 			continue
-		case <-elected:
+		case <-b.elected: // listenElections
 			soon()
 			continue
 		case <-t.C:

@@ -39,11 +39,6 @@ import (
 // at this pace until one is elected.
 const renewAfter = 250 * time.Millisecond
 
-// consumerElected matches JetStream's advisories of a consumer's new
-// leader ($JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.<stream>.<consumer>),
-// in the broker's account.
-const consumerElected = "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.*.*"
-
 // pull is the broker's pull of one durable consumer (Consume), renewed
 // after the events above.
 type pull struct {
@@ -198,17 +193,28 @@ func (p *pull) closed() bool {
 	return isClosed(p.cc)
 }
 
-// renewElected subscribes on nc to the elections of the consumers'
-// leaders and renews the pulls of those elected.
-func renewElected(nc *nats.Conn, pulls []*pull) (*nats.Subscription, error) {
+// listenElections subscribes on nc to JetStream's announcements of new
+// leaders, of streams and of consumers (leaderElected): it renews the pull
+// of each consumer elected, and hints every election on elected (without
+// blocking: a full channel already holds one), for the leader checks
+// (colocate). One subscription serves both, so each announcement reaches
+// the broker once.
+func listenElections(nc *nats.Conn, pulls []*pull, elected chan<- struct{}) (*nats.Subscription, error) {
 	byGroup := make(map[store.Group]*pull, len(pulls))
 	for _, p := range pulls {
 		byGroup[p.group] = p
 	}
-	return nc.Subscribe(consumerElected, func(m *nats.Msg) {
+	return nc.Subscribe(leaderElected, func(m *nats.Msg) {
+		select {
+		case elected <- struct{}{}:
+		default:
+		}
+		// $JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED.<stream>.<consumer>
 		tokens := strings.Split(m.Subject, ".")
-		g := store.Group{Stream: tokens[len(tokens)-2], Consumer: tokens[len(tokens)-1]}
-		if p := byGroup[g]; p != nil {
+		if len(tokens) != 7 || tokens[3] != "CONSUMER" {
+			return
+		}
+		if p := byGroup[store.Group{Stream: tokens[5], Consumer: tokens[6]}]; p != nil {
 			p.renewSoon()
 		}
 	})
