@@ -164,19 +164,32 @@ func publishEvents(t *testing.T, nc *nats.Conn, rec lifecycle.Record, users ...s
 // monitor sees, in the server's order, bob's ack, its reply, then his
 // accept.
 func TestAcceptInTheRingCallbackFollowsItsAck(t *testing.T) {
+	for _, verb := range []string{subjects.VerbAccept, subjects.VerbRefuse} {
+		t.Run(verb, func(t *testing.T) { testAnswerInTheRingCallbackFollowsItsAck(t, verb) })
+	}
+}
+
+// testAnswerInTheRingCallbackFollowsItsAck: bob answers (verb: accept or
+// refuse) inside his ring callback; the monitor must see his ack, its
+// reply, then the answer.
+func testAnswerInTheRingCallbackFollowsItsAck(t *testing.T, verb string) {
 	env := ringertest.Start(t, ringertest.TestConfig())
 	alice := env.Login("alice", "phone")
-	accepted := make(chan error, 1)
+	answered := make(chan error, 1)
 	env.Login("bob", "phone", client.WithHandler(client.Handler{
 		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
-			accepted <- ri.Accept(ringertest.Ctx(t), "at once")
+			if verb == subjects.VerbAccept {
+				answered <- ri.Accept(ringertest.Ctx(t), "at once")
+			} else {
+				answered <- ri.Refuse(ringertest.Ctx(t), "at once")
+			}
 		},
 	}))
 	ackSubj, _ := subjects.Command("bob", subjects.VerbAck)
-	acceptSubj, _ := subjects.Command("bob", subjects.VerbAccept)
+	answerSubj, _ := subjects.Command("bob", verb)
 	var (
 		mu    sync.Mutex
-		order []string // "ack", "ack reply", "accept", as the monitor saw them
+		order []string // "ack", "ack reply", verb, as the monitor saw them
 	)
 	mon := natstest.Connect(t, env.URL, nats.Name("monitor"))
 	if _, err := mon.Subscribe(">", func(m *nats.Msg) {
@@ -187,8 +200,8 @@ func TestAcceptInTheRingCallbackFollowsItsAck(t *testing.T) {
 			order = append(order, "ack")
 		case strings.HasPrefix(m.Subject, "ringer.v1.user.bob.reply.") && slices.Equal(order, []string{"ack"}):
 			order = append(order, "ack reply") // bob's first reply after his ack (replies are per user, in order)
-		case m.Subject == acceptSubj:
-			order = append(order, "accept")
+		case m.Subject == answerSubj:
+			order = append(order, verb)
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -199,17 +212,21 @@ func TestAcceptInTheRingCallbackFollowsItsAck(t *testing.T) {
 
 	li := alice.Invite(t, "bob")
 	select {
-	case err := <-accepted:
+	case err := <-answered:
 		if err != nil {
-			t.Fatalf("accept in the ring callback: %v", err)
+			t.Fatalf("%s in the ring callback: %v", verb, err)
 		}
 	case <-time.After(ringertest.Wait):
 		t.Fatal("bob's ring callback did not run")
 	}
-	alice.Rec.Wait(t, "Accepted "+li.ID)
+	if verb == subjects.VerbAccept {
+		alice.Rec.Wait(t, "Accepted "+li.ID)
+	} else {
+		alice.Rec.Wait(t, "Refused "+li.ID)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	if want := []string{"ack", "ack reply", "accept"}; !slices.Equal(order, want) {
+	if want := []string{"ack", "ack reply", verb}; !slices.Equal(order, want) {
 		t.Fatalf("the monitor saw %v, want %v", order, want)
 	}
 }
