@@ -55,6 +55,15 @@ func decode(data []byte, v any, what string, limit int) error {
 	if len(data) > limit {
 		return Errorf(CodeInvalidArgument, "%s: %d bytes, at most %d", what, len(data), limit)
 	}
+	if fastDecode(data, v) {
+		return nil
+	}
+	return decodeReflect(data, v, what)
+}
+
+// decodeReflect is decode by msgpack's reflection, for what fastDecode
+// does not read.
+func decodeReflect(data []byte, v any, what string) error {
 	// Walk the value once before decoding it. msgpack v5.4.1 sizes a slice
 	// from the array header it reads, unbounded (and a map up to 1e6
 	// entries), so nine bytes claiming a 1.5e9-element array would make

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/ringer-dev/ringer/internal/wiretest"
 )
 
 func TestRoundTrip(t *testing.T) {
@@ -155,7 +157,11 @@ func FuzzDecodeRequest(f *testing.F) {
 	f.Add([]byte{0xc1})
 	f.Add([]byte{})
 	f.Add([]byte{0x81, 0xa6, 'd', 'e', 'v', 'i', 'c', 'e', 0xc0})
+	for _, v := range wiretest.Values[Request](20) { // shapes the fast decoder reads, to mutate
+		f.Add(MustMarshal(v))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		sameDecoding[Request](t, data, MaxRequestLen) // the fast decoder reads what reflection reads, or leaves it
 		r, err := DecodeRequest(data)
 		if err != nil {
 			if CodeOf(err) != CodeInvalidArgument {
@@ -174,7 +180,11 @@ func FuzzDecodeRequest(f *testing.F) {
 func FuzzDecodeEvent(f *testing.F) {
 	f.Add(MustMarshal(&Event{Type: EventAccepted, Role: RoleCaller, Invitation: Invitation{ID: "i", State: StateAccepting, Revision: 3}}))
 	f.Add([]byte{0x80})
+	for _, v := range wiretest.Values[Event](20) { // shapes the fast decoder reads, to mutate
+		f.Add(MustMarshal(v))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		sameDecoding[Event](t, data, MaxEventLen)
 		ev, err := DecodeEvent(data)
 		if err == nil && (ev.Invitation.ID == "" || !ev.Invitation.State.Valid()) {
 			t.Fatalf("accepted an invalid event: %+v", ev)
@@ -185,7 +195,11 @@ func FuzzDecodeEvent(f *testing.F) {
 func FuzzDecodeReply(f *testing.F) {
 	f.Add(MustMarshal(&Reply{Invitation: &Invitation{ID: "i", State: StateSent}}))
 	f.Add(MustMarshal(&Reply{Error: &Error{Code: CodeBusy}}))
+	for _, v := range wiretest.Values[Reply](20) { // shapes the fast decoder reads, to mutate
+		f.Add(MustMarshal(v))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		sameDecoding[Reply](t, data, MaxReplyLen)
 		rep, err := DecodeReply(data)
 		if err == nil && rep.Error != nil && rep.Error.Code == "" {
 			t.Fatal("accepted an error without code")

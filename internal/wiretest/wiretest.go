@@ -1,5 +1,6 @@
 // Package wiretest holds hand-written msgpack encoders to what msgpack's
-// reflection writes for the same struct, byte for byte, over random values.
+// reflection writes for the same struct, byte for byte, over random values
+// (and gives those values to the decoders' tests).
 package wiretest
 
 import (
@@ -47,6 +48,17 @@ func SameAsReflection[T any](t *testing.T, n int) {
 			t.Fatalf("value %d: encoding %s by value: %v, %x", i, typ, err, byValue)
 		}
 	}
+}
+
+// Values returns n random values of T, filled as SameAsReflection fills
+// them (seeded: the same n values every time).
+func Values[T any](n int) []T {
+	rng := rand.New(rand.NewPCG(2, uint64(n)))
+	vs := make([]T, n)
+	for i := range vs {
+		fill(rng, reflect.ValueOf(&vs[i]).Elem(), 0)
+	}
+	return vs
 }
 
 // plain is the struct typ with its fields and tags and no methods.
