@@ -164,13 +164,9 @@ func isWrongLast(err error) bool {
 // Exported reads the transitions exported for invitation id, oldest first,
 // with one batched direct get (at most maxExported).
 func (j *Journal) Exported(ctx context.Context, id string) ([]protocol.Transition, error) {
-	req := struct {
-		NextFor  string `json:"next_by_subj"`
-		Batch    int    `json:"batch"`
-		MaxBytes int    `json:"max_bytes"`
-	}{subjects.Export(id), maxExported, 4 << 20}
+	req := store.DirectRequest{NextBySubj: subjects.Export(id), Batch: maxExported, MaxBytes: 4 << 20}
 	var out []protocol.Transition
-	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.ExportStream, req, req.Batch, func(m *nats.Msg) error {
+	_, err := store.DirectBatch(ctx, j.nc, j.js, subjects.ExportStream, req, func(m *nats.Msg) error {
 		var t protocol.Transition
 		if err := msgpack.Unmarshal(m.Data, &t); err != nil {
 			return fmt.Errorf("undecodable transition: %w", err)

@@ -110,12 +110,8 @@ func (j *Journal) Read(ctx context.Context, user, cursor string, limit int, miss
 // stream sequence as cursor; unchecked is why they could not be checked
 // against the leader (Page.Unchecked).
 func (j *Journal) entries(ctx context.Context, user string) (out []protocol.CallRecord, unchecked, err error) {
-	req := struct {
-		NextFor  string `json:"next_by_subj"`
-		Batch    int    `json:"batch"`
-		MaxBytes int    `json:"max_bytes"`
-	}{subjects.History(user), j.size, 4 << 20}
-	_, err = store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, req.Batch, func(m *nats.Msg) error {
+	req := store.DirectRequest{NextBySubj: subjects.History(user), Batch: j.size, MaxBytes: 4 << 20}
+	_, err = store.DirectBatch(ctx, j.nc, j.js, subjects.HistoryStream, req, func(m *nats.Msg) error {
 		e, err := entryOf(m.Data, m.Header.Get(jetstream.SequenceHeader))
 		out = append(out, e)
 		return err

@@ -15,23 +15,31 @@ import (
 // ErrTooMany: more messages match a batched direct get than it answers.
 var ErrTooMany = errors.New("store: too many messages for one direct get")
 
-// DirectBatch is one batched direct get (ADR-31) on stream: req is the
-// request (multi_last, or next_by_subj with batch), at most batch messages
-// answer it (req's batch), and each sees every message of the answer in
-// order. It returns the last stream sequence the answering
-// replica had (0 when nothing matched: a 404 is an empty answer, not an
-// error); ErrTooMany for a 413, nats.ErrNoResponders for a 503.
+// DirectRequest is a batched direct get (ADR-31): the newest message of
+// each subject MultiLast matches, or the messages of NextBySubj from the
+// stream's start; at most Batch of them (and MaxBytes, if set).
+type DirectRequest struct {
+	MultiLast  []string `json:"multi_last,omitempty"`
+	NextBySubj string   `json:"next_by_subj,omitempty"`
+	Batch      int      `json:"batch"`
+	MaxBytes   int      `json:"max_bytes,omitempty"`
+}
+
+// DirectBatch makes the direct get req on stream, and each sees every
+// message of the answer in order. It returns the last stream sequence the
+// answering replica had (0 when nothing matched: a 404 is an empty answer,
+// not an error); ErrTooMany for a 413, nats.ErrNoResponders for a 503.
 //
 // Any replica answers, and one on a NATS node that hangs does not: an
 // attempt that has had no answer at all after replicaWait is made again
 // (another replica, most likely) for as long as ctx allows.
-func DirectBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, req any, batch int, each func(*nats.Msg) error) (upTo uint64, err error) {
+func DirectBatch(ctx context.Context, nc *nats.Conn, js jetstream.JetStream, stream string, req DirectRequest, each func(*nats.Msg) error) (upTo uint64, err error) {
 	body, err := json.Marshal(req)
 	if err != nil {
 		return 0, err
 	}
 	for {
-		upTo, answered, err := directBatch(ctx, nc, js, stream, body, batch, each)
+		upTo, answered, err := directBatch(ctx, nc, js, stream, body, req.Batch, each)
 		if answered || !errors.Is(err, errNoAnswer) {
 			return upTo, err
 		}

@@ -111,11 +111,7 @@ func (s *Store) multiLast(ctx context.Context, keys string, each func(*nats.Msg)
 // them: each live value goes to each (deleted and expired keys are
 // skipped); upTo as DirectBatch's.
 func (s *Store) lastValues(ctx context.Context, p subjects.Partition, subjs []string, batch int, each func(*nats.Msg) error) (upTo uint64, err error) {
-	req := struct {
-		MultiLast []string `json:"multi_last"`
-		Batch     int      `json:"batch"`
-	}{subjs, batch}
-	return DirectBatch(ctx, s.nc, s.js, p.BucketStream(), req, batch, func(m *nats.Msg) error {
+	return DirectBatch(ctx, s.nc, s.js, p.BucketStream(), DirectRequest{MultiLast: subjs, Batch: batch}, func(m *nats.Msg) error {
 		if m.Header.Get("KV-Operation") != "" || m.Header.Get("Nats-Marker-Reason") != "" {
 			return nil
 		}
