@@ -151,6 +151,14 @@ func (w *MapWriter) Each(n int, put func(i int) error) {
 	}
 }
 
+// OmitEach writes k: vs, each element by its own encoder, unless vs is
+// empty (omitempty).
+func OmitEach[T msgpack.CustomEncoder](w *MapWriter, k string, vs []T) {
+	if len(vs) != 0 && w.Key(k) {
+		w.Each(len(vs), func(i int) error { return vs[i].EncodeMsgpack(w.enc) })
+	}
+}
+
 // Entry writes the key k and then, with put, its value.
 func (w *MapWriter) Entry(k string, put func(*msgpack.Encoder) error) {
 	if w.Key(k) {
@@ -210,9 +218,7 @@ func (inv *Invitation) WriteMsgpackFields(w *MapWriter) {
 	w.OmitInt64("deadline", inv.Deadline)
 	w.OmitString("mergedInto", inv.MergedInto)
 	w.OmitString("mode", string(inv.Mode))
-	if len(inv.Legs) != 0 && w.Key("legs") {
-		w.Each(len(inv.Legs), func(i int) error { return inv.Legs[i].EncodeMsgpack(w.enc) })
-	}
+	OmitEach(w, "legs", inv.Legs)
 	w.OmitInt64("callerLeftAt", inv.CallerLeftAt)
 }
 
@@ -247,9 +253,7 @@ func (e Event) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w := NewMapWriter(enc, 3)
 	w.String("type", string(e.Type))
 	w.String("role", string(e.Role))
-	if w.Key("invitation") {
-		w.err = e.Invitation.EncodeMsgpack(enc)
-	}
+	w.Entry("invitation", e.Invitation.EncodeMsgpack)
 	return w.Err()
 }
 
@@ -298,12 +302,10 @@ func (r Reply) EncodeMsgpack(enc *msgpack.Encoder) error {
 	if r.Error != nil {
 		w.Value("error", r.Error)
 	}
-	if r.Invitation != nil && w.Key("invitation") {
-		w.err = r.Invitation.EncodeMsgpack(enc)
+	if r.Invitation != nil {
+		w.Entry("invitation", r.Invitation.EncodeMsgpack)
 	}
-	if len(r.Invitations) != 0 && w.Key("invitations") {
-		w.Each(len(r.Invitations), func(i int) error { return r.Invitations[i].EncodeMsgpack(enc) })
-	}
+	OmitEach(w, "invitations", r.Invitations)
 	if r.Session != nil {
 		w.Value("session", r.Session)
 	}

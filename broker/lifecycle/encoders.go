@@ -21,9 +21,7 @@ func (r Record) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w.OmitBool("quiet", r.Quiet)
 	w.OmitBool("push", r.Push)
 	w.OmitBool("blocked", r.Blocked)
-	if len(r.Chain) != 0 && w.Key("chain") {
-		w.Each(len(r.Chain), func(i int) error { return r.Chain[i].EncodeMsgpack(enc) })
-	}
+	protocol.OmitEach(w, "chain", r.Chain)
 	w.OmitStrings("touched", r.Touched)
 	w.OmitInt64("callDeadline", r.CallDeadline)
 	w.OmitStrings("pushTo", r.PushTo)

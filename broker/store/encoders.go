@@ -12,9 +12,7 @@ import (
 // EncodeMsgpack implements msgpack.CustomEncoder.
 func (l Line) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w := protocol.NewMapWriter(enc, protocol.Present(len(l.Claims) != 0, l.Manual, l.Push, len(l.Blocked) != 0))
-	if claims := l.Claims; len(claims) != 0 && w.Key("claims") {
-		w.Each(len(claims), func(i int) error { return claims[i].EncodeMsgpack(enc) })
-	}
+	protocol.OmitEach(w, "claims", l.Claims)
 	w.OmitBool("manual", l.Manual)
 	w.OmitBool("push", l.Push)
 	w.OmitStrings("blocked", l.Blocked)
