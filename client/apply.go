@@ -110,7 +110,7 @@ const ackWait = time.Second
 // flight. With several brokers an accept sent while its ack is still
 // being written lands, as often as not, on another broker whose copy of
 // the invitation is a revision behind: a compare-and-set conflict, a read
-// and a write again (docs/protocol.md §6.3). After its ack's answer the
+// and a write again (docs/protocol.md §6.4). After its ack's answer the
 // accept finds the revision the ack wrote.
 func (c *Client) waitAck(ctx context.Context, id string) {
 	c.mu.Lock()

@@ -10,8 +10,8 @@ import "github.com/vmihailenco/msgpack/v5"
 // order, omitempty, nil versus empty, and 64-bit integers as nine bytes —
 // TestEncodersWriteWhatReflectionWrites compares them with reflection's
 // output for random values of every field, so a field added to one of these
-// structs without its line here fails that test. Their decoders are in
-// decoders.go.
+// structs without its line here fails that test. Requests, replies and
+// events are read back by the decoders of decoders.go.
 
 // MapWriter writes the entries of a msgpack map whose length was written
 // already, the way msgpack's reflection writes a struct's tagged fields,
