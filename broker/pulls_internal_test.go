@@ -111,3 +111,21 @@ func TestPullRenewedAfterNoResponders(t *testing.T) {
 		t.Fatal("the message was not handled within 5 s of the consumer's return: the pull was not renewed")
 	}
 }
+
+// While a consumer has no leader, its pull is renewed and finds no
+// responders every renewAfter: the warning says so at most every 10 s.
+func TestConsumeWarningRateLimited(t *testing.T) {
+	var p pull
+	if !p.warnNow() {
+		t.Fatal("the first warning was held back")
+	}
+	for i := range 40 { // 10 s of renewals
+		if p.warnNow() {
+			t.Fatalf("warned again at renewal %d", i+1)
+		}
+	}
+	p.warned = time.Now().Add(-10 * time.Second)
+	if !p.warnNow() {
+		t.Fatal("no warning 10 s after the last")
+	}
+}
