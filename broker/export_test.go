@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
@@ -48,10 +46,7 @@ func TestExportHasEveryTransitionOnce(t *testing.T) {
 	}
 
 	nc := natstest.Connect(t, env.URL)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	exp := journal.New(nc, js, journal.MaxHistorySize)
 	natstest.Eventually(t, ringertest.Wait, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)

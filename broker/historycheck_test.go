@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"testing"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
@@ -18,10 +16,7 @@ import (
 func checkJournal(t *testing.T, url string, finals []protocol.Invitation) {
 	t.Helper()
 	nc := natstest.Connect(t, url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	hist := journal.New(nc, js, journal.MaxHistorySize)
 	natstest.Eventually(t, 2*ringertest.Wait, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), ringertest.Wait)
@@ -77,10 +72,7 @@ func checkTransitions(id string, got []protocol.Transition, final protocol.Invit
 func checkExport(t *testing.T, url string, finals []protocol.Invitation) {
 	t.Helper()
 	nc := natstest.Connect(t, url)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	exp := journal.New(nc, js, journal.MaxHistorySize)
 	transitions := 0
 	natstest.Eventually(t, 2*ringertest.Wait, func() error {

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/protocol"
 )
@@ -22,10 +20,7 @@ import (
 func TestHistoryReadIsCompletedFromTheLeader(t *testing.T) {
 	c := natstest.RunCluster(t, 3)
 	nc := natstest.Connect(t, c.URLs())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	const size = 5
@@ -107,10 +102,7 @@ func TestHistoryReadWithoutALeaderIsServedUnchecked(t *testing.T) {
 	t.Parallel() // waits for a leader to be lost, with no latency bound: run beside the other tests
 	c := natstest.RunCluster(t, 3)
 	nc := natstest.Connect(t, c.Servers[0].ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	const size = 5
 	natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) error {
 		return Provision(ctx, js, Config{Replicas: 3, HistorySize: size, HistoryRetention: time.Hour})
@@ -139,6 +131,7 @@ func TestHistoryReadWithoutALeaderIsServedUnchecked(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		start := time.Now()
+		var err error
 		page, err = j.Read(ctx, "bob", "", size, false)
 		took := time.Since(start)
 		switch {

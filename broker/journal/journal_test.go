@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/ringer-dev/ringer/broker/journal"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/protocol"
@@ -16,10 +14,7 @@ func open(t *testing.T, size int) *journal.Journal {
 	t.Helper()
 	s := natstest.RunServer(t)
 	nc := natstest.Connect(t, s.ClientURL())
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := natstest.JetStream(t, nc)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := journal.Provision(ctx, js, journal.Config{HistorySize: size, HistoryRetention: time.Hour}); err != nil {

@@ -34,7 +34,7 @@ func TestPartitionCountIsFixedAtProvisioning(t *testing.T) {
 			t.Fatalf("provisioned with 3, asked for %d: %v", n, err)
 		}
 	}
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, nc)
 	if _, err := js.Stream(ctx, subjects.Partition(3).BucketStream()); !errors.Is(err, jetstream.ErrStreamNotFound) {
 		t.Fatalf("a refused provisioning created a fourth partition: %v", err)
 	}
@@ -58,7 +58,7 @@ func TestABucketFromBeforePartitionsIsOne(t *testing.T) {
 	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, nc)
 	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: subjects.Bucket, History: 1})
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +87,7 @@ func TestAnEmptyBucketWithoutMarkerTakesTheCount(t *testing.T) {
 	nc := natstest.Connect(t, natstest.RunServer(t).ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, nc)
 	if _, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: subjects.Bucket, History: 1}); err != nil {
 		t.Fatal(err)
 	}

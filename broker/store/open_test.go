@@ -99,7 +99,7 @@ func TestProvisionAppliesTheSizeLimits(t *testing.T) {
 		if err := store.Provision(ctx, nc, store.ProvisionConfig{Replicas: 1, MaxBytes: limit}); err != nil {
 			t.Fatal(err)
 		}
-		js, _ := jetstream.New(nc)
+		js := natstest.JetStream(t, nc)
 		st, err := js.Stream(ctx, "KV_RINGER")
 		if err != nil {
 			t.Fatal(err)
@@ -123,7 +123,7 @@ func TestProvisionCreatesTheProjectorOnlyForItsReaders(t *testing.T) {
 	nc := natstest.Connect(t, srv.ClientURL())
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	js, _ := jetstream.New(nc)
+	js := natstest.JetStream(t, nc)
 	const parts = 2
 	has := func() (int, error) {
 		n := 0
