@@ -196,19 +196,23 @@ func historyWithoutLeader(t *testing.T, c *natstest.Cluster, stopped int, who *r
 // given to the old leader and redelivers what was in hand.
 func stallStream(t *testing.T, c *natstest.Cluster, js jetstream.JetStream, stream string, mover *store.Store, keep ...store.Group) (stopped int) {
 	t.Helper()
-	ctx := ringertest.Ctx(t)
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := st.CachedInfo().Config
-	sc.Replicas = 2
-	if _, err := js.UpdateStream(ctx, sc); err != nil {
-		t.Fatal(err)
-	}
+	// Each request with a deadline of its own: a JetStream API request can
+	// go unanswered while the groups settle, and a retry then succeeds
+	// (natstest.Attempt; fresh-clone CI saw the update time out once, just
+	// after the cluster formed). The update is idempotent: a retry of one
+	// whose answer was lost sets the same two replicas.
+	var st jetstream.Stream
+	natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) error {
+		var err error
+		if st, err = js.Stream(ctx, stream); err != nil {
+			return err
+		}
+		sc := st.CachedInfo().Config
+		sc.Replicas = 2
+		_, err = js.UpdateStream(ctx, sc)
+		return err
+	})
 	var peers []string
-	// Each check with a deadline of its own: a JetStream API request can go
-	// unanswered while the groups settle (natstest.Attempt).
 	natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) error {
 		info, err := st.Info(ctx)
 		if err != nil {

@@ -252,10 +252,13 @@ func TestTimerBatchHeldWhileItsTimeoutsWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Looked up before a server stops: the test's connection may be on it.
-	batches, err := js.Consumer(ringertest.Ctx(t), subjects.Partition(0).TimerStream(), store.ConsumerTimerBatches)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Each try with a deadline of its own (natstest.Attempt): the cluster
+	// has only just formed.
+	var batches jetstream.Consumer
+	natstest.Attempt(t, 30*time.Second, 5*time.Second, func(ctx context.Context) (err error) {
+		batches, err = js.Consumer(ctx, subjects.Partition(0).TimerStream(), store.ConsumerTimerBatches)
+		return err
+	})
 	li := alice.Invite(t, "nobody")
 	deadline := time.UnixMilli(li.Invitation().Deadline)
 	moves := env.Brokers[0].NC.Stats().Reconnects
