@@ -230,3 +230,65 @@ func testAnswerInTheRingCallbackFollowsItsAck(t *testing.T, verb string) {
 		t.Fatalf("the monitor saw %v, want %v", order, want)
 	}
 }
+
+// An accept does not wait for ever behind an ack that goes unanswered: the
+// server maps bob's acks to a subject the test holds them on (never
+// answered, as if the broker that took one had died with it), and bob's
+// accept in his ring callback goes out about a second after his ack
+// (client's ackWait), well before the ack's first attempt gives up
+// (DefaultTimeout/2, 2.5 s), which is when it would go without the bound.
+// The call is accepted: an accept needs no ack before it.
+func TestAcceptDoesNotWaitForAnUnansweredAck(t *testing.T) {
+	s := natstest.RunServer(t)
+	env := &ringertest.Env{T: t, URL: s.ClientURL()}
+	cfg := ringertest.TestConfig()
+	// An invitation whose ack never lands stays SENT: its offline timeout
+	// must not end it before the accept, however slow the machine.
+	cfg.Timeouts.Offline = 10 * time.Second
+	env.Brokers = append(env.Brokers, ringertest.StartBroker(t, env.URL, cfg))
+	ackSubj, _ := subjects.Command("bob", subjects.VerbAck)
+	acceptSubj, _ := subjects.Command("bob", subjects.VerbAccept)
+	if err := s.GlobalAccount().AddMapping(ackSubj, "held.ack"); err != nil {
+		t.Fatal(err)
+	}
+	acks, accepts := make(chan time.Time, 16), make(chan time.Time, 16)
+	mon := natstest.Connect(t, env.URL, nats.Name("monitor"))
+	for subj, seen := range map[string]chan time.Time{"held.ack": acks, acceptSubj: accepts} {
+		if _, err := mon.Subscribe(subj, func(*nats.Msg) { seen <- time.Now() }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := mon.Flush(); err != nil {
+		t.Fatal(err)
+	}
+
+	alice := env.Login("alice", "phone")
+	answered := make(chan error, 1)
+	env.Login("bob", "phone", client.WithHandler(client.Handler{
+		OnRemoteInvitationReceived: func(ri *client.RemoteInvitation) {
+			answered <- ri.Accept(ringertest.Ctx(t), "")
+		},
+	}))
+	li := alice.Invite(t, "bob")
+	wait := func(what string, ch <-chan time.Time) time.Time {
+		t.Helper()
+		select {
+		case at := <-ch:
+			return at
+		case <-time.After(ringertest.Wait):
+			t.Fatalf("no %s seen", what)
+			return time.Time{}
+		}
+	}
+	acked := wait("ack", acks)
+	accepted := wait("accept", accepts)
+	if err := <-answered; err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	alice.Rec.Wait(t, "Accepted "+li.ID)
+	gap := accepted.Sub(acked)
+	t.Logf("accept sent %s after the unanswered ack", gap)
+	if gap < 900*time.Millisecond || gap > 2*time.Second {
+		t.Fatalf("accept sent %s after the unanswered ack, want about a second (client's ackWait)", gap)
+	}
+}
