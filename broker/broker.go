@@ -55,7 +55,8 @@ type Broker struct {
 	seq       *sequencer     // keeps each user's commands in order
 	workers   sync.WaitGroup
 	clock     func() time.Time // time.Now; tests may replace it
-	// afterClaim, if set (tests only), runs right after a send's line claims.
+	// afterClaim, if set (tests only), runs right after a send's line
+	// claims (a 1:1 or a group send's).
 	afterClaim func()
 	// onGlareWait, if set (tests only), runs when a send waits for its
 	// callee's send to it (sendingToMe).

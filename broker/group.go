@@ -97,6 +97,9 @@ func (b *Broker) sendGroup(ctx context.Context, c *command) (protocol.Reply, err
 			if err != nil {
 				return protocol.Reply{}, err
 			}
+			if b.afterClaim != nil {
+				b.afterClaim() // tests: a claim that took long
+			}
 			// As in send: past a third of the grace, the claims may soon
 			// count as abandoned.
 			if cctx, cancel, err = b.claimDeadline(ctx, now); err != nil {

@@ -95,3 +95,32 @@ func slowClaim(t *testing.T, e *staleEnv, caller, callee, id string) store.Line 
 	}
 	return mine
 }
+
+// A group send gives up the same way: its claims on the caller's and every
+// callee's line were written, then the clock passes a third of the grace
+// before the record is; the send answers UNAVAILABLE, writes no record and
+// leaves its claims to lapse like any abandoned claim.
+func TestSlowGroupClaimGivesUp(t *testing.T) {
+	e := newStaleEnv(t)
+	const id = "slowgroup"
+	e.online(t, "alice")
+	var skew atomic.Int64 // ns added to the broker's clock
+	e.b.clock = func() time.Time { return time.Now().Add(time.Duration(skew.Load())) }
+	e.b.afterClaim = func() { skew.Store(int64(e.b.cfg.ClaimGrace/3 + time.Millisecond)) }
+
+	c := &command{user: "alice", verb: "send", req: &protocol.Request{Device: "phone", Callees: []string{"bob", "carol"}, Mode: protocol.ModeJoin, ID: id}}
+	_, err := e.b.sendGroup(e.ctx, c)
+	var pe *protocol.Error
+	if !errors.As(err, &pe) || pe.Code != protocol.CodeUnavailable {
+		t.Fatalf("group send after a slow claim: %v, want UNAVAILABLE", err)
+	}
+	if _, _, err := e.other.GetInvitationFresh(e.ctx, id); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("the group invitation was written after its claims grew old: %v", err)
+	}
+	for _, u := range []string{"alice", "bob", "carol"} {
+		line, _, err := e.other.GetLineFresh(e.ctx, u)
+		if err != nil || len(line.Claims) != 1 || line.Claims[0].ID != id {
+			t.Fatalf("%s's line: %+v, %v (want the abandoned claim)", u, line, err)
+		}
+	}
+}
