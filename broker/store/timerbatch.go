@@ -145,14 +145,29 @@ const DueSoon = time.Second
 // for the next flush. So each timer is stored half a window to a window and
 // a half after Arm, and flushes are at least a window apart. A backlog of
 // cap(in) timers is flushed at once, whatever their age.
+//
+// A timer handed over again while it is held (the same invitation and
+// deadline) joins the one held: it is stored once, and both are told. That
+// is the common case, not a corner: the callee's ack of a ringing
+// invitation is projected within the window that holds the timer its send
+// asked for, and relies on that timer (the broker's timerLost), which is
+// not armed yet, so it asks again. Stored twice, every such timer would
+// fire twice, its two timeouts racing each other.
 func (tb *TimerBatcher) run() {
 	defer close(tb.done)
 	var (
 		held  []armRequest
+		index = map[TimerEntry]int{} // position in held
 		tick  = time.NewTimer(tb.window)
 		ticks <-chan time.Time // nil while nothing waits
 	)
 	tick.Stop()
+	reindex := func() {
+		clear(index)
+		for i, r := range held {
+			index[r.e] = i
+		}
+	}
 	for {
 		select {
 		case r, ok := <-tb.in:
@@ -160,22 +175,35 @@ func (tb *TimerBatcher) run() {
 				tb.flush(held, time.Now().Add(tb.window)) // all of them, however young
 				return
 			}
+			if i, ok := index[r.e]; ok {
+				held[i].done = tellBoth(held[i].done, r.done)
+				continue
+			}
+			index[r.e] = len(held)
 			held = append(held, r)
 			switch {
 			case len(held) >= cap(tb.in):
 				held = tb.flush(held, time.Now().Add(tb.window))
+				reindex()
 			case ticks == nil:
 				tick.Reset(tb.window)
 				ticks = tick.C
 			}
 		case now := <-ticks:
 			ticks = nil
-			if held = tb.flush(held, now); len(held) > 0 {
+			held = tb.flush(held, now)
+			reindex()
+			if len(held) > 0 {
 				tick.Reset(tb.window)
 				ticks = tick.C
 			}
 		}
 	}
+}
+
+// tellBoth reports an outcome to a, then to b.
+func tellBoth(a, b func(error)) func(error) {
+	return func(err error) { a(err); b(err) }
 }
 
 // flush stores, on the next partition's timer stream, the timers of held

@@ -1,6 +1,7 @@
 package store_test
 
 import (
+	"context"
 	"slices"
 	"testing"
 	"time"
@@ -60,6 +61,20 @@ func TestTimerBatcherSkipsTimersNoLongerNeeded(t *testing.T) {
 	if d.Timers != 1 || d.Skipped != 3 {
 		t.Errorf("%d schedules, %d timers skipped; want 1 schedule (capped, ringing, group, unseen) and 3 skipped (ended, answered, hungup)", d.Timers, d.Skipped)
 	}
+	var stored []string
+	for _, e := range firstBatch(ctx, t, st) {
+		stored = append(stored, e.ID)
+	}
+	slices.Sort(stored)
+	if want := []string{"capped", "group", "ringing", "unseen"}; !slices.Equal(stored, want) {
+		t.Errorf("the schedule holds %v, want %v", stored, want)
+	}
+}
+
+// firstBatch returns the entries of the first schedule in partition 0's
+// timer stream.
+func firstBatch(ctx context.Context, t *testing.T, st *store.Store) []store.TimerEntry {
+	t.Helper()
 	s, err := st.JetStream().Stream(ctx, subjects.Partition(0).TimerStream())
 	if err != nil {
 		t.Fatal(err)
@@ -72,13 +87,41 @@ func TestTimerBatcherSkipsTimersNoLongerNeeded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var stored []string
-	for _, e := range es {
-		stored = append(stored, e.ID)
+	return es
+}
+
+// A timer handed over again while it is held is stored once, and both
+// are told: the callee's ack of a ringing invitation relies on the timer
+// its send asked for, which the batcher still holds, and asks again (the
+// broker's timerLost). Stored twice, it would fire twice. A timer of the
+// same invitation at another deadline is another timer.
+func TestTimerBatcherStoresATimerHeldTwiceOnce(t *testing.T) {
+	ctx, st := openPartitions(t, 1)
+	tb := st.NewTimerBatcher(time.Hour) // nothing is flushed before Close
+	slot := store.TimerSlot.Milliseconds()
+	at := (time.Now().Add(time.Hour).UnixMilli()/slot)*slot + 1 // at and at+1 round to one slot
+	arms := []store.TimerEntry{{ID: "ringing", At: at}, {ID: "other", At: at}, {ID: "ringing", At: at}, {ID: "ringing", At: at + 1}}
+	before := st.Stats()
+	done := make(chan error, len(arms))
+	for _, e := range arms {
+		tb.Arm(e.ID, e.At, func(err error) { done <- err })
 	}
-	slices.Sort(stored)
-	if want := []string{"capped", "group", "ringing", "unseen"}; !slices.Equal(stored, want) {
-		t.Errorf("the schedule holds %v, want %v", stored, want)
+	tb.Close()
+	for range arms {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatal("an Arm was not told its timer's outcome")
+		}
+	}
+	if d := st.Stats().Sub(before); d.Timers != 1 {
+		t.Fatalf("%d schedules, want 1", d.Timers)
+	}
+	if got, want := firstBatch(ctx, t, st), []store.TimerEntry{arms[0], arms[1], arms[3]}; !slices.Equal(got, want) {
+		t.Errorf("the schedule holds %v, want %v", got, want)
 	}
 }
 
