@@ -102,21 +102,7 @@ func TestTimerBatcherStoresATimerHeldTwiceOnce(t *testing.T) {
 	at := (time.Now().Add(time.Hour).UnixMilli()/slot)*slot + 1 // at and at+1 round to one slot
 	arms := []store.TimerEntry{{ID: "ringing", At: at}, {ID: "other", At: at}, {ID: "ringing", At: at}, {ID: "ringing", At: at + 1}}
 	before := st.Stats()
-	done := make(chan error, len(arms))
-	for _, e := range arms {
-		tb.Arm(e.ID, e.At, func(err error) { done <- err })
-	}
-	tb.Close()
-	for range arms {
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Fatal(err)
-			}
-		default:
-			t.Fatal("an Arm was not told its timer's outcome")
-		}
-	}
+	armAndClose(t, tb, arms...)
 	if d := st.Stats().Sub(before); d.Timers != 1 {
 		t.Fatalf("%d schedules, want 1", d.Timers)
 	}
@@ -131,18 +117,29 @@ func TestTimerBatcherCloseStoresWhatItHolds(t *testing.T) {
 	_, st := openPartitions(t, 1)
 	tb := st.NewTimerBatcher(time.Second) // a timer waits half a second or more
 	before := st.Stats()
-	done := make(chan error, 1)
-	tb.Arm("young", time.Now().Add(time.Hour).UnixMilli(), func(err error) { done <- err })
-	tb.Close()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatal(err)
-		}
-	default:
-		t.Fatal("Close returned without storing a timer it held, or reporting on it")
-	}
+	armAndClose(t, tb, store.TimerEntry{ID: "young", At: time.Now().Add(time.Hour).UnixMilli()})
 	if d := st.Stats().Sub(before); d.Timers != 1 {
 		t.Errorf("%d schedules stored at Close, want 1", d.Timers)
+	}
+}
+
+// armAndClose hands arms to tb, closes it, and fails t unless every Arm
+// was told, by the time Close returned, that its timer was stored.
+func armAndClose(t *testing.T, tb *store.TimerBatcher, arms ...store.TimerEntry) {
+	t.Helper()
+	done := make(chan error, len(arms))
+	for _, e := range arms {
+		tb.Arm(e.ID, e.At, func(err error) { done <- err })
+	}
+	tb.Close()
+	for range arms {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatal(err)
+			}
+		default:
+			t.Fatal("Close returned without storing a timer it held, or reporting on it")
+		}
 	}
 }
