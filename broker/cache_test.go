@@ -70,7 +70,7 @@ func staleEnvOn(t *testing.T, ctx context.Context, nc *nats.Conn, cfg Config) *s
 func (e *staleEnv) online(t *testing.T, users ...string) {
 	t.Helper()
 	for _, u := range users {
-		if err := e.other.PutSession(e.ctx, u, "phone", time.Minute); err != nil {
+		if _, err := e.other.PutSession(e.ctx, u, "phone", time.Minute); err != nil {
 			t.Fatal(err)
 		}
 	}

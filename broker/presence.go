@@ -36,7 +36,8 @@ func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) 
 		return protocol.Reply{}, protocol.Errorf(protocol.CodeResourceExhausted,
 			"%s has %d devices logged in, at most %d: log one out, or wait for a lost one's session to expire", c.user, len(live), b.cfg.MaxDevices)
 	}
-	if err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL); err != nil {
+	rev, err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL)
+	if err != nil {
 		return protocol.Reply{}, err
 	}
 	invs, busy, err := b.liveOf(ctx, c.user)
@@ -44,7 +45,7 @@ func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) 
 		return protocol.Reply{}, err
 	}
 	s := b.session()
-	s.Busy = busy
+	s.Busy, s.Rev = busy, rev
 	c.logged(b.log.Info()).Int("live", len(invs)).Msg("login")
 	return protocol.Reply{Session: s, Invitations: invs}, nil
 }
@@ -53,14 +54,36 @@ func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) 
 // that has ended (expired, or logged out): that is NOT_LOGGEDIN, and the
 // device logs in again — through the device cap, and with the resync a
 // device that was offline needs anyway.
+//
+// A heartbeat that names the session's revision (sessionRev, from the last
+// login or heartbeat reply) costs one write: the refresh is a
+// compare-and-set on it, which a session that ended (its TTL or delete
+// marker is newer) fails. A failed one, or a heartbeat without a revision,
+// reads whether the session is live and then refreshes it: the revision
+// may only be stale (this device's refresh whose answer was lost, a login
+// again), not the session gone.
 func (b *Broker) heartbeat(ctx context.Context, c *command) (protocol.Reply, error) {
+	if c.req.SessionRev != 0 {
+		rev, err := b.store.RefreshSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL, c.req.SessionRev)
+		if err == nil {
+			s := b.session() // nowMs: as late as possible
+			s.Rev = rev
+			return protocol.Reply{Session: s}, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return protocol.Reply{}, err
+		}
+	}
 	if err := b.checkSession(ctx, c.user, c.req.Device).wait(); err != nil {
 		return protocol.Reply{}, err
 	}
-	if err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL); err != nil {
+	rev, err := b.store.PutSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL)
+	if err != nil {
 		return protocol.Reply{}, err
 	}
-	return protocol.Reply{Session: b.session()}, nil
+	s := b.session()
+	s.Rev = rev
+	return protocol.Reply{Session: s}, nil
 }
 
 // logout ends the session now; the presence consumer then resolves the

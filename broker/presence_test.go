@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/ringer-dev/ringer/client"
 	"github.com/ringer-dev/ringer/internal/natstest"
 	"github.com/ringer-dev/ringer/internal/ringertest"
 	"github.com/ringer-dev/ringer/protocol"
@@ -200,5 +202,57 @@ func TestHeartbeatsOfDevicesLoggedInTogetherAreSpread(t *testing.T) {
 		t.Errorf("16 devices logged in together sent their first heartbeats within %s (period %s): not spread", spread, period)
 	} else {
 		t.Logf("first heartbeats spread over %s (period %s)", spread.Round(time.Millisecond), period)
+	}
+}
+
+// A heartbeat that names its session's revision (the SDK's, from its last
+// login or heartbeat reply) refreshes the session in one write and no
+// read. One at a revision that is only stale (the session was written
+// since) still refreshes a live session, by reading it first. And one
+// whose session has ended — here logged out behind the device's back — is
+// NOT_LOGGEDIN, and leaves the session ended: the compare-and-set on the
+// revision is what keeps a refresh from bringing it back.
+func TestHeartbeatAtTheSessionRevision(t *testing.T) {
+	env := ringertest.Start(t, ringertest.TestConfig())
+	st := env.Brokers[0].Store()
+	ctx := ringertest.Ctx(t)
+	alice := env.Login("alice", "phone", client.WithoutHeartbeat())
+	first := alice.Session().Rev
+	if first == 0 {
+		t.Fatal("the login reply has no session revision")
+	}
+
+	before := st.Stats()
+	if err := alice.Heartbeat(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := st.Stats().Sub(before); d.Writes != 1 || d.Reads != 0 {
+		t.Errorf("a heartbeat at its session's revision cost %d writes and %d reads, want 1 and 0", d.Writes, d.Reads)
+	}
+	second := alice.Session().Rev
+	if second <= first {
+		t.Fatalf("the session revision went from %d to %d", first, second)
+	}
+
+	// At the login's revision, which the heartbeat replaced: a conflict,
+	// a read, a write.
+	hb, _ := subjects.Command("alice", subjects.VerbHeartbeat)
+	before = st.Stats()
+	rep := rawRequest(t, env, hb, protocol.MustMarshal(&protocol.Request{Device: "phone", SessionRev: first}))
+	if rep.Error != nil || rep.Session == nil || rep.Session.Rev <= second {
+		t.Fatalf("heartbeat at a stale revision of a live session: %+v", rep)
+	}
+	if d := st.Stats().Sub(before); d.Writes != 2 || d.Reads != 1 {
+		t.Errorf("a heartbeat at a stale revision cost %d writes and %d reads, want 2 (the refused one) and 1", d.Writes, d.Reads)
+	}
+
+	if err := st.DeleteSession(ctx, "alice", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	if err := alice.Heartbeat(ctx); !errors.Is(err, client.ErrNotLoggedIn) {
+		t.Fatalf("heartbeat of a session logged out: %v, want NOT_LOGGEDIN", err)
+	}
+	if live, err := st.HasSessionFresh(ctx, "alice", "phone"); err != nil || live {
+		t.Fatalf("after the heartbeat of a session logged out: live %v, %v", live, err)
 	}
 }

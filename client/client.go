@@ -323,9 +323,24 @@ func (c *Client) relogin(ctx context.Context) error {
 // Heartbeat refreshes the session now (Login starts automatic heartbeats).
 // A session that has ended is not brought back: that is ErrNotLoggedIn
 // (the automatic heartbeats then log in again).
+//
+// It names the session's revision from the last login or heartbeat reply
+// (protocol.md §4.4), so that the broker refreshes the session in one write.
 func (c *Client) Heartbeat(ctx context.Context) error {
-	_, err := c.request(ctx, subjects.VerbHeartbeat, &protocol.Request{})
-	return err
+	c.mu.Lock()
+	rev := c.session.Rev
+	c.mu.Unlock()
+	rep, err := c.request(ctx, subjects.VerbHeartbeat, &protocol.Request{SessionRev: rev})
+	if err != nil {
+		return err
+	}
+	if rep.Session != nil && rep.Session.Rev != 0 {
+		c.mu.Lock()
+		// Unless a login meanwhile wrote a newer one (revisions only grow).
+		c.session.Rev = max(c.session.Rev, rep.Session.Rev)
+		c.mu.Unlock()
+	}
+	return nil
 }
 
 // Logout ends the session at once (if it was the user's last, the broker

@@ -501,6 +501,9 @@ func (r *fastReader) request(q *Request) {
 		case "seen":
 			q.Seen = r.uint64()
 			return 1 << 15
+		case "sessionRev":
+			q.SessionRev = r.uint64()
+			return 1 << 16
 		}
 		return 0
 	})

@@ -261,7 +261,7 @@ func (e Event) EncodeMsgpack(enc *msgpack.Encoder) error {
 func (r Request) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w := NewMapWriter(enc, 1+Present(r.ID != "", r.Callee != "", r.Content != "", r.ChannelID != "",
 		r.Response != "", r.Busy, r.Timeouts != nil, r.Deadline != 0, r.Limit != 0, r.Cursor != "", r.Missed,
-		r.Push != nil, r.Peer != "", len(r.Callees) != 0, r.Mode != "", r.Seen != 0))
+		r.Push != nil, r.Peer != "", len(r.Callees) != 0, r.Mode != "", r.Seen != 0, r.SessionRev != 0))
 	w.String("device", r.Device)
 	w.OmitString("id", r.ID)
 	w.OmitString("callee", r.Callee)
@@ -283,6 +283,7 @@ func (r Request) EncodeMsgpack(enc *msgpack.Encoder) error {
 	w.OmitStrings("callees", r.Callees)
 	w.OmitString("mode", string(r.Mode))
 	w.OmitUint("seen", r.Seen)
+	w.OmitUint("sessionRev", r.SessionRev)
 	return w.Err()
 }
 

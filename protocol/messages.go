@@ -110,6 +110,11 @@ type Request struct {
 	// through the stream leader if its fast read is older (a replica that
 	// is catching up, e.g. after a network partition).
 	Seen uint64 `msgpack:"seen,omitempty"`
+	// SessionRev (heartbeat) is the session's revision from the last
+	// login or heartbeat reply (Session.Rev; 0: none): the broker
+	// refreshes the session in one compare-and-set write instead of a
+	// read and a write.
+	SessionRev uint64 `msgpack:"sessionRev,omitempty"`
 }
 
 // Timeouts are per-invitation overrides, in milliseconds; zero keeps the
@@ -151,6 +156,10 @@ type Session struct {
 	// invitations draws ids in its own user's partition
 	// (subjects.LocalInvitationID), so that a call writes to fewer of them.
 	Partitions int `msgpack:"partitions,omitempty"`
+	// Rev (login, heartbeat) is the revision of the device's session
+	// record as this reply left it: sent back as the next heartbeat's
+	// Request.SessionRev.
+	Rev uint64 `msgpack:"rev,omitempty"`
 }
 
 // Event is published on a user's events subject for every committed

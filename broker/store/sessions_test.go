@@ -24,11 +24,11 @@ func TestSessionsInOneRead(t *testing.T) {
 				t.Fatalf("no sessions yet: %v, %v", live, err)
 			}
 			for _, d := range []string{"phone", "laptop", "tablet"} {
-				if err := st.PutSession(ctx, "alice", d, time.Minute); err != nil {
+				if _, err := st.PutSession(ctx, "alice", d, time.Minute); err != nil {
 					t.Fatal(err)
 				}
 			}
-			if err := st.PutSession(ctx, "alicea", "phone", time.Minute); err != nil {
+			if _, err := st.PutSession(ctx, "alicea", "phone", time.Minute); err != nil {
 				t.Fatal(err)
 			}
 			if err := st.DeleteSession(ctx, "alice", "tablet"); err != nil {
@@ -71,7 +71,7 @@ func TestSessionReadsAllocateLittle(t *testing.T) {
 	_, st := openStore(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := st.PutSession(ctx, "alice", "phone", time.Minute); err != nil {
+	if _, err := st.PutSession(ctx, "alice", "phone", time.Minute); err != nil {
 		t.Fatal(err)
 	}
 	read := func() {
@@ -91,5 +91,41 @@ func TestSessionReadsAllocateLittle(t *testing.T) {
 	t.Logf("%d bytes allocated per session read (the process's, server included)", perRead)
 	if perRead > 256<<10 {
 		t.Fatalf("a session read allocated %d bytes, want well under nats.go's 512 KiB subscription buffer", perRead)
+	}
+}
+
+// A session refreshed at the revision it was last written at is refreshed
+// in one write; at any other revision — written again since, or ended by
+// its delete marker — the refresh is a conflict and writes nothing, so it
+// never brings back a session that ended.
+func TestRefreshSession(t *testing.T) {
+	_, st := openStore(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rev, err := st.PutSession(ctx, "alice", "phone", time.Minute)
+	if err != nil || rev == 0 {
+		t.Fatalf("put: revision %d, %v", rev, err)
+	}
+	before := st.Stats()
+	next, err := st.RefreshSession(ctx, "alice", "phone", time.Minute, rev)
+	if err != nil || next <= rev {
+		t.Fatalf("refresh at %d: revision %d, %v", rev, next, err)
+	}
+	if d := st.Stats().Sub(before); d.Writes != 1 || d.Reads != 0 {
+		t.Errorf("a refresh cost %d writes and %d reads, want 1 and 0", d.Writes, d.Reads)
+	}
+	for _, stale := range []uint64{0, rev} {
+		if _, err := st.RefreshSession(ctx, "alice", "phone", time.Minute, stale); !errors.Is(err, store.ErrConflict) {
+			t.Errorf("refresh at a stale revision %d: %v, want a conflict", stale, err)
+		}
+	}
+	if err := st.DeleteSession(ctx, "alice", "phone"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.RefreshSession(ctx, "alice", "phone", time.Minute, next); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("refresh of a session logged out: %v, want a conflict", err)
+	}
+	if live, err := st.HasSessionFresh(ctx, "alice", "phone"); err != nil || live {
+		t.Fatalf("after a refused refresh of a logged-out session: live %v, %v", live, err)
 	}
 }

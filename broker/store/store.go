@@ -541,10 +541,23 @@ func isFull(e *jetstream.APIError) bool {
 }
 
 // PutSession records a live session of user on device that expires after
-// ttl unless refreshed. ttl is rounded up to whole seconds (JetStream's TTL
-// granularity).
-func (s *Store) PutSession(ctx context.Context, user, device string, ttl time.Duration) error {
-	return s.putExpiring(ctx, subjects.SessionKey(user, device), nil, ttl, "session")
+// ttl unless refreshed, and returns its revision. ttl is rounded up to
+// whole seconds (JetStream's TTL granularity).
+func (s *Store) PutSession(ctx context.Context, user, device string, ttl time.Duration) (uint64, error) {
+	return s.putExpiringAt(ctx, subjects.SessionKey(user, device), nil, ttl, "session", nil)
+}
+
+// RefreshSession is PutSession for a session this store knows at revision
+// rev, in one write with compare-and-set: ErrConflict, and nothing
+// written, if the key was written since — the session ended (its TTL or
+// delete marker) or was written again (a login, a refresh whose answer was
+// lost). The caller then decides by reading whether the session is live.
+// A session that ended is never brought back by a refresh.
+func (s *Store) RefreshSession(ctx context.Context, user, device string, ttl time.Duration, rev uint64) (uint64, error) {
+	if rev == 0 {
+		return 0, fmt.Errorf("%w: session %s/%s: no revision to refresh", ErrConflict, user, device)
+	}
+	return s.putExpiringAt(ctx, subjects.SessionKey(user, device), nil, ttl, "session", &rev)
 }
 
 // DeleteSession removes a session (logout).
@@ -554,14 +567,25 @@ func (s *Store) DeleteSession(ctx context.Context, user, device string) error {
 
 // putExpiring writes data under key (no compare-and-set) for ttl.
 func (s *Store) putExpiring(ctx context.Context, key string, data []byte, ttl time.Duration, what string) error {
+	_, err := s.putExpiringAt(ctx, key, data, ttl, what, nil)
+	return err
+}
+
+// putExpiringAt writes data under key for ttl, with compare-and-set on
+// *expect if it is not nil, and returns the key's new revision.
+func (s *Store) putExpiringAt(ctx context.Context, key string, data []byte, ttl time.Duration, what string, expect *uint64) (uint64, error) {
 	m := nats.NewMsg(s.kvSubject(key))
 	m.Header.Set(jetstream.MsgTTLHeader, ttlHeader(ttl))
+	if expect != nil {
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, strconv.FormatUint(*expect, 10))
+	}
 	m.Data = data
 	s.stats.writes.Add(1)
-	if _, err := s.publish(ctx, m); err != nil {
-		return mapPubErr(err, what)
+	rev, err := s.publish(ctx, m)
+	if err != nil {
+		return 0, mapPubErr(err, what)
 	}
-	return nil
+	return rev, nil
 }
 
 // deleteKey writes key's delete marker, which itself expires after markerTTL.
