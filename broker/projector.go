@@ -142,14 +142,17 @@ func (b *Broker) projected(m settler, rec *lifecycle.Record, first bool) {
 // would leave the invitation with no timer at all. This check — one direct
 // get of the schedule — closes that. A failed check counts as missing
 // (arming twice is harmless). A batched timer (Config.TimerBatch) cannot
-// be looked up by invitation: one this broker did not arm itself is armed
-// again, in a batch, which costs less than the look-up.
+// be looked up by invitation: one not known armed (this broker armed it,
+// or a peer's gossip said it did: store.KnownArmed) is handed to the
+// batcher again, which costs less than the look-up, and which drops it at
+// its flush if it is known armed by then (the peer that committed the
+// earlier revision stores its batch 50–150 ms after it).
 func (b *Broker) timerLost(ctx context.Context, rec *lifecycle.Record) bool {
 	if !b.reliesOnTimer(rec) {
 		return false
 	}
 	if b.cfg.TimerBatch > 0 {
-		return !b.store.ArmedHere(rec.ID, rec.TimerAt)
+		return !b.store.KnownArmed(rec.ID, rec.TimerAt)
 	}
 	armed, err := b.store.TimerArmed(ctx, rec.ID, rec.TimerAt)
 	if err == nil && armed {

@@ -83,16 +83,17 @@ func newCache(size int) *cache {
 	return &cache{invs: invs, lines: lines, timers: timers}
 }
 
-// armed notes that this store armed invitation id's timer at at.
+// armed notes that invitation id's timer at at is armed: this store armed
+// it, or a peer told it so (cache gossip).
 func (c *cache) armed(id string, at int64) {
 	if c != nil {
 		c.timers.Add(id, at)
 	}
 }
 
-// armedHere reports whether this store armed invitation id's timer at at
-// (the last one it armed for id).
-func (c *cache) armedHere(id string, at int64) bool {
+// knownArmed reports whether invitation id's timer at at is known to be
+// armed (the last one noted for id).
+func (c *cache) knownArmed(id string, at int64) bool {
 	if c == nil {
 		return false
 	}

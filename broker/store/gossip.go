@@ -81,6 +81,23 @@ const (
 	gossipRev = "Ringer-Rev"
 )
 
+// gossipArmed is the Ringer-Key of a batch of timers a peer stored
+// (ArmTimers): the body is the batch's, its Ringer-Rev the schedule's
+// sequence. It is not a bucket key, so a broker from before it ignores it.
+const gossipArmed = "timers.armed"
+
+// tellArmed publishes to the peers that the timers of batch body data are
+// stored (at sequence seq of a timer stream), best effort: a peer that
+// relies on one of them (a later revision of its invitation, projected
+// there) then need not store it again (KnownArmed).
+func (s *Store) tellArmed(seq uint64, data []byte) {
+	if s.gossip.subject == "" || s.gossip.listening.Load() == 0 {
+		return
+	}
+	_ = s.nc.PublishMsg(&nats.Msg{Subject: s.gossip.subject, Data: data,
+		Header: nats.Header{gossipKey: []string{gossipArmed}, gossipRev: []string{strconv.FormatUint(seq, 10)}}})
+}
+
 // heard keeps what a peer wrote in the cache; putInvitation and putLine
 // keep it only if it is newer than what they hold.
 func (s *Store) heard(m *nats.Msg) {
@@ -90,6 +107,14 @@ func (s *Store) heard(m *nats.Msg) {
 		return
 	}
 	switch {
+	case key == gossipArmed:
+		es, err := DecodeTimerBatch(m.Data)
+		if err != nil {
+			return
+		}
+		for _, e := range es {
+			s.cache.armed(e.ID, e.At)
+		}
 	case strings.HasPrefix(key, invKeyPrefix):
 		var r lifecycle.Record
 		if len(m.Data) == 0 || msgpack.Unmarshal(m.Data, &r) != nil || r.ID != strings.TrimPrefix(key, invKeyPrefix) {

@@ -22,15 +22,7 @@ func TestCacheGossip(t *testing.T) {
 	nc, _ := openStore(t, 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	open := func(instance string) *store.Store {
-		st, err := store.Open(ctx, natstest.Connect(t, nc.ConnectedUrl()), store.CacheSize(100))
-		if err != nil {
-			t.Fatal(err)
-		}
-		st.Gossip(instance)
-		return st
-	}
-	a, b := open("a"), open("b")
+	a, b := openGossiping(ctx, t, nc.ConnectedUrl(), "a"), openGossiping(ctx, t, nc.ConnectedUrl(), "b")
 	heard := make(chan *nats.Msg, 16)
 	if _, err := nc.ChanSubscribe(store.GossipPrefix+"a", heard); err != nil {
 		t.Fatal(err)
@@ -114,4 +106,61 @@ func TestCacheGossip(t *testing.T) {
 	if _, ok := b.CachedInvitation("early"); ok {
 		t.Fatal("b cached a write made before it listened")
 	}
+}
+
+// A batch of timers one broker stores is gossiped to its peers: a peer
+// that is handed one of those timers again (the next revision of its
+// invitation, projected there, relies on it) knows it is stored and does
+// not store it a second time; a timer it was not told of it stores. A
+// gossiped batch whose body is not a batch is ignored.
+func TestTimersArmedByAPeerAreNotStoredAgain(t *testing.T) {
+	nc, _ := openStore(t, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a, b := openGossiping(ctx, t, nc.ConnectedUrl(), "a"), openGossiping(ctx, t, nc.ConnectedUrl(), "b")
+	for _, l := range []struct {
+		st   *store.Store
+		peer string
+	}{{a, "b"}, {b, "a"}} {
+		if _, err := l.st.ListenTo(l.peer); err != nil {
+			t.Fatal(err)
+		}
+	}
+	junk := nats.NewMsg(store.GossipPrefix + "a")
+	junk.Header.Set("Ringer-Key", "timers.armed")
+	junk.Header.Set("Ringer-Rev", "1")
+	junk.Data = []byte("not a batch")
+	if err := nc.PublishMsg(junk); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(time.Hour).UnixMilli()
+	if err := a.ArmTimers(ctx, 0, at, []store.TimerEntry{{ID: "shared", At: at}}); err != nil {
+		t.Fatal(err)
+	}
+	natstest.Eventually(t, 10*time.Second, func() error {
+		if !b.KnownArmed("shared", at) {
+			return fmt.Errorf("b has not heard that a stored the timer of shared")
+		}
+		return nil
+	})
+	if b.KnownArmed("shared", at+1) {
+		t.Fatal("b takes a timer at another deadline for the one a stored")
+	}
+	before := b.Stats()
+	armAndClose(t, b.NewTimerBatcher(time.Hour), store.TimerEntry{ID: "shared", At: at}, store.TimerEntry{ID: "own", At: at})
+	if d := b.Stats().Sub(before); d.Timers != 1 || d.Skipped != 1 {
+		t.Errorf("b stored %d schedules and skipped %d timers, want 1 (own) and 1 (shared)", d.Timers, d.Skipped)
+	}
+}
+
+// openGossiping opens a store with a record cache on a connection of its
+// own to url, gossiping as instance (listening to no one yet).
+func openGossiping(ctx context.Context, t *testing.T, url, instance string) *store.Store {
+	t.Helper()
+	st, err := store.Open(ctx, natstest.Connect(t, url), store.CacheSize(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Gossip(instance)
+	return st
 }

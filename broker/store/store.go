@@ -642,12 +642,11 @@ func (s *Store) ArmTimer(ctx context.Context, id string, at int64) error {
 }
 
 // TimerArmed reports whether the schedule of invitation id's timer at at
-// is in the timer stream (armed, not fired yet). A timer this store armed
-// itself (and still remembers, in its record cache) is; any other costs a
-// direct get, which a lagging replica may answer "no" to — callers then arm
-// it again, which is harmless.
+// is in the timer stream (armed, not fired yet). A timer known armed
+// (KnownArmed) is; any other costs a direct get, which a lagging replica
+// may answer "no" to — callers then arm it again, which is harmless.
 func (s *Store) TimerArmed(ctx context.Context, id string, at int64) (bool, error) {
-	if s.cache.armedHere(id, at) {
+	if s.cache.knownArmed(id, at) {
 		return true, nil
 	}
 	pt := s.partOf(subjects.InvitationKey(id))
@@ -662,10 +661,13 @@ func (s *Store) TimerArmed(ctx context.Context, id string, at int64) (bool, erro
 	return true, nil
 }
 
-// ArmedHere reports whether this store armed invitation id's timer at at
-// itself and still remembers it (its record cache): TimerArmed without the
-// look-up.
-func (s *Store) ArmedHere(id string, at int64) bool { return s.cache.armedHere(id, at) }
+// KnownArmed reports whether invitation id's timer at at is known to be
+// stored, without a look-up: this store armed it, or a peer's cache gossip
+// said it armed it in a batch (ArmTimers), and the record cache still
+// remembers. Like every gossip it is trusted as a hint whose loss or
+// forgery costs a stored timer or, at worst, a timer missing until a
+// party's read settles the overdue invitation (docs/architecture.md).
+func (s *Store) KnownArmed(id string, at int64) bool { return s.cache.knownArmed(id, at) }
 
 // NewIDFor returns a fresh invitation id whose record lives in the
 // partition of user's line, so that a send's record and its caller's claim

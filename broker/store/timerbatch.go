@@ -71,12 +71,14 @@ func (s *Store) ArmTimers(ctx context.Context, p subjects.Partition, at int64, e
 	m.Header.Set("Nats-Schedule-Target", p.TimerBatchFire(batch))
 	m.Data = data
 	s.stats.timers.Add(1)
-	if _, err := s.publish(ctx, m); err != nil {
+	seq, err := s.publish(ctx, m)
+	if err != nil {
 		return fmt.Errorf("store: arm %d timers: %w", len(es), err)
 	}
 	for _, e := range es {
 		s.cache.armed(e.ID, e.At)
 	}
+	s.tellArmed(seq, data)
 	return nil
 }
 
@@ -208,7 +210,8 @@ func tellBoth(a, b func(error)) func(error) {
 
 // flush stores, on the next partition's timer stream, the timers of held
 // handed over by ripe minus half a window or due within DueSoon, drops those no
-// longer needed, and returns the others (in order).
+// longer needed or already stored (KnownArmed: by this store since, or by
+// a peer, which said so in its gossip), and returns the others (in order).
 func (tb *TimerBatcher) flush(held []armRequest, ripe time.Time) []armRequest {
 	var (
 		out, young []armRequest
@@ -219,7 +222,7 @@ func (tb *TimerBatcher) flush(held []armRequest, ripe time.Time) []armRequest {
 		switch {
 		case r.at.After(cutoff) && r.e.At > due:
 			young = append(young, r)
-		case tb.needless(r.e.ID):
+		case tb.needless(r.e.ID), tb.s.cache.knownArmed(r.e.ID, r.e.At):
 			tb.s.stats.skipped.Add(1)
 			r.done(nil)
 		default:
