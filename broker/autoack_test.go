@@ -288,7 +288,11 @@ func TestAcceptDoesNotWaitForAnUnansweredAck(t *testing.T) {
 	alice.Rec.Wait(t, "Accepted "+li.ID)
 	gap := accepted.Sub(acked)
 	t.Logf("accept sent %s after the unanswered ack", gap)
-	if gap < 900*time.Millisecond || gap > 2*time.Second {
+	// About a second (client's ackWait), measured from where the monitor
+	// saw the ack: the SDK's wait starts as the ack is sent, so under load
+	// the two ends move by a scheduling delay either way. Above 2 s is the
+	// failure this test is for: the ack attempt's timeout, 2.5 s.
+	if gap < 500*time.Millisecond || gap > 2*time.Second {
 		t.Fatalf("accept sent %s after the unanswered ack, want about a second (client's ackWait)", gap)
 	}
 }
