@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"fmt"
 	"slices"
 	"strings"
 	"sync"
@@ -224,9 +225,21 @@ func testAnswerInTheRingCallbackFollowsItsAck(t *testing.T, verb string) {
 	} else {
 		alice.Rec.Wait(t, "Refused "+li.ID)
 	}
+	// The monitor's deliveries run on its own goroutine, which may not
+	// have had them all yet when alice's callback did (CI saw it see
+	// nothing at all at this point): wait for three, then check the order.
+	want := []string{"ack", "ack reply", verb}
+	natstest.Eventually(t, ringertest.Wait, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(order) < len(want) {
+			return fmt.Errorf("the monitor has seen %v so far", order)
+		}
+		return nil
+	})
 	mu.Lock()
 	defer mu.Unlock()
-	if want := []string{"ack", "ack reply", verb}; !slices.Equal(order, want) {
+	if !slices.Equal(order, want) {
 		t.Fatalf("the monitor saw %v, want %v", order, want)
 	}
 }
