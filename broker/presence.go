@@ -13,8 +13,11 @@ import (
 	"github.com/ringer-dev/ringer/subjects"
 )
 
-func (b *Broker) session() *protocol.Session {
-	s := &protocol.Session{TTLMs: b.cfg.PresenceTTL.Milliseconds(), HeartbeatMs: (b.cfg.PresenceTTL / 3).Milliseconds(), NowMs: b.now().UnixMilli()}
+// session is the login and heartbeat replies' session, as of now, whose
+// record the reply's command left at revision rev.
+func (b *Broker) session(rev uint64) *protocol.Session {
+	s := &protocol.Session{TTLMs: b.cfg.PresenceTTL.Milliseconds(), HeartbeatMs: (b.cfg.PresenceTTL / 3).Milliseconds(),
+		NowMs: b.now().UnixMilli(), Rev: rev}
 	if n := b.store.Partitions(); n > 1 {
 		s.Partitions = n
 	}
@@ -44,8 +47,8 @@ func (b *Broker) login(ctx context.Context, c *command) (protocol.Reply, error) 
 	if err != nil {
 		return protocol.Reply{}, err
 	}
-	s := b.session()
-	s.Busy, s.Rev = busy, rev
+	s := b.session(rev)
+	s.Busy = busy
 	c.logged(b.log.Info()).Int("live", len(invs)).Msg("login")
 	return protocol.Reply{Session: s, Invitations: invs}, nil
 }
@@ -66,9 +69,7 @@ func (b *Broker) heartbeat(ctx context.Context, c *command) (protocol.Reply, err
 	if c.req.SessionRev != 0 {
 		rev, err := b.store.RefreshSession(ctx, c.user, c.req.Device, b.cfg.PresenceTTL, c.req.SessionRev)
 		if err == nil {
-			s := b.session() // nowMs: as late as possible
-			s.Rev = rev
-			return protocol.Reply{Session: s}, nil
+			return protocol.Reply{Session: b.session(rev)}, nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			return protocol.Reply{}, err
@@ -81,9 +82,7 @@ func (b *Broker) heartbeat(ctx context.Context, c *command) (protocol.Reply, err
 	if err != nil {
 		return protocol.Reply{}, err
 	}
-	s := b.session()
-	s.Rev = rev
-	return protocol.Reply{Session: s}, nil
+	return protocol.Reply{Session: b.session(rev)}, nil
 }
 
 // logout ends the session now; the presence consumer then resolves the
