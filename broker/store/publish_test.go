@@ -116,3 +116,45 @@ func openR1(t *testing.T) (context.Context, *Store) {
 	}
 	return ctx, s
 }
+
+// WritesFailing counts a run of failed writes until one is stored. A
+// conflict neither starts nor ends the run: a stream leader cut off from its
+// quorum refuses compare-and-sets against what it proposed and could not
+// commit, so that answer does not show that writes go through
+// (TestABrokerLeavesAServerWhereNoWriteGoesThrough).
+func TestAConflictDoesNotEndARunOfFailedWrites(t *testing.T) {
+	ctx, s := openR1(t)
+	create := func(key string) *nats.Msg {
+		m := nats.NewMsg(subjects.KVSubject(key))
+		m.Header.Set(jetstream.ExpectedLastSubjSeqHeader, "0")
+		return m
+	}
+	if _, err := s.publish(ctx, create("inv.a")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.publish(ctx, create("inv.a")); !isConflictAck(err) {
+		t.Fatalf("second create: %v, want a conflict", err)
+	}
+	if f, _ := s.WritesFailing(); f != 0 {
+		t.Fatalf("a conflict with no failure before: failing for %s, want 0", f)
+	}
+	if _, err := s.publish(ctx, nats.NewMsg("ringer.no.stream")); err == nil {
+		t.Fatal("a write no stream stores went through")
+	}
+	first, _ := s.WritesFailing()
+	if first == 0 {
+		t.Fatal("an unanswered write did not start a run of failures")
+	}
+	if _, err := s.publish(ctx, create("inv.a")); !isConflictAck(err) {
+		t.Fatalf("third create: %v, want a conflict", err)
+	}
+	if f, _ := s.WritesFailing(); f < first {
+		t.Fatalf("after a conflict: failing for %s, want the run that began %s ago to go on", f, first)
+	}
+	if _, err := s.publish(ctx, create("inv.b")); err != nil {
+		t.Fatal(err)
+	}
+	if f, last := s.WritesFailing(); f != 0 || last != 0 {
+		t.Fatalf("after a stored write: %s, %s; want 0, 0", f, last)
+	}
+}

@@ -521,11 +521,17 @@ func mapPubErr(err error, what string) error {
 		switch {
 		case isFull(apiErr):
 			return fmt.Errorf("%w: %s: %s (%d)", ErrFull, what, apiErr.Description, apiErr.ErrorCode)
-		case apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence, apiErr.ErrorCode == 10164: // 10164: R>1 wording of the same check
+		case wrongLastSeq(apiErr):
 			return fmt.Errorf("%w: %s: %s", ErrConflict, what, apiErr.Description)
 		}
 	}
 	return fmt.Errorf("store: publish %s: %w", what, err)
+}
+
+// wrongLastSeq reports whether the stream refused a write for a wrong
+// expected revision (10164: the R>1 wording of the same check).
+func wrongLastSeq(e *jetstream.APIError) bool {
+	return e.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || e.ErrorCode == 10164
 }
 
 // isFull reports whether JetStream refused a write for lack of space.
