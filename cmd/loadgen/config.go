@@ -217,7 +217,7 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&c.loginConc, "login-concurrency", 64, "logins in flight at once during start-up")
 	fs.DurationVar(&c.think, "think", 100*time.Millisecond, "think time before answering, canceling after the ring or vanishing: uniform in [0, think]")
 	fs.DurationVar(&c.hold, "hold", 500*time.Millisecond, "call duration before a party hangs up: uniform in [0, hold]")
-	fs.DurationVar(&c.cooldown, "cooldown", 200*time.Millisecond, "a user freed by an invitation waits this long before its next one (a margin for brokers that free lines after announcing the outcome)")
+	fs.DurationVar(&c.cooldown, "cooldown", 0, "a user freed by an invitation waits this long before its next one (0: none; a party who saw the outcome is free at once, so a non-zero cool-down only models people, and in a closed loop it caps the rate at --users / 2 / (cool-down + a lifecycle))")
 	fs.IntVar(&c.maxInflight, "max-inflight", 100000, "open loop: do not start an invitation while this many are in flight")
 	fs.DurationVar(&c.presenceTTL, "presence-ttl", 0, "embedded broker's presence TTL (default 3s with --short-timeouts, else 15s); clients heartbeat every TTL/3")
 	fs.IntVar(&c.replicas, "replicas", 1, "embedded mode: 1 = one NATS server, R1; 3 = a three-node in-process JetStream cluster, R3 (the production layout)")

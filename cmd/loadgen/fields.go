@@ -18,6 +18,7 @@ var reportFields = [][2]string{
 	{"invitations", "invitations started in the load window"},
 	{"completed", "of those, the ones whose every party saw the terminal outcome (and the call end) by the end of the drain"},
 	{"skipped, skipped_max_inflight", "open loop: due starts that did not happen — no idle pair of users (cool-down), or --max-inflight reached (the second count); a warning says which"},
+	{"pool_wait_share", "closed loop: the share of the workers' time spent waiting for an idle pair of users; above 0.05 a warning says the user pool, not the system, bounded the run"},
 	{"duration_s, drain_s", "the load window, and how long the drain (waiting for the last outcomes) took"},
 	{"throughput_per_s, accepted_per_s", "terminal outcomes, and accepted calls, per second of the load window"},
 	{"cpu_s, cpu_ms_per_invitation, gc_cycles", "this process's CPU time over the window and drain (embedded: brokers and NATS included), per completed invitation, and its garbage collections"},

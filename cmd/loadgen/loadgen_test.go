@@ -270,8 +270,43 @@ func TestRateWarningSaysWhy(t *testing.T) {
 	if w := rateWarning(&result{Loop: "open loop, 50 invitations/s", DurationS: 10, Invitations: 500, Skipped: 2}); w != "" {
 		t.Errorf("a run that started 99.6%% of its offer warned: %q", w)
 	}
-	if w := rateWarning(&result{Loop: "closed loop, concurrency 64", DurationS: 10, Invitations: 500}); w != "" {
-		t.Errorf("a closed loop warned: %q", w)
+	if w := rateWarning(&result{Loop: "closed loop, concurrency 64", DurationS: 10, Invitations: 500, PoolWaitShare: 0.01}); w != "" {
+		t.Errorf("a closed loop that waited 1 %% of the time warned: %q", w)
+	}
+	w = rateWarning(&result{Loop: "closed loop, concurrency 64", DurationS: 10, Invitations: 500, PoolWaitShare: 0.69})
+	for _, want := range []string{"69 %", "user pool", "--users"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("closed-loop warning %q lacks %q", w, want)
+		}
+	}
+}
+
+// A closed loop says when its workers waited for users: here two workers
+// share four users who each cool down for 300 ms after a call of a few ms,
+// so they wait most of the time; with no cool-down and many users they do
+// not (the R1 peak's 800 users with a 200 ms cool-down waited 69 % of the
+// time, and reported the pool's rate as Ringer's).
+func TestAClosedLoopReportsItsWaitForUsers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs two 1 s workloads")
+	}
+	var res struct {
+		Completed     int64   `json:"completed"`
+		PoolWaitShare float64 `json:"pool_wait_share"`
+		Violations    int64   `json:"violations"`
+	}
+	common := []string{"--duration", "1s", "--concurrency", "2", "--mix", "accept=1", "--think", "0", "--hold", "0", "--gc-floor", "0"}
+	stderr := runWorkload(t, &res, append(common, "--users", "4", "--cooldown", "300ms")...)
+	if res.PoolWaitShare < 0.5 || res.Completed == 0 || res.Violations != 0 {
+		t.Errorf("4 users cooling down 300 ms: pool_wait_share %.2f, %d completed, %d violations; want ≥ 0.5, > 0, 0", res.PoolWaitShare, res.Completed, res.Violations)
+	}
+	if !strings.Contains(stderr, "user pool") {
+		t.Errorf("no warning in the report:\n%s", stderr)
+	}
+	res.PoolWaitShare, res.Completed = 0, 0 // omitted when 0
+	runWorkload(t, &res, append(common, "--users", "40")...)
+	if res.PoolWaitShare > 0.05 || res.Completed == 0 {
+		t.Errorf("40 users, no cool-down: pool_wait_share %.2f, %d completed; want ≤ 0.05, > 0", res.PoolWaitShare, res.Completed)
 	}
 }
 

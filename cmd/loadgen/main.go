@@ -286,6 +286,9 @@ func (r *run) result(base *baselineResult, window, drain time.Duration) *result 
 		Invitations: r.st.started.Load(), Completed: r.st.completed.Load(), Skipped: r.st.skipped.Load(), SkippedInflight: r.st.skippedInflight.Load(),
 		DurationS: window.Seconds(), DrainS: drain.Seconds(), LatencyMs: r.st.latencies(),
 	}
+	if cfg.concurrency > 0 && window > 0 {
+		res.PoolWaitShare = float64(r.st.poolWaitNs.Load()) / float64(int64(cfg.concurrency)*int64(window))
+	}
 	if cfg.natsURL != "" {
 		res.Mode = "nats"
 	} else {

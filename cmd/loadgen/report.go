@@ -31,11 +31,14 @@ type result struct {
 	Skipped     int64 `json:"skipped"`     // open loop: not started, no idle users or too many in flight
 	// SkippedInflight is the part of Skipped that found --max-inflight
 	// invitations in flight; the rest found no idle user.
-	SkippedInflight int64   `json:"skipped_max_inflight"`
-	DurationS       float64 `json:"duration_s"` // the window during which invitations were started
-	DrainS          float64 `json:"drain_s"`    // how long the end took to quiesce
-	ThroughputPerS  float64 `json:"throughput_per_s"`
-	AcceptedPerS    float64 `json:"accepted_per_s"`
+	SkippedInflight int64 `json:"skipped_max_inflight"`
+	// PoolWaitShare: closed loop, the share of the workers' time in the
+	// window spent waiting for an idle pair of users.
+	PoolWaitShare  float64 `json:"pool_wait_share,omitempty"`
+	DurationS      float64 `json:"duration_s"` // the window during which invitations were started
+	DrainS         float64 `json:"drain_s"`    // how long the end took to quiesce
+	ThroughputPerS float64 `json:"throughput_per_s"`
+	AcceptedPerS   float64 `json:"accepted_per_s"`
 	// CPUSeconds is the CPU time this process used from the start of the
 	// window to the end of the drain; embedded, that is NATS and the
 	// brokers too. CPUMsPerInvitation divides it by the completed
@@ -155,8 +158,12 @@ var invariantLines = []struct {
 }
 
 // rateWarning says why an open loop started fewer invitations than it
-// offered, when more than 5 % were skipped ("" otherwise).
+// offered, when more than 5 % were skipped, or that a closed loop's workers
+// spent more than 5 % of their time waiting for idle users ("" otherwise).
 func rateWarning(res *result) string {
+	if strings.HasPrefix(res.Loop, "closed") && res.PoolWaitShare > 0.05 {
+		return fmt.Sprintf("the workers waited for an idle pair of users %.0f %% of the time: the user pool (--users, --cooldown), not the system under test, bounded the run; raise --users", 100*res.PoolWaitShare)
+	}
 	offered := res.Invitations + res.Skipped
 	if !strings.HasPrefix(res.Loop, "open") || offered == 0 || float64(res.Skipped) <= 0.05*float64(offered) {
 		return ""

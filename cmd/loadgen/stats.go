@@ -35,6 +35,7 @@ var stageOrder = []string{stSendToRing, stSendToReceived, stAcceptToAccepted, st
 type stats struct {
 	started, completed, skipped, errs atomic.Int64
 	skippedInflight                   atomic.Int64 // of skipped: --max-inflight was reached
+	poolWaitNs                        atomic.Int64 // closed loop: workers' time spent waiting for an idle pair of users
 
 	mu          sync.Mutex
 	hists       map[string]*hdrhistogram.Histogram

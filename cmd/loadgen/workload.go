@@ -324,15 +324,11 @@ func (r *run) closedLoop(end time.Time) {
 					return
 				}
 				s := r.start(i)
-				for s == nil { // no idle users yet (cool-down): try the same plan again shortly
-					select {
-					case <-time.After(5 * time.Millisecond):
-					case <-stop.C:
-						return
-					case <-r.halt:
+				if s == nil {
+					s = r.waitForUsers(i, stop.C)
+					if s == nil {
 						return
 					}
-					s = r.start(i)
 				}
 				select {
 				case <-s.doneCh:
@@ -345,6 +341,27 @@ func (r *run) closedLoop(end time.Time) {
 		}()
 	}
 	wg.Wait()
+}
+
+// waitForUsers starts invitation i once an idle pair of users is ready
+// (all are in invitations or cooling down), and counts the wait: a closed
+// loop whose workers wait for users measures the pool, not the system
+// (poolWaitShare). It returns nil if the run ends first.
+func (r *run) waitForUsers(i uint64, stop <-chan time.Time) *invState {
+	since := time.Now()
+	defer func() { r.st.poolWaitNs.Add(int64(time.Since(since))) }()
+	for {
+		select {
+		case <-time.After(time.Millisecond):
+		case <-stop:
+			return nil
+		case <-r.halt:
+			return nil
+		}
+		if s := r.start(i); s != nil {
+			return s
+		}
+	}
 }
 
 // drain waits until every started invitation completed, or the drain
