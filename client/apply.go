@@ -55,17 +55,19 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 		}
 	}
 	var ack, ackAccept bool
-	h := c.h
+	// A pointer, and the event built when its callback runs: the closures
+	// below capture inv and h, and a copy of either (both large) would be
+	// one more allocation per view.
+	h := &c.h
 	if ev != "" && h.OnEvent != nil {
-		e := protocol.Event{Type: ev, Role: role, Invitation: inv}
-		calls = append(calls, func() { h.OnEvent(e) })
+		calls = append(calls, func() { h.OnEvent(protocol.Event{Type: ev, Role: role, Invitation: inv}) })
 	}
 	if inv.Group() && h.OnGroupUpdated != nil {
 		calls = append(calls, func() { h.OnGroupUpdated(inv) })
 	}
 	if role == protocol.RoleCaller {
 		n := len(calls)
-		ackAccept = c.applyCaller(t, inv, once, h)
+		ackAccept = c.applyCaller(t, &inv, once, h)
 		if li := t.local; inv.CallerDevice == c.device && h.OnLocalInvitationLegChanged != nil {
 			var legs []func()
 			for _, l := range legChanges(before, inv.Legs) {
@@ -74,7 +76,7 @@ func (c *Client) apply(inv protocol.Invitation, ev protocol.EventType) {
 			calls = slices.Insert(calls, n, legs...) // before the invitation's own
 		}
 	} else {
-		ack = c.applyCallee(t, inv, once, h)
+		ack = c.applyCallee(t, &inv, once, h)
 	}
 	var acked chan struct{} // closed after the ack's first answer
 	if ack || ackAccept {
@@ -186,7 +188,7 @@ func (c *Client) autoAck(inv protocol.Invitation, accepted bool, acked chan stru
 
 // applyCaller fires the LocalInvitation callbacks; only the device that sent
 // the invitation has one. It reports whether to acknowledge an accept.
-func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fired, func()), h Handler) (ackAccept bool) {
+func (c *Client) applyCaller(t *tracked, inv *protocol.Invitation, once func(fired, func()), h *Handler) (ackAccept bool) {
 	if inv.CallerDevice != c.device {
 		return false
 	}
@@ -199,7 +201,7 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fire
 		t.local = li
 	}
 	li.mu.Lock()
-	li.inv, li.sent = inv, true
+	li.inv, li.sent = *inv, true
 	li.mu.Unlock()
 
 	switch inv.State {
@@ -222,7 +224,7 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fire
 		// A JOIN call's caller is out of it when it left, though the
 		// call may go on.
 		if (inv.CallState == protocol.CallEnded || inv.CallerLeftAt != 0) && h.OnCallEnded != nil {
-			once(firedEnded, func() { h.OnCallEnded(inv) })
+			once(firedEnded, func() { h.OnCallEnded(*inv) })
 		}
 	case protocol.StateRefused:
 		if h.OnLocalInvitationRefused != nil {
@@ -247,7 +249,7 @@ func (c *Client) applyCaller(t *tracked, inv protocol.Invitation, once func(fire
 // applyCallee fires the RemoteInvitation callbacks on every device of the
 // callee; a device that did not act sees HandledElsewhere instead of the
 // acting device's confirmations. It reports whether to acknowledge receipt.
-func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(fired, func()), h Handler) (ack bool) {
+func (c *Client) applyCallee(t *tracked, inv *protocol.Invitation, once func(fired, func()), h *Handler) (ack bool) {
 	ri := t.remote
 	isNew := ri == nil
 	if isNew {
@@ -255,7 +257,7 @@ func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(fire
 		t.remote = ri
 	}
 	ri.mu.Lock()
-	ri.inv = inv
+	ri.inv = *inv
 	ri.mu.Unlock()
 	mine := inv.CalleeDevice == c.device
 
@@ -284,7 +286,7 @@ func (c *Client) applyCallee(t *tracked, inv protocol.Invitation, once func(fire
 			once(firedAccepted, func() { h.OnRemoteInvitationAccepted(ri) })
 		}
 		if inv.CallState == protocol.CallEnded && h.OnCallEnded != nil {
-			once(firedEnded, func() { h.OnCallEnded(inv) })
+			once(firedEnded, func() { h.OnCallEnded(*inv) })
 		}
 	case protocol.StateRefused:
 		if !mine {

@@ -160,6 +160,44 @@ func (r *fastReader) bytes() []byte {
 
 func (r *fastReader) str() string { return string(r.bytes()) }
 
+// word reads a string that is usually one of the protocol's fixed words (a
+// state, reason, event type, role, mode or error code), returning the
+// word's own string instead of a copy: most of a message's strings are
+// these, and each copy was an allocation.
+func (r *fastReader) word() string {
+	b := r.bytes()
+	if w, ok := vocabulary[string(b)]; ok { // a map lookup by string(b) does not allocate
+		return w
+	}
+	return string(b)
+}
+
+// vocabulary maps each fixed word of the protocol to itself
+// (TestVocabularyHasEveryWord checks that none is missing).
+var vocabulary = func() map[string]string {
+	words := []string{
+		string(StateSent), string(StateReceived), string(StateAccepting), string(StateAccepted),
+		string(StateRefused), string(StateCanceled), string(StateFailed),
+		string(CallActive), string(CallEnded),
+		string(ReasonBusy), string(ReasonPeerOffline), string(ReasonPeerNoResponse), string(ReasonInvitationExpire),
+		string(ReasonAcceptFailure), string(ReasonHangup), string(ReasonMaxDuration), string(ReasonAnsweredElsewhere),
+		string(ReasonCallEnded), string(ReasonLeft), string(ReasonMerged),
+		string(EventInvited), string(EventReceivedByPeer), string(EventAccepting), string(EventAccepted),
+		string(EventRefused), string(EventCanceled), string(EventFailure), string(EventCallEnded), string(EventGroupUpdated),
+		string(RoleCaller), string(RoleCallee),
+		string(ModeFirst), string(ModeJoin),
+		string(CodeInvalidArgument), string(CodeNotFound), string(CodeForbidden), string(CodeNotLoggedIn),
+		string(CodeAlreadyEnd), string(CodeAlreadyAccept), string(CodeAlreadySent), string(CodeBusy),
+		string(CodeRateLimited), string(CodeResourceExhausted), string(CodeDeadlineExceeded), string(CodeUnavailable),
+		string(CodeInternal),
+	}
+	m := make(map[string]string, len(words))
+	for _, w := range words {
+		m[w] = w
+	}
+	return m
+}()
+
 // int64 reads any msgpack integer as msgpack's DecodeInt64 does (nil: 0).
 func (r *fastReader) int64() int64 {
 	switch c := r.code(); {
@@ -312,10 +350,10 @@ func (r *fastReader) event(e *Event) {
 	r.fields(func(key []byte) uint64 {
 		switch string(key) {
 		case "type":
-			e.Type = EventType(r.str())
+			e.Type = EventType(r.word())
 			return 1 << 0
 		case "role":
-			e.Role = Role(r.str())
+			e.Role = Role(r.word())
 			return 1 << 1
 		case "invitation":
 			r.invitation(&e.Invitation)
@@ -353,13 +391,13 @@ func (r *fastReader) invitation(inv *Invitation) {
 			inv.Response = r.str()
 			return 1 << 7
 		case "state":
-			inv.State = State(r.str())
+			inv.State = State(r.word())
 			return 1 << 8
 		case "reason":
-			inv.Reason = Reason(r.str())
+			inv.Reason = Reason(r.word())
 			return 1 << 9
 		case "callState":
-			inv.CallState = CallState(r.str())
+			inv.CallState = CallState(r.word())
 			return 1 << 10
 		case "endedBy":
 			inv.EndedBy = r.str()
@@ -386,7 +424,7 @@ func (r *fastReader) invitation(inv *Invitation) {
 			inv.MergedInto = r.str()
 			return 1 << 18
 		case "mode":
-			inv.Mode = Mode(r.str())
+			inv.Mode = Mode(r.word())
 			return 1 << 19
 		case "legs":
 			if n := r.arrayLen(); n >= 0 && !r.bad {
@@ -414,10 +452,10 @@ func (r *fastReader) leg(l *Leg) {
 			l.Device = r.str()
 			return 1 << 1
 		case "state":
-			l.State = State(r.str())
+			l.State = State(r.word())
 			return 1 << 2
 		case "reason":
-			l.Reason = Reason(r.str())
+			l.Reason = Reason(r.word())
 			return 1 << 3
 		case "response":
 			l.Response = r.str()
@@ -496,7 +534,7 @@ func (r *fastReader) request(q *Request) {
 			q.Callees = r.strings()
 			return 1 << 13
 		case "mode":
-			q.Mode = Mode(r.str())
+			q.Mode = Mode(r.word())
 			return 1 << 14
 		case "seen":
 			q.Seen = r.uint64()
@@ -566,13 +604,13 @@ func (r *fastReader) replyError(e *Error) {
 	r.fields(func(key []byte) uint64 {
 		switch string(key) {
 		case "code":
-			e.Code = Code(r.str())
+			e.Code = Code(r.word())
 			return 1 << 0
 		case "message":
 			e.Message = r.str()
 			return 1 << 1
 		case "state":
-			e.State = State(r.str())
+			e.State = State(r.word())
 			return 1 << 2
 		}
 		return 0
