@@ -324,6 +324,12 @@ func TestClusterNodeLoss(t *testing.T) {
 	t.Parallel() // waits out elections and restarts, with no latency bound: run beside another such test
 	c, cfg := clusterR3(t)
 	cfg.Export = true
+	// The default presence TTL, not the tests' 2 s: no heartbeat is stored
+	// while the bucket has no leader, so with a TTL shorter than an election
+	// (4-9 s, plus up to a heartbeat period) a callee's session lapses
+	// meanwhile and its invitation fails PEER_OFFLINE without ringing, as
+	// CI saw once (operations.md, --presence-ttl).
+	cfg.PresenceTTL = 15 * time.Second
 	env := &ringertest.Env{T: t, URL: c.URLs()}
 	for i := 0; i < 2; i++ {
 		bc := cfg
