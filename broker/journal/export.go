@@ -94,7 +94,7 @@ func (j *Journal) Export(ctx context.Context, rec *lifecycle.Record) error {
 				continue
 			}
 			seq, err := j.publishStep(ctx, subj, rec, st, prev, lastSeq)
-			if isWrongLast(err) {
+			if store.IsWrongLastSequence(err) {
 				conflict = true // someone else exported meanwhile: look again
 				break
 			}
@@ -152,13 +152,6 @@ func (j *Journal) publishStep(ctx context.Context, subj string, rec *lifecycle.R
 		return err
 	})
 	return seq, err
-}
-
-// isWrongLast reports a compare-and-set on the subject's last sequence that
-// lost.
-func isWrongLast(err error) bool {
-	var apiErr *jetstream.APIError
-	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164)
 }
 
 // Exported reads the transitions exported for invitation id, oldest first,

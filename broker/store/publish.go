@@ -44,17 +44,10 @@ func (s *Store) publish(ctx context.Context, m *nats.Msg) (uint64, error) {
 	// The stream answered. A revision conflict does not show that writes go
 	// through, though: a leader cut off from its quorum still checks expected
 	// revisions, against what it proposed and never committed, and refuses.
-	if s.failing.Load() != 0 && !isConflictAck(err) { // a load, not a store, on every write: no cache line bouncing between workers
+	if s.failing.Load() != 0 && !IsWrongLastSequence(err) { // a load, not a store, on every write: no cache line bouncing between workers
 		s.failing.Store(0)
 	}
 	return seq, err
-}
-
-// isConflictAck reports whether err is the stream refusing a write for a
-// wrong expected revision.
-func isConflictAck(err error) bool {
-	var apiErr *jetstream.APIError
-	return err != nil && errors.As(err, &apiErr) && wrongLastSeq(apiErr)
 }
 
 // Field markers of a JetStream publish acknowledgement, e.g.

@@ -132,7 +132,7 @@ func TestAConflictDoesNotEndARunOfFailedWrites(t *testing.T) {
 	if _, err := s.publish(ctx, create("inv.a")); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.publish(ctx, create("inv.a")); !isConflictAck(err) {
+	if _, err := s.publish(ctx, create("inv.a")); !IsWrongLastSequence(err) {
 		t.Fatalf("second create: %v, want a conflict", err)
 	}
 	if f, _ := s.WritesFailing(); f != 0 {
@@ -145,7 +145,7 @@ func TestAConflictDoesNotEndARunOfFailedWrites(t *testing.T) {
 	if first == 0 {
 		t.Fatal("an unanswered write did not start a run of failures")
 	}
-	if _, err := s.publish(ctx, create("inv.a")); !isConflictAck(err) {
+	if _, err := s.publish(ctx, create("inv.a")); !IsWrongLastSequence(err) {
 		t.Fatalf("third create: %v, want a conflict", err)
 	}
 	if f, _ := s.WritesFailing(); f < first {

@@ -521,17 +521,19 @@ func mapPubErr(err error, what string) error {
 		switch {
 		case isFull(apiErr):
 			return fmt.Errorf("%w: %s: %s (%d)", ErrFull, what, apiErr.Description, apiErr.ErrorCode)
-		case wrongLastSeq(apiErr):
+		case IsWrongLastSequence(err):
 			return fmt.Errorf("%w: %s: %s", ErrConflict, what, apiErr.Description)
 		}
 	}
 	return fmt.Errorf("store: publish %s: %w", what, err)
 }
 
-// wrongLastSeq reports whether the stream refused a write for a wrong
-// expected revision (10164: the R>1 wording of the same check).
-func wrongLastSeq(e *jetstream.APIError) bool {
-	return e.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || e.ErrorCode == 10164
+// IsWrongLastSequence reports whether err is a stream refusing a write for
+// a wrong expected last sequence, i.e. a compare-and-set that lost (10164:
+// the R>1 wording of the same check).
+func IsWrongLastSequence(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence || apiErr.ErrorCode == 10164)
 }
 
 // isFull reports whether JetStream refused a write for lack of space.
