@@ -176,8 +176,6 @@ func (r *fastReader) word() string {
 // (TestVocabularyHasEveryWord checks that none is missing).
 var vocabulary = func() map[string]string {
 	words := []string{
-		string(StateSent), string(StateReceived), string(StateAccepting), string(StateAccepted),
-		string(StateRefused), string(StateCanceled), string(StateFailed),
 		string(CallActive), string(CallEnded),
 		string(ReasonBusy), string(ReasonPeerOffline), string(ReasonPeerNoResponse), string(ReasonInvitationExpire),
 		string(ReasonAcceptFailure), string(ReasonHangup), string(ReasonMaxDuration), string(ReasonAnsweredElsewhere),
@@ -186,10 +184,12 @@ var vocabulary = func() map[string]string {
 		string(EventRefused), string(EventCanceled), string(EventFailure), string(EventCallEnded), string(EventGroupUpdated),
 		string(RoleCaller), string(RoleCallee),
 		string(ModeFirst), string(ModeJoin),
-		string(CodeInvalidArgument), string(CodeNotFound), string(CodeForbidden), string(CodeNotLoggedIn),
-		string(CodeAlreadyEnd), string(CodeAlreadyAccept), string(CodeAlreadySent), string(CodeBusy),
-		string(CodeRateLimited), string(CodeResourceExhausted), string(CodeDeadlineExceeded), string(CodeUnavailable),
-		string(CodeInternal),
+	}
+	for _, st := range States {
+		words = append(words, string(st))
+	}
+	for _, c := range Codes {
+		words = append(words, string(c))
 	}
 	m := make(map[string]string, len(words))
 	for _, w := range words {
