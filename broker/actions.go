@@ -85,11 +85,12 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 		if err != nil {
 			return rec, false, err
 		}
-		next, changed, err := lifecycle.Apply(rec, a, b.now())
-		if (err != nil || !changed) && (!fresh || fromCache) {
+		now := b.now()
+		next, changed, err := lifecycle.Apply(rec, a, now)
+		if (err != nil || !changed) && (!fresh || fromCache) && !b.final(rec, now) {
 			// Refusing, or answering "already done", from a possibly stale
 			// cache entry or follower read would be a wrong decision: confirm
-			// with the leader.
+			// with the leader. (A finished record is not stale: see final.)
 			get, fresh = b.store.GetInvitationFresh, true
 			continue
 		}
@@ -131,6 +132,18 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 		return next, true, nil
 	}
 	return lifecycle.Record{}, false, store.ErrConflict
+}
+
+// final reports whether rec, read from the cache or a follower, is what
+// the stream leader holds too, so that a refusal or an "already done"
+// decided from it needs no confirming read: a finished record never changes
+// (lifecycle's TestAFinishedRecordNeverChanges), and within its retention
+// its id cannot be taken by a new invitation (a send over it conflicts).
+// Half the retention leaves room for the brokers' clocks to differ. The
+// common case is a caller's ackaccept that arrives after a hangup during
+// ACCEPTING ended the call: one leader read fewer.
+func (b *Broker) final(rec lifecycle.Record, now time.Time) bool {
+	return !rec.Live() && rec.EndedAt != 0 && now.UnixMilli() < rec.EndedAt+(b.cfg.Retention/2).Milliseconds()
 }
 
 // putInvitation writes a record; a finished one expires after Retention.

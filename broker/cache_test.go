@@ -369,3 +369,70 @@ func TestProjectedRevisionRefreshesTheCache(t *testing.T) {
 		t.Errorf("accept after the projected revision: %d reads, %d writes; want 0 and 1", d.Reads, d.Writes)
 	}
 }
+
+// A command on an invitation that has finished is answered from the record
+// in hand, with no leader read: a finished record never changes, so the
+// leader's verdict is the same (the caller's ackaccept after a hangup during
+// ACCEPTING, a repeated hangup, an accept after a cancel). A finished record
+// older than half the retention is confirmed with the leader as before: its
+// id could have expired and been taken.
+func TestAFinishedCachedRecordNeedsNoRead(t *testing.T) {
+	e := newStaleEnv(t)
+	cases := []struct {
+		steps []lifecycle.Action
+		then  lifecycle.Action
+		code  protocol.Code // "" = an idempotent success
+	}{
+		{[]lifecycle.Action{doAck, doAccept, doHangup}, doAckAccept, ""},
+		{[]lifecycle.Action{doAck, doAccept, doAckAccept, doHangup}, doHangup, ""},
+		{[]lifecycle.Action{doCancel}, doAccept, protocol.CodeAlreadyEnd},
+		{[]lifecycle.Action{doRefuse}, doCancel, protocol.CodeAlreadyEnd},
+	}
+	for i, c := range cases {
+		for _, old := range []bool{false, true} {
+			id := fmt.Sprintf("final%d%v", i, old)
+			t.Run(id, func(t *testing.T) {
+				created := time.Now()
+				if old {
+					created = created.Add(-e.b.cfg.Retention)
+				}
+				rec := lifecycle.New(id, "alice", "phone", "bob", "", "", e.b.cfg.Timeouts, created)
+				rev, err := e.b.store.Commit(e.ctx, store.PutInvitation(rec, 0))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, s := range c.steps { // through the broker's own store: its cache holds each revision
+					next, changed, err := lifecycle.Apply(rec, s, created)
+					if err != nil || !changed {
+						t.Fatalf("set-up %s on %s: changed=%v err=%v", s.Kind, rec.State, changed, err)
+					}
+					if rev, err = e.b.store.Commit(e.ctx, store.PutInvitation(next, rev)); err != nil {
+						t.Fatal(err)
+					}
+					rec = next
+				}
+				if cached, ok := e.b.store.CachedInvitation(id); !ok || cached.Revision != rev || cached.Live() {
+					t.Fatalf("set-up: the cache must hold the finished record at rev %d: %v %+v", rev, ok, cached)
+				}
+				for range 4 {
+					e.b.store.CacheOutcome(false)
+				}
+				before := e.b.store.Stats().Reads
+				got, err := e.b.transition(e.ctx, id, c.then)
+				reads := e.b.store.Stats().Reads - before
+				var pe *protocol.Error
+				switch {
+				case c.code != "" && (!errors.As(err, &pe) || pe.Code != c.code):
+					t.Fatalf("%s on a finished %s: %v, want %s", c.then.Kind, rec.State, err, c.code)
+				case c.code == "" && (err != nil || got.Revision != rev || got.State != rec.State || got.CallState != rec.CallState):
+					t.Fatalf("%s on a finished %s/%s: %v rev %d %s/%s, want the record at rev %d", c.then.Kind, rec.State, rec.CallState,
+						err, got.Revision, got.State, got.CallState, rev)
+				case !old && reads != 0:
+					t.Fatalf("%s on a finished invitation read the store %d times, want 0", c.then.Kind, reads)
+				case old && reads != 1:
+					t.Fatalf("%s on an invitation finished a retention ago read the store %d times, want 1 (the leader's confirmation)", c.then.Kind, reads)
+				}
+			})
+		}
+	}
+}
