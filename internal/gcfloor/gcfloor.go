@@ -11,7 +11,8 @@
 //
 // Go has no such setting (GOMEMLIMIT is a ceiling, GOGC a ratio), so after
 // every collection the package sets GOGC from the live heap the collector
-// just measured: GOGC = (floor − live) / live, never below 100.
+// just measured: GOGC = (floor − live) / (live + roots), never below 100,
+// where roots are the goroutine stacks and globals it scanned.
 package gcfloor
 
 import (
@@ -25,12 +26,6 @@ import (
 
 // DefaultMiB is the floor brokerd and loadgen use unless told otherwise.
 const DefaultMiB = 512
-
-// maxPercent bounds the GOGC the floor may set, for a nearly empty heap. It
-// is large enough for the first collection after start-up (a few MiB live)
-// to come at the floor: a bound of 10 000 % made it come at ~400 MiB
-// whatever the floor.
-const maxPercent = 1_000_000
 
 var (
 	floor   atomic.Uint64 // bytes; 0 = off
@@ -58,26 +53,45 @@ func Set(mib int) string {
 	return fmt.Sprintf("GC floor %d MiB: no collection before the heap reaches it (or twice the live heap)", mib)
 }
 
-// Percent is the GOGC a floor of floorBytes gives a live heap of liveBytes.
-func Percent(floorBytes, liveBytes uint64) int {
-	if floorBytes == 0 || liveBytes == 0 || floorBytes <= 2*liveBytes {
+// Percent is the GOGC a floor of floorBytes gives a live heap of liveBytes
+// whose collection also scanned rootBytes of goroutine stacks and globals.
+// Go's pacer sets the next heap goal to live + (live + roots) × GOGC/100,
+// and to at least 4 MiB × GOGC/100 (its minimum heap, scaled by GOGC), so
+// both count: the roots are small next to a live heap of hundreds of MiB,
+// but not next to a broker's few MiB, and there the minimum heap, not the
+// live one, sets the goal. Leaving them out put the goal at twice the floor
+// and more (docs/benchmarks.md, "The GC floor's goal").
+func Percent(floorBytes, liveBytes, rootBytes uint64) int {
+	if floorBytes == 0 || liveBytes == 0 || floorBytes <= 2*liveBytes+rootBytes {
 		return 100
 	}
-	return int(min((floorBytes-liveBytes)*100/liveBytes, maxPercent))
+	p := (floorBytes - liveBytes) * 100 / (liveBytes + rootBytes)
+	return int(max(min(p, floorBytes*100/minHeap), 100))
 }
 
-// tune sets GOGC for the live heap of the last collection.
+// minHeap is the Go runtime's minimum heap goal at GOGC=100
+// (defaultHeapMinimum in runtime/mgcpacer.go); the minimum scales with GOGC,
+// so it also bounds the GOGC a floor may set. (A bound of 10 000 % once
+// made the first collection come at ~400 MiB whatever the floor; none made
+// it come at 4 MiB × GOGC/100, far past it.)
+const minHeap = 4 << 20
+
+// tune sets GOGC for the live heap and the roots of the last collection.
 func tune() {
 	f := floor.Load()
 	if f == 0 {
 		return
 	}
-	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/gc/scan/stack:bytes"}, {Name: "/gc/scan/globals:bytes"}}
 	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		return
+	var v [3]uint64
+	for i := range s {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return
+		}
+		v[i] = s[i].Value.Uint64()
 	}
-	debug.SetGCPercent(Percent(f, s[0].Value.Uint64()))
+	debug.SetGCPercent(Percent(f, v[0], v[1]+v[2]))
 }
 
 // sentinel is garbage as soon as it is made: its finalizer runs after the
