@@ -32,15 +32,18 @@ func TestPercent(t *testing.T) {
 	}
 }
 
-// heapGoal reads the heap size at which the runtime will collect next.
-func heapGoal(t *testing.T) uint64 {
-	s := []metrics.Sample{{Name: "/gc/heap/goal:bytes"}}
+// metric reads one of the runtime's uint64 metrics.
+func metric(t *testing.T, name string) uint64 {
+	s := []metrics.Sample{{Name: name}}
 	metrics.Read(s)
 	if s[0].Value.Kind() != metrics.KindUint64 {
-		t.Fatal("runtime/metrics has no /gc/heap/goal:bytes")
+		t.Fatalf("runtime/metrics has no %s", name)
 	}
 	return s[0].Value.Uint64()
 }
+
+// heapGoal reads the heap size at which the runtime will collect next.
+func heapGoal(t *testing.T) uint64 { return metric(t, "/gc/heap/goal:bytes") }
 
 // deep holds a goroutine with a stack of about n KiB until release closes.
 func deep(n int, ready chan<- struct{}, release <-chan struct{}) byte {
@@ -97,14 +100,7 @@ func TestTheNextCollectionComesAtTheFloor(t *testing.T) {
 }
 
 // gogc reads the GOGC the runtime is using.
-func gogc(t *testing.T) uint64 {
-	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindUint64 {
-		t.Fatal("runtime/metrics has no /gc/gogc:percent")
-	}
-	return s[0].Value.Uint64()
-}
+func gogc(t *testing.T) uint64 { return metric(t, "/gc/gogc:percent") }
 
 // The floor is applied after every collection, from the live heap that
 // collection measured, and Set(0) restores Go's pacing.
