@@ -137,13 +137,14 @@ func (b *Broker) commitTransition(ctx context.Context, id string, a lifecycle.Ac
 // final reports whether rec, read from the cache or a follower, is what
 // the stream leader holds too, so that a refusal or an "already done"
 // decided from it needs no confirming read: a finished record never changes
-// (lifecycle's TestAFinishedRecordNeverChanges), and within its retention
-// its id cannot be taken by a new invitation (a send over it conflicts).
-// Half the retention leaves room for the brokers' clocks to differ. The
-// common case is a caller's ackaccept that arrives after a hangup during
-// ACCEPTING ended the call: one leader read fewer.
+// (lifecycle's TestAFinishedRecordNeverChanges), and while it is stored its
+// id cannot be taken by a new invitation (a send over it conflicts). It is
+// stored for at least MinRetention under any configuration, past or
+// present; trusting it for half of that leaves room for the brokers' clocks
+// to differ. The common case is a caller's ackaccept that arrives after a
+// hangup during ACCEPTING ended the call: one leader read fewer.
 func (b *Broker) final(rec lifecycle.Record, now time.Time) bool {
-	return !rec.Live() && rec.EndedAt != 0 && now.UnixMilli() < rec.EndedAt+(b.cfg.Retention/2).Milliseconds()
+	return !rec.Live() && rec.EndedAt != 0 && now.UnixMilli() < rec.EndedAt+(MinRetention/2).Milliseconds()
 }
 
 // putInvitation writes a record; a finished one expires after Retention.

@@ -373,9 +373,9 @@ func TestProjectedRevisionRefreshesTheCache(t *testing.T) {
 // A command on an invitation that has finished is answered from the record
 // in hand, with no leader read: a finished record never changes, so the
 // leader's verdict is the same (the caller's ackaccept after a hangup during
-// ACCEPTING, a repeated hangup, an accept after a cancel). A finished record
-// older than half the retention is confirmed with the leader as before: its
-// id could have expired and been taken.
+// ACCEPTING, a repeated hangup, an accept after a cancel). A record that
+// finished longer than half MinRetention ago is confirmed with the leader as
+// before: its id could have expired and been taken.
 func TestAFinishedCachedRecordNeedsNoRead(t *testing.T) {
 	e := newStaleEnv(t)
 	cases := []struct {
@@ -430,7 +430,7 @@ func TestAFinishedCachedRecordNeedsNoRead(t *testing.T) {
 				case !old && reads != 0:
 					t.Fatalf("%s on a finished invitation read the store %d times, want 0", c.then.Kind, reads)
 				case old && reads != 1:
-					t.Fatalf("%s on an invitation finished a retention ago read the store %d times, want 1 (the leader's confirmation)", c.then.Kind, reads)
+					t.Fatalf("%s on an invitation finished %s ago read the store %d times, want 1 (the leader's confirmation)", c.then.Kind, e.b.cfg.Retention, reads)
 				}
 			})
 		}

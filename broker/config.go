@@ -206,6 +206,10 @@ func (c Config) Journal() journal.Config {
 	}
 }
 
+// MinRetention is the shortest Retention allowed: every finished invitation,
+// whatever the configuration it was written under, stays at least this long.
+const MinRetention = time.Minute
+
 // DefaultConfig returns the configuration brokerd runs with when given no flags.
 func DefaultConfig() Config {
 	return Config{
@@ -312,8 +316,8 @@ func (c Config) Validate() error {
 		return bad("max devices %d not in 1..%d", c.MaxDevices, maxDevicesLimit)
 	case c.StoreMaxBytes < 0:
 		return bad("store max bytes %d < 0", c.StoreMaxBytes)
-	case c.Retention < time.Minute:
-		return bad("retention %s < 1m", c.Retention)
+	case c.Retention < MinRetention:
+		return bad("retention %s < %s", c.Retention, MinRetention)
 	case c.ClaimGrace < 3*time.Second:
 		return bad("claim grace %s < 3s", c.ClaimGrace)
 	case c.MaxContent < 0 || c.MaxContent > protocol.MaxContentLen:
