@@ -133,6 +133,7 @@ type config struct {
 	baselineDuration    time.Duration
 	baselineConcurrency int
 	baselineNATS        string
+	brokerMetrics       []string // --broker-metrics: the brokers' /metrics URLs
 	baselineReplicas    int
 
 	conns       int
@@ -211,6 +212,14 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 	fs.BoolVar(&c.baseline, "baseline", false, "first measure raw NATS request-reply, KV create and KV update rates on scratch subjects/buckets")
 	fs.DurationVar(&c.baselineDuration, "baseline-duration", 3*time.Second, "how long each baseline measurement runs")
 	fs.IntVar(&c.baselineConcurrency, "baseline-concurrency", 0, "baseline workers (default: --concurrency, or 64 in open loop)")
+	fs.Func("broker-metrics", "with --nats: the brokers' /metrics URLs (brokerd --http), comma-separated; the report adds their own CPU per completed invitation and their largest RSS (broker_process)", func(v string) error {
+		for _, u := range strings.Split(v, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				c.brokerMetrics = append(c.brokerMetrics, u)
+			}
+		}
+		return nil
+	})
 	fs.StringVar(&c.baselineNATS, "baseline-nats", "", "NATS URL for the baseline when --nats credentials have no JetStream (e.g. the broker's account); default: the workload's NATS")
 	fs.IntVar(&c.baselineReplicas, "baseline-replicas", 0, "replicas of the scratch baseline bucket (default: --replicas; use Ringer's, 3 in a cluster)")
 	fs.IntVar(&c.conns, "conns", 8, "NATS connections shared by the simulated users")
@@ -309,6 +318,8 @@ func parseConfig(args []string, stderr io.Writer) (*config, error) {
 		return nil, usageError{errors.New("--group-callees must be 1..16 (a broker's default bound)")}
 	case c.historyReads < 0 || c.historyReads > 1:
 		return nil, usageError{errors.New("--history-reads is a share, 0..1")}
+	case len(c.brokerMetrics) > 0 && c.natsURL == "":
+		return nil, usageError{errors.New("--broker-metrics reads the brokers of a deployment: only with --nats (embedded, their CPU is loadgen's)")}
 	case !c.history && (c.historyReads > 0 || c.natsURL != ""):
 		return nil, usageError{errors.New("--history=false turns off the embedded brokers' histories: not with --history-reads or --nats")}
 	case c.wakeMin < 0 || c.wakeMax < c.wakeMin:

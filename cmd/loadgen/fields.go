@@ -29,6 +29,7 @@ var reportFields = [][2]string{
 	{"notes", "noteworthy things that are not violations (a race the workload lost)"},
 	{"baseline, ratio_to_kv_create, ratio_to_floor", "--baseline: raw NATS request/reply, KV create/update and the lifecycle floor (an accepted call's minimum on raw NATS) measured in the same run, and accepted_per_s as a share of them"},
 	{"broker_store", "embedded: the brokers' JetStream round trips (reads, writes, timers), per invitation and per accepted call"},
+	{"broker_process", "--broker-metrics: the brokers' own processes: brokers, cpu_s (process_cpu_seconds_total summed, window and drain), cpu_ms_per_invitation (per completed invitation), rss_bytes (the largest at the end)"},
 	{"nats", "embedded: the servers' messages over the window and drain (varz): from clients, to clients, between servers (Raft replication and hops between servers), in all and per completed invitation; heartbeats included"},
 	{"export", "--export (embedded): the run's invitations found on the export stream, their transitions, and how many do not chain to their outcome (missing) or repeat a transition (duplicates)"},
 	{"webhook", "--webhook-listen: transitions a webhook relay delivered (first time each), duplicates (at least once), out_of_order (one delivered after a later one of its invitation: a violation) and missing (exported, never delivered: a violation)"},

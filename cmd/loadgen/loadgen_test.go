@@ -191,7 +191,7 @@ func TestHelpExplainsEveryReportField(t *testing.T) {
 		t.Fatal(err)
 	}
 	help := errw.String()
-	raw, err := json.Marshal(&result{Baseline: &baselineResult{}, BrokerStore: &storeReport{}, NATS: &trafficReport{}, Push: &pushReport{}})
+	raw, err := json.Marshal(&result{Baseline: &baselineResult{}, BrokerStore: &storeReport{}, NATS: &trafficReport{}, Push: &pushReport{}, BrokerProcess: &brokerProcReport{}})
 	if err != nil {
 		t.Fatal(err)
 	}

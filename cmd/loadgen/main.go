@@ -178,6 +178,12 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	if env != nil {
 		before, trafficBefore = env.stats(), env.traffic()
 	}
+	var brokersBefore brokerProc
+	if len(cfg.brokerMetrics) > 0 {
+		if brokersBefore, err = scrapeBrokers(setup, cfg.brokerMetrics); err != nil {
+			return nil, err
+		}
+	}
 	cpuBefore, gcBefore := processCPU(), gcCycles()
 	start := time.Now()
 	r.st.mu.Lock()
@@ -220,6 +226,12 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	r.drain(cfg.drain)
 	drained := time.Now()
 	cpu, gcs := processCPU()-cpuBefore, gcCycles()-gcBefore
+	var brokersAfter brokerProc
+	if len(cfg.brokerMetrics) > 0 {
+		if brokersAfter, err = scrapeBrokers(context.Background(), cfg.brokerMetrics); err != nil {
+			return nil, err
+		}
+	}
 	var traffic natsTraffic // before the checks below add their reads
 	if env != nil {
 		traffic = env.traffic().sub(trafficBefore)
@@ -259,6 +271,9 @@ func execute(cfg *config, errw io.Writer) (res *result, err error) {
 	res.CPUSeconds, res.GCCycles = cpu.Seconds(), gcs
 	if res.Completed > 0 {
 		res.CPUMsPerInvitation = float64(cpu.Microseconds()) / 1000 / float64(res.Completed)
+	}
+	if len(cfg.brokerMetrics) > 0 {
+		res.BrokerProcess = newBrokerProcReport(brokersBefore, brokersAfter, len(cfg.brokerMetrics), res.Completed)
 	}
 	if env != nil {
 		hb := 0.0

@@ -70,6 +70,8 @@ type result struct {
 	BrokerStore  *storeReport `json:"broker_store,omitempty"`
 	// NATS: embedded, the servers' message counts over the window and drain.
 	NATS *trafficReport `json:"nats,omitempty"`
+	// BrokerProcess: --broker-metrics, the brokers' own CPU and memory.
+	BrokerProcess *brokerProcReport `json:"broker_process,omitempty"`
 	// Push: the push behaviour's requests and wake-ups (with a push weight
 	// in the mix).
 	Push *pushReport `json:"push,omitempty"`
@@ -268,6 +270,10 @@ func writeText(w io.Writer, res *result) {
 		p("NATS messages (workload + drain, all servers): %d from clients, %d to clients, %d between servers", t.ClientIn, t.ClientOut, t.RoutedIn)
 		p("  per invitation: %.1f from clients, %.1f to clients, %.1f between servers; %.1f in all",
 			t.ClientInPerInv, t.ClientOutPerInv, t.RoutedInPerInv, t.MessagesPerInvitation)
+	}
+	if b := res.BrokerProcess; b != nil {
+		p("Brokers' own processes (--broker-metrics, %d): %.1f s of CPU over the window and drain, %.3f ms per completed invitation; largest RSS at the end %.0f MiB",
+			b.Brokers, b.CPUSeconds, b.CPUMsPerInvitation, b.RSSBytes/(1<<20))
 	}
 	if len(res.Notes) > 0 {
 		p("Notes (not violations)")
