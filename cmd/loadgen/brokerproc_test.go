@@ -10,8 +10,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/ringer-dev/ringer/broker"
 	"github.com/ringer-dev/ringer/brokertest"
+	"github.com/ringer-dev/ringer/internal/ringertest"
 )
 
 // Against a deployment, --broker-metrics adds the brokers' own CPU per call
@@ -23,10 +23,7 @@ func TestBrokerMetricsReportTheBrokersCost(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a 2 s workload")
 	}
-	cfg := broker.DefaultConfig()
-	cfg.SendRate, cfg.SendBurst = 1000, 1000
-	cfg.CommandRate, cfg.CommandBurst = 1000, 1000
-	r := brokertest.New(t, brokertest.WithConfig(cfg))
+	r := brokertest.New(t, brokertest.WithConfig(ringertest.TestConfig())) // rates a few users can drive hard
 	metrics := httptest.NewServer(promhttp.HandlerFor(r.Broker.Metrics().Registry, promhttp.HandlerOpts{}))
 	defer metrics.Close()
 
@@ -45,8 +42,7 @@ func TestBrokerMetricsReportTheBrokersCost(t *testing.T) {
 // A URL that is not a broker's /metrics fails the run before its load, with
 // the URL in the error, rather than reporting a cost of nothing.
 func TestBrokerMetricsFailsOnABadURL(t *testing.T) {
-	cfg := broker.DefaultConfig()
-	r := brokertest.New(t, brokertest.WithConfig(cfg))
+	r := brokertest.New(t)
 	notMetrics := httptest.NewServer(http.NotFoundHandler())
 	defer notMetrics.Close()
 	var stdout, stderr bytes.Buffer
